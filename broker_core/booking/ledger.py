@@ -1,0 +1,189 @@
+"""Reads and writes of the booking table: pools, their usage, and claims.
+
+Claims are made inside one write transaction that first locks the pools it may draw on
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
+then reads their usage, decides, inserts and bumps each pool's generation. So no interleaving of
+concurrent requests can overbook a pool. Accepting, rejecting, cancelling and expiring only ever
+lower usage (a hold is counted until it is released), so they need no pool lock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from ..config import PoolConfig
+from ..offers.engine import InventoryView, PoolView, Slot
+from .timeline import Claim, Usage
+from ..db.tables import (
+    HELD,
+    LIVE_STATES,
+    Allocation,
+    Booking,
+    Inventory,
+    ResourcePool,
+)
+
+
+def pool_key(platform: str, pool: str) -> str:
+    return f"{platform}/{pool}"
+
+
+def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now: int) -> None:
+    """Make the pool rows of one platform match its configuration (pools are never deleted:
+    bookings refer to them; a pool that left the config is disabled)."""
+    wanted = {pool_key(platform, p.name): p for p in pools}
+    existing = {
+        row.name: row
+        for row in session.exec(select(ResourcePool).where(ResourcePool.platform == platform))
+    }
+    for name, row in existing.items():
+        if name not in wanted and row.enabled:
+            row.enabled = False
+            row.generation += 1
+            row.updated_at = now
+    for name, config in wanted.items():
+        row = existing.get(name)
+        if row is None:
+            row = ResourcePool(name=name, platform=platform, updated_at=now)
+            session.add(row)
+            session.flush()
+        row.enabled = True
+        inventories = {
+            inv.resource_class: inv
+            for inv in session.exec(select(Inventory).where(Inventory.pool_id == row.id))
+        }
+        changed = False
+        for resource_class, inv_config in config.inventories.items():
+            inv = inventories.pop(resource_class, None) or Inventory(
+                pool_id=row.id, resource_class=resource_class, total=0
+            )
+            values = inv_config.model_dump()
+            if any(getattr(inv, k) != v for k, v in values.items()):
+                for k, v in values.items():
+                    setattr(inv, k, v)
+                session.add(inv)
+                changed = True
+        for stale in inventories.values():
+            session.delete(stale)
+            changed = True
+        if changed:
+            row.generation += 1
+            row.updated_at = now
+        session.add(row)
+
+
+def load_pools(
+    session: Session, platforms: Sequence[str], window: tuple[int, int], *, lock: bool
+) -> list[PoolView]:
+    """Enabled pools of these platforms with their usage over ``window``, optionally locked."""
+    query = (
+        select(ResourcePool)
+        .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
+        .order_by(ResourcePool.id)  # a fixed lock order, so lockers cannot deadlock
+    )
+    if lock:
+        query = query.with_for_update()
+    pools = list(session.exec(query))
+    if not pools:
+        return []
+    ids = [p.id for p in pools]
+    inventories: dict[int, dict[str, InventoryView]] = defaultdict(dict)
+    for inv in session.exec(select(Inventory).where(Inventory.pool_id.in_(ids))):  # type: ignore[attr-defined]
+        inventories[inv.pool_id][inv.resource_class] = InventoryView(
+            inv.capacity, inv.min_unit, inv.max_unit, inv.step_size
+        )
+    claims: dict[tuple[int, str], list[Claim]] = defaultdict(list)
+    rows = session.exec(
+        select(
+            Allocation.pool_id,
+            Allocation.resource_class,
+            Allocation.amount,
+            Booking.start_at,
+            Booking.end_at,
+            Booking.state,
+            Booking.offerset_uuid,
+        )
+        .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+        .where(
+            Allocation.pool_id.in_(ids),  # type: ignore[attr-defined]
+            Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+            Booking.end_at > window[0],
+            Booking.start_at < window[1],
+        )
+    )
+    for pool_id, resource_class, amount, start, end, state, offerset in rows:
+        claims[(pool_id, resource_class)].append(
+            Claim(start, end, amount, offerset if state == HELD else None)
+        )
+    views = []
+    for pool in pools:
+        assert pool.id is not None
+        view = PoolView(pool.id, pool.name, pool.platform, inventories[pool.id])
+        view.usage = {c: Usage(claims.get((pool.id, c), ())) for c in view.inventories}
+        views.append(view)
+    return views
+
+
+def insert_booking(
+    session: Session,
+    *,
+    slot: Slot,
+    session_uuid: str,
+    offerset_uuid: str,
+    state: str,
+    expires_at: int | None,
+    now: int,
+) -> None:
+    booking = Booking(
+        session_uuid=session_uuid,
+        offerset_uuid=offerset_uuid,
+        state=state,
+        start_at=slot.prepare_at,
+        end_at=slot.end_at,
+        expires_at=expires_at,
+        created_at=now,
+        modified_at=now,
+    )
+    session.add(booking)
+    session.flush()
+    assert booking.id is not None
+    for pool_id, resource_class, amount in slot.allocations:
+        session.add(
+            Allocation(
+                booking_id=booking.id,
+                pool_id=pool_id,
+                resource_class=resource_class,
+                amount=amount,
+            )
+        )
+
+
+def bump_generations(session: Session, pool_ids: Iterable[int], now: int) -> None:
+    ids = sorted(set(pool_ids))
+    if ids:
+        session.exec(  # type: ignore[call-overload]
+            update(ResourcePool)
+            .where(ResourcePool.id.in_(ids))  # type: ignore[union-attr]
+            .values(generation=ResourcePool.generation + 1, updated_at=now)
+        )
+
+
+def set_booking_state(
+    session: Session, *, session_uuids: Sequence[str], old: Sequence[str], new: str, now: int
+) -> int:
+    """Move the bookings of these sessions from any of ``old`` states to ``new``."""
+    if not session_uuids:
+        return 0
+    values: dict[str, object] = {"state": new, "modified_at": now}
+    if new != HELD:
+        values["expires_at"] = None
+    result = session.exec(  # type: ignore[call-overload]
+        update(Booking)
+        .where(Booking.session_uuid.in_(session_uuids), Booking.state.in_(old))  # type: ignore[attr-defined]
+        .values(**values)
+    )
+    return result.rowcount

@@ -1,0 +1,103 @@
+"""The ``ebroker`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, NodeConfig, load_config
+
+
+def _load(args: argparse.Namespace) -> NodeConfig:
+    config = load_config(args.config)
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    if overrides:
+        config.server = config.server.model_copy(update=overrides)
+    if getattr(args, "database", None):
+        config.database = config.database.model_copy(update={"url": args.database})
+    return config
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .http.app import create_app
+    from .node import build_broker
+
+    config = _load(args)
+    broker = build_broker(config)
+    app = create_app(broker)
+    platforms = ", ".join(f"{p.name} ({p.config.type})" for p in broker.platforms)
+    print(f"ebroker node {config.site.name!r} at {config.base_url}", flush=True)
+    print(f"  API UI: {config.base_url}/ui   database: {config.database.url}", flush=True)
+    print(f"  platforms: {platforms}", flush=True)
+    uvicorn.run(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        log_level=args.log_level.lower(),
+        workers=1,
+    )
+    return 0
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from .db import migrate
+
+    config = _load(args)
+    migrate.upgrade(config.database.url)
+    print(f"database {config.database.url} at revision {migrate.head_revision()}")
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    from platforms.registry import build_platforms
+
+    config = _load(args)
+    build_platforms(config.platforms)
+    print(f"configuration OK: site {config.site.name!r}, {len(config.platforms)} platform(s)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="ebroker", description="ebroker execution broker")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", help="node configuration file (YAML)")
+        p.add_argument("--database", help="database URL (overrides the config)")
+
+    s = sub.add_parser("serve", help="run a broker node")
+    common(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=serve)
+    d = sub.add_parser("db", help="database schema management")
+    dsub = d.add_subparsers(dest="db_command", required=True)
+    u = dsub.add_parser("upgrade", help="migrate the schema to the latest revision")
+    common(u)
+    u.set_defaults(func=db_upgrade)
+    c = sub.add_parser("check-config", help="validate a configuration file and exit")
+    common(c)
+    c.set_defaults(func=check_config)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"ebroker: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

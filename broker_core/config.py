@@ -1,0 +1,177 @@
+"""The node's one configuration file, validated into pydantic models at start-up.
+
+A bad key or value stops start-up with a message naming it (``ConfigError``); with no file at all
+the node runs on its embedded default: SQLite and the ``simulated`` platform sized from the host.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
+ResourceClass = Literal["cores", "memory", "storage", "gpus"]
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the offending key."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InventoryConfig(Model):
+    """One resource class of a pool, as OpenStack placement models it."""
+
+    total: int = Field(ge=0)
+    reserved: int = Field(default=0, ge=0)
+    allocation_ratio: float = Field(default=1.0, gt=0, le=100)
+    min_unit: int = Field(default=1, ge=1)
+    max_unit: int | None = Field(default=None, ge=1)
+    step_size: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InventoryConfig:
+        if self.reserved > self.total:
+            raise ValueError(f"reserved ({self.reserved}) exceeds total ({self.total})")
+        if self.max_unit is not None and self.max_unit < self.min_unit:
+            raise ValueError(f"max_unit ({self.max_unit}) is below min_unit ({self.min_unit})")
+        return self
+
+    @property
+    def capacity(self) -> int:
+        return int((self.total - self.reserved) * self.allocation_ratio)
+
+
+class PoolConfig(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    inventories: dict[ResourceClass, InventoryConfig]
+
+    @field_validator("inventories")
+    @classmethod
+    def _needs_cores(cls, inventories: dict[str, InventoryConfig]) -> dict[str, InventoryConfig]:
+        if "cores" not in inventories:
+            raise ValueError("a pool needs at least a 'cores' inventory")
+        return inventories
+
+
+class PlatformConfig(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    type: str = "simulated"
+    pools: list[PoolConfig] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RangeDefault(Model):
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+
+
+class ResourceDefaults(Model):
+    cores: RangeDefault = RangeDefault(min=1, max=1)
+    memory: RangeDefault = RangeDefault(min=1, max=1)
+    storage: RangeDefault = RangeDefault(min=1, max=1)
+
+
+class OfferConfig(Model):
+    max_offers: int = Field(default=4, ge=1, le=32)
+    hold: timedelta = Field(default=timedelta(minutes=5), description="how long an offer stays open")
+    lookahead: timedelta = Field(default=timedelta(days=7))
+    default_duration: timedelta = Field(default=timedelta(hours=1))
+    max_duration: timedelta = Field(default=timedelta(days=7))
+    granularity: timedelta = Field(default=timedelta(seconds=60))
+    defaults: ResourceDefaults = ResourceDefaults()
+
+    @field_validator("hold", "lookahead", "default_duration", "max_duration", "granularity")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+
+class ServerConfig(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_depth: int = Field(default=64, ge=8, le=1000)
+    validate_responses: bool = False
+
+
+class DatabaseConfig(Model):
+    url: str = "sqlite:///ebroker.db"
+    migrate_on_start: bool = True
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL"
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+
+class SiteConfig(Model):
+    name: str = "ebroker-node"
+    description: str | None = None
+
+
+class NodeConfig(Model):
+    site: SiteConfig = SiteConfig()
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    offers: OfferConfig = OfferConfig()
+    platforms: list[PlatformConfig] = Field(
+        default_factory=lambda: [PlatformConfig(name="simulated", type="simulated")]
+    )
+
+    @field_validator("platforms")
+    @classmethod
+    def _unique_names(cls, platforms: list[PlatformConfig]) -> list[PlatformConfig]:
+        names = [p.name for p in platforms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"platform names must be unique: {names}")
+        for p in platforms:
+            pool_names = [pool.name for pool in p.pools]
+            if len(set(pool_names)) != len(pool_names):
+                raise ValueError(f"pool names of platform {p.name!r} must be unique")
+        return platforms
+
+    @property
+    def base_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        return f"http://{self.server.host}:{self.server.port}"
+
+
+def describe_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> NodeConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, source)) from None
+
+
+def load_config(path: str | Path | None) -> NodeConfig:
+    if path is None:
+        return NodeConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
+    return parse_config(data, str(path))

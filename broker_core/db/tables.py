@@ -1,0 +1,107 @@
+"""The booking table, declared with sqlmodel. Times are integer UTC epoch seconds.
+
+Capacity is modelled the way OpenStack placement models it (pools with inventories per resource
+class, a generation per pool), plus time: a booking claims amounts on one or more pools over the
+half-open interval [start_at, end_at).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Booking states
+HELD, CONFIRMED, ACTIVE, RELEASED = "HELD", "CONFIRMED", "ACTIVE", "RELEASED"
+LIVE_STATES = (HELD, CONFIRMED, ACTIVE)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(sa_type=BigInteger, **kwargs)
+
+
+class ResourcePool(SQLModel, table=True):
+    __tablename__ = "resource_pool"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255, unique=True)  # "<platform>/<pool>"
+    platform: str = Field(max_length=128)
+    generation: int = Field(default=0, sa_type=BigInteger)
+    enabled: bool = True
+    updated_at: int = _ts()
+
+
+class Inventory(SQLModel, table=True):
+    __tablename__ = "inventory"
+    __table_args__ = (UniqueConstraint("pool_id", "resource_class"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pool_id: int = Field(foreign_key="resource_pool.id", index=True)
+    resource_class: str = Field(max_length=32)
+    total: int = Field(sa_type=BigInteger)
+    reserved: int = Field(default=0, sa_type=BigInteger)
+    allocation_ratio: float = 1.0
+    min_unit: int = 1
+    max_unit: int | None = None
+    step_size: int = 1
+
+    @property
+    def capacity(self) -> int:
+        return int((self.total - self.reserved) * self.allocation_ratio)
+
+
+class OfferSet(SQLModel, table=True):
+    __tablename__ = "offer_set"
+
+    uuid: str = Field(primary_key=True, max_length=36)
+    result: str = Field(max_length=8)
+    owner: str | None = Field(default=None, max_length=255)
+    created_at: int = _ts()
+    expires_at: int = _ts()
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class ExecutionSession(SQLModel, table=True):
+    __tablename__ = "execution_session"
+    __table_args__ = (Index("ix_session_phase_expires", "phase", "expires_at"),)
+
+    uuid: str = Field(primary_key=True, max_length=36)
+    offerset_uuid: str = Field(foreign_key="offer_set.uuid", index=True, max_length=36)
+    phase: str = Field(max_length=16)
+    platform: str = Field(max_length=128)
+    owner: str | None = Field(default=None, max_length=255)
+    created_at: int = _ts()
+    modified_at: int = _ts()
+    expires_at: int = _ts()
+    prepare_at: int = _ts()
+    start_at: int = _ts()
+    end_at: int = _ts()
+    generation: int = Field(default=0, sa_type=BigInteger)
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class Booking(SQLModel, table=True):
+    __tablename__ = "booking"
+    __table_args__ = (Index("ix_booking_state_end", "state", "end_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_uuid: str = Field(foreign_key="execution_session.uuid", unique=True, max_length=36)
+    offerset_uuid: str = Field(index=True, max_length=36)
+    state: str = Field(max_length=16)
+    start_at: int = _ts()
+    end_at: int = _ts()
+    expires_at: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: int = _ts()
+    modified_at: int = _ts()
+
+
+class Allocation(SQLModel, table=True):
+    __tablename__ = "allocation"
+    __table_args__ = (Index("ix_allocation_pool_booking", "pool_id", "booking_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int = Field(foreign_key="booking.id", index=True)
+    pool_id: int = Field(foreign_key="resource_pool.id")
+    resource_class: str = Field(max_length=32)
+    amount: int = Field(sa_type=BigInteger)

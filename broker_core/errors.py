@@ -1,0 +1,52 @@
+"""Domain exceptions. ``broker_core.http.problems`` maps each one to an HTTP problem response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FieldError:
+    pointer: str  # RFC 6901 JSON pointer into the request document
+    detail: str
+
+
+class BrokerError(Exception):
+    """Base of every error a client can cause."""
+
+
+@dataclass
+class DocumentInvalid(BrokerError):
+    """The document is malformed: 400, naming the offending fields."""
+
+    errors: list[FieldError]
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e.pointer or '/'}: {e.detail}" for e in self.errors)
+
+
+@dataclass
+class NotFound(BrokerError):
+    what: str
+    uuid: str
+
+    def __str__(self) -> str:
+        return f"no {self.what} {self.uuid}"
+
+
+@dataclass
+class Conflict(BrokerError):
+    """The request is well-formed but clashes with the current state (409)."""
+
+    detail: str
+    phase: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def pointer(*parts: object) -> str:
+    """An RFC 6901 pointer from path parts (escaping ``~`` and ``/``)."""
+    escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return "".join("/" + p for p in escaped)

@@ -1,0 +1,68 @@
+"""The HTTP app: connexion serving and validating against the spec in ``openapi/``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from connexion import AsyncApp
+from connexion.datastructures import MediaTypeDict
+from connexion.options import SwaggerUIOptions
+
+from ..offers.service import Broker
+from ..sessions.updates import expire_due, next_expiry
+from . import problems
+from .negotiation import ContentNegotiation
+
+log = logging.getLogger(__name__)
+SPEC = Path(__file__).resolve().parents[2] / "openapi" / "ebroker.yaml"
+REAPER_MAX_SLEEP = 1.0
+
+
+async def reap_expired_offers(broker: Broker) -> None:
+    """Expire offers at their expiry time, without anyone polling the API."""
+    while True:
+        try:
+            await asyncio.to_thread(expire_due, broker)
+            upcoming = await asyncio.to_thread(next_expiry, broker)
+        except Exception:  # the reaper must outlive a database hiccup
+            log.exception("expiring offers failed; retrying")
+            upcoming = None
+        delay = REAPER_MAX_SLEEP
+        if upcoming is not None:
+            delay = min(max(upcoming - time.time(), 0.05), REAPER_MAX_SLEEP)
+        await asyncio.sleep(delay)
+
+
+def create_app(broker: Broker, *, reaper: bool = True) -> Any:
+    """The ASGI app of a broker node."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        task = asyncio.create_task(reap_expired_offers(broker)) if reaper else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = AsyncApp(
+        __name__,
+        lifespan=lifespan,
+        validator_map={"body": MediaTypeDict({"*/*json": problems.PointerBodyValidator})},
+    )
+    app.add_api(
+        SPEC,
+        strict_validation=True,
+        validate_responses=broker.config.server.validate_responses,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+    )
+    problems.register(app)
+    return ContentNegotiation(app, broker)

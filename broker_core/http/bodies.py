@@ -1,0 +1,359 @@
+"""Safe decoding of untrusted JSON and YAML request bodies.
+
+Everything here runs before any other code sees a request body, so it must refuse
+hostile input cheaply: oversized bodies, deep nesting (which makes recursive
+parsers blow the stack), YAML alias bombs ("billion laughs") and malformed text.
+The only exception that leaves :func:`parse_body` is :class:`BodyError`, which
+carries what an ``application/problem+json`` response needs.
+
+YAML is vetted on the parser's flat *event* stream, never on a composed node graph:
+composing recurses once per nesting level (libyaml's composer overflows the C
+stack and kills the process on ~100k nested ``[``), and a composed graph hides
+alias expansion.  One linear pass over the events measures depth and node count
+with aliases expanded (each anchor's expanded size is remembered when it closes),
+so an alias bomb is refused after reading at most ``max_nodes`` nodes' worth of
+events.  Only a document that passed is composed and constructed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from itertools import accumulate
+from typing import Any
+
+import yaml
+
+_SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+JSON_TYPES = ("application/json", "application/problem+json", "text/json")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+_BAD_REQUEST = "Bad Request"
+_BOM = "\ufeff"
+_INT_TAG = "tag:yaml.org,2002:int"
+# Python refuses to turn longer decimal strings into ints (CVE-2020-10735); YAML's
+# base-60 ints (``1:2:3``) are built by repeated multiplication, which is quadratic,
+# so long int scalars of any notation are refused before construction.
+_MAX_INT_CHARS = 4300
+
+# Everything in a JSON text except the bracket characters that open/close
+# containers: whole string literals (escapes included; an unterminated one runs to
+# the end) and runs of other characters.  Possessive quantifiers keep it linear.
+_JSON_NOT_BRACKETS = re.compile(r'"[^"\\]*+(?:\\[\s\S][^"\\]*+)*+"?|[^"\[\]{}]++')
+_BRACKET_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """Resource limits for one request body (frozen so the shared default is safe)."""
+
+    max_bytes: int = 1_048_576
+    max_depth: int = 64  # nesting of arrays/objects
+    max_nodes: int = 100_000  # scalars+containers after YAML alias expansion
+
+
+class BodyError(Exception):
+    """A refused request body, ready to be rendered as ``application/problem+json``.
+
+    ``pointer`` is a JSON Pointer (RFC 6901) into the document when the problem is
+    a specific value rather than the body as a whole.
+    """
+
+    def __init__(self, status: int, title: str, detail: str, pointer: str | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.pointer = pointer
+
+    def problem(self) -> dict[str, Any]:
+        """RFC 9457 problem details for this error."""
+        doc: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.pointer is not None:
+            doc["pointer"] = self.pointer
+        return doc
+
+
+def _bad(detail: str, pointer: str | None = None) -> BodyError:
+    return BodyError(400, _BAD_REQUEST, detail, pointer)
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare, lower-case media type of a Content-Type header ("" when absent)."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(mt: str) -> bool:
+    """Whether a bare media type is JSON (including any ``+json`` structured suffix)."""
+    return mt in JSON_TYPES or ("/" in mt and mt.endswith("+json"))
+
+
+def is_yaml(mt: str) -> bool:
+    """Whether a bare media type is YAML (including the RFC 9512 ``+yaml`` suffix)."""
+    return mt in YAML_TYPES or ("/" in mt and mt.endswith("+yaml"))
+
+
+def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits = BodyLimits()) -> Any:
+    """Decode a JSON or YAML request body into JSON-compatible Python data.
+
+    Raises only :class:`BodyError` (400, 413 or 415), whatever the input.
+    """
+    if len(raw) > limits.max_bytes:
+        raise BodyError(
+            413,
+            "Payload Too Large",
+            f"request body is {len(raw)} bytes; the limit is {limits.max_bytes} bytes",
+        )
+    mt = media_type(content_type)
+    if mt and not (is_json(mt) or is_yaml(mt)):
+        accepted = ", ".join((*JSON_TYPES, "*/*+json", *YAML_TYPES, "*/*+yaml"))
+        raise BodyError(
+            415, "Unsupported Media Type", f"unsupported media type {mt!r}; accepted: {accepted}"
+        )
+    if not raw.strip():
+        raise _bad("request body is empty")
+    if not mt:  # no Content-Type: JSON if it looks like a JSON object/array, else YAML
+        as_json = raw.lstrip().removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[")
+    else:
+        as_json = is_json(mt)
+    try:
+        text = raw.decode("utf-8").removeprefix(_BOM)
+        return _parse_json(text, limits) if as_json else _parse_yaml(text, limits)
+    except BodyError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise _bad(f"request body is not valid UTF-8 (byte offset {exc.start})") from None
+    except RecursionError:
+        raise _bad("request body is nested too deeply") from None
+    except MemoryError:
+        raise BodyError(413, "Payload Too Large", "request body is too large to decode") from None
+    except Exception as exc:  # the contract is "BodyError only", whatever a parser does
+        raise _bad("request body could not be decoded") from exc
+
+
+def dump_yaml(document: Any) -> bytes:
+    """Serialise JSON-compatible data as UTF-8 YAML for responses, keeping key order."""
+    return yaml.dump(
+        document, Dumper=_SafeDumper, sort_keys=False, allow_unicode=True, encoding="utf-8"
+    )
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_depth(text: str) -> int:
+    """Maximum bracket nesting of a JSON text, ignoring brackets inside strings.
+
+    Linear and non-recursive, so it is safe to run on input json.loads must not see.
+    """
+    brackets = _JSON_NOT_BRACKETS.sub("", text)
+    return max(accumulate(map(_BRACKET_DELTA.__getitem__, brackets)), default=0)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _bad(f"{name} is not a valid JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # e.g. 1e999 would silently become inf
+        raise _bad(f"number {literal[:40]} is out of range")
+    return value
+
+
+def _parse_json(text: str, limits: BodyLimits) -> Any:
+    if _json_depth(text) > limits.max_depth:
+        raise _bad(f"nesting deeper than {limits.max_depth} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise _bad(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise _bad(f"invalid JSON: {exc}") from None
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def _at(mark: Any) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _vet_yaml_events(text: str, limits: BodyLimits) -> bool:
+    """Check depth and alias-expanded size on the event stream; False if no document.
+
+    Each open container is a stack entry ``[anchor, nodes_before_it, max_child_height]``;
+    when it closes its expanded size and height are recorded under its anchor, so an
+    alias costs O(1) however large its expansion.
+    """
+    max_depth, max_nodes = limits.max_depth, limits.max_nodes
+    loader = _SafeLoader(text)
+    try:
+        documents = 0
+        nodes = 0
+        stack: list[list[Any]] = []
+        anchors: dict[str, tuple[int, int] | None] = {}  # None: still open (recursion)
+
+        def add(size: int, height: int, mark: Any) -> None:
+            nonlocal nodes
+            nodes += size
+            if nodes > max_nodes:
+                raise _bad(f"document expands to more than {max_nodes} nodes (YAML alias bomb?)")
+            if len(stack) + height > max_depth:
+                raise _bad(f"nesting deeper than {max_depth} levels{_at(mark)}")
+            if stack and height > stack[-1][2]:
+                stack[-1][2] = height
+
+        def define(anchor: str | None, mark: Any) -> None:
+            if anchor is not None and anchor in anchors:
+                raise _bad(f"duplicate YAML anchor &{anchor}{_at(mark)}")
+            if anchor is not None:
+                anchors[anchor] = None
+
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.ScalarEvent):
+                define(event.anchor, event.start_mark)
+                _vet_scalar(loader, event)
+                add(1, 0, event.start_mark)
+                if event.anchor is not None:
+                    anchors[event.anchor] = (1, 0)
+            elif isinstance(event, yaml.AliasEvent):
+                if event.anchor not in anchors:
+                    raise _bad(f"undefined YAML alias *{event.anchor}{_at(event.start_mark)}")
+                expansion = anchors[event.anchor]
+                if expansion is None:
+                    raise _bad(
+                        f"recursive YAML alias *{event.anchor} "
+                        f"(a node containing itself){_at(event.start_mark)}"
+                    )
+                add(*expansion, event.start_mark)
+            elif isinstance(event, yaml.CollectionStartEvent):
+                define(event.anchor, event.start_mark)
+                if len(stack) >= max_depth:
+                    raise _bad(f"nesting deeper than {max_depth} levels{_at(event.start_mark)}")
+                stack.append([event.anchor, nodes, 0])
+                add(1, 0, event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, before, child_height = stack.pop()
+                size, height = nodes - before, child_height + 1
+                if anchor is not None:
+                    anchors[anchor] = (size, height)
+                if stack and height > stack[-1][2]:
+                    stack[-1][2] = height
+            elif isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise _bad(
+                        "multiple YAML documents in one request body are not "
+                        f"supported{_at(event.start_mark)}"
+                    )
+        return documents > 0
+    finally:
+        loader.dispose()
+
+
+def _vet_scalar(loader: Any, event: yaml.ScalarEvent) -> None:
+    """Refuse scalars whose construction would be slow (very long integers)."""
+    if len(event.value) <= _MAX_INT_CHARS:
+        return
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == _INT_TAG:
+        raise _bad(f"integer longer than {_MAX_INT_CHARS} characters{_at(event.start_mark)}")
+
+
+def _parse_yaml(text: str, limits: BodyLimits) -> Any:
+    try:
+        if not _vet_yaml_events(text, limits):
+            raise _bad("request body is empty")
+        document = yaml.load(text, Loader=_str_key_loader(_SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        raise _bad(f"invalid YAML{_at(mark)}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise _bad(f"invalid YAML: {exc}") from None
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+        # PyYAML's constructors crash this way on e.g. "!!int" with no digits, an empty
+        # "!!timestamp" or a base-60 float beyond float range
+        raise _bad("invalid YAML: a value does not fit its (explicit or implied) type") from exc
+    return _jsonable(document, "")
+
+
+class _StrKeyConstructor:
+    """Constructs mapping keys as JSON member names while building each mapping.
+
+    Converting afterwards is too late: ``{1: x, true: y}`` already collides in a
+    Python dict because ``1 == True``.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[str, Any]:
+        self.flatten_mapping(node)  # type: ignore[attr-defined]  # resolves << merge keys
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
+            name = _key(key, key_node.start_mark)
+            mapping[name] = self.construct_object(value_node, deep=deep)  # type: ignore[attr-defined]
+        return mapping
+
+
+@cache
+def _str_key_loader(base: type) -> type:
+    return type(f"StrKey{base.__name__}", (_StrKeyConstructor, base), {})
+
+
+def _pointer_token(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _key(key: Any, mark: Any = None) -> str:
+    """Mapping keys as JSON object member names (``1`` -> "1", ``true`` -> "true")."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(key)
+    if isinstance(key, date):
+        return key.isoformat()
+    raise _bad(f"mapping key of type {type(key).__name__} cannot be a JSON member name{_at(mark)}")
+
+
+def _jsonable(value: Any, pointer: str) -> Any:
+    """Turn constructed YAML into JSON-compatible data (depth was bounded by the vetting).
+
+    Dates and timestamps become ISO-8601 strings; values JSON cannot represent
+    (NaN/infinity, ``!!binary``, ``!!set``) are refused rather than passed on.
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad(f"{value} is not a valid JSON number", pointer or None)
+        return value
+    if isinstance(value, date):  # datetime is a subclass of date
+        return value.isoformat()
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = _key(key)
+            out[name] = _jsonable(item, f"{pointer}/{_pointer_token(name)}")
+        return out
+    if isinstance(value, list | tuple):  # tuples come from !!omap / !!pairs
+        return [_jsonable(item, f"{pointer}/{index}") for index, item in enumerate(value)]
+    raise _bad(
+        f"YAML value of type {type(value).__name__} cannot be represented in JSON", pointer or None
+    )

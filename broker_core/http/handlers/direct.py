@@ -1,0 +1,17 @@
+"""POST /direct (and its older alias POST /sessions): book and accept a slot starting now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...offers.service import request_offers
+from ..context import broker
+from . import respond
+
+
+def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
+    offerset = request_offers(broker(), body, direct=True)
+    return respond(offerset, 201 if offerset["result"] == "YES" else 200)
+
+
+post_legacy = post

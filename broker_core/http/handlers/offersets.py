@@ -1,0 +1,13 @@
+"""GET /offersets/{uuid}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...offers.service import get_offerset
+from ..context import broker
+from . import respond
+
+
+def get(uuid: str) -> tuple[dict[str, Any], int, dict]:
+    return respond(get_offerset(broker(), str(uuid)), 200)

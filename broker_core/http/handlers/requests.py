@@ -1,0 +1,16 @@
+"""POST /requests (and its older alias POST /offersets): ask for offers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...offers.service import request_offers
+from ..context import broker
+from . import respond
+
+
+def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
+    return respond(request_offers(broker(), body), 200)
+
+
+post_legacy = post

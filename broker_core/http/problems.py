@@ -1,0 +1,137 @@
+"""One table from domain exceptions to problem responses, and spec validation with pointers.
+
+Every error a client can cause becomes ``application/problem+json`` (RFC 9457); a 400 carries an
+``errors`` list of ``{pointer, detail}`` naming each offending field by RFC 6901 pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from connexion.exceptions import BadRequestProblem, ProblemException
+from connexion.json_schema import Draft4RequestValidator
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.validators import JSONRequestBodyValidator
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from ..errors import BrokerError, Conflict, DocumentInvalid, FieldError, NotFound, pointer
+from ..schedule import ScheduleError
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem_response(
+    status: int, title: str, detail: str, **extensions: Any
+) -> ConnexionResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return ConnexionResponse(
+        status_code=status, mimetype=PROBLEM, content_type=PROBLEM, body=json.dumps(body)
+    )
+
+
+def _errors(errors: list[FieldError]) -> list[dict[str, str]]:
+    return [{"pointer": e.pointer, "detail": e.detail} for e in errors]
+
+
+# exception class -> (status, title)
+PROBLEMS: dict[type[Exception], tuple[int, str]] = {
+    DocumentInvalid: (400, "Invalid document"),
+    ScheduleError: (400, "Invalid schedule"),
+    NotFound: (404, "Not Found"),
+    Conflict: (409, "Conflict"),
+}
+
+
+def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    status, title = next(
+        (v for cls, v in PROBLEMS.items() if isinstance(exc, cls)), (400, "Bad Request")
+    )
+    extensions: dict[str, Any] = {}
+    if isinstance(exc, DocumentInvalid):
+        extensions["errors"] = _errors(exc.errors)
+    if isinstance(exc, Conflict):
+        extensions["phase"] = exc.phase
+        extensions["messages"] = exc.messages or None
+    return problem_response(status, title, str(exc), **extensions)
+
+
+def connexion_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+    extensions = dict(exc.ext or {})
+    return problem_response(
+        exc.status, exc.title or "Bad Request", str(exc.detail or exc.title), **extensions
+    )
+
+
+def unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return problem_response(500, "Internal Server Error", "an unexpected error was logged")
+
+
+def register(app: Any) -> None:
+    for cls in (BrokerError, ScheduleError):
+        app.add_error_handler(cls, broker_error)
+    app.add_error_handler(ProblemException, connexion_problem)
+    app.add_error_handler(Exception, unexpected)
+
+
+def _leaf(error: ValidationError) -> ValidationError:
+    """The most specific error, descending into anyOf/oneOf branches of the matching kind."""
+    return best_match([error]) if not error.context else best_match(error.context)
+
+
+class PointerBodyValidator(JSONRequestBodyValidator):
+    """connexion's JSON body validation, reporting the offending field as a JSON pointer."""
+
+    @property
+    def _validator(self) -> Draft4Validator:
+        return Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+
+    def _validate(self, body: Any) -> dict | None:
+        if not self._nullable and body is None:
+            raise BadRequestProblem("Request body must not be empty")
+        errors = list(self._validator.iter_errors(body))
+        if not errors:
+            return body
+        found = []
+        for error in sorted(errors, key=lambda e: list(e.absolute_path))[:20]:
+            leaf = _kind_branch(error) or _leaf(error)
+            found.append(
+                {"pointer": pointer(*leaf.absolute_path), "detail": _detail(leaf)}
+            )
+        detail = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in found)
+        raise BadRequestProblem(title="Invalid document", detail=detail, ext={"errors": found})
+
+
+def _kind_branch(error: ValidationError) -> ValidationError | None:
+    """For an anyOf over kinds, the errors of the branch whose ``kind`` matched the document."""
+    if error.validator != "anyOf" or not isinstance(error.instance, dict):
+        return None
+    kind = error.instance.get("kind")
+    for sub in error.context or ():
+        branch = sub.relative_schema_path[0] if sub.relative_schema_path else None
+        schema = error.validator_value[branch] if isinstance(branch, int) else {}
+        enum = _resolve_kind_enum(error, schema)
+        if enum and kind in enum:
+            return best_match([e for e in error.context if e.relative_schema_path[0] == branch])
+    return None
+
+
+def _resolve_kind_enum(error: ValidationError, schema: dict) -> list | None:
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if ref and error._resolver is not None:  # type: ignore[attr-defined]
+        try:
+            schema = error._resolver.lookup(ref).contents  # type: ignore[attr-defined]
+        except Exception:
+            return None
+    kind = schema.get("properties", {}).get("kind", {}) if isinstance(schema, dict) else {}
+    return kind.get("enum")
+
+
+def _detail(error: ValidationError) -> str:
+    message = error.message
+    return message if len(message) <= 300 else message[:297] + "..."

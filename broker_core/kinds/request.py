@@ -1,0 +1,133 @@
+"""The ExecutionRequest (OfferSetRequest) envelope: components dispatched by kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from ..errors import DocumentInvalid, FieldError
+from .base import Component, Meta, Strict
+from .registry import KindRegistry, UnknownKind, validation_errors
+
+
+class RequestedSchedule(Strict):
+    start: str | list[str] | None = None
+    duration: str | None = Field(default=None, max_length=64)
+
+
+class ScheduleBlock(Strict):
+    requested: RequestedSchedule | None = None
+
+
+class CostItem(Strict):
+    kind: str | None = None
+    min: float | None = None
+    max: float | None = None
+    units: str | None = Field(default=None, max_length=64)
+
+
+class Envelope(Strict):
+    """The request with its components still raw: they are validated per kind afterwards."""
+
+    kind: str | None = None
+    meta: Meta | None = None
+    executable: dict[str, Any]
+    compute: dict[str, Any] | None = None
+    storage: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+    data: list[dict[str, Any]] = Field(default_factory=list, max_length=256)
+    schedule: ScheduleBlock | None = None
+    costs: list[CostItem] = Field(default_factory=list, max_length=64)
+    metrics: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+
+
+@dataclass
+class ExecutionRequest:
+    executable: Component
+    compute: Component | None
+    storage: list[Component]
+    data: list[Component]
+    schedule: RequestedSchedule
+    meta: Meta | None = None
+    costs: list[CostItem] = field(default_factory=list)
+
+    def components(self) -> list[Component]:
+        parts = [self.executable, *([self.compute] if self.compute else [])]
+        return parts + self.storage + self.data
+
+    def kinds(self) -> set[str]:
+        return {c.kind for c in self.components()}
+
+
+@dataclass
+class ParsedRequest:
+    """A request that is well-formed; ``unknown`` lists kinds this node has no model for."""
+
+    request: ExecutionRequest | None
+    unknown: list[UnknownKind]
+
+
+def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
+    try:
+        envelope = Envelope.model_validate(document)
+    except ValidationError as exc:
+        raise DocumentInvalid(validation_errors(exc)) from None
+
+    errors: list[FieldError] = []
+    unknown: list[UnknownKind] = []
+
+    def parse(category: str, doc: dict[str, Any], *where: object) -> Component | None:
+        try:
+            return registry.parse(category, doc, where)
+        except UnknownKind as exc:
+            unknown.append(exc)
+        except DocumentInvalid as exc:
+            errors.extend(exc.errors)
+        return None
+
+    executable = parse("executable", envelope.executable, "executable")
+    compute = parse("compute", envelope.compute, "compute") if envelope.compute else None
+    storage = [parse("storage", d, "storage", i) for i, d in enumerate(envelope.storage)]
+    data = [parse("data", d, "data", i) for i, d in enumerate(envelope.data)]
+    if errors:
+        raise DocumentInvalid(errors)
+    if unknown:
+        return ParsedRequest(None, unknown)
+    _check_references(storage, data, compute)  # type: ignore[arg-type]
+    assert executable is not None
+    return ParsedRequest(
+        ExecutionRequest(
+            executable=executable,
+            compute=compute,
+            storage=storage,  # type: ignore[arg-type]
+            data=data,  # type: ignore[arg-type]
+            schedule=(envelope.schedule and envelope.schedule.requested) or RequestedSchedule(),
+            meta=envelope.meta,
+            costs=envelope.costs,
+        ),
+        [],
+    )
+
+
+def _check_references(
+    storage: list[Component], data: list[Component], compute: Component | None
+) -> None:
+    """Names that components use to point at each other must resolve."""
+    errors: list[FieldError] = []
+    storage_names = {s.name for s in storage if s.name}
+    data_names = {d.name for d in data if d.name}
+    for i, d in enumerate(data):
+        target = getattr(d, "storage", None)
+        if target and target not in storage_names:
+            errors.append(FieldError(f"/data/{i}/storage", f"no storage resource named {target!r}"))
+    for i, volume in enumerate(getattr(compute, "volumes", None) or []):
+        if volume.resource not in data_names | storage_names:
+            errors.append(
+                FieldError(
+                    f"/compute/volumes/{i}/resource",
+                    f"no data or storage resource named {volume.resource!r}",
+                )
+            )
+    if errors:
+        raise DocumentInvalid(errors)

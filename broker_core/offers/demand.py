@@ -1,0 +1,107 @@
+"""Resolve a request into what must be booked: amounts per resource class, duration, windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ..config import OfferConfig
+from ..errors import DocumentInvalid, FieldError
+from ..kinds.base import Message, MinMax, message
+from ..kinds.request import ExecutionRequest
+from ..schedule import Interval, ScheduleError, parse_duration, parse_intervals
+
+
+@dataclass(frozen=True)
+class Range:
+    min: int
+    max: int
+
+
+@dataclass
+class Demand:
+    amounts: dict[str, Range]
+    duration: int  # seconds the session is available for
+    windows: list[tuple[int, int]] | None  # allowed available-start instants; None = ASAP
+    storage_sizes: list[Range] = field(default_factory=list)  # one per storage resource
+
+    def describe(self) -> str:
+        parts = [f"{r.min}..{r.max} {name}" for name, r in self.amounts.items()]
+        return ", ".join(parts)
+
+
+def _range(value: MinMax | None, default: Range, where: str) -> Range:
+    if value is None or (value.min is None and value.max is None):
+        return default
+    low = value.min if value.min is not None else min(default.min, value.max or default.min)
+    high = value.max if value.max is not None else max(low, default.max)
+    if low > high:
+        raise DocumentInvalid([FieldError(where, f"min ({low}) is greater than max ({high})")])
+    return Range(low, high)
+
+
+def resolve(request: ExecutionRequest, config: OfferConfig) -> Demand:
+    defaults = config.defaults
+    compute = request.compute
+    cores = _range(
+        getattr(compute, "cores", None),
+        Range(defaults.cores.min, defaults.cores.max),
+        "/compute/cores",
+    )
+    memory = _range(
+        getattr(compute, "memory", None),
+        Range(defaults.memory.min, defaults.memory.max),
+        "/compute/memory",
+    )
+    amounts = {"cores": cores, "memory": memory}
+    sizes = [
+        _range(
+            getattr(s, "size", None),
+            Range(defaults.storage.min, defaults.storage.max),
+            f"/storage/{i}/size",
+        )
+        for i, s in enumerate(request.storage)
+    ]
+    if sizes:
+        amounts["storage"] = Range(sum(r.min for r in sizes), sum(r.max for r in sizes))
+
+    schedule = request.schedule
+    try:
+        duration = (
+            parse_duration(schedule.duration) if schedule.duration else config.default_duration
+        )
+    except ScheduleError as exc:
+        raise DocumentInvalid([FieldError("/schedule/requested/duration", str(exc))]) from None
+    if duration <= timedelta(0):
+        raise DocumentInvalid(
+            [FieldError("/schedule/requested/duration", "duration must be positive")]
+        )
+    windows: list[tuple[int, int]] | None = None
+    if schedule.start is not None:
+        try:
+            intervals: list[Interval] = parse_intervals(schedule.start)
+        except ScheduleError as exc:
+            raise DocumentInvalid([FieldError("/schedule/requested/start", str(exc))]) from None
+        windows = [(int(i.start.timestamp()), int(i.end.timestamp())) for i in intervals]
+    return Demand(amounts, int(duration.total_seconds()), windows, sizes)
+
+
+def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:
+    """Reasons a well-formed demand is beyond what this node ever offers."""
+    reasons = []
+    if demand.duration > config.max_duration.total_seconds():
+        reasons.append(
+            message(
+                "requested duration {requested} is longer than this node's maximum {maximum}",
+                level="WARN",
+                requested=_fmt(demand.duration),
+                maximum=_fmt(int(config.max_duration.total_seconds())),
+            )
+        )
+    return reasons
+
+
+def _fmt(seconds: int) -> str:
+    from ..schedule import format_duration
+
+    return format_duration(timedelta(seconds=seconds))

@@ -1,0 +1,197 @@
+"""Find time-slot offers by sweeping the booking table's usage over a bounded look-ahead.
+
+Pure functions over in-memory pool views, so the ledger can run them inside the transaction
+that holds the pool locks, and tests can exercise them without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..booking.timeline import Usage
+from .demand import Demand, Range
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    capacity: int
+    min_unit: int = 1
+    max_unit: int | None = None
+    step_size: int = 1
+
+
+@dataclass
+class PoolView:
+    id: int
+    name: str
+    platform: str
+    inventories: dict[str, InventoryView]
+    usage: dict[str, Usage] = field(default_factory=dict)
+
+    def free(self, resource_class: str, start: int, end: int) -> int:
+        inv = self.inventories[resource_class]
+        usage = self.usage.get(resource_class)
+        used = usage.peak(start, end) if usage else 0
+        return max(inv.capacity - used, 0)
+
+
+@dataclass
+class Slot:
+    prepare_at: int
+    start_at: int
+    end_at: int
+    pools: list[PoolView]
+    totals: dict[str, int]
+    allocations: list[tuple[int, str, int]]  # (pool id, resource class, amount)
+
+    def overlaps(self, other: Slot) -> bool:
+        return self.start_at < other.end_at and other.start_at < self.end_at
+
+
+@dataclass
+class Search:
+    """The inputs of one search. ``pool_sets`` are the pool combinations one booking may span."""
+
+    demand: Demand
+    pool_sets: Sequence[Sequence[PoolView]]
+    now: int
+    preparation: int
+    horizon: int  # latest allowed available start
+    granularity: int
+    max_offers: int
+
+
+@dataclass
+class Outcome:
+    slots: list[Slot]
+    best: dict[str, int]  # most of each class seen free at any candidate (for NO messages)
+    candidates: int
+
+
+def _ceil(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def _split(
+    pools: Sequence[PoolView], resource_class: str, wanted: Range, start: int, end: int
+) -> tuple[int, list[tuple[int, str, int]]]:
+    """Take up to ``wanted.max`` of a class from the pools in order, honouring unit and step."""
+    remaining = wanted.max
+    parts: list[tuple[int, str, int]] = []
+    for pool in pools:
+        inv = pool.inventories.get(resource_class)
+        if inv is None or remaining <= 0:
+            continue
+        amount = min(pool.free(resource_class, start, end), remaining)
+        if inv.max_unit is not None:
+            amount = min(amount, inv.max_unit)
+        amount -= amount % inv.step_size
+        if amount < inv.min_unit:
+            continue
+        parts.append((pool.id, resource_class, amount))
+        remaining -= amount
+    return wanted.max - remaining, parts
+
+
+def evaluate(search: Search, pools: Sequence[PoolView], start: int) -> tuple[Slot | None, dict]:
+    """The slot available at ``start`` on these pools, and how much of each class was free."""
+    prepare_at = start - search.preparation
+    end = start + search.demand.duration
+    totals: dict[str, int] = {}
+    allocations: list[tuple[int, str, int]] = []
+    feasible = True
+    for resource_class, wanted in search.demand.amounts.items():
+        if wanted.max == 0:
+            totals[resource_class] = 0
+            continue
+        granted, parts = _split(pools, resource_class, wanted, prepare_at, end)
+        totals[resource_class] = granted
+        allocations.extend(parts)
+        if granted < wanted.min:
+            feasible = False
+    if not feasible:
+        return None, totals
+    return Slot(prepare_at, start, end, list(pools), totals, allocations), totals
+
+
+def _candidates(search: Search, pools: Sequence[PoolView]) -> list[int]:
+    """Available-start instants worth trying: window starts, and wherever capacity frees up."""
+    granularity = search.granularity
+    earliest = _ceil(search.now + search.preparation, granularity)
+    windows = search.demand.windows or [(earliest, search.horizon)]
+    releases = sorted(
+        {t + search.preparation for p in pools for u in p.usage.values() for t in u.releases}
+    )
+    starts: set[int] = set()
+    for window_start, window_end in windows:
+        low = max(_ceil(window_start, granularity), earliest)
+        high = min(window_end, search.horizon)
+        if low > high:
+            continue
+        # back-to-back starts give alternatives even in an empty pool; releases catch the
+        # moments capacity frees up in a busy one
+        step = max(_ceil(search.demand.duration, granularity), granularity)
+        starts.update(range(low, high + 1, step)[: search.max_offers * 4])
+        starts.update(
+            s for s in (_ceil(t, granularity) for t in releases if low < t <= high) if s <= high
+        )
+    return sorted(starts)
+
+
+def distinct(slot: Slot, chosen: list[Slot]) -> bool:
+    """A real alternative: no overlap with a chosen slot, or strictly more than each it overlaps."""
+    for other in chosen:
+        if slot.overlaps(other) and not any(
+            slot.totals[c] > other.totals.get(c, 0) for c in slot.totals
+        ):
+            return False
+    return True
+
+
+def find_slots(search: Search) -> Outcome:
+    best: dict[str, int] = {c: 0 for c in search.demand.amounts}
+    candidates: list[tuple[int, int]] = []  # (start, pool set index)
+    for index, pools in enumerate(search.pool_sets):
+        if all(c in _classes(pools) for c in search.demand.amounts if search.demand.amounts[c].max):
+            candidates.extend((start, index) for start in _candidates(search, pools))
+    candidates.sort()
+    chosen: list[Slot] = []
+    for start, index in candidates:
+        slot, totals = evaluate(search, search.pool_sets[index], start)
+        for c, v in totals.items():
+            best[c] = max(best[c], v)
+        if slot is not None and distinct(slot, chosen):
+            chosen.append(slot)
+            if len(chosen) >= search.max_offers:
+                break
+    return Outcome(chosen, best, len(candidates))
+
+
+def select_distinct(slots: Sequence[Slot], limit: int) -> list[Slot]:
+    """The first ``limit`` real alternatives among slots sorted by start."""
+    chosen: list[Slot] = []
+    for slot in slots:
+        if distinct(slot, chosen):
+            chosen.append(slot)
+            if len(chosen) >= limit:
+                break
+    return chosen
+
+
+def _classes(pools: Sequence[PoolView]) -> set[str]:
+    return {c for p in pools for c in p.inventories}
+
+
+def largest_capacity(search: Search) -> dict[str, int]:
+    """Per class, the most any pool set could give if it were empty."""
+    result: dict[str, int] = {}
+    for pools in search.pool_sets:
+        for c in search.demand.amounts:
+            total = sum(
+                min(p.inventories[c].capacity, p.inventories[c].max_unit or 10**18)
+                for p in pools
+                if c in p.inventories
+            )
+            result[c] = max(result.get(c, 0), total)
+    return result

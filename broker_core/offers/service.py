@@ -1,0 +1,351 @@
+"""From an ExecutionRequest to a stored offer set: parse, check, search, claim, render."""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from ..booking import ledger
+from ..config import NodeConfig
+from ..db.engine import Database
+from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
+from ..errors import Conflict
+from ..kinds.base import Message, message
+from ..kinds.registry import KindRegistry
+from ..kinds.request import ExecutionRequest, parse_request
+from ..schedule import format_duration
+from ..sessions.phases import ACCEPTED, OFFERED
+from ..sessions.views import instant, render_offerset, span
+from .demand import Demand, Range, policy_limits, resolve
+from .engine import Outcome, PoolView, Search, Slot, find_slots, largest_capacity, select_distinct
+
+UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
+
+
+@dataclass
+class Broker:
+    """Everything a request needs; built once per node (see ``broker_core.node``)."""
+
+    config: NodeConfig
+    db: Database
+    registry: KindRegistry
+    platforms: list[Any]  # platforms.contract.Platform
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+
+@dataclass
+class Plan:
+    """One platform's search for a request."""
+
+    platform: Any
+    preparation: int
+
+
+def request_offers(
+    broker: Broker, document: Any, *, direct: bool = False, owner: str | None = None
+) -> dict[str, Any]:
+    """Answer an ExecutionRequest with a stored offer set (YES with offers, or NO with reasons).
+
+    With ``direct`` the single earliest slot starting now is booked and accepted at once; when
+    there is none a :class:`Conflict` says why.
+    """
+    now = int(time.time())
+    parsed = parse_request(document, broker.registry)
+    if parsed.request is None:
+        reasons = [
+            message(
+                "unknown {category} kind {kind} at {where}; this node accepts: {accepted}",
+                level="WARN",
+                category=u.category,
+                kind=u.kind,
+                where=u.where,
+                accepted=", ".join(broker.registry.kinds(u.category)),
+            )
+            for u in parsed.unknown
+        ]
+        return _refuse(broker, document, reasons, now, owner, direct)
+    request = parsed.request
+    demand = resolve(request, broker.config.offers)
+    reasons = policy_limits(demand, broker.config.offers)
+    plans, refusals = _plans(broker, request)
+    if reasons or not plans:
+        return _refuse(broker, document, reasons + refusals, now, owner, direct)
+
+    with broker.db.write() as session:
+        outcome, searches = _search(broker, session, demand, plans, now, direct)
+        if not outcome.slots:
+            reasons = _explain(broker, demand, outcome, searches, now)
+            session.rollback()
+            return _refuse(broker, document, reasons, now, owner, direct)
+        offerset_uuid = _store(broker, session, request, document, demand, outcome, now, owner,
+                               direct)
+    return get_offerset(broker, offerset_uuid)
+
+
+def _plans(broker: Broker, request: ExecutionRequest) -> tuple[list[Plan], list[Message]]:
+    plans, refusals = [], []
+    for platform in broker.platforms:
+        problems = platform.validate(request)
+        if problems:
+            refusals.extend(problems)
+            continue
+        preparation = int(platform.preparation_estimate(request).total_seconds())
+        plans.append(Plan(platform, preparation))
+    return plans, refusals
+
+
+def _search(
+    broker: Broker, session: Session, demand: Demand, plans: list[Plan], now: int, direct: bool
+) -> tuple[Outcome, list[Search]]:
+    offers = broker.config.offers
+    granularity = int(offers.granularity.total_seconds())
+    horizon = now + int(offers.lookahead.total_seconds())
+    longest_prep = max(p.preparation for p in plans)
+    window = (now, horizon + longest_prep + demand.duration + granularity)
+    pools = ledger.load_pools(session, [p.platform.name for p in plans], window, lock=True)
+    searches = []
+    slots: list[Slot] = []
+    best: dict[str, int] = {}
+    candidates = 0
+    for plan in plans:
+        mine = [p for p in pools if p.platform == plan.platform.name]
+        search_demand = demand
+        if direct:
+            earliest = -(-(now + plan.preparation) // granularity) * granularity
+            search_demand = Demand(demand.amounts, demand.duration, [(earliest, earliest)])
+        search = Search(
+            demand=search_demand,
+            pool_sets=[[p] for p in mine],
+            now=now,
+            preparation=plan.preparation,
+            horizon=horizon,
+            granularity=granularity,
+            max_offers=1 if direct else offers.max_offers,
+        )
+        searches.append(search)
+        outcome = find_slots(search)
+        slots.extend(outcome.slots)
+        candidates += outcome.candidates
+        for c, v in outcome.best.items():
+            best[c] = max(best.get(c, 0), v)
+    chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
+    return Outcome(chosen, best, candidates), searches
+
+
+def _explain(
+    broker: Broker, demand: Demand, outcome: Outcome, searches: list[Search], now: int
+) -> list[Message]:
+    reasons: list[Message] = []
+    capacity: dict[str, int] = {}
+    for search in searches:
+        for c, v in largest_capacity(search).items():
+            capacity[c] = max(capacity.get(c, 0), v)
+    for c, wanted in demand.amounts.items():
+        if capacity.get(c, 0) < wanted.min:
+            reasons.append(message(
+                "this node has at most {capacity} {unit} in any pool; {needed} needed",
+                level="WARN", capacity=capacity.get(c, 0), unit=UNITS.get(c, c), needed=wanted.min,
+            ))  # fmt: skip
+    if reasons:
+        return reasons
+    if outcome.candidates == 0:
+        search = searches[0]
+        earliest = instant(now + search.preparation)
+        return [message(
+            "no requested start fits between the earliest possible start {earliest} "
+            "(preparation takes {preparation}) and the look-ahead limit {horizon}",
+            level="WARN", earliest=earliest,
+            preparation=format_duration(timedelta(seconds=search.preparation)),
+            horizon=instant(search.horizon),
+        )]  # fmt: skip
+    for c, wanted in demand.amounts.items():
+        if outcome.best.get(c, 0) < wanted.min:
+            reasons.append(message(
+                "at most {free} {unit} free in the requested window; {needed} needed",
+                level="WARN", free=outcome.best.get(c, 0), unit=UNITS.get(c, c),
+                needed=wanted.min,
+            ))  # fmt: skip
+    if not reasons:
+        reasons.append(message(
+            "no single time in the requested window has {wanted} free at once",
+            level="WARN", wanted=demand.describe(),
+        ))  # fmt: skip
+    return reasons
+
+
+def _refuse(
+    broker: Broker,
+    document: Any,
+    reasons: list[Message],
+    now: int,
+    owner: str | None,
+    direct: bool,
+) -> dict[str, Any]:
+    if direct:
+        raise Conflict(
+            "nothing can be started now: " + "; ".join(m.message for m in reasons),
+            messages=[m.message for m in reasons],
+        )
+    offerset_uuid = str(uuidlib.uuid4())
+    with broker.db.write() as session:
+        session.add(
+            OfferSet(
+                uuid=offerset_uuid,
+                result="NO",
+                owner=owner,
+                created_at=now,
+                expires_at=now,
+                document={
+                    "meta": {"messages": [m.model_dump(exclude_none=True) for m in reasons]},
+                    "request": _meta_of(document),
+                },
+            )
+        )
+    return get_offerset(broker, offerset_uuid)
+
+
+def _meta_of(document: Any) -> dict[str, Any]:
+    meta = document.get("meta") if isinstance(document, dict) else None
+    return {"meta": meta} if isinstance(meta, dict) else {}
+
+
+def _store(
+    broker: Broker,
+    session: Session,
+    request: ExecutionRequest,
+    document: Any,
+    demand: Demand,
+    outcome: Outcome,
+    now: int,
+    owner: str | None,
+    direct: bool,
+) -> str:
+    hold = int(broker.config.offers.hold.total_seconds())
+    expires = now + hold
+    offerset_uuid = str(uuidlib.uuid4())
+    session.add(
+        OfferSet(
+            uuid=offerset_uuid,
+            result="YES",
+            owner=owner,
+            created_at=now,
+            expires_at=expires,
+            document={"meta": {"messages": []}, "request": _meta_of(document)},
+        )
+    )
+    session.flush()
+    for slot in outcome.slots:
+        session_uuid = str(uuidlib.uuid4())
+        platform = slot.pools[0].platform
+        session.add(
+            ExecutionSession(
+                uuid=session_uuid,
+                offerset_uuid=offerset_uuid,
+                phase=ACCEPTED if direct else OFFERED,
+                platform=platform,
+                owner=owner,
+                created_at=now,
+                modified_at=now,
+                expires_at=expires,
+                prepare_at=slot.prepare_at,
+                start_at=slot.start_at,
+                end_at=slot.end_at,
+                document=_session_document(broker, request, demand, slot),
+            )
+        )
+        session.flush()
+        ledger.insert_booking(
+            session,
+            slot=slot,
+            session_uuid=session_uuid,
+            offerset_uuid=offerset_uuid,
+            state=CONFIRMED if direct else HELD,
+            expires_at=None if direct else expires,
+            now=now,
+        )
+    ledger.bump_generations(
+        session, (pool_id for s in outcome.slots for pool_id, _, _ in s.allocations), now
+    )
+    return offerset_uuid
+
+
+def _session_document(
+    broker: Broker, request: ExecutionRequest, demand: Demand, slot: Slot
+) -> dict[str, Any]:
+    def dump(component: Any) -> dict[str, Any]:
+        doc = component.model_dump(mode="json", exclude_none=True)
+        doc.setdefault("meta", {})["uuid"] = str(uuidlib.uuid4())
+        return doc
+
+    compute = dump(request.compute) if request.compute else {
+        "kind": broker.registry.find_by_name("simple-compute-resource", "compute"),
+        "meta": {"uuid": str(uuidlib.uuid4())},
+    }
+    for c in ("cores", "memory"):
+        compute[c] = {"min": slot.totals[c], "max": slot.totals[c]}
+    storage = [dump(s) for s in request.storage]
+    for doc, size in zip(storage, _share(slot.totals.get("storage", 0), demand.storage_sizes),
+                         strict=True):
+        doc["size"] = {"min": size, "max": size}
+    pools = sorted({p.name for p in slot.pools})
+    granted = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
+    return {
+        "meta": {
+            **({"name": request.meta.name} if request.meta and request.meta.name else {}),
+            "messages": [message(
+                "offered {granted} on {pools}", granted=granted, pools=", ".join(pools),
+            ).model_dump(exclude_none=True)],
+        },
+        "site": {"name": broker.config.site.name, "platform": slot.pools[0].platform,
+                 "pools": pools},
+        "schedule": {
+            "preparing": span(slot.prepare_at, slot.start_at - slot.prepare_at),
+            "available": span(slot.start_at, slot.end_at - slot.start_at),
+            "releasing": span(slot.end_at, 0),
+        },
+        "executable": dump(request.executable),
+        "compute": compute,
+        "storage": storage,
+        "data": [dump(d) for d in request.data],
+        "costs": [c.model_dump(exclude_none=True) for c in request.costs],
+    }
+
+
+def _share(total: int, sizes: list[Range]) -> list[int]:
+    """Split granted storage over the storage resources: each its min, the rest in order."""
+    shares = [r.min for r in sizes]
+    spare = total - sum(shares)
+    for i, r in enumerate(sizes):
+        extra = min(spare, r.max - r.min)
+        shares[i] += extra
+        spare -= extra
+    return shares
+
+
+def get_offerset(broker: Broker, offerset_uuid: str) -> dict[str, Any]:
+    from ..errors import NotFound
+    from sqlmodel import select
+
+    with broker.db.read() as session:
+        row = session.get(OfferSet, offerset_uuid)
+        if row is None:
+            raise NotFound("offer set", offerset_uuid)
+        sessions = list(
+            session.exec(
+                select(ExecutionSession)
+                .where(ExecutionSession.offerset_uuid == offerset_uuid)
+                .order_by(ExecutionSession.start_at, ExecutionSession.uuid)
+            )
+        )
+    return render_offerset(row, sessions, broker.base_url)
+
+
+__all__ = ["Broker", "PoolView", "get_offerset", "request_offers"]

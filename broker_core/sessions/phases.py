@@ -1,0 +1,31 @@
+"""Session phases and the updates a client may make in each."""
+
+from __future__ import annotations
+
+OFFERED, ACCEPTED, REJECTED, EXPIRED = "OFFERED", "ACCEPTED", "REJECTED", "EXPIRED"
+WAITING, PREPARING, AVAILABLE, RUNNING = "WAITING", "PREPARING", "AVAILABLE", "RUNNING"
+RELEASING, COMPLETED, FAILED, CANCELLED = "RELEASING", "COMPLETED", "FAILED", "CANCELLED"
+
+PHASES = (
+    OFFERED, ACCEPTED, REJECTED, EXPIRED, WAITING, PREPARING,
+    AVAILABLE, RUNNING, RELEASING, COMPLETED, FAILED, CANCELLED,
+)  # fmt: skip
+FINAL = frozenset({REJECTED, EXPIRED, COMPLETED, FAILED, CANCELLED})
+
+# phase -> phases a client may ask for
+CLIENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    OFFERED: (ACCEPTED, REJECTED),
+    ACCEPTED: (CANCELLED,),
+    WAITING: (CANCELLED,),
+    PREPARING: (CANCELLED,),
+    AVAILABLE: (CANCELLED,),
+    RUNNING: (CANCELLED,),
+}
+
+
+def phase_options(phase: str) -> list[dict[str, object]]:
+    """``meta.options``: the updates this session allows now."""
+    values = CLIENT_TRANSITIONS.get(phase)
+    if not values:
+        return []
+    return [{"kind": "uri:enum-value-option", "path": "phase", "values": list(values)}]

@@ -1,0 +1,180 @@
+"""Client updates of a session's phase: accept, reject, cancel.
+
+Lock order, shared with the reaper so they cannot deadlock: offer set row, then session rows,
+then booking rows. Every update lowers usage or leaves it unchanged (an accepted hold was
+already counted), so no pool lock is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from ..booking import ledger
+from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
+from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
+from ..offers.service import Broker
+from .phases import (
+    ACCEPTED,
+    CANCELLED,
+    CLIENT_TRANSITIONS,
+    EXPIRED,
+    OFFERED,
+    REJECTED,
+)
+from .views import instant, render_session
+
+
+def get_session(broker: Broker, session_uuid: str) -> dict[str, Any]:
+    with broker.db.read() as session:
+        row = session.get(ExecutionSession, session_uuid)
+        if row is None:
+            raise NotFound("session", session_uuid)
+        return render_session(row, broker.base_url)
+
+
+def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]) -> dict[str, Any]:
+    kind, path = update_doc.get("kind"), update_doc.get("path")
+    if kind != "uri:enum-value-update" or path != "phase":
+        raise Conflict(
+            f"update {kind} of {path!r} is not offered for this session; "
+            "see meta.options for the updates it allows"
+        )
+    value = update_doc.get("value")
+    if not isinstance(value, str):
+        raise DocumentInvalid([FieldError("/value", "value must be a phase name")])
+    now = int(time.time())
+    expired = False
+    with broker.db.write() as session:
+        row = _locked(session, session_uuid)
+        if row.phase == value:
+            return render_session(row, broker.base_url)  # repeating an update is harmless
+        allowed = CLIENT_TRANSITIONS.get(row.phase, ())
+        if value not in allowed:
+            raise Conflict(
+                f"cannot change phase from {row.phase} to {value}"
+                + (f"; allowed: {', '.join(allowed)}" if allowed else ""),
+                phase=row.phase,
+            )
+        if value == ACCEPTED and row.expires_at <= now:
+            _expire(session, row.offerset_uuid, now)
+            expired = True
+        elif value == ACCEPTED:
+            _accept(session, row, now)
+        elif value == REJECTED:
+            _finish(session, row, REJECTED, (HELD,), now)
+        elif value == CANCELLED:
+            _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
+    if expired:
+        raise Conflict(
+            f"the offer expired at {instant(row.expires_at)}; current phase is {EXPIRED}",
+            phase=EXPIRED,
+        )
+    return get_session(broker, session_uuid)
+
+
+def _locked(session: Session, session_uuid: str) -> ExecutionSession:
+    """The session, with its offer set locked first (the shared lock order)."""
+    offerset_uuid = session.exec(
+        select(ExecutionSession.offerset_uuid).where(ExecutionSession.uuid == session_uuid)
+    ).first()
+    if offerset_uuid is None:
+        raise NotFound("session", session_uuid)
+    session.exec(select(OfferSet.uuid).where(OfferSet.uuid == offerset_uuid).with_for_update())
+    row = session.exec(
+        select(ExecutionSession).where(ExecutionSession.uuid == session_uuid).with_for_update()
+    ).one()
+    return row
+
+
+def _accept(session: Session, row: ExecutionSession, now: int) -> None:
+    confirmed = ledger.set_booking_state(
+        session, session_uuids=[row.uuid], old=(HELD,), new=CONFIRMED, now=now
+    )
+    if confirmed != 1:
+        raise Conflict("the offer's booking is no longer held", phase=row.phase)
+    siblings = list(
+        session.exec(
+            select(ExecutionSession.uuid).where(
+                ExecutionSession.offerset_uuid == row.offerset_uuid,
+                ExecutionSession.uuid != row.uuid,
+                ExecutionSession.phase == OFFERED,
+            )
+        )
+    )
+    _set_phase(session, siblings, REJECTED, now)
+    ledger.set_booking_state(session, session_uuids=siblings, old=(HELD,), new=RELEASED, now=now)
+    row.phase, row.modified_at, row.generation = ACCEPTED, now, row.generation + 1
+    session.add(row)
+
+
+def _finish(
+    session: Session, row: ExecutionSession, phase: str, states: tuple[str, ...], now: int
+) -> None:
+    ledger.set_booking_state(session, session_uuids=[row.uuid], old=states, new=RELEASED, now=now)
+    row.phase, row.modified_at, row.generation = phase, now, row.generation + 1
+    session.add(row)
+
+
+def _set_phase(session: Session, uuids: list[str], phase: str, now: int) -> None:
+    if uuids:
+        session.exec(  # type: ignore[call-overload]
+            update(ExecutionSession)
+            .where(ExecutionSession.uuid.in_(uuids))  # type: ignore[attr-defined]
+            .values(phase=phase, modified_at=now, generation=ExecutionSession.generation + 1)
+        )
+
+
+def _expire(session: Session, offerset_uuid: str, now: int) -> int:
+    """Expire the open offers of one (locked) offer set and free their holds."""
+    uuids = list(
+        session.exec(
+            select(ExecutionSession.uuid).where(
+                ExecutionSession.offerset_uuid == offerset_uuid,
+                ExecutionSession.phase == OFFERED,
+                ExecutionSession.expires_at <= now,
+            )
+        )
+    )
+    _set_phase(session, uuids, EXPIRED, now)
+    ledger.set_booking_state(session, session_uuids=uuids, old=(HELD,), new=RELEASED, now=now)
+    return len(uuids)
+
+
+def expire_due(broker: Broker, now: int | None = None, batch: int = 200) -> int:
+    """Expire every offer past its expiry; returns how many. Safe to run on many replicas."""
+    now = int(time.time()) if now is None else now
+    total = 0
+    while True:
+        with broker.db.write() as session:
+            due = list(
+                session.exec(
+                    select(ExecutionSession.offerset_uuid)
+                    .where(ExecutionSession.phase == OFFERED, ExecutionSession.expires_at <= now)
+                    .distinct()
+                    .limit(batch)
+                )
+            )
+            if not due:
+                return total
+            query = select(OfferSet.uuid).where(OfferSet.uuid.in_(due)).order_by(OfferSet.uuid)  # type: ignore[attr-defined]
+            if not broker.db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            locked = list(session.exec(query))
+            count = sum(_expire(session, offerset_uuid, now) for offerset_uuid in locked)
+        total += count
+        if len(due) < batch or count == 0:
+            return total
+
+
+def next_expiry(broker: Broker) -> int | None:
+    with broker.db.read() as session:
+        return session.exec(
+            select(ExecutionSession.expires_at)
+            .where(ExecutionSession.phase == OFFERED)
+            .order_by(ExecutionSession.expires_at)
+            .limit(1)
+        ).first()
