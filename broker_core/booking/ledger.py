@@ -16,8 +16,6 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from ..config import PoolConfig
-from ..offers.engine import InventoryView, PoolView, Slot
-from .timeline import Claim, Usage
 from ..db.tables import (
     HELD,
     LIVE_STATES,
@@ -26,6 +24,8 @@ from ..db.tables import (
     Inventory,
     ResourcePool,
 )
+from ..offers.engine import InventoryView, PoolView, Slot
+from .timeline import Claim, Usage
 
 
 def pool_key(platform: str, pool: str) -> str:

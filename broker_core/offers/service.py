@@ -331,8 +331,9 @@ def _share(total: int, sizes: list[Range]) -> list[int]:
 
 
 def get_offerset(broker: Broker, offerset_uuid: str) -> dict[str, Any]:
-    from ..errors import NotFound
     from sqlmodel import select
+
+    from ..errors import NotFound
 
     with broker.db.read() as session:
         row = session.get(OfferSet, offerset_uuid)

@@ -1,0 +1,171 @@
+"""Shared fixtures: a broker node on a fresh SQLite file or a fresh PostgreSQL database.
+
+PostgreSQL tests use ``EBROKER_TEST_PG_URL`` (default: the machine's local server). When
+``EBROKER_REQUIRE_INTEGRATION=1`` (set by ``.ci/run``) an unavailable integration dependency
+fails the test instead of skipping it, so a green CI run means the real thing was exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
+
+from broker_core.config import NodeConfig, parse_config
+from broker_core.http.app import create_app
+from broker_core.node import build_broker
+from broker_core.offers.service import Broker
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REQUIRE = os.environ.get("EBROKER_REQUIRE_INTEGRATION") == "1"
+
+POOL_CONFIG: dict[str, Any] = {
+    "platforms": [
+        {
+            "name": "sim",
+            "type": "simulated",
+            "options": {"base_preparation": "PT0S", "image_pull": "PT0S", "data_staging": "PT0S"},
+            "pools": [
+                {
+                    "name": "main",
+                    "inventories": {
+                        "cores": {"total": 16},
+                        "memory": {"total": 64},
+                        "storage": {"total": 1000},
+                    },
+                }
+            ],
+        }
+    ],
+    "server": {"validate_responses": True},
+}
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"integration dependency unavailable (EBROKER_REQUIRE_INTEGRATION=1): {reason}")
+    pytest.skip(reason)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if REQUIRE and skipped:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    url = os.environ.get("EBROKER_TEST_PG_URL", DEFAULT_PG)
+    try:
+        engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+    except Exception as exc:
+        unavailable(f"PostgreSQL at {url} unavailable: {exc}")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"ebroker_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ebroker.db'}"
+
+
+def make_config(database_url: str, **overrides: Any) -> NodeConfig:
+    data: dict[str, Any] = {**POOL_CONFIG, "database": {"url": database_url}}
+    for key, value in overrides.items():
+        data[key] = value
+    return parse_config(data)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def broker_factory() -> Iterator[Callable[..., Broker]]:
+    made: list[Broker] = []
+
+    def factory(database_url: str, **overrides: Any) -> Broker:
+        broker = build_broker(make_config(database_url, **overrides))
+        made.append(broker)
+        return broker
+
+    yield factory
+    for broker in made:
+        broker.db.dispose()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., Broker], sqlite_url: str) -> Broker:
+    return broker_factory(sqlite_url)
+
+
+@pytest.fixture
+def client(broker: Broker) -> Iterator[TestClient]:
+    with TestClient(create_app(broker), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client_factory() -> Iterator[Callable[[Broker], TestClient]]:
+    clients: list[TestClient] = []
+
+    def factory(broker: Broker) -> TestClient:
+        c = TestClient(create_app(broker), raise_server_exceptions=False)
+        c.__enter__()
+        clients.append(c)
+        return c
+
+    yield factory
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+DOCKER = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable/docker-container.yaml"
+COMPUTE = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/compute/simple-compute-resource.yaml"
+
+
+def request_doc(cores: tuple[int, int] = (1, 1), memory: tuple[int, int] = (1, 1),
+                **schedule: Any) -> dict[str, Any]:
+    """A docker-container request for a range of cores and memory."""
+    doc: dict[str, Any] = {
+        "executable": {"kind": DOCKER, "image": {"locations": ["localhost/busybox:latest"]}},
+        "compute": {
+            "kind": COMPUTE,
+            "cores": {"min": cores[0], "max": cores[1]},
+            "memory": {"min": memory[0], "max": memory[1]},
+        },
+    }
+    if schedule:
+        doc["schedule"] = {"requested": schedule}
+    return doc
+
+
+ACCEPT = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
