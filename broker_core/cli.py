@@ -91,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except ConfigError as exc:

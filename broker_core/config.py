@@ -81,7 +81,9 @@ class ResourceDefaults(Model):
 
 class OfferConfig(Model):
     max_offers: int = Field(default=4, ge=1, le=32)
-    hold: timedelta = Field(default=timedelta(minutes=5), description="how long an offer stays open")
+    hold: timedelta = Field(
+        default=timedelta(minutes=5), description="how long an offer stays open"
+    )
     lookahead: timedelta = Field(default=timedelta(days=7))
     default_duration: timedelta = Field(default=timedelta(hours=1))
     max_duration: timedelta = Field(default=timedelta(days=7))

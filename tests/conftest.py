@@ -152,8 +152,9 @@ DOCKER = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/exec
 COMPUTE = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/compute/simple-compute-resource.yaml"
 
 
-def request_doc(cores: tuple[int, int] = (1, 1), memory: tuple[int, int] = (1, 1),
-                **schedule: Any) -> dict[str, Any]:
+def request_doc(
+    cores: tuple[int, int] = (1, 1), memory: tuple[int, int] = (1, 1), **schedule: Any
+) -> dict[str, Any]:
     """A docker-container request for a range of cores and memory."""
     doc: dict[str, Any] = {
         "executable": {"kind": DOCKER, "image": {"locations": ["localhost/busybox:latest"]}},

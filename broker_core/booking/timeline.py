@@ -50,9 +50,11 @@ class Usage:
             else:
                 groups[claim.group].append(claim)
         for members in groups.values():
-            events.extend(_envelope(members) if len(members) > 1 else [
-                (members[0].start, members[0].amount), (members[0].end, -members[0].amount)
-            ])
+            events.extend(
+                _envelope(members)
+                if len(members) > 1
+                else [(members[0].start, members[0].amount), (members[0].end, -members[0].amount)]
+            )
         events.sort()
         self.times: list[int] = []
         self.used: list[int] = []

@@ -88,12 +88,14 @@ class ContentNegotiation:
                     await self._send_problem(send, exc.status, exc.title, exc.detail, exc.pointer)
                     return
                 except UnicodeEncodeError:
-                    await self._send_problem(send, 400, "Bad Request",
-                                             "the document contains unpaired surrogates")
+                    await self._send_problem(
+                        send, 400, "Bad Request", "the document contains unpaired surrogates"
+                    )
                     return
                 scope = dict(scope)
                 scope["headers"] = [
-                    (k, v) for k, v in scope["headers"]
+                    (k, v)
+                    for k, v in scope["headers"]
                     if k.lower() not in (b"content-type", b"content-length")
                 ] + [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
                 receive = _replay(body)
@@ -104,8 +106,9 @@ class ContentNegotiation:
     async def _read(self, receive: Receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.limits.max_bytes:
-            raise BodyError(413, "Payload Too Large",
-                            f"request body larger than {self.limits.max_bytes} bytes")
+            raise BodyError(
+                413, "Payload Too Large", f"request body larger than {self.limits.max_bytes} bytes"
+            )
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -114,8 +117,11 @@ class ContentNegotiation:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limits.max_bytes:
-                raise BodyError(413, "Payload Too Large",
-                                f"request body larger than {self.limits.max_bytes} bytes")
+                raise BodyError(
+                    413,
+                    "Payload Too Large",
+                    f"request body larger than {self.limits.max_bytes} bytes",
+                )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -169,8 +175,11 @@ def _yaml_sender(send: Send) -> Send:
         if message.get("more_body", False):
             return
         body = dump_yaml(json.loads(b"".join(chunks) or b"null"))
-        headers = [(k, v) for k, v in start.get("headers", [])
-                   if k.lower() not in (b"content-type", b"content-length")]
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-type", b"content-length")
+        ]
         headers += [(b"content-type", YAML.encode()), (b"content-length", str(len(body)).encode())]
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
-def problem_response(
-    status: int, title: str, detail: str, **extensions: Any
-) -> ConnexionResponse:
+def problem_response(status: int, title: str, detail: str, **extensions: Any) -> ConnexionResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     body.update({k: v for k, v in extensions.items() if v is not None})
     return ConnexionResponse(
@@ -100,9 +98,7 @@ class PointerBodyValidator(JSONRequestBodyValidator):
         found = []
         for error in sorted(errors, key=lambda e: list(e.absolute_path))[:20]:
             leaf = _kind_branch(error) or _leaf(error)
-            found.append(
-                {"pointer": pointer(*leaf.absolute_path), "detail": _detail(leaf)}
-            )
+            found.append({"pointer": pointer(*leaf.absolute_path), "detail": _detail(leaf)})
         detail = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in found)
         raise BadRequestProblem(title="Invalid document", detail=detail, ext={"errors": found})
 

@@ -87,7 +87,9 @@ class JupyterNotebook(Component):
 class SimpleVolumeMount(Component):
     CATEGORY = "volume"
     NAME = "simple-volume-mount"
-    kind: Literal[kind_uri("volume", "simple-volume-mount")] = _kind("volume", "simple-volume-mount")  # type: ignore[valid-type]
+    kind: Literal[kind_uri("volume", "simple-volume-mount")] = _kind(
+        "volume", "simple-volume-mount"
+    )  # type: ignore[valid-type]
     path: str = Field(min_length=1, max_length=1024, pattern=r"^/")
     mode: Literal["READONLY", "READWRITE"] = "READONLY"
     resource: str = Field(min_length=1, max_length=256)

@@ -85,8 +85,9 @@ def request_offers(
             reasons = _explain(broker, demand, outcome, searches, now)
             session.rollback()
             return _refuse(broker, document, reasons, now, owner, direct)
-        offerset_uuid = _store(broker, session, request, document, demand, outcome, now, owner,
-                               direct)
+        offerset_uuid = _store(
+            broker, session, request, document, demand, outcome, now, owner, direct
+        )
     return get_offerset(broker, offerset_uuid)
 
 
@@ -285,27 +286,39 @@ def _session_document(
         doc.setdefault("meta", {})["uuid"] = str(uuidlib.uuid4())
         return doc
 
-    compute = dump(request.compute) if request.compute else {
-        "kind": broker.registry.find_by_name("simple-compute-resource", "compute"),
-        "meta": {"uuid": str(uuidlib.uuid4())},
-    }
+    compute = (
+        dump(request.compute)
+        if request.compute
+        else {
+            "kind": broker.registry.find_by_name("simple-compute-resource", "compute"),
+            "meta": {"uuid": str(uuidlib.uuid4())},
+        }
+    )
     for c in ("cores", "memory"):
         compute[c] = {"min": slot.totals[c], "max": slot.totals[c]}
     storage = [dump(s) for s in request.storage]
-    for doc, size in zip(storage, _share(slot.totals.get("storage", 0), demand.storage_sizes),
-                         strict=True):
+    for doc, size in zip(
+        storage, _share(slot.totals.get("storage", 0), demand.storage_sizes), strict=True
+    ):
         doc["size"] = {"min": size, "max": size}
     pools = sorted({p.name for p in slot.pools})
     granted = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
     return {
         "meta": {
             **({"name": request.meta.name} if request.meta and request.meta.name else {}),
-            "messages": [message(
-                "offered {granted} on {pools}", granted=granted, pools=", ".join(pools),
-            ).model_dump(exclude_none=True)],
+            "messages": [
+                message(
+                    "offered {granted} on {pools}",
+                    granted=granted,
+                    pools=", ".join(pools),
+                ).model_dump(exclude_none=True)
+            ],
         },
-        "site": {"name": broker.config.site.name, "platform": slot.pools[0].platform,
-                 "pools": pools},
+        "site": {
+            "name": broker.config.site.name,
+            "platform": slot.pools[0].platform,
+            "pools": pools,
+        },
         "schedule": {
             "preparing": span(slot.prepare_at, slot.start_at - slot.prepare_at),
             "available": span(slot.start_at, slot.end_at - slot.start_at),
