@@ -100,7 +100,9 @@ class PointerBodyValidator(JSONRequestBodyValidator):
             leaf = _kind_branch(error) or _leaf(error)
             found.append({"pointer": pointer(*leaf.absolute_path), "detail": _detail(leaf)})
         detail = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in found)
-        raise BadRequestProblem(title="Invalid document", detail=detail, ext={"errors": found})
+        raise ProblemException(
+            status=400, title="Invalid document", detail=detail, ext={"errors": found}
+        )
 
 
 def _kind_branch(error: ValidationError) -> ValidationError | None:

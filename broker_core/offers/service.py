@@ -71,23 +71,28 @@ def request_offers(
             )
             for u in parsed.unknown
         ]
-        return _refuse(broker, document, reasons, now, owner, direct)
+        return _refuse(broker, document, reasons, now, owner)
     request = parsed.request
     demand = resolve(request, broker.config.offers)
     reasons = policy_limits(demand, broker.config.offers)
     plans, refusals = _plans(broker, request)
     if reasons or not plans:
-        return _refuse(broker, document, reasons + refusals, now, owner, direct)
+        return _refuse(broker, document, reasons + refusals, now, owner)
 
     with broker.db.write() as session:
         outcome, searches = _search(broker, session, demand, plans, now, direct)
-        if not outcome.slots:
+        if outcome.slots:
+            offerset_uuid = _store(
+                broker, session, request, document, demand, outcome, now, owner, direct
+            )
+        else:
             reasons = _explain(broker, demand, outcome, searches, now)
-            session.rollback()
-            return _refuse(broker, document, reasons, now, owner, direct)
-        offerset_uuid = _store(
-            broker, session, request, document, demand, outcome, now, owner, direct
-        )
+            if direct:  # capacity, not the request, is the problem: the client may retry
+                raise Conflict(
+                    "nothing can be started now: " + "; ".join(m.message for m in reasons),
+                    messages=[m.message for m in reasons],
+                )
+            offerset_uuid = _store_refusal(session, document, reasons, now, owner)
     return get_offerset(broker, offerset_uuid)
 
 
@@ -188,29 +193,30 @@ def _refuse(
     reasons: list[Message],
     now: int,
     owner: str | None,
-    direct: bool,
 ) -> dict[str, Any]:
-    if direct:
-        raise Conflict(
-            "nothing can be started now: " + "; ".join(m.message for m in reasons),
-            messages=[m.message for m in reasons],
-        )
-    offerset_uuid = str(uuidlib.uuid4())
     with broker.db.write() as session:
-        session.add(
-            OfferSet(
-                uuid=offerset_uuid,
-                result="NO",
-                owner=owner,
-                created_at=now,
-                expires_at=now,
-                document={
-                    "meta": {"messages": [m.model_dump(exclude_none=True) for m in reasons]},
-                    "request": _meta_of(document),
-                },
-            )
-        )
+        offerset_uuid = _store_refusal(session, document, reasons, now, owner)
     return get_offerset(broker, offerset_uuid)
+
+
+def _store_refusal(
+    session: Session, document: Any, reasons: list[Message], now: int, owner: str | None
+) -> str:
+    offerset_uuid = str(uuidlib.uuid4())
+    session.add(
+        OfferSet(
+            uuid=offerset_uuid,
+            result="NO",
+            owner=owner,
+            created_at=now,
+            expires_at=now,
+            document={
+                "meta": {"messages": [m.model_dump(exclude_none=True) for m in reasons]},
+                "request": _meta_of(document),
+            },
+        )
+    )
+    return offerset_uuid
 
 
 def _meta_of(document: Any) -> dict[str, Any]:

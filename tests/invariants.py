@@ -1,0 +1,113 @@
+"""Independent checks of the booking table's invariants, straight from the database.
+
+Deliberately written without ``broker_core.booking.timeline`` (or anything else from the core
+but the table names): an independent, brute-force reading of the rules catches bugs in the
+code under test instead of repeating them.
+
+The rule (see DESIGN.md, "Booking table"): at every instant, for each pool and resource class,
+the CONFIRMED/ACTIVE amounts plus, for each offer set, the largest of its HELD amounts at that
+instant stay within the capacity ``(total - reserved) * allocation_ratio``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+FIRM = ("CONFIRMED", "ACTIVE")
+FINISHED_PHASES = ("REJECTED", "EXPIRED", "CANCELLED")
+
+# one statement, so one consistent snapshot on SQLite and PostgreSQL alike
+LIVE_ALLOCATIONS = text(
+    """
+    SELECT a.pool_id, a.resource_class, a.amount, b.start_at, b.end_at, b.state,
+           b.offerset_uuid, b.id
+    FROM allocation a JOIN booking b ON b.id = a.booking_id
+    WHERE b.state IN ('HELD', 'CONFIRMED', 'ACTIVE')
+    """
+)
+CAPACITIES = text("SELECT pool_id, resource_class, total, reserved, allocation_ratio FROM inventory")
+
+
+@dataclass(frozen=True)
+class Row:
+    amount: int
+    start: int
+    end: int
+    state: str
+    offerset: str
+    booking: int
+
+
+def capacities(conn: Connection) -> dict[tuple[int, str], int]:
+    return {
+        (pool, rc): int((total - reserved) * ratio)
+        for pool, rc, total, reserved, ratio in conn.execute(CAPACITIES)
+    }
+
+
+def overbookings(conn: Connection, caps: dict[tuple[int, str], int] | None = None) -> list[str]:
+    """Every (pool, class, instant) where the committed bookings exceed capacity."""
+    caps = capacities(conn) if caps is None else caps
+    rows: dict[tuple[int, str], list[Row]] = defaultdict(list)
+    for pool, rc, amount, start, end, state, offerset, booking in conn.execute(LIVE_ALLOCATIONS):
+        rows[(pool, rc)].append(Row(amount, start, end, state, offerset, booking))
+    problems = []
+    for key, claims in rows.items():
+        capacity = caps.get(key, 0)
+        # usage is a step function that only rises at a start; checking every breakpoint
+        # (starts and ends) is more than enough to find its maximum
+        for instant in sorted({c.start for c in claims} | {c.end for c in claims}):
+            firm = 0
+            held: dict[str, int] = {}
+            for c in claims:
+                if not c.start <= instant < c.end:
+                    continue
+                if c.state in FIRM:
+                    firm += c.amount
+                else:
+                    held[c.offerset] = max(held.get(c.offerset, 0), c.amount)
+            used = firm + sum(held.values())
+            if used > capacity:
+                covering = sorted(
+                    (c.booking, c.state, c.amount, c.offerset[:8])
+                    for c in claims
+                    if c.start <= instant < c.end
+                )
+                problems.append(
+                    f"pool {key[0]} {key[1]} at {instant}: {used} in use > capacity {capacity} "
+                    f"(firm {firm}, holds {sorted(held.values())}; bookings {covering})"
+                )
+    return problems
+
+
+def state_problems(conn: Connection) -> list[str]:
+    """Sessions, offer sets and bookings that disagree with each other."""
+    problems = []
+    rows = conn.execute(
+        text(
+            "SELECT s.uuid, s.offerset_uuid, s.phase, b.state FROM execution_session s "
+            "LEFT JOIN booking b ON b.session_uuid = s.uuid"
+        )
+    ).all()
+    accepted: dict[str, list[str]] = defaultdict(list)
+    bookings: dict[str, list[str | None]] = defaultdict(list)
+    for uuid, offerset, phase, state in rows:
+        bookings[uuid].append(state)
+        if phase == "ACCEPTED":
+            accepted[offerset].append(uuid)
+    phases = {uuid: phase for uuid, _, phase, _ in rows}
+    for offerset, uuids in accepted.items():
+        if len(uuids) > 1:
+            problems.append(f"offer set {offerset} has {len(uuids)} ACCEPTED sessions")
+    for uuid, phase in phases.items():
+        states = bookings[uuid]
+        if phase == "ACCEPTED" and states != ["CONFIRMED"]:
+            problems.append(f"ACCEPTED session {uuid} has bookings {states}")
+        elif phase in FINISHED_PHASES and states != ["RELEASED"]:
+            problems.append(f"{phase} session {uuid} has bookings {states}")
+        elif phase == "OFFERED" and states != ["HELD"]:
+            problems.append(f"OFFERED session {uuid} has bookings {states}")
+    return problems

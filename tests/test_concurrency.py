@@ -1,0 +1,491 @@
+"""No interleaving of concurrent requests can overbook a pool: SQLite and PostgreSQL, real HTTP.
+
+Two real node servers (separate ``ebroker serve`` processes, so SQLite's locking is exercised
+across processes) share one database. Fifty client threads hammer them with requests whose
+windows overlap heavily on a small pool, accept offers (their own, siblings, and offers of offer
+sets shared with another client on purpose, so that accepts race), reject, cancel and let offers
+expire. A checker thread reads the booking table directly all the while and checks, with its own
+independent code (``tests/invariants.py``), that capacity is never exceeded at any instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy
+import yaml
+
+from broker_core.errors import Conflict
+from broker_core.offers.service import Broker, request_offers
+from tests.conftest import ACCEPT, make_config, request_doc
+from tests.invariants import capacities, overbookings, state_problems
+
+ROOT = Path(__file__).resolve().parents[1]
+REJECT = {**ACCEPT, "value": "REJECTED"}
+CANCEL = {**ACCEPT, "value": "CANCELLED"}
+
+CLIENTS = 50
+RUN_SECONDS = 8.0
+HOLD_SECONDS = 2
+CORES, MEMORY = 8, 32
+
+
+def small_pool(cores: int = CORES, memory: int = MEMORY) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "sim",
+            "type": "simulated",
+            "options": {"base_preparation": "PT0S", "image_pull": "PT0S", "data_staging": "PT0S"},
+            "pools": [
+                {"name": "small", "inventories": {"cores": {"total": cores},
+                                                  "memory": {"total": memory}}}
+            ],
+        }
+    ]  # fmt: skip
+
+
+def config_overrides() -> dict[str, Any]:
+    return {
+        "platforms": small_pool(),
+        "offers": {"hold": f"PT{HOLD_SECONDS}S", "max_offers": 4},
+        "server": {"validate_responses": True},
+    }
+
+
+def db_url_for(request: pytest.FixtureRequest, backend: str) -> str:
+    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+
+
+# --- real node servers --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _wait_ready(node: Node, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{node.url}/health/ready", timeout=1).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def _stop(node: Node) -> None:
+    if node.process.poll() is None:
+        node.process.terminate()
+        try:
+            node.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def node_servers(config_file: Path, count: int, workdir: Path) -> Iterator[list[Node]]:
+    """``count`` ``ebroker serve`` processes for one config (so one database), ready to use."""
+    nodes: list[Node] = []
+    try:
+        for i in range(count):
+            for attempt in range(3):  # a free port can be taken before the server binds it
+                port = free_port()
+                log = workdir / f"node{i}-{attempt}.log"
+                with log.open("wb") as out:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config_file),
+                         "--port", str(port), "--log-level", "WARNING"],
+                        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )  # fmt: skip
+                node = Node(f"http://127.0.0.1:{port}", process, log)
+                if _wait_ready(node, time.monotonic() + 30):
+                    nodes.append(node)
+                    break
+                _stop(node)
+            else:
+                pytest.fail(f"node server {i} did not start:\n{node.output()}")
+        yield nodes
+    finally:
+        for node in nodes:
+            _stop(node)
+
+
+# --- the continuous invariant checker -----------------------------------------------------
+
+
+class Checker(threading.Thread):
+    """Reads the database every few ms and records any overbooking it sees."""
+
+    def __init__(self, database_url: str):
+        super().__init__(daemon=True, name="invariant-checker")
+        url = sqlalchemy.engine.make_url(database_url)
+        kwargs: dict[str, Any] = {}
+        if url.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30}
+        self.engine = sqlalchemy.create_engine(url, **kwargs)
+        self.stop = threading.Event()
+        self.checks = 0
+        self.max_live = 0
+        self.violations: list[str] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        with self.engine.connect() as conn:
+            caps = capacities(conn)
+            conn.rollback()
+            while not self.stop.is_set():
+                try:
+                    problems = overbookings(conn, caps)
+                    self.max_live = max(self.max_live, self._live(conn))
+                    conn.rollback()  # a fresh snapshot next time
+                except Exception as exc:  # keep checking; report at the end
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    conn.rollback()
+                    problems = []
+                self.checks += 1
+                self.violations.extend(problems)
+                if len(self.violations) > 50:
+                    return
+                time.sleep(0.003)
+
+    @staticmethod
+    def _live(conn: sqlalchemy.Connection) -> int:
+        query = "SELECT count(*) FROM booking WHERE state IN ('HELD', 'CONFIRMED', 'ACTIVE')"
+        return int(conn.execute(sqlalchemy.text(query)).scalar_one())
+
+    def final(self) -> tuple[list[str], list[str]]:
+        with self.engine.connect() as conn:
+            return overbookings(conn), state_problems(conn)
+
+    def scalar(self, query: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sqlalchemy.text(query)).scalar_one()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=10)
+        self.engine.dispose()
+
+
+# --- the clients --------------------------------------------------------------------------
+
+
+@dataclass
+class Shared:
+    """One offer set offered up by the client that got it, for another client to race on."""
+
+    offers: list[dict[str, Any]]
+    barrier: threading.Barrier = field(default_factory=lambda: threading.Barrier(2, timeout=1.0))
+
+
+@dataclass
+class Stats:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    # offer set uuid -> session uuids a client was told (200) are ACCEPTED
+    accepted: dict[str, set[str]] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+
+    def count(self, *names: str) -> None:
+        with self.lock:
+            self.counts.update(names)
+
+    def fail(self, text: str) -> None:
+        with self.lock:
+            self.failures.append(text)
+
+
+class Client:
+    def __init__(self, index: int, nodes: list[Node], stats: Stats, shared: queue.Queue[Shared],
+                 window: str, deadline: float):  # fmt: skip
+        self.rng = random.Random(index)
+        self.http = [httpx.Client(base_url=n.url, timeout=60) for n in nodes]
+        self.stats, self.shared, self.window, self.deadline = stats, shared, window, deadline
+        self.mine: list[str] = []  # sessions this client accepted and has not cancelled
+
+    def node(self) -> httpx.Client:
+        return self.rng.choice(self.http)  # any node may serve any offer set
+
+    def run(self) -> None:
+        try:
+            while time.monotonic() < self.deadline and len(self.stats.failures) < 20:
+                self.step()
+            for session in self.mine:
+                if self.rng.random() < 0.5:
+                    self.update(session, CANCEL, "final-cancel")
+        except Exception as exc:
+            self.stats.fail(f"client raised {type(exc).__name__}: {exc}")
+        finally:
+            for c in self.http:
+                c.close()
+
+    def step(self) -> None:
+        rng = self.rng
+        if rng.random() < 0.35:
+            with contextlib.suppress(queue.Empty):
+                item = self.shared.get_nowait()
+                self.race(item, joined=True)
+                return
+        offers = self.request()
+        if not offers:
+            time.sleep(rng.uniform(0, 0.02))
+            return
+        roll = rng.random()
+        if roll < 0.35:
+            item = Shared(offers)
+            self.shared.put(item)
+            self.race(item, joined=False)
+        elif roll < 0.45:  # reject one, then accept a sibling
+            self.update(offers[0]["meta"]["uuid"], REJECT, "reject")
+            if len(offers) > 1:
+                self.accept(rng.choice(offers[1:]))
+        elif roll < 0.50:  # cancelling an open offer is not allowed: a 409
+            self.update(rng.choice(offers)["meta"]["uuid"], CANCEL, "cancel-offer")
+        elif roll < 0.53:  # let the offers expire, then try
+            time.sleep(HOLD_SECONDS + 1.2)
+            self.accept(rng.choice(offers), "late")
+        elif roll < 0.60:  # walk away; the reaper frees the holds
+            self.stats.count("walk-away")
+        else:
+            self.accept(offers[0] if rng.random() < 0.5 else rng.choice(offers))
+        while len(self.mine) > 1 or (self.mine and rng.random() < 0.6):
+            self.update(self.mine.pop(rng.randrange(len(self.mine))), CANCEL, "cancel")
+
+    def race(self, item: Shared, *, joined: bool) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            item.barrier.wait()
+            self.stats.count("race-paired" if joined else "race-offered")
+        roll = self.rng.random()
+        if roll < 0.15:
+            self.update(self.rng.choice(item.offers)["meta"]["uuid"], REJECT, "race-reject")
+        elif roll < 0.35:
+            self.accept(item.offers[0], "race")  # both may pick the same offer
+        else:
+            self.accept(self.rng.choice(item.offers), "race")
+
+    def request(self) -> list[dict[str, Any]]:
+        rng = self.rng
+        cores = rng.randint(1, 4)
+        memory = rng.randint(1, 8)
+        doc = request_doc(
+            (rng.randint(1, cores), cores),
+            (rng.randint(1, memory), memory),
+            start=self.window,
+            duration=rng.choice(["PT20M", "PT40M", "PT1H", "PT1H"]),
+        )
+        r = self.node().post("/requests", json=doc)
+        if r.status_code != 200:
+            self.stats.fail(f"POST /requests -> {r.status_code}: {r.text[:500]}")
+            return []
+        body = r.json()
+        result = body.get("result")
+        if result not in ("YES", "NO") or (result == "YES") != bool(body.get("offers")):
+            self.stats.fail(f"POST /requests -> odd body {str(body)[:500]}")
+            return []
+        self.stats.count("requests", f"request-{result}")
+        return body["offers"] if result == "YES" else []
+
+    def update(self, session: str, update: dict[str, Any], label: str) -> httpx.Response | None:
+        r = self.node().post(f"/sessions/{session}", json=update)
+        if r.status_code not in (200, 409):
+            self.stats.fail(f"{label} {update['value']} {session} -> {r.status_code}: {r.text[:500]}")
+            return None
+        self.stats.count(f"{label}-{r.status_code}")
+        if r.status_code == 200 and r.json().get("phase") != update["value"]:
+            self.stats.fail(f"{label} {session} -> 200 but phase {r.json().get('phase')}")
+        if r.status_code == 200 and update["value"] == "CANCELLED":
+            with self.stats.lock:
+                self.stats.cancelled.add(session)
+        return r
+
+    def accept(self, offer: dict[str, Any], label: str = "accept") -> None:
+        session = offer["meta"]["uuid"]
+        r = self.update(session, ACCEPT, label)
+        if r is None:
+            return
+        if r.status_code == 200:
+            offerset = r.json()["offerset"]["uuid"]
+            with self.stats.lock:
+                first = not any(session in s for s in self.stats.accepted.values())
+                self.stats.accepted.setdefault(offerset, set()).add(session)
+            if first:
+                self.mine.append(session)
+            self.stats.count("accepted")
+        else:
+            phase = r.json().get("phase")
+            self.stats.count("lost-race" if phase == "REJECTED" else f"conflict-{phase}")
+
+
+def overlapping_window() -> str:
+    """A 2-hour start window a little ahead, shared by every request so they all compete."""
+    start = (int(time.time()) // 3600 + 1) * 3600
+    iso = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+           for t in (start, start + 7200)]  # fmt: skip
+    return "/".join(iso)
+
+
+# --- the HTTP scenario --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_no_overbooking_over_http_with_two_nodes(
+    backend: str,
+    request: pytest.FixtureRequest,
+    broker_factory: Callable[..., Broker],
+    tmp_path: Path,
+) -> None:
+    database_url = db_url_for(request, backend)
+    broker = broker_factory(database_url, **config_overrides())  # migrates and creates the pool
+    config_file = tmp_path / "node.yaml"
+    config_file.write_text(yaml.safe_dump(broker.config.model_dump(mode="json")))
+
+    checker = Checker(database_url)
+    stats = Stats()
+    shared: queue.Queue[Shared] = queue.Queue()
+    window = overlapping_window()
+    with node_servers(config_file, 2, tmp_path) as nodes:
+        checker.start()
+        started = time.monotonic()
+        deadline = started + RUN_SECONDS
+        clients = [Client(i, nodes, stats, shared, window, deadline) for i in range(CLIENTS)]
+        threads = [threading.Thread(target=c.run, name=f"client-{i}") for i, c in enumerate(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=RUN_SECONDS + 60)
+        hung = [t.name for t in threads if t.is_alive()]
+        elapsed = time.monotonic() - started
+
+        # every open offer expires after the hold: the servers' reapers free it promptly
+        offered = "SELECT count(*) FROM execution_session WHERE phase = 'OFFERED'"
+        reap_deadline = time.monotonic() + HOLD_SECONDS + 8
+        while checker.scalar(offered) and time.monotonic() < reap_deadline:
+            time.sleep(0.2)
+        left_open = checker.scalar(offered)
+        checker.close()
+        logs = "\n".join(n.output() for n in nodes)
+
+    final_overbookings, final_state = checker.final()
+    c = stats.counts
+    print(
+        f"\n[{backend}] {elapsed:.1f}s, {checker.checks} continuous checks "
+        f"(up to {checker.max_live} live bookings): " + ", ".join(f"{k}={v}" for k, v in sorted(c.items()))
+    )
+
+    assert not hung, f"clients did not finish: {hung}"
+    assert not stats.failures, "\n".join(stats.failures[:20])
+    assert not checker.errors, "\n".join(checker.errors[:10])
+    assert not checker.violations, "overbooked during the run:\n" + "\n".join(checker.violations[:10])
+    assert not final_overbookings, "overbooked at the end:\n" + "\n".join(final_overbookings[:10])
+    assert not final_state, "\n".join(final_state[:20])
+    assert left_open == 0, f"{left_open} offers were not expired by the reaper"
+    assert "Traceback" not in logs, logs[-5000:]
+
+    # the clients' view agrees: one acceptance per offer set, and it stuck unless cancelled
+    assert all(len(s) == 1 for s in stats.accepted.values()), [
+        s for s in stats.accepted.values() if len(s) > 1
+    ]
+    accepted = {s for sessions in stats.accepted.values() for s in sessions}
+    with checker.engine.connect() as conn:
+        phases = dict(conn.execute(sqlalchemy.text("SELECT uuid, phase FROM execution_session")).all())
+    for session in accepted:
+        want = "CANCELLED" if session in stats.cancelled else "ACCEPTED"
+        assert phases[session] == want, (session, phases[session], want)
+    assert sum(p == "ACCEPTED" for p in phases.values()) == len(accepted - stats.cancelled)
+
+    # and the run exercised what it claims to
+    assert c["requests"] >= 200 and c["request-YES"] >= 50 and c["request-NO"] > 0, c
+    assert c["accepted"] >= 20, c
+    assert c["lost-race"] >= 5, c  # accepts that lost to a sibling's acceptance
+    assert c["race-paired"] >= 10, c
+    assert c["cancel-200"] >= 10 and c["reject-200"] > 0 and c["cancel-offer-409"] > 0, c
+    assert c["conflict-EXPIRED"] > 0, c
+    assert checker.checks >= 50 and checker.max_live > 0
+
+
+# --- the direct, unit-level race ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_direct_race_books_exactly_what_fits(
+    backend: str, request: pytest.FixtureRequest, broker_factory: Callable[..., Broker]
+) -> None:
+    database_url = db_url_for(request, backend)
+    fits, threads_count = 5, 50
+    overrides = {"platforms": small_pool(cores=2 * fits, memory=100)}
+    # two brokers (two engines, like two nodes) on one database
+    brokers = [broker_factory(database_url, **overrides) for _ in range(2)]
+    barrier = threading.Barrier(threads_count, timeout=30)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def claim(i: int) -> None:
+        doc = request_doc((2, 2), (1, 1), duration="PT1H")
+        barrier.wait()
+        try:
+            request_offers(brokers[i % 2], doc, direct=True)
+            outcome = "booked"
+        except Conflict:
+            outcome = "conflict"
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(threads_count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert Counter(results) == {"booked": fits, "conflict": threads_count - fits}, Counter(results)
+
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            assert overbookings(conn) == []
+            assert state_problems(conn) == []
+            states = conn.execute(sqlalchemy.text("SELECT state FROM booking")).scalars().all()
+            phases = conn.execute(
+                sqlalchemy.text("SELECT phase FROM execution_session")
+            ).scalars().all()
+    finally:
+        engine.dispose()
+    assert Counter(states) == {"CONFIRMED": fits}
+    assert Counter(phases) == {"ACCEPTED": fits}

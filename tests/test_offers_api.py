@@ -1,0 +1,124 @@
+"""POST /requests: defaults, windows, NO answers with reasons."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.conftest import ACCEPT, request_doc
+
+
+def iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def offers_of(client, doc):
+    r = client.post("/requests", json=doc)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_defaults_when_nothing_is_said(client):
+    doc = request_doc()
+    del doc["compute"]
+    answer = offers_of(client, doc)
+    assert answer["result"] == "YES"
+    offer = answer["offers"][0]
+    assert offer["compute"]["cores"] == {"min": 1, "max": 1}
+    assert offer["schedule"]["available"]["duration"] == "PT1H"  # the default duration
+    start = parse(offer["schedule"]["available"]["start"])
+    assert start - datetime.now(UTC) < timedelta(minutes=2)  # as soon as possible
+    assert offer["meta"]["options"] == [
+        {"kind": "uri:enum-value-option", "path": "phase", "values": ["ACCEPTED", "REJECTED"]}
+    ]
+    assert parse(offer["expires"]) > datetime.now(UTC)
+
+
+def test_offers_lie_inside_the_requested_intervals(client):
+    tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(1)
+    windows = [
+        f"{iso(tomorrow + timedelta(days=d, hours=9))}/{iso(tomorrow + timedelta(days=d, hours=12))}"
+        for d in range(3)
+    ]
+    answer = offers_of(client, request_doc((1, 2), duration="PT4H", start=windows))
+    starts = [parse(o["schedule"]["available"]["start"]) for o in answer["offers"]]
+    assert len(starts) == 3
+    for day, start in enumerate(starts):
+        assert tomorrow + timedelta(days=day, hours=9) <= start
+        assert start <= tomorrow + timedelta(days=day, hours=12)
+    assert all(o["schedule"]["available"]["duration"] == "PT4H" for o in answer["offers"])
+
+
+def test_start_duration_and_duration_end_intervals(client):
+    base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    for start in (f"{iso(base)}/PT2H", f"PT2H/{iso(base + timedelta(hours=2))}"):
+        answer = offers_of(client, request_doc(start=start))
+        first = parse(answer["offers"][0]["schedule"]["available"]["start"])
+        assert base <= first <= base + timedelta(hours=2)
+
+
+def test_offers_are_distinct_alternatives_earliest_first(client):
+    answer = offers_of(client, request_doc((2, 4)))
+    starts = [o["schedule"]["available"]["start"] for o in answer["offers"]]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts) == 4
+
+
+def test_no_with_a_reason_when_capacity_is_short(client):
+    week = "P1D"  # 10 of 16 cores busy for a day
+    answer = offers_of(client, request_doc((10, 10), duration=week))
+    session = answer["offers"][0]["meta"]["uuid"]
+    assert client.post(f"/sessions/{session}", json=ACCEPT).status_code == 200
+    answer = offers_of(client, request_doc((8, 8), start=f"{iso(datetime.now(UTC))}/PT6H"))
+    assert answer["result"] == "NO" and answer["offers"] == []
+    messages = [m["message"] for m in answer["meta"]["messages"]]
+    assert "at most 6 cores free in the requested window; 8 needed" in messages
+
+
+def test_no_when_more_is_asked_than_the_node_has(client):
+    answer = offers_of(client, request_doc((64, 64)))
+    assert answer["result"] == "NO"
+    assert "this node has at most 16 cores in any pool; 64 needed" in [
+        m["message"] for m in answer["meta"]["messages"]
+    ]
+
+
+def test_no_when_the_window_is_beyond_the_lookahead(client):
+    far = datetime.now(UTC) + timedelta(days=30)
+    answer = offers_of(client, request_doc(start=f"{iso(far)}/PT1H"))
+    assert answer["result"] == "NO"
+    assert "look-ahead" in answer["meta"]["messages"][0]["message"]
+
+
+def test_no_when_the_duration_is_too_long(client):
+    answer = offers_of(client, request_doc(duration="P30D"))
+    assert answer["result"] == "NO"
+    assert "longer than this node's maximum" in answer["meta"]["messages"][0]["message"]
+
+
+def test_no_offer_sets_can_be_read_back(client):
+    answer = offers_of(client, request_doc((64, 64)))
+    again = client.get(f"/offersets/{answer['meta']['uuid']}")
+    assert again.status_code == 200 and again.json()["result"] == "NO"
+
+
+def test_storage_is_booked_and_split_over_the_storage_resources(client):
+    doc = request_doc()
+    storage = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/storage/simple-storage-resource.yaml"
+    doc["storage"] = [
+        {"kind": storage, "meta": {"name": "a"}, "size": {"min": 10, "max": 20}},
+        {"kind": storage, "meta": {"name": "b"}, "size": {"min": 5, "max": 5}},
+    ]
+    offer = offers_of(client, doc)["offers"][0]
+    assert [s["size"] for s in offer["storage"]] == [{"min": 20, "max": 20}, {"min": 5, "max": 5}]
+    doc["storage"][0]["size"] = {"min": 2000, "max": 2000}
+    answer = offers_of(client, doc)
+    assert answer["result"] == "NO"
+    assert any("GiB of storage" in m["message"] for m in answer["meta"]["messages"])
+
+
+def test_the_legacy_offersets_path_is_an_alias(client):
+    r = client.post("/offersets", json=request_doc())
+    assert r.status_code == 200 and r.json()["result"] == "YES"
