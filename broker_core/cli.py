@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from .config import ConfigError, NodeConfig, load_config
 
@@ -90,10 +91,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # connexion imports starlette's test client at import time, which warns about httpx
+    warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO"), format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -147,10 +147,10 @@ class NodeConfig(Model):
         return f"http://{self.server.host}:{self.server.port}"
 
 
-def describe_errors(exc: ValidationError, source: str) -> str:
+def describe_errors(exc: ValidationError, source: str, prefix: tuple[object, ...] = ()) -> str:
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top level)"
         lines.append(f"  {where}: {err['msg']}")
     return "\n".join(lines)
 

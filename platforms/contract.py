@@ -44,15 +44,15 @@ class Platform(ABC):
     def validate(self, request: ExecutionRequest) -> list[Message]:
         """Reasons this platform cannot serve the request; empty when it can."""
         accepted = self.accepted_kinds()
+        refused = sorted({c.kind for c in request.components()} - accepted)
         return [
             message(
                 "platform {platform} does not accept {kind}",
                 level="WARN",
                 platform=self.name,
-                kind=component.kind,
+                kind=kind,
             )
-            for component in request.components()
-            if component.kind not in accepted
+            for kind in refused
         ]
 
     @abstractmethod

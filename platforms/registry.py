@@ -36,5 +36,7 @@ def build_platforms(configs: list[PlatformConfig]) -> list[Platform]:
         try:
             platforms.append(cls(config))
         except ValidationError as exc:
-            raise ConfigError(describe_errors(exc, f"platforms.{index}.options")) from None
+            raise ConfigError(
+                describe_errors(exc, "the configuration", ("platforms", index, "options"))
+            ) from None
     return platforms

@@ -28,7 +28,9 @@ LIVE_ALLOCATIONS = text(
     WHERE b.state IN ('HELD', 'CONFIRMED', 'ACTIVE')
     """
 )
-CAPACITIES = text("SELECT pool_id, resource_class, total, reserved, allocation_ratio FROM inventory")
+CAPACITIES = text(
+    "SELECT pool_id, resource_class, total, reserved, allocation_ratio FROM inventory"
+)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,7 @@ def pool(cores: int = 8, claims: list[Claim] = (), pool_id: int = 1) -> PoolView
     return view
 
 
-def search(
-    demand: Demand, pools: list[PoolView], *, prep: int = 0, max_offers: int = 4
-) -> Search:
+def search(demand: Demand, pools: list[PoolView], *, prep: int = 0, max_offers: int = 4) -> Search:
     return Search(
         demand=demand,
         pool_sets=[[p] for p in pools],
@@ -105,7 +103,9 @@ def test_max_offers_caps_the_answer():
 
 
 def test_step_size_and_units_are_honoured():
-    view = PoolView(1, "p/1", "p", {"cores": InventoryView(16, min_unit=2, max_unit=8, step_size=2)})
+    view = PoolView(
+        1, "p/1", "p", {"cores": InventoryView(16, min_unit=2, max_unit=8, step_size=2)}
+    )
     view.usage = {"cores": Usage([Claim(NOW, NOW + H, 9)])}  # 7 free
     slot = find_slots(search(demand(1, 16), [view])).slots[0]
     assert slot.totals["cores"] == 6  # rounded down to the step

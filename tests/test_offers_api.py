@@ -39,10 +39,8 @@ def test_defaults_when_nothing_is_said(client):
 
 def test_offers_lie_inside_the_requested_intervals(client):
     tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(1)
-    windows = [
-        f"{iso(tomorrow + timedelta(days=d, hours=9))}/{iso(tomorrow + timedelta(days=d, hours=12))}"
-        for d in range(3)
-    ]
+    day = [tomorrow + timedelta(days=d) for d in range(3)]
+    windows = [f"{iso(d + timedelta(hours=9))}/{iso(d + timedelta(hours=12))}" for d in day]
     answer = offers_of(client, request_doc((1, 2), duration="PT4H", start=windows))
     starts = [parse(o["schedule"]["available"]["start"]) for o in answer["offers"]]
     assert len(starts) == 3

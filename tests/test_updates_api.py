@@ -38,7 +38,12 @@ def test_accept_confirms_and_rejects_the_siblings(client, broker):
     states = bookings(broker, offerset["meta"]["uuid"])
     assert states.pop(chosen) == "CONFIRMED"
     assert set(states.values()) == {"RELEASED"}
-    phases = [o["phase"] for o in client.get(offerset["meta"]["url"][len("http://127.0.0.1:8080"):]).json()["offers"]]
+    phases = [
+        o["phase"]
+        for o in client.get(offerset["meta"]["url"][len("http://127.0.0.1:8080") :]).json()[
+            "offers"
+        ]
+    ]
     assert sorted(phases) == ["ACCEPTED", "REJECTED", "REJECTED", "REJECTED"]
 
 
@@ -94,9 +99,14 @@ def test_repeating_an_update_is_harmless(client):
 
 def test_unsupported_updates_are_refused(client):
     chosen = ask(client)["offers"][0]["meta"]["uuid"]
-    r = client.post(f"/sessions/{chosen}", json={"kind": "uri:string-value-update", "path": "name", "value": "x"})
+    r = client.post(
+        f"/sessions/{chosen}",
+        json={"kind": "uri:string-value-update", "path": "name", "value": "x"},
+    )
     assert r.status_code == 409
-    r = client.post(f"/sessions/{chosen}", json={"kind": "uri:bogus", "path": "phase", "value": "x"})
+    r = client.post(
+        f"/sessions/{chosen}", json={"kind": "uri:bogus", "path": "phase", "value": "x"}
+    )
     assert r.status_code == 400
 
 
@@ -122,7 +132,9 @@ def test_accept_after_expiry_is_409(broker_factory, client_factory, sqlite_url):
     assert client.get(f"/sessions/{chosen}").json()["phase"] == "EXPIRED"
 
 
-def test_expired_offers_free_their_holds_without_polling(broker_factory, client_factory, sqlite_url):
+def test_expired_offers_free_their_holds_without_polling(
+    broker_factory, client_factory, sqlite_url
+):
     broker = broker_factory(sqlite_url, offers={"hold": "PT1S", "max_offers": 1})
     client = client_factory(broker)  # runs the app's lifespan, and with it the reaper
     full = ask(client, request_doc((16, 16)))

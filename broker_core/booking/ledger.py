@@ -76,6 +76,16 @@ def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now
         session.add(row)
 
 
+def lock_pools(session: Session, platforms: Sequence[str]) -> None:
+    """Take the row locks of these platforms' pools, in id order so lockers cannot deadlock."""
+    session.exec(
+        select(ResourcePool.id)
+        .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
+        .order_by(ResourcePool.id)
+        .with_for_update()
+    ).all()
+
+
 def load_pools(
     session: Session, platforms: Sequence[str], window: tuple[int, int], *, lock: bool
 ) -> list[PoolView]:

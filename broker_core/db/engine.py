@@ -8,9 +8,10 @@ writers (WAL mode lets them run alongside).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -24,6 +25,10 @@ class Database:
     url: str
     reader: Engine
     writer: Engine
+    # SQLite has one writer at a time and its busy handler retries with growing sleeps, which
+    # starves unlucky threads; queueing this process's writers on a lock keeps waits fair and
+    # short. Other processes still contend through SQLite's own lock.
+    _write_lock: threading.Lock | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -37,7 +42,15 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction; committed on success, rolled back on any exception."""
-        with Session(self.writer, expire_on_commit=False) as session, session.begin():
+        if self._write_lock is None:
+            with Session(self.writer, expire_on_commit=False) as session, session.begin():
+                yield session
+            return
+        with (
+            self._write_lock,
+            Session(self.writer, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     def dispose(self) -> None:
@@ -79,6 +92,7 @@ def open_database(config: DatabaseConfig) -> Database:
             config.url,
             reader=_sqlite_engine(config.url, "BEGIN", config.sqlite_synchronous),
             writer=_sqlite_engine(config.url, "BEGIN IMMEDIATE", config.sqlite_synchronous),
+            _write_lock=threading.Lock(),
         )
     engine = create_engine(
         config.url,

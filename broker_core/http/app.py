@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
 from connexion.options import SwaggerUIOptions
@@ -20,6 +21,9 @@ from . import problems
 from .negotiation import ContentNegotiation
 
 log = logging.getLogger(__name__)
+# connexion warns on every request whose operation accepts JSON and YAML; the content layer has
+# already turned YAML into JSON by then, so the warning says nothing
+logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
 SPEC = Path(__file__).resolve().parents[2] / "openapi" / "ebroker.yaml"
 REAPER_MAX_SLEEP = 1.0
 
@@ -65,4 +69,4 @@ def create_app(broker: Broker, *, reaper: bool = True) -> Any:
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     problems.register(app)
-    return ContentNegotiation(app, broker)
+    return ContentNegotiation(app, broker, yaml.safe_load(SPEC.read_text())["paths"])

@@ -64,10 +64,24 @@ def _problem(status: int, title: str, detail: str, pointer: str | None = None) -
     return json.dumps(body).encode()
 
 
+def route_methods(paths: dict[str, dict[str, Any]]) -> list[tuple[re.Pattern[str], str]]:
+    """(path pattern, Allow header value) for each path template of the spec."""
+    routes = []
+    for template, operations in paths.items():
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        methods = sorted(m.upper() for m in operations if m in _HTTP_METHODS)
+        routes.append((re.compile(f"^{pattern}/?$"), ", ".join(methods)))
+    return routes
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
 class ContentNegotiation:
-    def __init__(self, app: ASGIApp, broker: Broker):
+    def __init__(self, app: ASGIApp, broker: Broker, paths: dict[str, dict[str, Any]]):
         self.app = app
         self.broker = broker
+        self.routes = route_methods(paths)
         server = broker.config.server
         self.limits = BodyLimits(max_bytes=server.max_body_bytes, max_depth=server.max_depth)
 
@@ -77,7 +91,7 @@ class ContentNegotiation:
             return
         current_broker.set(self.broker)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["method"] in ("POST", "PUT", "PATCH"):
+        if scope["method"] == "POST":
             normalise = _normaliser(scope["path"], self.broker.registry)
             if normalise is not None:
                 try:
@@ -101,6 +115,9 @@ class ContentNegotiation:
                 receive = _replay(body)
         if prefers_yaml(headers.get("accept", "")):
             send = _yaml_sender(send)
+        allow = next((methods for rx, methods in self.routes if rx.match(scope["path"])), None)
+        if allow:
+            send = _allow_sender(send, allow)
         await self.app(scope, receive, send)
 
     async def _read(self, receive: Receive, headers: dict[str, str]) -> bytes:
@@ -151,6 +168,18 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
+
+
+def _allow_sender(send: Send, allow: str) -> Send:
+    """A 405 names the methods the path does support (RFC 9110)."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 405:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+            message = {**message, "headers": [*headers, (b"allow", allow.encode())]}
+        await send(message)
+
+    return wrapped
 
 
 def _yaml_sender(send: Send) -> Send:

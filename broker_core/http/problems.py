@@ -96,9 +96,9 @@ class PointerBodyValidator(JSONRequestBodyValidator):
         if not errors:
             return body
         found = []
-        for error in sorted(errors, key=lambda e: list(e.absolute_path))[:20]:
+        for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])[:20]:
             leaf = _kind_branch(error) or _leaf(error)
-            found.append({"pointer": pointer(*leaf.absolute_path), "detail": _detail(leaf)})
+            found.extend(_field_errors(leaf))
         detail = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in found)
         raise ProblemException(
             status=400, title="Invalid document", detail=detail, ext={"errors": found}
@@ -128,6 +128,19 @@ def _resolve_kind_enum(error: ValidationError, schema: dict) -> list | None:
             return None
     kind = schema.get("properties", {}).get("kind", {}) if isinstance(schema, dict) else {}
     return kind.get("enum")
+
+
+def _field_errors(error: ValidationError) -> list[dict[str, str]]:
+    """One entry per offending field; unexpected properties are named themselves."""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in known]
+        if extra:
+            return [
+                {"pointer": pointer(*error.absolute_path, k), "detail": f"unexpected field {k!r}"}
+                for k in extra
+            ]
+    return [{"pointer": pointer(*error.absolute_path), "detail": _detail(error)}]
 
 
 def _detail(error: ValidationError) -> str:

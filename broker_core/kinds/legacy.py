@@ -55,6 +55,8 @@ def normalise_request(doc: Any, registry: KindRegistry) -> Any:
     if not isinstance(doc, dict):
         return doc
     doc = dict(doc)
+    if "kind" not in doc and isinstance(doc.get("type"), str):
+        doc["kind"] = doc.pop("type")
     if "compute" not in doc and "computer" in doc:
         doc["compute"] = doc.pop("computer")
     _move_meta(doc)

@@ -9,7 +9,13 @@ from ..config import OfferConfig
 from ..errors import DocumentInvalid, FieldError
 from ..kinds.base import Message, MinMax, message
 from ..kinds.request import ExecutionRequest
-from ..schedule import Interval, ScheduleError, parse_duration, parse_intervals
+from ..schedule import (
+    Interval,
+    ScheduleError,
+    parse_duration,
+    parse_interval,
+    parse_intervals,
+)
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,17 @@ def resolve(request: ExecutionRequest, config: OfferConfig) -> Demand:
         )
     windows: list[tuple[int, int]] | None = None
     if schedule.start is not None:
+        where = "/schedule/requested/start"
+        if isinstance(schedule.start, list):
+            for index, item in enumerate(schedule.start):
+                try:
+                    parse_interval(item)
+                except ScheduleError as exc:
+                    raise DocumentInvalid([FieldError(f"{where}/{index}", str(exc))]) from None
         try:
             intervals: list[Interval] = parse_intervals(schedule.start)
         except ScheduleError as exc:
-            raise DocumentInvalid([FieldError("/schedule/requested/start", str(exc))]) from None
+            raise DocumentInvalid([FieldError(where, str(exc))]) from None
         windows = [(int(i.start.timestamp()), int(i.end.timestamp())) for i in intervals]
     return Demand(amounts, int(duration.total_seconds()), windows, sizes)
 

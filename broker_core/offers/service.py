@@ -16,7 +16,7 @@ from ..db.engine import Database
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
 from ..errors import Conflict
 from ..kinds.base import Message, message
-from ..kinds.registry import KindRegistry
+from ..kinds.registry import KindRegistry, UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
 from ..schedule import format_duration
 from ..sessions.phases import ACCEPTED, OFFERED
@@ -60,17 +60,7 @@ def request_offers(
     now = int(time.time())
     parsed = parse_request(document, broker.registry)
     if parsed.request is None:
-        reasons = [
-            message(
-                "unknown {category} kind {kind} at {where}; this node accepts: {accepted}",
-                level="WARN",
-                category=u.category,
-                kind=u.kind,
-                where=u.where,
-                accepted=", ".join(broker.registry.kinds(u.category)),
-            )
-            for u in parsed.unknown
-        ]
+        reasons = _unknown_kinds(broker, parsed.unknown)
         return _refuse(broker, document, reasons, now, owner)
     request = parsed.request
     demand = resolve(request, broker.config.offers)
@@ -80,7 +70,8 @@ def request_offers(
         return _refuse(broker, document, reasons + refusals, now, owner)
 
     with broker.db.write() as session:
-        outcome, searches = _search(broker, session, demand, plans, now, direct)
+        outcome, searches = _search(broker, session, demand, plans, direct)
+        now = searches[0].now
         if outcome.slots:
             offerset_uuid = _store(
                 broker, session, request, document, demand, outcome, now, owner, direct
@@ -96,6 +87,24 @@ def request_offers(
     return get_offerset(broker, offerset_uuid)
 
 
+def _unknown_kinds(broker: Broker, unknown: list[UnknownKind]) -> list[Message]:
+    """One message per distinct unknown kind, naming where it was used."""
+    places: dict[tuple[str, str], list[str]] = {}
+    for u in unknown:
+        places.setdefault((u.category, u.kind), []).append(u.where)
+    return [
+        message(
+            "unknown {category} kind {kind} at {where}; this node accepts: {accepted}",
+            level="WARN",
+            category=category,
+            kind=kind[:256],
+            where=", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else ""),
+            accepted=", ".join(broker.registry.kinds(category)),
+        )
+        for (category, kind), where in list(places.items())[:32]
+    ]
+
+
 def _plans(broker: Broker, request: ExecutionRequest) -> tuple[list[Plan], list[Message]]:
     plans, refusals = [], []
     for platform in broker.platforms:
@@ -109,14 +118,18 @@ def _plans(broker: Broker, request: ExecutionRequest) -> tuple[list[Plan], list[
 
 
 def _search(
-    broker: Broker, session: Session, demand: Demand, plans: list[Plan], now: int, direct: bool
+    broker: Broker, session: Session, demand: Demand, plans: list[Plan], direct: bool
 ) -> tuple[Outcome, list[Search]]:
     offers = broker.config.offers
     granularity = int(offers.granularity.total_seconds())
-    horizon = now + int(offers.lookahead.total_seconds())
+    lookahead = int(offers.lookahead.total_seconds())
     longest_prep = max(p.preparation for p in plans)
+    names = [p.platform.name for p in plans]
+    ledger.lock_pools(session, names)
+    now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
+    horizon = now + lookahead
     window = (now, horizon + longest_prep + demand.duration + granularity)
-    pools = ledger.load_pools(session, [p.platform.name for p in plans], window, lock=True)
+    pools = ledger.load_pools(session, names, window, lock=False)
     searches = []
     slots: list[Slot] = []
     best: dict[str, int] = {}

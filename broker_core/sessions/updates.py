@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from ..booking import ledger
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
-from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
+from ..errors import Conflict, NotFound
 from ..offers.service import Broker
 from .phases import (
     ACCEPTED,
@@ -37,19 +37,11 @@ def get_session(broker: Broker, session_uuid: str) -> dict[str, Any]:
 
 
 def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]) -> dict[str, Any]:
-    kind, path = update_doc.get("kind"), update_doc.get("path")
-    if kind != "uri:enum-value-update" or path != "phase":
-        raise Conflict(
-            f"update {kind} of {path!r} is not offered for this session; "
-            "see meta.options for the updates it allows"
-        )
-    value = update_doc.get("value")
-    if not isinstance(value, str):
-        raise DocumentInvalid([FieldError("/value", "value must be a phase name")])
     now = int(time.time())
     expired = False
     with broker.db.write() as session:
         row = _locked(session, session_uuid)
+        value = _phase_update(update_doc, row.phase)
         if row.phase == value:
             return render_session(row, broker.base_url)  # repeating an update is harmless
         allowed = CLIENT_TRANSITIONS.get(row.phase, ())
@@ -74,6 +66,20 @@ def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]
             phase=EXPIRED,
         )
     return get_session(broker, session_uuid)
+
+
+def _phase_update(update_doc: dict[str, Any], phase: str) -> str:
+    """The phase asked for; anything not among the session's options is a conflict."""
+    kind, path, value = update_doc.get("kind"), update_doc.get("path"), update_doc.get("value")
+    if kind != "uri:enum-value-update" or path != "phase":
+        raise Conflict(
+            f"update {kind} of {path!r} is not offered for this session; "
+            "see meta.options for the updates it allows",
+            phase=phase,
+        )
+    if not isinstance(value, str):
+        raise Conflict(f"phase must be set to a phase name, not {value!r}", phase=phase)
+    return value
 
 
 def _locked(session: Session, session_uuid: str) -> ExecutionSession:

@@ -1,0 +1,119 @@
+"""The node configuration: validated at start-up with errors naming the offending key."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker_core.config import ConfigError, load_config, parse_config
+from platforms.registry import build_platforms
+from platforms.simulated import SimulatedPlatform
+
+
+def test_no_config_means_sqlite_and_the_simulated_host_platform():
+    config = load_config(None)
+    assert config.database.url.startswith("sqlite:///")
+    assert config.server.host == "127.0.0.1"
+    (platform,) = build_platforms(config.platforms)
+    assert isinstance(platform, SimulatedPlatform)
+    (pool,) = platform.pools()
+    assert pool.inventories["cores"].total == os.cpu_count()
+    assert pool.inventories["memory"].total >= 1
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"sever": {}}, "sever"),
+        ({"offers": {"max_offers": 0}}, "offers.max_offers"),
+        ({"offers": {"hold": "soon"}}, "offers.hold"),
+        ({"offers": {"hold": "-PT5M"}}, "offers.hold"),
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"platforms": [{"name": "x", "pools": [{"name": "p", "inventories": {}}]}]},
+         "platforms.0.pools.0.inventories"),
+        ({"platforms": [{"name": "x", "pools": [{"name": "p", "inventories": {
+            "cores": {"total": 4, "reserved": 8}}}]}]}, "platforms.0.pools.0.inventories.cores"),
+        ({"platforms": [{"name": "x", "pools": [{"name": "p", "inventories": {
+            "cpus": {"total": 4}}}]}]}, "platforms.0.pools.0.inventories.cpus"),
+        ({"platforms": [{"name": "Bad Name"}]}, "platforms.0.name"),
+        ({"platforms": [{"name": "a"}, {"name": "a"}]}, "platforms"),
+    ],
+)  # fmt: skip
+def test_bad_keys_and_values_are_named(data, named):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "node.yaml")
+    assert named in str(info.value) and "node.yaml" in str(info.value)
+
+
+def test_unknown_platform_types_and_options_are_named():
+    config = parse_config({"platforms": [{"name": "x", "type": "mainframe"}]})
+    with pytest.raises(ConfigError, match=r"platforms\.0\.type: unknown platform type 'mainframe'"):
+        build_platforms(config.platforms)
+    config = parse_config({"platforms": [{"name": "x", "options": {"image_pul": "PT1S"}}]})
+    with pytest.raises(ConfigError, match=r"platforms\.0\.options.*image_pul"):
+        build_platforms(config.platforms)
+
+
+def test_a_file_that_is_not_yaml_or_not_there(tmp_path: Path):
+    bad = tmp_path / "node.yaml"
+    bad.write_text("site: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_the_example_config_is_valid():
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "examples" / "node.yaml")
+    assert build_platforms(config.platforms)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
+    bad = tmp_path / "node.yaml"
+    bad.write_text("offers:\n  max_ofers: 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "offers.max_ofers" in result.stderr
+
+
+def test_serve_with_no_config_starts_a_node_and_prints_its_url(tmp_path: Path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker_core.cli", "serve", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert any(f"http://127.0.0.1:{port}" in line for line in lines), lines
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert r.json()["status"] == "ok"
+        node = httpx.get(f"http://127.0.0.1:{port}/node").json()
+        assert node["platforms"][0]["type"] == "simulated"
+        assert (tmp_path / "ebroker.db").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
