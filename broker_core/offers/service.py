@@ -215,16 +215,28 @@ def _refuse(
 def _store_refusal(
     session: Session, document: Any, reasons: list[Message], now: int, owner: str | None
 ) -> str:
+    return _add_offerset(session, "NO", document, reasons, now, now, owner)
+
+
+def _add_offerset(
+    session: Session,
+    result: str,
+    document: Any,
+    messages: list[Message],
+    now: int,
+    expires: int,
+    owner: str | None,
+) -> str:
     offerset_uuid = str(uuidlib.uuid4())
     session.add(
         OfferSet(
             uuid=offerset_uuid,
-            result="NO",
+            result=result,
             owner=owner,
             created_at=now,
-            expires_at=now,
+            expires_at=expires,
             document={
-                "meta": {"messages": [m.model_dump(exclude_none=True) for m in reasons]},
+                "meta": {"messages": [m.model_dump(exclude_none=True) for m in messages]},
                 "request": _meta_of(document),
             },
         )
@@ -250,17 +262,7 @@ def _store(
 ) -> str:
     hold = int(broker.config.offers.hold.total_seconds())
     expires = now + hold
-    offerset_uuid = str(uuidlib.uuid4())
-    session.add(
-        OfferSet(
-            uuid=offerset_uuid,
-            result="YES",
-            owner=owner,
-            created_at=now,
-            expires_at=expires,
-            document={"meta": {"messages": []}, "request": _meta_of(document)},
-        )
-    )
+    offerset_uuid = _add_offerset(session, "YES", document, [], now, expires, owner)
     session.flush()
     for slot in outcome.slots:
         session_uuid = str(uuidlib.uuid4())
