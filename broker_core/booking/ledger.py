@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, select
 
 from ..config import PoolConfig
@@ -107,23 +107,28 @@ def load_pools(
             inv.capacity, inv.min_unit, inv.max_unit, inv.step_size
         )
     claims: dict[tuple[int, str], list[Claim]] = defaultdict(list)
-    rows = session.exec(
-        select(
-            Allocation.pool_id,
-            Allocation.resource_class,
-            Allocation.amount,
-            Booking.start_at,
-            Booking.end_at,
-            Booking.state,
-            Booking.offerset_uuid,
+    # Core, not ORM, execution: this is the hot read of every request, and rows stay tuples
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                Allocation.pool_id,
+                Allocation.resource_class,
+                Allocation.amount,
+                Booking.start_at,
+                Booking.end_at,
+                Booking.state,
+                Booking.offerset_uuid,
+            )
+            .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+            .where(
+                Allocation.pool_id.in_(ids),  # type: ignore[attr-defined]
+                Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+                Booking.end_at > window[0],
+                Booking.start_at < window[1],
+            )
         )
-        .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
-        .where(
-            Allocation.pool_id.in_(ids),  # type: ignore[attr-defined]
-            Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
-            Booking.end_at > window[0],
-            Booking.start_at < window[1],
-        )
+        .all()
     )
     for pool_id, resource_class, amount, start, end, state, offerset in rows:
         claims[(pool_id, resource_class)].append(
@@ -138,38 +143,39 @@ def load_pools(
     return views
 
 
-def insert_booking(
+def insert_bookings(
     session: Session,
+    slots: Sequence[tuple[Slot, str]],
     *,
-    slot: Slot,
-    session_uuid: str,
     offerset_uuid: str,
     state: str,
     expires_at: int | None,
     now: int,
 ) -> None:
-    booking = Booking(
-        session_uuid=session_uuid,
-        offerset_uuid=offerset_uuid,
-        state=state,
-        start_at=slot.prepare_at,
-        end_at=slot.end_at,
-        expires_at=expires_at,
-        created_at=now,
-        modified_at=now,
-    )
-    session.add(booking)
-    session.flush()
-    assert booking.id is not None
-    for pool_id, resource_class, amount in slot.allocations:
-        session.add(
-            Allocation(
-                booking_id=booking.id,
-                pool_id=pool_id,
-                resource_class=resource_class,
-                amount=amount,
-            )
-        )
+    """One booking per (slot, session uuid), with the slot's allocations, in two statements."""
+    rows = [
+        {
+            "session_uuid": session_uuid,
+            "offerset_uuid": offerset_uuid,
+            "state": state,
+            "start_at": slot.prepare_at,
+            "end_at": slot.end_at,
+            "expires_at": expires_at,
+            "created_at": now,
+            "modified_at": now,
+        }
+        for slot, session_uuid in slots
+    ]
+    ids = session.execute(
+        insert(Booking).returning(Booking.id, sort_by_parameter_order=True), rows
+    ).scalars()
+    allocations = [
+        {"booking_id": booking_id, "pool_id": pool_id, "resource_class": c, "amount": amount}
+        for booking_id, (slot, _) in zip(ids, slots, strict=True)
+        for pool_id, c, amount in slot.allocations
+    ]
+    if allocations:
+        session.execute(insert(Allocation), allocations)
 
 
 def bump_generations(session: Session, pool_ids: Iterable[int], now: int) -> None:

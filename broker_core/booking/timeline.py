@@ -11,6 +11,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,11 @@ def _envelope(claims: list[Claim]) -> list[tuple[int, int]]:
     return events
 
 
+def _disjoint(claims: list[Claim]) -> bool:
+    claims.sort(key=lambda c: c.start)
+    return all(a.end <= b.start for a, b in pairwise(claims))
+
+
 class Usage:
     """``used[i]`` is the amount in use over ``[times[i], times[i+1])``; zero before and after."""
 
@@ -50,11 +56,12 @@ class Usage:
             else:
                 groups[claim.group].append(claim)
         for members in groups.values():
-            events.extend(
-                _envelope(members)
-                if len(members) > 1
-                else [(members[0].start, members[0].amount), (members[0].end, -members[0].amount)]
-            )
+            if _disjoint(members):  # the usual case: back-to-back alternatives
+                for claim in members:
+                    events.append((claim.start, claim.amount))
+                    events.append((claim.end, -claim.amount))
+            else:
+                events.extend(_envelope(members))
         events.sort()
         self.times: list[int] = []
         self.used: list[int] = []

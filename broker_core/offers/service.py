@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from ..booking import ledger
@@ -73,9 +74,7 @@ def request_offers(
         outcome, searches = _search(broker, session, demand, plans, direct)
         now = searches[0].now
         if outcome.slots:
-            offerset_uuid = _store(
-                broker, session, request, document, demand, outcome, now, owner, direct
-            )
+            return _store(broker, session, request, document, demand, outcome, now, owner, direct)
         else:
             reasons = _explain(broker, demand, outcome, searches, now)
             if direct:  # capacity, not the request, is the problem: the client may retry
@@ -83,8 +82,8 @@ def request_offers(
                     "nothing can be started now: " + "; ".join(m.message for m in reasons),
                     messages=[m.message for m in reasons],
                 )
-            offerset_uuid = _store_refusal(session, document, reasons, now, owner)
-    return get_offerset(broker, offerset_uuid)
+            offerset = _store_refusal(session, document, reasons, now, owner)
+    return render_offerset(offerset, [], broker.base_url)
 
 
 def _unknown_kinds(broker: Broker, unknown: list[UnknownKind]) -> list[Message]:
@@ -208,40 +207,37 @@ def _refuse(
     owner: str | None,
 ) -> dict[str, Any]:
     with broker.db.write() as session:
-        offerset_uuid = _store_refusal(session, document, reasons, now, owner)
-    return get_offerset(broker, offerset_uuid)
+        offerset = _store_refusal(session, document, reasons, now, owner)
+    return render_offerset(offerset, [], broker.base_url)
 
 
 def _store_refusal(
     session: Session, document: Any, reasons: list[Message], now: int, owner: str | None
-) -> str:
-    return _add_offerset(session, "NO", document, reasons, now, now, owner)
+) -> OfferSet:
+    offerset = _offerset_row("NO", document, reasons, now, now, owner)
+    session.add(offerset)
+    return offerset
 
 
-def _add_offerset(
-    session: Session,
+def _offerset_row(
     result: str,
     document: Any,
     messages: list[Message],
     now: int,
     expires: int,
     owner: str | None,
-) -> str:
-    offerset_uuid = str(uuidlib.uuid4())
-    session.add(
-        OfferSet(
-            uuid=offerset_uuid,
-            result=result,
-            owner=owner,
-            created_at=now,
-            expires_at=expires,
-            document={
-                "meta": {"messages": [m.model_dump(exclude_none=True) for m in messages]},
-                "request": _meta_of(document),
-            },
-        )
+) -> OfferSet:
+    return OfferSet(
+        uuid=str(uuidlib.uuid4()),
+        result=result,
+        owner=owner,
+        created_at=now,
+        expires_at=expires,
+        document={
+            "meta": {"messages": [m.model_dump(exclude_none=True) for m in messages]},
+            "request": _meta_of(document),
+        },
     )
-    return offerset_uuid
 
 
 def _meta_of(document: Any) -> dict[str, Any]:
@@ -259,44 +255,41 @@ def _store(
     now: int,
     owner: str | None,
     direct: bool,
-) -> str:
-    hold = int(broker.config.offers.hold.total_seconds())
-    expires = now + hold
-    offerset_uuid = _add_offerset(session, "YES", document, [], now, expires, owner)
-    session.flush()
-    for slot in outcome.slots:
-        session_uuid = str(uuidlib.uuid4())
-        platform = slot.pools[0].platform
-        session.add(
-            ExecutionSession(
-                uuid=session_uuid,
-                offerset_uuid=offerset_uuid,
-                phase=ACCEPTED if direct else OFFERED,
-                platform=platform,
-                owner=owner,
-                created_at=now,
-                modified_at=now,
-                expires_at=expires,
-                prepare_at=slot.prepare_at,
-                start_at=slot.start_at,
-                end_at=slot.end_at,
-                document=_session_document(broker, request, demand, slot),
-            )
+) -> dict[str, Any]:
+    """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set."""
+    expires = now + int(broker.config.offers.hold.total_seconds())
+    offerset = _offerset_row("YES", document, [], now, expires, owner)
+    sessions = [
+        ExecutionSession(
+            uuid=str(uuidlib.uuid4()),
+            offerset_uuid=offerset.uuid,
+            phase=ACCEPTED if direct else OFFERED,
+            platform=slot.pools[0].platform,
+            owner=owner,
+            created_at=now,
+            modified_at=now,
+            expires_at=expires,
+            prepare_at=slot.prepare_at,
+            start_at=slot.start_at,
+            end_at=slot.end_at,
+            document=_session_document(broker, request, demand, slot),
         )
-        session.flush()
-        ledger.insert_booking(
-            session,
-            slot=slot,
-            session_uuid=session_uuid,
-            offerset_uuid=offerset_uuid,
-            state=CONFIRMED if direct else HELD,
-            expires_at=None if direct else expires,
-            now=now,
-        )
+        for slot in outcome.slots
+    ]
+    session.execute(insert(OfferSet), [offerset.model_dump()])
+    session.execute(insert(ExecutionSession), [row.model_dump() for row in sessions])
+    ledger.insert_bookings(
+        session,
+        [(slot, row.uuid) for slot, row in zip(outcome.slots, sessions, strict=True)],
+        offerset_uuid=offerset.uuid,
+        state=CONFIRMED if direct else HELD,
+        expires_at=None if direct else expires,
+        now=now,
+    )
     ledger.bump_generations(
         session, (pool_id for s in outcome.slots for pool_id, _, _ in s.allocations), now
     )
-    return offerset_uuid
+    return render_offerset(offerset, sessions, broker.base_url)
 
 
 def _session_document(
