@@ -122,7 +122,8 @@ def load_pools(
             )
             .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
             .where(
-                Allocation.pool_id.in_(ids),  # type: ignore[attr-defined]
+                # no pool condition here: it would tempt SQLite (without statistics) to walk
+                # every allocation a pool ever had; live bookings in the window are few
                 Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
                 Booking.end_at > window[0],
                 Booking.start_at < window[1],
@@ -130,7 +131,10 @@ def load_pools(
         )
         .all()
     )
+    wanted = set(ids)
     for pool_id, resource_class, amount, start, end, state, offerset in rows:
+        if pool_id not in wanted:
+            continue
         claims[(pool_id, resource_class)].append(
             Claim(start, end, amount, offerset if state == HELD else None)
         )

@@ -70,20 +70,51 @@ def request_offers(
     if reasons or not plans:
         return _refuse(broker, document, reasons + refusals, now, owner)
 
+    names = [p.platform.name for p in plans]
+    # Search on a read snapshot, holding no lock while the table is swept ...
+    with broker.db.read() as session:
+        outcome, searches = _search(broker, session, demand, plans, direct, int(time.time()))
+    # ... then claim: lock the pools and keep the chosen slots that still fit, as placement
+    # re-checks a claim against the pool generation; only when every slot was lost to a
+    # concurrent claim is the search run again, under the lock.
     with broker.db.write() as session:
-        outcome, searches = _search(broker, session, demand, plans, direct)
-        now = searches[0].now
-        if outcome.slots:
+        ledger.lock_pools(session, names)
+        now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
+        slots = _still_fitting(broker, session, names, outcome.slots, now)
+        if outcome.slots and not slots:
+            outcome, searches = _search(broker, session, demand, plans, direct, now)
+            slots = outcome.slots
+        if slots:
+            outcome = Outcome(slots, outcome.best, outcome.candidates)
             return _store(broker, session, request, document, demand, outcome, now, owner, direct)
-        else:
-            reasons = _explain(broker, demand, outcome, searches, now)
-            if direct:  # capacity, not the request, is the problem: the client may retry
-                raise Conflict(
-                    "nothing can be started now: " + "; ".join(m.message for m in reasons),
-                    messages=[m.message for m in reasons],
-                )
-            offerset = _store_refusal(session, document, reasons, now, owner)
+        reasons = _explain(broker, demand, outcome, searches, now)
+        if direct:  # capacity, not the request, is the problem: the client may retry
+            raise Conflict(
+                "nothing can be started now: " + "; ".join(m.message for m in reasons),
+                messages=[m.message for m in reasons],
+            )
+        offerset = _store_refusal(session, document, reasons, now, owner)
     return render_offerset(offerset, [], broker.base_url)
+
+
+def _still_fitting(
+    broker: Broker, session: Session, names: list[str], slots: list[Slot], now: int
+) -> list[Slot]:
+    """The slots whose allocations still fit the pools as they are now (locked)."""
+    if not slots:
+        return []
+    window = (min(s.prepare_at for s in slots), max(s.end_at for s in slots))
+    pools = {p.id: p for p in ledger.load_pools(session, names, window, lock=False)}
+    late = now - int(broker.config.offers.granularity.total_seconds())
+    return [
+        slot
+        for slot in slots
+        if slot.prepare_at >= late
+        and all(
+            pool_id in pools and pools[pool_id].free(c, slot.prepare_at, slot.end_at) >= amount
+            for pool_id, c, amount in slot.allocations
+        )
+    ]
 
 
 def _unknown_kinds(broker: Broker, unknown: list[UnknownKind]) -> list[Message]:
@@ -117,18 +148,51 @@ def _plans(broker: Broker, request: ExecutionRequest) -> tuple[list[Plan], list[
 
 
 def _search(
-    broker: Broker, session: Session, demand: Demand, plans: list[Plan], direct: bool
+    broker: Broker,
+    session: Session,
+    demand: Demand,
+    plans: list[Plan],
+    direct: bool,
+    now: int,
+) -> tuple[Outcome, list[Search]]:
+    """Search the requested windows; "as soon as possible" looks at the next day first and
+    only sweeps the whole look-ahead when that did not give enough offers."""
+    offers = broker.config.offers
+    lookahead = int(offers.lookahead.total_seconds())
+    if demand.windows is None and not direct:
+        near = max(ASAP_FIRST_LOOK, demand.duration * offers.max_offers * 2)
+        if near < lookahead:
+            nearby = Demand(demand.amounts, demand.duration, [(now, now + near)])
+            outcome, searches = _search_windows(broker, session, nearby, plans, direct, now)
+            if len(outcome.slots) >= offers.max_offers:
+                return outcome, searches
+    return _search_windows(broker, session, demand, plans, direct, now)
+
+
+ASAP_FIRST_LOOK = 24 * 3600
+
+
+def _search_windows(
+    broker: Broker,
+    session: Session,
+    demand: Demand,
+    plans: list[Plan],
+    direct: bool,
+    now: int,
 ) -> tuple[Outcome, list[Search]]:
     offers = broker.config.offers
     granularity = int(offers.granularity.total_seconds())
-    lookahead = int(offers.lookahead.total_seconds())
+    horizon = now + int(offers.lookahead.total_seconds())
     longest_prep = max(p.preparation for p in plans)
-    names = [p.platform.name for p in plans]
-    ledger.lock_pools(session, names)
-    now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
-    horizon = now + lookahead
-    window = (now, horizon + longest_prep + demand.duration + granularity)
-    pools = ledger.load_pools(session, names, window, lock=False)
+    windows = demand.windows or [(now, horizon)]
+    first = max(min(w[0] for w in windows) - longest_prep, now)
+    last = min(max(w[1] for w in windows), horizon) + demand.duration + granularity
+    pools = ledger.load_pools(
+        session,
+        [p.platform.name for p in plans],
+        (now, now) if first > last else (first, last),
+        lock=False,
+    )
     searches = []
     slots: list[Slot] = []
     best: dict[str, int] = {}
