@@ -27,6 +27,7 @@ def build_broker(config: NodeConfig) -> Broker:
     with db.write() as session:
         for platform in platforms:
             ledger.sync_pools(session, platform.name, platform.pools(), now)
+        ledger.refresh_longest_bookings(session)
     return broker
 
 

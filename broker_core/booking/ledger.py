@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import case, func, insert, update
 from sqlmodel import Session, select
 
 from ..config import PoolConfig
@@ -101,6 +101,7 @@ def load_pools(
     if not pools:
         return []
     ids = [p.id for p in pools]
+    longest = max(p.longest_booking for p in pools)
     inventories: dict[int, dict[str, InventoryView]] = defaultdict(dict)
     for inv in session.exec(select(Inventory).where(Inventory.pool_id.in_(ids))):  # type: ignore[attr-defined]
         inventories[inv.pool_id][inv.resource_class] = InventoryView(
@@ -126,6 +127,7 @@ def load_pools(
                 # every allocation a pool ever had; live bookings in the window are few
                 Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
                 Booking.end_at > window[0],
+                Booking.end_at < window[1] + longest,  # bounds the index range scan
                 Booking.start_at < window[1],
             )
         )
@@ -182,13 +184,41 @@ def insert_bookings(
         session.execute(insert(Allocation), allocations)
 
 
-def bump_generations(session: Session, pool_ids: Iterable[int], now: int) -> None:
-    ids = sorted(set(pool_ids))
-    if ids:
+def record_claims(session: Session, slots: Iterable[Slot], now: int) -> None:
+    """Bump the generation of every pool claimed on and widen its ``longest_booking``."""
+    longest: dict[int, int] = {}
+    for slot in slots:
+        for pool_id, _, _ in slot.allocations:
+            longest[pool_id] = max(longest.get(pool_id, 0), slot.end_at - slot.prepare_at)
+    for pool_id in sorted(longest):
         session.exec(  # type: ignore[call-overload]
             update(ResourcePool)
-            .where(ResourcePool.id.in_(ids))  # type: ignore[union-attr]
-            .values(generation=ResourcePool.generation + 1, updated_at=now)
+            .where(ResourcePool.id == pool_id)  # type: ignore[arg-type]
+            .values(
+                generation=ResourcePool.generation + 1,
+                updated_at=now,
+                longest_booking=case(
+                    (ResourcePool.longest_booking < longest[pool_id], longest[pool_id]),
+                    else_=ResourcePool.longest_booking,
+                ),
+            )
+        )
+
+
+def refresh_longest_bookings(session: Session) -> None:
+    """Recompute ``longest_booking`` from the live bookings (at start-up), never shrinking it,
+    so that bookings written by other means are still found by window queries."""
+    rows = session.connection().execute(
+        select(Allocation.pool_id, func.max(Booking.end_at - Booking.start_at))
+        .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+        .where(Booking.state.in_(LIVE_STATES))  # type: ignore[attr-defined]
+        .group_by(Allocation.pool_id)
+    )
+    for pool_id, length in rows.all():
+        session.exec(  # type: ignore[call-overload]
+            update(ResourcePool)
+            .where(ResourcePool.id == pool_id, ResourcePool.longest_booking < length)  # type: ignore[arg-type]
+            .values(longest_booking=length)
         )
 
 

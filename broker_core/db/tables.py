@@ -28,6 +28,9 @@ class ResourcePool(SQLModel, table=True):
     name: str = Field(max_length=255, unique=True)  # "<platform>/<pool>"
     platform: str = Field(max_length=128)
     generation: int = Field(default=0, sa_type=BigInteger)
+    # The longest live booking on the pool (seconds). It bounds the end times a window query
+    # scans: a booking overlapping [a, b) ends before b + longest_booking.
+    longest_booking: int = Field(default=0, sa_type=BigInteger)
     enabled: bool = True
     updated_at: int = _ts()
 

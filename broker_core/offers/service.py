@@ -350,9 +350,7 @@ def _store(
         expires_at=None if direct else expires,
         now=now,
     )
-    ledger.bump_generations(
-        session, (pool_id for s in outcome.slots for pool_id, _, _ in s.allocations), now
-    )
+    ledger.record_claims(session, outcome.slots, now)
     return render_offerset(offerset, sessions, broker.base_url)
 
 

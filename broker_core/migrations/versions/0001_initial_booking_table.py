@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 11:17:12.403645
+Create Date: 2026-11-21 12:03:37.284242
 """
 
 import sqlalchemy as sa
@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("platform", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
         sa.Column("generation", sa.BigInteger(), nullable=False),
+        sa.Column("longest_booking", sa.BigInteger(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
