@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import case, func, insert, update
+from sqlalchemy import and_, case, func, insert, or_, update
 from sqlmodel import Session, select
 
 from ..config import PoolConfig
@@ -76,14 +77,76 @@ def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now
         session.add(row)
 
 
-def lock_pools(session: Session, platforms: Sequence[str]) -> None:
-    """Take the row locks of these platforms' pools, in id order so lockers cannot deadlock."""
-    session.exec(
-        select(ResourcePool.id)
+def lock_pools(session: Session, platforms: Sequence[str]) -> dict[int, int]:
+    """Take the row locks of these platforms' pools (in id order, so lockers cannot deadlock);
+    their generations as they are now."""
+    rows = session.exec(
+        select(ResourcePool.id, ResourcePool.generation)
         .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
         .order_by(ResourcePool.id)
         .with_for_update()
     ).all()
+    return {pool_id: generation for pool_id, generation in rows}
+
+
+def _claim_rows(session: Session, window: tuple[int, int], longest: int, *conditions: Any) -> list:
+    """Live claims overlapping ``window``: (pool, class, amount, start, end, state, offer set)."""
+    # Core, not ORM, execution: this is the hot read of every request, and rows stay tuples
+    return (
+        session.connection()
+        .execute(
+            select(
+                Allocation.pool_id,
+                Allocation.resource_class,
+                Allocation.amount,
+                Booking.start_at,
+                Booking.end_at,
+                Booking.state,
+                Booking.offerset_uuid,
+            )
+            .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+            .where(
+                Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+                Booking.end_at > window[0],
+                Booking.end_at < window[1] + longest,  # bounds the index range scan
+                Booking.start_at < window[1],
+                *conditions,
+            )
+        )
+        .all()
+    )
+
+
+def _claims(rows: Iterable[Any], pools: set[int]) -> dict[tuple[int, str], list[Claim]]:
+    claims: dict[tuple[int, str], list[Claim]] = defaultdict(list)
+    for pool_id, resource_class, amount, start, end, state, offerset in rows:
+        if pool_id in pools:
+            claims[(pool_id, resource_class)].append(
+                Claim(start, end, amount, offerset if state == HELD else None)
+            )
+    return claims
+
+
+def claims_since(
+    session: Session, seen: dict[int, int], window: tuple[int, int]
+) -> dict[tuple[int, str], list[Claim]]:
+    """Live claims overlapping ``window`` made after the given generations of their pools.
+
+    Usage only ever grows by inserting claims (state changes never raise it), so these claims
+    and what was read at ``seen`` give an upper bound of the usage now.
+    """
+    if not seen:
+        return {}
+    longest = session.exec(
+        select(func.max(ResourcePool.longest_booking)).where(ResourcePool.id.in_(seen))  # type: ignore[union-attr]
+    ).one()
+    newer = or_(
+        *(
+            and_(Allocation.pool_id == pool_id, Allocation.claim_generation > generation)
+            for pool_id, generation in seen.items()
+        )
+    )
+    return _claims(_claim_rows(session, window, longest or 0, newer), set(seen))
 
 
 def load_pools(
@@ -107,43 +170,13 @@ def load_pools(
         inventories[inv.pool_id][inv.resource_class] = InventoryView(
             inv.capacity, inv.min_unit, inv.max_unit, inv.step_size
         )
-    claims: dict[tuple[int, str], list[Claim]] = defaultdict(list)
-    # Core, not ORM, execution: this is the hot read of every request, and rows stay tuples
-    rows = (
-        session.connection()
-        .execute(
-            select(
-                Allocation.pool_id,
-                Allocation.resource_class,
-                Allocation.amount,
-                Booking.start_at,
-                Booking.end_at,
-                Booking.state,
-                Booking.offerset_uuid,
-            )
-            .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
-            .where(
-                # no pool condition here: it would tempt SQLite (without statistics) to walk
-                # every allocation a pool ever had; live bookings in the window are few
-                Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
-                Booking.end_at > window[0],
-                Booking.end_at < window[1] + longest,  # bounds the index range scan
-                Booking.start_at < window[1],
-            )
-        )
-        .all()
-    )
-    wanted = set(ids)
-    for pool_id, resource_class, amount, start, end, state, offerset in rows:
-        if pool_id not in wanted:
-            continue
-        claims[(pool_id, resource_class)].append(
-            Claim(start, end, amount, offerset if state == HELD else None)
-        )
+    claims = _claims(_claim_rows(session, window, longest), set(ids))
     views = []
     for pool in pools:
         assert pool.id is not None
-        view = PoolView(pool.id, pool.name, pool.platform, inventories[pool.id])
+        view = PoolView(
+            pool.id, pool.name, pool.platform, inventories[pool.id], generation=pool.generation
+        )
         view.usage = {c: Usage(claims.get((pool.id, c), ())) for c in view.inventories}
         views.append(view)
     return views
@@ -157,8 +190,12 @@ def insert_bookings(
     state: str,
     expires_at: int | None,
     now: int,
+    generations: dict[int, int],
 ) -> None:
-    """One booking per (slot, session uuid), with the slot's allocations, in two statements."""
+    """One booking per (slot, session uuid), with the slot's allocations, in two statements.
+
+    ``generations`` are the locked pools' current generations; the claims create the next.
+    """
     rows = [
         {
             "session_uuid": session_uuid,
@@ -176,7 +213,13 @@ def insert_bookings(
         insert(Booking).returning(Booking.id, sort_by_parameter_order=True), rows
     ).scalars()
     allocations = [
-        {"booking_id": booking_id, "pool_id": pool_id, "resource_class": c, "amount": amount}
+        {
+            "booking_id": booking_id,
+            "pool_id": pool_id,
+            "resource_class": c,
+            "amount": amount,
+            "claim_generation": generations[pool_id] + 1,
+        }
         for booking_id, (slot, _) in zip(ids, slots, strict=True)
         for pool_id, c, amount in slot.allocations
     ]

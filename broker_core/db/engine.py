@@ -40,6 +40,15 @@ class Database:
             yield session
 
     @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read transaction whose statements all see one snapshot (SQLite's read transactions
+        already do; PostgreSQL needs REPEATABLE READ for it)."""
+        with Session(self.reader, expire_on_commit=False) as session:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction; committed on success, rolled back on any exception."""
         if self._write_lock is None:

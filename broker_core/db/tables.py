@@ -101,10 +101,15 @@ class Booking(SQLModel, table=True):
 
 class Allocation(SQLModel, table=True):
     __tablename__ = "allocation"
-    __table_args__ = (Index("ix_allocation_pool_booking", "pool_id", "booking_id"),)
+    __table_args__ = (Index("ix_allocation_pool_generation", "pool_id", "claim_generation"),)
 
     id: int | None = Field(default=None, primary_key=True)
     booking_id: int = Field(foreign_key="booking.id", index=True)
     pool_id: int = Field(foreign_key="resource_pool.id")
     resource_class: str = Field(max_length=32)
     amount: int = Field(sa_type=BigInteger)
+    # The pool generation this claim created. Claims on a pool are serialised by its row lock,
+    # so "claims newer than generation g" is exactly what a reader of generation g has not seen.
+    claim_generation: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )

@@ -28,6 +28,7 @@ class PoolView:
     platform: str
     inventories: dict[str, InventoryView]
     usage: dict[str, Usage] = field(default_factory=dict)
+    generation: int = 0
 
     def free(self, resource_class: str, start: int, end: int) -> int:
         inv = self.inventories[resource_class]

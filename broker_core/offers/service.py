@@ -12,6 +12,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from ..booking import ledger
+from ..booking.timeline import Usage
 from ..config import NodeConfig
 from ..db.engine import Database
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
@@ -72,21 +73,24 @@ def request_offers(
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...
-    with broker.db.read() as session:
+    with broker.db.snapshot() as session:
         outcome, searches = _search(broker, session, demand, plans, direct, int(time.time()))
-    # ... then claim: lock the pools and keep the chosen slots that still fit, as placement
-    # re-checks a claim against the pool generation; only when every slot was lost to a
-    # concurrent claim is the search run again, under the lock.
+    # ... then claim, as placement does: lock the pools and compare their generations with the
+    # snapshot's. Claims made since then are read (few) and the chosen slots that still fit are
+    # kept; only when every slot was lost is the search run again, under the lock.
     with broker.db.write() as session:
-        ledger.lock_pools(session, names)
+        generations = ledger.lock_pools(session, names)
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
-        slots = _still_fitting(broker, session, names, outcome.slots, now)
+        slots = _still_fitting(broker, session, searches, outcome.slots, generations, now)
         if outcome.slots and not slots:
             outcome, searches = _search(broker, session, demand, plans, direct, now)
             slots = outcome.slots
         if slots:
             outcome = Outcome(slots, outcome.best, outcome.candidates)
-            return _store(broker, session, request, document, demand, outcome, now, owner, direct)
+            return _store(
+                broker, session, request, document, demand, outcome, now, owner, direct,
+                generations,
+            )  # fmt: skip
         reasons = _explain(broker, demand, outcome, searches, now)
         if direct:  # capacity, not the request, is the problem: the client may retry
             raise Conflict(
@@ -98,23 +102,35 @@ def request_offers(
 
 
 def _still_fitting(
-    broker: Broker, session: Session, names: list[str], slots: list[Slot], now: int
+    broker: Broker,
+    session: Session,
+    searches: list[Search],
+    slots: list[Slot],
+    generations: dict[int, int],
+    now: int,
 ) -> list[Slot]:
-    """The slots whose allocations still fit the pools as they are now (locked)."""
+    """The slots that still fit the locked pools: what the search saw plus newer claims."""
     if not slots:
         return []
+    pools = {p.id: p for s in searches for pool_set in s.pool_sets for p in pool_set}
+    changed = {i: p.generation for i, p in pools.items() if generations.get(i) != p.generation}
     window = (min(s.prepare_at for s in slots), max(s.end_at for s in slots))
-    pools = {p.id: p for p in ledger.load_pools(session, names, window, lock=False)}
+    newer = {k: Usage(v) for k, v in ledger.claims_since(session, changed, window).items()}
     late = now - int(broker.config.offers.granularity.total_seconds())
-    return [
-        slot
-        for slot in slots
-        if slot.prepare_at >= late
-        and all(
-            pool_id in pools and pools[pool_id].free(c, slot.prepare_at, slot.end_at) >= amount
-            for pool_id, c, amount in slot.allocations
-        )
-    ]
+
+    def fits(slot: Slot) -> bool:
+        if slot.prepare_at < late:
+            return False
+        for pool_id, c, amount in slot.allocations:
+            if pool_id not in generations:  # the pool was disabled meanwhile
+                return False
+            extra = newer.get((pool_id, c))
+            used = extra.peak(slot.prepare_at, slot.end_at) if extra else 0
+            if pools[pool_id].free(c, slot.prepare_at, slot.end_at) - used < amount:
+                return False
+        return True
+
+    return [slot for slot in slots if fits(slot)]
 
 
 def _unknown_kinds(broker: Broker, unknown: list[UnknownKind]) -> list[Message]:
@@ -319,6 +335,7 @@ def _store(
     now: int,
     owner: str | None,
     direct: bool,
+    generations: dict[int, int],
 ) -> dict[str, Any]:
     """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set."""
     expires = now + int(broker.config.offers.hold.total_seconds())
@@ -349,6 +366,7 @@ def _store(
         state=CONFIRMED if direct else HELD,
         expires_at=None if direct else expires,
         now=now,
+        generations=generations,
     )
     ledger.record_claims(session, outcome.slots, now)
     return render_offerset(offerset, sessions, broker.base_url)
