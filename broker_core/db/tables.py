@@ -86,7 +86,10 @@ class ExecutionSession(SQLModel, table=True):
 
 class Booking(SQLModel, table=True):
     __tablename__ = "booking"
-    __table_args__ = (Index("ix_booking_state_end", "state", "end_at"),)
+    # covers the window query of every request: live bookings by end time, no table lookups
+    __table_args__ = (
+        Index("ix_booking_live_window", "state", "end_at", "start_at", "id", "offerset_uuid"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     session_uuid: str = Field(foreign_key="execution_session.uuid", unique=True, max_length=36)
@@ -101,10 +104,14 @@ class Booking(SQLModel, table=True):
 
 class Allocation(SQLModel, table=True):
     __tablename__ = "allocation"
-    __table_args__ = (Index("ix_allocation_pool_generation", "pool_id", "claim_generation"),)
+    __table_args__ = (
+        Index("ix_allocation_pool_generation", "pool_id", "claim_generation"),
+        # covers the join of the window query
+        Index("ix_allocation_booking_amounts", "booking_id", "pool_id", "resource_class", "amount"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    booking_id: int = Field(foreign_key="booking.id", index=True)
+    booking_id: int = Field(foreign_key="booking.id")
     pool_id: int = Field(foreign_key="resource_pool.id")
     resource_class: str = Field(max_length=32)
     amount: int = Field(sa_type=BigInteger)
