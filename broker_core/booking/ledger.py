@@ -80,17 +80,28 @@ def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now
 def lock_pools(session: Session, platforms: Sequence[str]) -> dict[int, int]:
     """Take the row locks of these platforms' pools (in id order, so lockers cannot deadlock);
     their generations as they are now."""
-    rows = session.exec(
-        select(ResourcePool.id, ResourcePool.generation)
-        .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
-        .order_by(ResourcePool.id)
-        .with_for_update()
-    ).all()
+    rows = (
+        session.connection()
+        .execute(
+            select(ResourcePool.id, ResourcePool.generation)
+            .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
+            .order_by(ResourcePool.id)
+            .with_for_update()
+        )
+        .all()
+    )
     return {pool_id: generation for pool_id, generation in rows}
 
 
-def _claim_rows(session: Session, window: tuple[int, int], longest: int, *conditions: Any) -> list:
-    """Live claims overlapping ``window``: (pool, class, amount, start, end, state, offer set)."""
+def _claim_rows(
+    session: Session, window: tuple[int, int], longest: int | None, *conditions: Any
+) -> list:
+    """Live claims overlapping ``window``: (pool, class, amount, start, end, state, offer set).
+
+    ``longest`` (the longest booking on the pools) bounds the range of end times to scan.
+    """
+    if longest is not None:
+        conditions = (Booking.end_at < window[1] + longest, *conditions)
     # Core, not ORM, execution: this is the hot read of every request, and rows stay tuples
     return (
         session.connection()
@@ -108,7 +119,6 @@ def _claim_rows(session: Session, window: tuple[int, int], longest: int, *condit
             .where(
                 Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
                 Booking.end_at > window[0],
-                Booking.end_at < window[1] + longest,  # bounds the index range scan
                 Booking.start_at < window[1],
                 *conditions,
             )
@@ -137,16 +147,13 @@ def claims_since(
     """
     if not seen:
         return {}
-    longest = session.exec(
-        select(func.max(ResourcePool.longest_booking)).where(ResourcePool.id.in_(seen))  # type: ignore[union-attr]
-    ).one()
     newer = or_(
         *(
             and_(Allocation.pool_id == pool_id, Allocation.claim_generation > generation)
             for pool_id, generation in seen.items()
         )
     )
-    return _claims(_claim_rows(session, window, longest or 0, newer), set(seen))
+    return _claims(_claim_rows(session, window, None, newer), set(seen))
 
 
 def load_pools(
@@ -154,32 +161,44 @@ def load_pools(
 ) -> list[PoolView]:
     """Enabled pools of these platforms with their usage over ``window``, optionally locked."""
     query = (
-        select(ResourcePool)
+        select(
+            ResourcePool.id,
+            ResourcePool.name,
+            ResourcePool.platform,
+            ResourcePool.generation,
+            ResourcePool.longest_booking,
+            Inventory.resource_class,
+            Inventory.total,
+            Inventory.reserved,
+            Inventory.allocation_ratio,
+            Inventory.min_unit,
+            Inventory.max_unit,
+            Inventory.step_size,
+        )
+        .join(Inventory, Inventory.pool_id == ResourcePool.id)  # type: ignore[arg-type]
         .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
         .order_by(ResourcePool.id)  # a fixed lock order, so lockers cannot deadlock
     )
     if lock:
-        query = query.with_for_update()
-    pools = list(session.exec(query))
-    if not pools:
+        query = query.with_for_update(of=ResourcePool)
+    views: dict[int, PoolView] = {}
+    longest = 0
+    for row in session.connection().execute(query).all():
+        pool_id, name, platform, generation, pool_longest, resource_class, *inv = row
+        view = views.get(pool_id)
+        if view is None:
+            view = views[pool_id] = PoolView(pool_id, name, platform, {}, generation=generation)
+            longest = max(longest, pool_longest)
+        total, reserved, ratio, min_unit, max_unit, step = inv
+        view.inventories[resource_class] = InventoryView(
+            int((total - reserved) * ratio), min_unit, max_unit, step
+        )
+    if not views:
         return []
-    ids = [p.id for p in pools]
-    longest = max(p.longest_booking for p in pools)
-    inventories: dict[int, dict[str, InventoryView]] = defaultdict(dict)
-    for inv in session.exec(select(Inventory).where(Inventory.pool_id.in_(ids))):  # type: ignore[attr-defined]
-        inventories[inv.pool_id][inv.resource_class] = InventoryView(
-            inv.capacity, inv.min_unit, inv.max_unit, inv.step_size
-        )
-    claims = _claims(_claim_rows(session, window, longest), set(ids))
-    views = []
-    for pool in pools:
-        assert pool.id is not None
-        view = PoolView(
-            pool.id, pool.name, pool.platform, inventories[pool.id], generation=pool.generation
-        )
-        view.usage = {c: Usage(claims.get((pool.id, c), ())) for c in view.inventories}
-        views.append(view)
-    return views
+    claims = _claims(_claim_rows(session, window, longest), set(views))
+    for view in views.values():
+        view.usage = {c: Usage(claims.get((view.id, c), ())) for c in view.inventories}
+    return list(views.values())
 
 
 def insert_bookings(
