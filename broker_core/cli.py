@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 
@@ -31,20 +32,39 @@ def serve(args: argparse.Namespace) -> int:
     from .node import build_broker
 
     config = _load(args)
-    broker = build_broker(config)
-    app = create_app(broker)
+    broker = build_broker(config)  # migrates and syncs the pools once, before any worker starts
     platforms = ", ".join(f"{p.name} ({p.config.type})" for p in broker.platforms)
     print(f"ebroker node {config.site.name!r} at {config.base_url}", flush=True)
     print(f"  API UI: {config.base_url}/ui   database: {config.database.url}", flush=True)
     print(f"  platforms: {platforms}", flush=True)
+    options = {"host": config.server.host, "port": config.server.port}
+    if config.server.workers == 1:
+        uvicorn.run(create_app(broker), log_level=args.log_level.lower(), **options)
+        return 0
+    broker.db.dispose()
+    os.environ[CONFIG_ENV] = config.model_dump_json()
     uvicorn.run(
-        app,
-        host=config.server.host,
-        port=config.server.port,
+        "broker_core.cli:worker_app",
+        factory=True,
+        workers=config.server.workers,
         log_level=args.log_level.lower(),
-        workers=1,
+        **options,
     )
     return 0
+
+
+CONFIG_ENV = "EBROKER_WORKER_CONFIG"
+
+
+def worker_app() -> object:
+    """The app of one of several worker processes, from the config the parent validated."""
+    from .config import NodeConfig
+    from .http.app import create_app
+    from .node import build_broker
+
+    config = NodeConfig.model_validate_json(os.environ[CONFIG_ENV])
+    config.database = config.database.model_copy(update={"migrate_on_start": False})
+    return create_app(build_broker(config))
 
 
 def db_upgrade(args: argparse.Namespace) -> int:

@@ -105,6 +105,7 @@ class ServerConfig(Model):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_depth: int = Field(default=64, ge=8, le=1000)
     validate_responses: bool = False
+    workers: int = Field(default=1, ge=1, le=64, description="HTTP worker processes")
 
 
 class DatabaseConfig(Model):
