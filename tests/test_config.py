@@ -117,3 +117,46 @@ def test_serve_with_no_config_starts_a_node_and_prints_its_url(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                if entry.isdigit() and stat.read().rsplit(")", 1)[1].split()[1] == str(pid):
+                    children.append(int(entry))
+        except (OSError, IndexError):
+            continue
+    return children
+
+
+def test_serve_with_several_workers(tmp_path: Path):
+    port = _free_port()
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        f"server: {{port: {port}, workers: 2}}\n"
+        f"database: {{url: 'sqlite:///{tmp_path / 'workers.db'}'}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        ready = False
+        while time.time() < deadline and not ready:
+            try:
+                ready = httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert ready
+        from tests.conftest import request_doc
+
+        answers = [httpx.post(f"{base}/requests", json=request_doc(), timeout=10) for _ in range(6)]
+        assert all(r.status_code == 200 and r.json()["result"] == "YES" for r in answers)
+        assert len(_children(proc.pid)) >= 2  # the worker processes
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
