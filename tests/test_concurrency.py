@@ -11,12 +11,8 @@ independent code (``tests/invariants.py``), that capacity is never exceeded at a
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,8 +31,8 @@ from broker_core.errors import Conflict
 from broker_core.offers.service import Broker, request_offers
 from tests.conftest import ACCEPT, request_doc
 from tests.invariants import capacities, overbookings, state_problems
+from tests.nodes import Node, start_node
 
-ROOT = Path(__file__).resolve().parents[1]
 REJECT = {**ACCEPT, "value": "REJECTED"}
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
 
@@ -100,70 +96,17 @@ def db_url_for(request: pytest.FixtureRequest, backend: str) -> str:
 # --- real node servers --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Node:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _wait_ready(node: Node, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if node.process.poll() is not None:
-            return False
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{node.url}/health/ready", timeout=1).status_code == 200:
-                return True
-        time.sleep(0.1)
-    return False
-
-
-def _stop(node: Node) -> None:
-    if node.process.poll() is None:
-        node.process.terminate()
-        try:
-            node.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node.process.kill()
-            node.process.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def node_servers(config_file: Path, count: int, workdir: Path) -> Iterator[list[Node]]:
     """``count`` ``ebroker serve`` processes for one config (so one database), ready to use."""
     nodes: list[Node] = []
     try:
         for i in range(count):
-            for attempt in range(3):  # a free port can be taken before the server binds it
-                port = free_port()
-                log = workdir / f"node{i}-{attempt}.log"
-                with log.open("wb") as out:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config_file),
-                         "--port", str(port), "--log-level", "WARNING"],
-                        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    )  # fmt: skip
-                node = Node(f"http://127.0.0.1:{port}", process, log)
-                if _wait_ready(node, time.monotonic() + 30):
-                    nodes.append(node)
-                    break
-                _stop(node)
-            else:
-                pytest.fail(f"node server {i} did not start:\n{node.output()}")
+            nodes.append(start_node(config_file, workdir, f"node{i}"))
         yield nodes
     finally:
         for node in nodes:
-            _stop(node)
+            node.stop()
 
 
 # --- the continuous invariant checker -----------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from broker_core.config import ConfigError, load_config, parse_config
 from platforms.registry import build_platforms
 from platforms.simulated import SimulatedPlatform
+from tests.nodes import free_port
 
 
 def test_no_config_means_sqlite_and_the_simulated_host_platform():
@@ -76,12 +76,6 @@ def test_the_example_config_is_valid():
     assert build_platforms(config.platforms)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
     bad = tmp_path / "node.yaml"
     bad.write_text("offers:\n  max_ofers: 3\n")
@@ -94,7 +88,7 @@ def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
 
 
 def test_serve_with_no_config_starts_a_node_and_prints_its_url(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "broker_core.cli", "serve", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -132,7 +126,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_serve_with_several_workers(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "node.yaml"
     config.write_text(
         f"server: {{port: {port}, workers: 2}}\n"

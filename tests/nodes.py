@@ -1,0 +1,77 @@
+"""Real node server processes for tests: start ``ebroker serve``, wait until ready, stop, kill."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def ready(self, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL the node's whole process group: no shutdown handler, no last commit."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_node(config_file: Path, workdir: Path, name: str) -> Node:
+    for attempt in range(3):  # a free port can be taken before the server binds it
+        port = free_port()
+        log = workdir / f"{name}-{attempt}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config_file),
+                 "--port", str(port), "--log-level", "WARNING"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        node = Node(f"http://127.0.0.1:{port}", process, log)
+        if node.ready():
+            return node
+        node.stop()
+    pytest.fail(f"node {name} did not become ready:\n{node.output()[-5000:]}")
