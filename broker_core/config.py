@@ -106,6 +106,7 @@ class ServerConfig(Model):
     max_depth: int = Field(default=64, ge=8, le=1000)
     validate_responses: bool = False
     workers: int = Field(default=1, ge=1, le=64, description="HTTP worker processes")
+    threads: int = Field(default=4, ge=1, le=256, description="handler threads per worker")
 
 
 class DatabaseConfig(Model):

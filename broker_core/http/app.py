@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import yaml
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
@@ -48,6 +49,9 @@ def create_app(broker: Broker, *, reaper: bool = True) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        # Handlers run in worker threads. The work is CPU-bound Python, so a few threads do more
+        # than many: past that they only contend for the GIL and the database write lock.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = broker.config.server.threads
         task = asyncio.create_task(reap_expired_offers(broker)) if reaper else None
         try:
             yield
