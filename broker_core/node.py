@@ -6,11 +6,13 @@ import time
 from typing import Any
 
 from sqlalchemy import text
+from sqlmodel import select
 
 from .booking import ledger
 from .config import NodeConfig
 from .db import migrate
 from .db.engine import open_database
+from .db.tables import Inventory, ResourcePool
 from .kinds.registry import load_registry
 from .offers.service import Broker
 
@@ -33,10 +35,6 @@ def build_broker(config: NodeConfig) -> Broker:
 
 def describe(broker: Broker) -> dict[str, Any]:
     """The node description: which kinds it accepts, its pools and their capacity."""
-    from sqlmodel import select
-
-    from .db.tables import Inventory, ResourcePool
-
     with broker.db.read() as session:
         pools = list(session.exec(select(ResourcePool).where(ResourcePool.enabled)))
         inventories = list(session.exec(select(Inventory)))

@@ -157,9 +157,9 @@ def claims_since(
 
 
 def load_pools(
-    session: Session, platforms: Sequence[str], window: tuple[int, int], *, lock: bool
+    session: Session, platforms: Sequence[str], window: tuple[int, int]
 ) -> list[PoolView]:
-    """Enabled pools of these platforms with their usage over ``window``, optionally locked."""
+    """Enabled pools of these platforms with their usage over ``window``."""
     query = (
         select(
             ResourcePool.id,
@@ -177,10 +177,8 @@ def load_pools(
         )
         .join(Inventory, Inventory.pool_id == ResourcePool.id)  # type: ignore[arg-type]
         .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
-        .order_by(ResourcePool.id)  # a fixed lock order, so lockers cannot deadlock
+        .order_by(ResourcePool.id)
     )
-    if lock:
-        query = query.with_for_update(of=ResourcePool)
     views: dict[int, PoolView] = {}
     longest = 0
     for row in session.connection().execute(query).all():

@@ -12,6 +12,7 @@ from ..kinds.request import ExecutionRequest
 from ..schedule import (
     Interval,
     ScheduleError,
+    format_duration,
     parse_duration,
     parse_interval,
     parse_intervals,
@@ -115,6 +116,4 @@ def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:
 
 
 def _fmt(seconds: int) -> str:
-    from ..schedule import format_duration
-
     return format_duration(timedelta(seconds=seconds))

@@ -9,14 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from ..booking import ledger
 from ..booking.timeline import Usage
 from ..config import NodeConfig
 from ..db.engine import Database
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..kinds.base import Message, message
 from ..kinds.registry import KindRegistry, UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
@@ -24,7 +24,7 @@ from ..schedule import format_duration
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
 from .demand import Demand, Range, policy_limits, resolve
-from .engine import Outcome, PoolView, Search, Slot, find_slots, largest_capacity, select_distinct
+from .engine import Outcome, Search, Slot, find_slots, largest_capacity, select_distinct
 
 UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 
@@ -207,7 +207,6 @@ def _search_windows(
         session,
         [p.platform.name for p in plans],
         (now, now) if first > last else (first, last),
-        lock=False,
     )
     searches = []
     slots: list[Slot] = []
@@ -438,10 +437,6 @@ def _share(total: int, sizes: list[Range]) -> list[int]:
 
 
 def get_offerset(broker: Broker, offerset_uuid: str) -> dict[str, Any]:
-    from sqlmodel import select
-
-    from ..errors import NotFound
-
     with broker.db.read() as session:
         row = session.get(OfferSet, offerset_uuid)
         if row is None:
@@ -454,6 +449,3 @@ def get_offerset(broker: Broker, offerset_uuid: str) -> dict[str, Any]:
             )
         )
     return render_offerset(row, sessions, broker.base_url)
-
-
-__all__ = ["Broker", "PoolView", "get_offerset", "request_offers"]
