@@ -339,6 +339,7 @@ def _store(
     """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set."""
     expires = now + int(broker.config.offers.hold.total_seconds())
     offerset = _offerset_row("YES", document, [], now, expires, owner)
+    components = _components(request)
     sessions = [
         ExecutionSession(
             uuid=str(uuidlib.uuid4()),
@@ -352,12 +353,16 @@ def _store(
             prepare_at=slot.prepare_at,
             start_at=slot.start_at,
             end_at=slot.end_at,
-            document=_session_document(broker, request, demand, slot),
+            document=_session_document(broker, request, components, demand, slot),
         )
         for slot in outcome.slots
     ]
-    session.execute(insert(OfferSet), [offerset.model_dump()])
-    session.execute(insert(ExecutionSession), [row.model_dump() for row in sessions])
+    connection = session.connection()  # Core inserts: no ORM unit of work on the hot path
+    connection.execute(insert(OfferSet.__table__), [offerset.model_dump()])  # type: ignore[arg-type]
+    connection.execute(
+        insert(ExecutionSession.__table__),  # type: ignore[arg-type]
+        [row.model_dump() for row in sessions],
+    )
     ledger.insert_bookings(
         session,
         [(slot, row.uuid) for slot, row in zip(outcome.slots, sessions, strict=True)],
@@ -371,17 +376,34 @@ def _store(
     return render_offerset(offerset, sessions, broker.base_url)
 
 
-def _session_document(
-    broker: Broker, request: ExecutionRequest, demand: Demand, slot: Slot
-) -> dict[str, Any]:
+def _components(request: ExecutionRequest) -> dict[str, Any]:
+    """The request's components as wire documents, dumped once for all the offers."""
+
     def dump(component: Any) -> dict[str, Any]:
-        doc = component.model_dump(mode="json", exclude_none=True)
-        doc.setdefault("meta", {})["uuid"] = str(uuidlib.uuid4())
-        return doc
+        return component.model_dump(mode="json", exclude_none=True)
+
+    return {
+        "executable": dump(request.executable),
+        "compute": dump(request.compute) if request.compute else None,
+        "storage": [dump(s) for s in request.storage],
+        "data": [dump(d) for d in request.data],
+    }
+
+
+def _session_document(
+    broker: Broker,
+    request: ExecutionRequest,
+    components: dict[str, Any],
+    demand: Demand,
+    slot: Slot,
+) -> dict[str, Any]:
+    def dump(doc: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a dumped component with a uuid of its own."""
+        return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
 
     compute = (
-        dump(request.compute)
-        if request.compute
+        dump(components["compute"])
+        if components["compute"]
         else {
             "kind": broker.registry.find_by_name("simple-compute-resource", "compute"),
             "meta": {"uuid": str(uuidlib.uuid4())},
@@ -389,7 +411,7 @@ def _session_document(
     )
     for c in ("cores", "memory"):
         compute[c] = {"min": slot.totals[c], "max": slot.totals[c]}
-    storage = [dump(s) for s in request.storage]
+    storage = [dump(s) for s in components["storage"]]
     for doc, size in zip(
         storage, _share(slot.totals.get("storage", 0), demand.storage_sizes), strict=True
     ):
@@ -417,10 +439,10 @@ def _session_document(
             "available": span(slot.start_at, slot.end_at - slot.start_at),
             "releasing": span(slot.end_at, 0),
         },
-        "executable": dump(request.executable),
+        "executable": dump(components["executable"]),
         "compute": compute,
         "storage": storage,
-        "data": [dump(d) for d in request.data],
+        "data": [dump(d) for d in components["data"]],
         "costs": [c.model_dump(exclude_none=True) for c in request.costs],
     }
 

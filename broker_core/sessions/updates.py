@@ -40,7 +40,7 @@ def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]
     now = int(time.time())
     expired = False
     with broker.db.write() as session:
-        row = _locked(session, session_uuid)
+        row = _locked(broker, session, session_uuid)
         value = _phase_update(update_doc, row.phase)
         if row.phase == value:
             return render_session(row, broker.base_url)  # repeating an update is harmless
@@ -60,12 +60,12 @@ def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]
             _finish(session, row, REJECTED, (HELD,), now)
         elif value == CANCELLED:
             _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
-    if expired:
-        raise Conflict(
-            f"the offer expired at {instant(row.expires_at)}; current phase is {EXPIRED}",
-            phase=EXPIRED,
-        )
-    return get_session(broker, session_uuid)
+        if not expired:
+            return render_session(row, broker.base_url)
+    raise Conflict(
+        f"the offer expired at {instant(row.expires_at)}; current phase is {EXPIRED}",
+        phase=EXPIRED,
+    )
 
 
 def _phase_update(update_doc: dict[str, Any], phase: str) -> str:
@@ -82,18 +82,23 @@ def _phase_update(update_doc: dict[str, Any], phase: str) -> str:
     return value
 
 
-def _locked(session: Session, session_uuid: str) -> ExecutionSession:
-    """The session, with its offer set locked first (the shared lock order)."""
+def _locked(broker: Broker, session: Session, session_uuid: str) -> ExecutionSession:
+    """The session, with its offer set locked first (the shared lock order). SQLite's
+    BEGIN IMMEDIATE has already serialised every writer, so there is nothing to lock there."""
+    if broker.db.is_sqlite:
+        row = session.get(ExecutionSession, session_uuid)
+        if row is None:
+            raise NotFound("session", session_uuid)
+        return row
     offerset_uuid = session.exec(
         select(ExecutionSession.offerset_uuid).where(ExecutionSession.uuid == session_uuid)
     ).first()
     if offerset_uuid is None:
         raise NotFound("session", session_uuid)
     session.exec(select(OfferSet.uuid).where(OfferSet.uuid == offerset_uuid).with_for_update())
-    row = session.exec(
+    return session.exec(
         select(ExecutionSession).where(ExecutionSession.uuid == session_uuid).with_for_update()
     ).one()
-    return row
 
 
 def _accept(session: Session, row: ExecutionSession, now: int) -> None:
