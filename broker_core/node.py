@@ -9,12 +9,12 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from .booking import ledger
+from .broker import Broker
 from .config import NodeConfig
 from .db import migrate
 from .db.engine import open_database
 from .db.tables import Inventory, ResourcePool
 from .kinds.registry import load_registry
-from .offers.service import Broker
 
 
 def build_broker(config: NodeConfig) -> Broker:

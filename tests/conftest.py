@@ -18,10 +18,10 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
+from broker_core.broker import Broker
 from broker_core.config import NodeConfig, parse_config
 from broker_core.http.app import create_app
 from broker_core.node import build_broker
-from broker_core.offers.service import Broker
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REQUIRE = os.environ.get("EBROKER_REQUIRE_INTEGRATION") == "1"

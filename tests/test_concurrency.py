@@ -27,8 +27,9 @@ import pytest
 import sqlalchemy
 import yaml
 
+from broker_core.broker import Broker
 from broker_core.errors import Conflict
-from broker_core.offers.service import Broker, request_offers
+from broker_core.offers.service import request_offers
 from tests.conftest import ACCEPT, request_doc
 from tests.invariants import capacities, overbookings, state_problems
 from tests.nodes import Node, start_node

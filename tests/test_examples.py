@@ -18,7 +18,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from broker_core.offers.service import Broker
+from broker_core.broker import Broker
 from tests.conftest import COMPUTE, DOCKER
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"

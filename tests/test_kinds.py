@@ -11,6 +11,7 @@ import pytest
 from pydantic import Field
 from starlette.testclient import TestClient
 
+from broker_core.broker import Broker
 from broker_core.errors import DocumentInvalid
 from broker_core.kinds.base import CATEGORIES, KIND_PREFIX, Component, kind_uri
 from broker_core.kinds.builtin import KINDS, DockerContainer, SimpleComputeResource
@@ -21,7 +22,6 @@ from broker_core.kinds.legacy import (
     normalise_update,
 )
 from broker_core.kinds.registry import KindRegistry, UnknownKind, load_registry
-from broker_core.offers.service import Broker
 from tests.conftest import ACCEPT, COMPUTE, DOCKER, request_doc
 
 SINGULARITY = kind_uri("executable", "singularity-container")

@@ -16,7 +16,7 @@ from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
 from connexion.options import SwaggerUIOptions
 
-from ..offers.service import Broker
+from ..broker import Broker
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .negotiation import ContentNegotiation

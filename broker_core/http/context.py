@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-from ..offers.service import Broker
+from ..broker import Broker
 
 current_broker: ContextVar[Broker] = ContextVar("current_broker")
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..broker import Broker
 from ..kinds.legacy import normalise_request, normalise_update
 from ..kinds.registry import KindRegistry
-from ..offers.service import Broker
 from .bodies import BodyError, BodyLimits, dump_yaml, is_yaml, media_type, parse_body
 from .context import current_broker
 

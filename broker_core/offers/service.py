@@ -13,12 +13,11 @@ from sqlmodel import Session, select
 
 from ..booking import ledger
 from ..booking.timeline import Usage
-from ..config import NodeConfig
-from ..db.engine import Database
+from ..broker import Broker
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
 from ..errors import Conflict, NotFound
 from ..kinds.base import Message, message
-from ..kinds.registry import KindRegistry, UnknownKind
+from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
 from ..schedule import format_duration
 from ..sessions.phases import ACCEPTED, OFFERED
@@ -27,20 +26,6 @@ from .demand import Demand, Range, policy_limits, resolve
 from .engine import Outcome, Search, Slot, find_slots, largest_capacity, select_distinct
 
 UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
-
-
-@dataclass
-class Broker:
-    """Everything a request needs; built once per node (see ``broker_core.node``)."""
-
-    config: NodeConfig
-    db: Database
-    registry: KindRegistry
-    platforms: list[Any]  # platforms.contract.Platform
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
 
 
 @dataclass

@@ -14,9 +14,9 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from ..booking import ledger
+from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
 from ..errors import Conflict, NotFound
-from ..offers.service import Broker
 from .phases import (
     ACCEPTED,
     CANCELLED,

@@ -1,0 +1,26 @@
+"""The broker node's parts, assembled once (``broker_core.node.build_broker``) and handed to
+every service function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import NodeConfig
+from .db.engine import Database
+from .kinds.registry import KindRegistry
+
+if TYPE_CHECKING:
+    from platforms.contract import Platform
+
+
+@dataclass
+class Broker:
+    config: NodeConfig
+    db: Database
+    registry: KindRegistry
+    platforms: list[Platform]
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
