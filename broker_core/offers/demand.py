@@ -31,6 +31,16 @@ class Demand:
     duration: int  # seconds the session is available for
     windows: list[tuple[int, int]] | None  # allowed available-start instants; None = ASAP
     storage_sizes: list[Range] = field(default_factory=list)  # one per storage resource
+    # classes whose amounts are the node's defaults: a pool that does not track them (a QPU
+    # with no memory inventory, say) may still serve the request
+    defaulted: frozenset[str] = frozenset()
+
+    def on(self, tracked: set[str]) -> dict[str, Range] | None:
+        """The amounts to book on pools tracking these classes; None when they cannot serve."""
+        amounts = {c: r for c, r in self.amounts.items() if c in tracked or c not in self.defaulted}
+        if any(c not in tracked and r.max for c, r in amounts.items()):
+            return None
+        return amounts
 
     def describe(self) -> str:
         parts = [f"{r.min}..{r.max} {name}" for name, r in self.amounts.items()]
@@ -61,6 +71,12 @@ def resolve(request: ExecutionRequest, config: OfferConfig) -> Demand:
         "/compute/memory",
     )
     amounts = {"cores": cores, "memory": memory}
+    defaulted = frozenset(
+        name
+        for name, value in (("cores", getattr(compute, "cores", None)),
+                            ("memory", getattr(compute, "memory", None)))
+        if value is None or (value.min is None and value.max is None)
+    )  # fmt: skip
     sizes = [
         _range(
             getattr(s, "size", None),
@@ -97,7 +113,7 @@ def resolve(request: ExecutionRequest, config: OfferConfig) -> Demand:
         except ScheduleError as exc:
             raise DocumentInvalid([FieldError(where, str(exc))]) from None
         windows = [(int(i.start.timestamp()), int(i.end.timestamp())) for i in intervals]
-    return Demand(amounts, int(duration.total_seconds()), windows, sizes)
+    return Demand(amounts, int(duration.total_seconds()), windows, sizes, defaulted)
 
 
 def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:

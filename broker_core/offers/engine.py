@@ -95,14 +95,16 @@ def _split(
     return wanted.max - remaining, parts
 
 
-def evaluate(search: Search, pools: Sequence[PoolView], start: int) -> tuple[Slot | None, dict]:
+def evaluate(
+    search: Search, pools: Sequence[PoolView], start: int, amounts: dict[str, Range]
+) -> tuple[Slot | None, dict]:
     """The slot available at ``start`` on these pools, and how much of each class was free."""
     prepare_at = start - search.preparation
     end = start + search.demand.duration
     totals: dict[str, int] = {}
     allocations: list[tuple[int, str, int]] = []
     feasible = True
-    for resource_class, wanted in search.demand.amounts.items():
+    for resource_class, wanted in amounts.items():
         if wanted.max == 0:
             totals[resource_class] = 0
             continue
@@ -153,13 +155,16 @@ def distinct(slot: Slot, chosen: list[Slot]) -> bool:
 def find_slots(search: Search) -> Outcome:
     best: dict[str, int] = {c: 0 for c in search.demand.amounts}
     candidates: list[tuple[int, int]] = []  # (start, pool set index)
+    amounts: dict[int, dict[str, Range]] = {}
     for index, pools in enumerate(search.pool_sets):
-        if all(c in _classes(pools) for c in search.demand.amounts if search.demand.amounts[c].max):
+        wanted = search.demand.on(_classes(pools))
+        if wanted is not None:
+            amounts[index] = wanted
             candidates.extend((start, index) for start in _candidates(search, pools))
     candidates.sort()
     chosen: list[Slot] = []
     for start, index in candidates:
-        slot, totals = evaluate(search, search.pool_sets[index], start)
+        slot, totals = evaluate(search, search.pool_sets[index], start, amounts[index])
         for c, v in totals.items():
             best[c] = max(best[c], v)
         if slot is not None and distinct(slot, chosen):

@@ -230,7 +230,13 @@ def _explain(
     for search in searches:
         for c, v in largest_capacity(search).items():
             capacity[c] = max(capacity.get(c, 0), v)
-    for c, wanted in demand.amounts.items():
+    # defaults for classes no pool tracks were never asked of any pool: they are no reason
+    needed = {
+        c: wanted
+        for c, wanted in demand.amounts.items()
+        if capacity.get(c, 0) or c not in demand.defaulted
+    }
+    for c, wanted in needed.items():
         if capacity.get(c, 0) < wanted.min:
             reasons.append(message(
                 "this node has at most {capacity} {unit} in any pool; {needed} needed",
@@ -248,7 +254,7 @@ def _explain(
             preparation=format_duration(timedelta(seconds=search.preparation)),
             horizon=instant(search.horizon),
         )]  # fmt: skip
-    for c, wanted in demand.amounts.items():
+    for c, wanted in needed.items():
         if outcome.best.get(c, 0) < wanted.min:
             reasons.append(message(
                 "at most {free} {unit} free in the requested window; {needed} needed",
@@ -395,7 +401,8 @@ def _session_document(
         }
     )
     for c in ("cores", "memory"):
-        compute[c] = {"min": slot.totals[c], "max": slot.totals[c]}
+        if c in slot.totals:
+            compute[c] = {"min": slot.totals[c], "max": slot.totals[c]}
     storage = [dump(s) for s in components["storage"]]
     for doc, size in zip(
         storage, _share(slot.totals.get("storage", 0), demand.storage_sizes), strict=True
