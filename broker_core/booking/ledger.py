@@ -157,9 +157,13 @@ def claims_since(
 
 
 def load_pools(
-    session: Session, platforms: Sequence[str], window: tuple[int, int]
+    session: Session,
+    platforms: Sequence[str],
+    window: tuple[int, int],
+    classes: Iterable[str] | None = None,
 ) -> list[PoolView]:
-    """Enabled pools of these platforms with their usage over ``window``."""
+    """Enabled pools of these platforms with their usage over ``window`` (of the given
+    resource classes only, when given: the others would be swept for nothing)."""
     query = (
         select(
             ResourcePool.id,
@@ -195,7 +199,10 @@ def load_pools(
         return []
     claims = _claims(_claim_rows(session, window, longest), set(views))
     for view in views.values():
-        view.usage = {c: Usage(claims.get((view.id, c), ())) for c in view.inventories}
+        wanted = (
+            view.inventories.keys() if classes is None else set(classes) & view.inventories.keys()
+        )
+        view.usage = {c: Usage(claims.get((view.id, c), ())) for c in wanted}
     return list(views.values())
 
 

@@ -31,10 +31,9 @@ class PoolView:
     generation: int = 0
 
     def free(self, resource_class: str, start: int, end: int) -> int:
-        inv = self.inventories[resource_class]
-        usage = self.usage.get(resource_class)
-        used = usage.peak(start, end) if usage else 0
-        return max(inv.capacity - used, 0)
+        # a class whose usage was not loaded is an error, never an empty pool
+        used = self.usage[resource_class].peak(start, end)
+        return max(self.inventories[resource_class].capacity - used, 0)
 
 
 @dataclass

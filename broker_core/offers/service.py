@@ -192,6 +192,7 @@ def _search_windows(
         session,
         [p.platform.name for p in plans],
         (now, now) if first > last else (first, last),
+        demand.amounts,
     )
     searches = []
     slots: list[Slot] = []
