@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, update
 from sqlmodel import Session, select
 
 from ..config import PoolConfig
@@ -77,54 +77,74 @@ def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now
         session.add(row)
 
 
+# The statements of every request are built once: building SQLAlchemy expressions per call
+# costs more than running them.
+_LOCK_POOLS = (
+    select(ResourcePool.id, ResourcePool.generation)
+    .where(
+        ResourcePool.platform.in_(bindparam("platforms", expanding=True)),  # type: ignore[attr-defined]
+        ResourcePool.enabled,
+    )
+    .order_by(ResourcePool.id)
+    .with_for_update()
+)
+_CLAIMS = (
+    select(
+        Allocation.pool_id,
+        Allocation.resource_class,
+        Allocation.amount,
+        Booking.start_at,
+        Booking.end_at,
+        Booking.state,
+        Booking.offerset_uuid,
+    )
+    .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+    .where(
+        Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+        Booking.end_at > bindparam("low"),
+        Booking.start_at < bindparam("high"),
+    )
+)
+# ``longest`` (the longest booking on the pools) bounds the range of end times to scan
+_CLAIMS_IN_WINDOW = _CLAIMS.where(Booking.end_at < bindparam("high") + bindparam("longest"))
+
+
+_POOLS = (
+    select(
+        ResourcePool.id,
+        ResourcePool.name,
+        ResourcePool.platform,
+        ResourcePool.generation,
+        ResourcePool.longest_booking,
+        Inventory.resource_class,
+        Inventory.total,
+        Inventory.reserved,
+        Inventory.allocation_ratio,
+        Inventory.min_unit,
+        Inventory.max_unit,
+        Inventory.step_size,
+    )
+    .join(Inventory, Inventory.pool_id == ResourcePool.id)  # type: ignore[arg-type]
+    .where(
+        ResourcePool.platform.in_(bindparam("platforms", expanding=True)),  # type: ignore[attr-defined]
+        ResourcePool.enabled,
+    )
+    .order_by(ResourcePool.id)
+)
+
+
 def lock_pools(session: Session, platforms: Sequence[str]) -> dict[int, int]:
     """Take the row locks of these platforms' pools (in id order, so lockers cannot deadlock);
     their generations as they are now."""
-    rows = (
-        session.connection()
-        .execute(
-            select(ResourcePool.id, ResourcePool.generation)
-            .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
-            .order_by(ResourcePool.id)
-            .with_for_update()
-        )
-        .all()
-    )
+    rows = session.connection().execute(_LOCK_POOLS, {"platforms": list(platforms)}).all()
     return {pool_id: generation for pool_id, generation in rows}
 
 
-def _claim_rows(
-    session: Session, window: tuple[int, int], longest: int | None, *conditions: Any
-) -> list:
-    """Live claims overlapping ``window``: (pool, class, amount, start, end, state, offer set).
-
-    ``longest`` (the longest booking on the pools) bounds the range of end times to scan.
-    """
-    if longest is not None:
-        conditions = (Booking.end_at < window[1] + longest, *conditions)
+def _claim_rows(session: Session, window: tuple[int, int], longest: int) -> list:
+    """Live claims overlapping ``window``: (pool, class, amount, start, end, state, offer set)."""
     # Core, not ORM, execution: this is the hot read of every request, and rows stay tuples
-    return (
-        session.connection()
-        .execute(
-            select(
-                Allocation.pool_id,
-                Allocation.resource_class,
-                Allocation.amount,
-                Booking.start_at,
-                Booking.end_at,
-                Booking.state,
-                Booking.offerset_uuid,
-            )
-            .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
-            .where(
-                Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
-                Booking.end_at > window[0],
-                Booking.start_at < window[1],
-                *conditions,
-            )
-        )
-        .all()
-    )
+    parameters = {"low": window[0], "high": window[1], "longest": longest}
+    return session.connection().execute(_CLAIMS_IN_WINDOW, parameters).all()
 
 
 def _claims(rows: Iterable[Any], pools: set[int]) -> dict[tuple[int, str], list[Claim]]:
@@ -153,7 +173,8 @@ def claims_since(
             for pool_id, generation in seen.items()
         )
     )
-    return _claims(_claim_rows(session, window, None, newer), set(seen))
+    rows = session.connection().execute(_CLAIMS.where(newer), {"low": window[0], "high": window[1]})
+    return _claims(rows.all(), set(seen))
 
 
 def load_pools(
@@ -164,28 +185,10 @@ def load_pools(
 ) -> list[PoolView]:
     """Enabled pools of these platforms with their usage over ``window`` (of the given
     resource classes only, when given: the others would be swept for nothing)."""
-    query = (
-        select(
-            ResourcePool.id,
-            ResourcePool.name,
-            ResourcePool.platform,
-            ResourcePool.generation,
-            ResourcePool.longest_booking,
-            Inventory.resource_class,
-            Inventory.total,
-            Inventory.reserved,
-            Inventory.allocation_ratio,
-            Inventory.min_unit,
-            Inventory.max_unit,
-            Inventory.step_size,
-        )
-        .join(Inventory, Inventory.pool_id == ResourcePool.id)  # type: ignore[arg-type]
-        .where(ResourcePool.platform.in_(platforms), ResourcePool.enabled)  # type: ignore[attr-defined]
-        .order_by(ResourcePool.id)
-    )
     views: dict[int, PoolView] = {}
     longest = 0
-    for row in session.connection().execute(query).all():
+    rows = session.connection().execute(_POOLS, {"platforms": list(platforms)}).all()
+    for row in rows:
         pool_id, name, platform, generation, pool_longest, resource_class, *inv = row
         view = views.get(pool_id)
         if view is None:
@@ -295,12 +298,20 @@ def set_booking_state(
     """Move the bookings of these sessions from any of ``old`` states to ``new``."""
     if not session_uuids:
         return 0
-    values: dict[str, object] = {"state": new, "modified_at": now}
-    if new != HELD:
-        values["expires_at"] = None
-    result = session.exec(  # type: ignore[call-overload]
-        update(Booking)
-        .where(Booking.session_uuid.in_(session_uuids), Booking.state.in_(old))  # type: ignore[attr-defined]
-        .values(**values)
+    statement = _MOVE_HELD if new == HELD else _MOVE
+    result = session.connection().execute(
+        statement,
+        {"uuids": list(session_uuids), "old": list(old), "new": new, "now": now},
     )
     return result.rowcount
+
+
+_MOVE_WHERE = (
+    Booking.session_uuid.in_(bindparam("uuids", expanding=True)),  # type: ignore[attr-defined]
+    Booking.state.in_(bindparam("old", expanding=True)),  # type: ignore[attr-defined]
+)
+_MOVE_HELD = (
+    update(Booking).where(*_MOVE_WHERE).values(state=bindparam("new"), modified_at=bindparam("now"))
+)
+# a booking that is no longer held has no expiry
+_MOVE = _MOVE_HELD.values(expires_at=None)
