@@ -236,9 +236,7 @@ def insert_bookings(
         }
         for slot, session_uuid in slots
     ]
-    ids = session.execute(
-        insert(Booking).returning(Booking.id, sort_by_parameter_order=True), rows
-    ).scalars()
+    ids = session.connection().execute(_INSERT_BOOKINGS, rows).scalars()
     allocations = [
         {
             "booking_id": booking_id,
@@ -251,7 +249,13 @@ def insert_bookings(
         for pool_id, c, amount in slot.allocations
     ]
     if allocations:
-        session.execute(insert(Allocation), allocations)
+        session.connection().execute(_INSERT_ALLOCATIONS, allocations)
+
+
+_INSERT_BOOKINGS = (
+    insert(Booking.__table__).returning(Booking.__table__.c.id, sort_by_parameter_order=True)  # type: ignore[arg-type]  # type: ignore[attr-defined]
+)
+_INSERT_ALLOCATIONS = insert(Allocation.__table__)  # type: ignore[arg-type]
 
 
 def record_claims(session: Session, slots: Iterable[Slot], now: int) -> None:
@@ -260,19 +264,23 @@ def record_claims(session: Session, slots: Iterable[Slot], now: int) -> None:
     for slot in slots:
         for pool_id, _, _ in slot.allocations:
             longest[pool_id] = max(longest.get(pool_id, 0), slot.end_at - slot.prepare_at)
+    connection = session.connection()
     for pool_id in sorted(longest):
-        session.exec(  # type: ignore[call-overload]
-            update(ResourcePool)
-            .where(ResourcePool.id == pool_id)  # type: ignore[arg-type]
-            .values(
-                generation=ResourcePool.generation + 1,
-                updated_at=now,
-                longest_booking=case(
-                    (ResourcePool.longest_booking < longest[pool_id], longest[pool_id]),
-                    else_=ResourcePool.longest_booking,
-                ),
-            )
-        )
+        connection.execute(_RECORD_CLAIM, {"pool": pool_id, "now": now, "length": longest[pool_id]})
+
+
+_RECORD_CLAIM = (
+    update(ResourcePool)
+    .where(ResourcePool.id == bindparam("pool"))  # type: ignore[arg-type]
+    .values(
+        generation=ResourcePool.generation + 1,
+        updated_at=bindparam("now"),
+        longest_booking=case(
+            (ResourcePool.longest_booking < bindparam("length"), bindparam("length")),
+            else_=ResourcePool.longest_booking,
+        ),
+    )
+)
 
 
 def refresh_longest_bookings(session: Session) -> None:

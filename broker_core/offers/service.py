@@ -6,6 +6,7 @@ import time
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert
@@ -332,29 +333,29 @@ def _store(
     expires = now + int(broker.config.offers.hold.total_seconds())
     offerset = _offerset_row("YES", document, [], now, expires, owner)
     components = _components(request)
-    sessions = [
-        ExecutionSession(
-            uuid=str(uuidlib.uuid4()),
-            offerset_uuid=offerset.uuid,
-            phase=ACCEPTED if direct else OFFERED,
-            platform=slot.pools[0].platform,
-            owner=owner,
-            created_at=now,
-            modified_at=now,
-            expires_at=expires,
-            prepare_at=slot.prepare_at,
-            start_at=slot.start_at,
-            end_at=slot.end_at,
-            document=_session_document(broker, request, components, demand, slot),
-        )
+    rows = [
+        {
+            "uuid": str(uuidlib.uuid4()),
+            "offerset_uuid": offerset.uuid,
+            "phase": ACCEPTED if direct else OFFERED,
+            "platform": slot.pools[0].platform,
+            "owner": owner,
+            "created_at": now,
+            "modified_at": now,
+            "expires_at": expires,
+            "prepare_at": slot.prepare_at,
+            "start_at": slot.start_at,
+            "end_at": slot.end_at,
+            "generation": 0,
+            "document": _session_document(broker, request, components, demand, slot),
+        }
         for slot in outcome.slots
     ]
-    connection = session.connection()  # Core inserts: no ORM unit of work on the hot path
-    connection.execute(insert(OfferSet.__table__), [offerset.model_dump()])  # type: ignore[arg-type]
-    connection.execute(
-        insert(ExecutionSession.__table__),  # type: ignore[arg-type]
-        [row.model_dump() for row in sessions],
-    )
+    # Core inserts of plain rows: no ORM objects or unit of work on the hot path
+    connection = session.connection()
+    connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
+    connection.execute(_INSERT_SESSIONS, rows)
+    sessions = [SimpleNamespace(**row) for row in rows]  # what render_session reads
     ledger.insert_bookings(
         session,
         [(slot, row.uuid) for slot, row in zip(outcome.slots, sessions, strict=True)],
@@ -380,6 +381,10 @@ def _components(request: ExecutionRequest) -> dict[str, Any]:
         "storage": [dump(s) for s in request.storage],
         "data": [dump(d) for d in request.data],
     }
+
+
+_INSERT_OFFERSET = insert(OfferSet.__table__)  # type: ignore[arg-type]
+_INSERT_SESSIONS = insert(ExecutionSession.__table__)  # type: ignore[arg-type]
 
 
 def _session_document(

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from ..db.tables import ExecutionSession, OfferSet
+from ..db.tables import OfferSet
 from ..kinds.base import KIND_PREFIX
 from ..schedule import format_duration
 from .phases import phase_options
+
+
+class SessionRecord(Protocol):
+    """What rendering reads of a session: a stored row, or the row just inserted."""
+
+    uuid: str
+    offerset_uuid: str
+    phase: str
+    created_at: int
+    modified_at: int
+    expires_at: int
+    document: dict[str, Any]
+
 
 SESSION_KIND = f"{KIND_PREFIX}session/execution-session.yaml"
 OFFERSET_KIND = f"{KIND_PREFIX}offerset/offerset-response.yaml"
@@ -22,7 +36,7 @@ def span(start: int, seconds: int) -> dict[str, str]:
     return {"start": instant(start), "duration": format_duration(timedelta(seconds=seconds))}
 
 
-def render_session(row: ExecutionSession, base_url: str) -> dict[str, Any]:
+def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
     doc = row.document
     meta = {
         **doc.get("meta", {}),
@@ -44,7 +58,7 @@ def render_session(row: ExecutionSession, base_url: str) -> dict[str, Any]:
 
 
 def render_offerset(
-    row: OfferSet, sessions: list[ExecutionSession], base_url: str
+    row: OfferSet, sessions: Sequence[SessionRecord], base_url: str
 ) -> dict[str, Any]:
     doc = row.document
     return {
