@@ -1,4 +1,5 @@
-"""Real node server processes for tests: start ``ebroker serve``, wait until ready, stop, kill."""
+"""Real node server processes for tests (start ``ebroker serve``, wait until ready, stop, kill)
+and what their client threads share."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -75,3 +78,20 @@ def start_node(config_file: Path, workdir: Path, name: str) -> Node:
             return node
         node.stop()
     pytest.fail(f"node {name} did not become ready:\n{node.output()[-5000:]}")
+
+
+@dataclass
+class Tally:
+    """Counts and failures recorded by many client threads at once."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    def count(self, *names: str) -> None:
+        with self.lock:
+            self.counts.update(names)
+
+    def fail(self, text: str) -> None:
+        with self.lock:
+            self.failures.append(text)

@@ -32,7 +32,7 @@ from broker_core.errors import Conflict
 from broker_core.offers.service import request_offers
 from tests.conftest import ACCEPT, request_doc
 from tests.invariants import capacities, overbookings, state_problems
-from tests.nodes import Node, start_node
+from tests.nodes import Node, Tally, start_node
 
 REJECT = {**ACCEPT, "value": "REJECTED"}
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
@@ -179,10 +179,7 @@ class Shared:
 
 
 @dataclass
-class Stats:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    counts: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
+class Stats(Tally):
     # offer set uuid -> session uuids a client was told (200) are ACCEPTED
     accepted: dict[str, set[str]] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
@@ -200,14 +197,6 @@ class Stats:
             f"{what} p50/p99/max {pct(v, 0.5)}/{pct(v, 0.99)}/{pct(v, 1.0)} ms"
             for what, v in sorted(self.latency.items())
         )
-
-    def count(self, *names: str) -> None:
-        with self.lock:
-            self.counts.update(names)
-
-    def fail(self, text: str) -> None:
-        with self.lock:
-            self.failures.append(text)
 
 
 class Client:

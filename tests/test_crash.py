@@ -29,7 +29,7 @@ import yaml
 
 from tests.conftest import ACCEPT, request_doc
 from tests.invariants import overbookings, state_problems
-from tests.nodes import Node, start_node
+from tests.nodes import Node, Tally, start_node
 
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
 
@@ -67,24 +67,13 @@ def node_config(database_url: str) -> dict[str, Any]:
 
 
 @dataclass
-class Ledger:
+class Ledger(Tally):
     """What the clients were told, across all cycles."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
     confirmed: set[str] = field(default_factory=set)  # told ACCEPTED (accept 200, direct 201)
     cancelled: set[str] = field(default_factory=set)  # told CANCELLED after that
     in_doubt: set[str] = field(default_factory=set)  # a cancel whose answer the crash ate
     open: list[str] = field(default_factory=list)  # confirmed, not cancelled: may be cancelled
-    counts: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-
-    def count(self, *names: str) -> None:
-        with self.lock:
-            self.counts.update(names)
-
-    def fail(self, text: str) -> None:
-        with self.lock:
-            self.failures.append(text)
 
 
 class NodeDown(Exception):
