@@ -3,9 +3,10 @@ every service function."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .booking.cache import UsageCache
 from .config import NodeConfig
 from .db.engine import Database
 from .kinds.registry import KindRegistry
@@ -20,6 +21,7 @@ class Broker:
     db: Database
     registry: KindRegistry
     platforms: list[Platform]
+    usage_cache: UsageCache = field(default_factory=UsageCache)
 
     @property
     def base_url(self) -> str:

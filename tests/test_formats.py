@@ -32,7 +32,6 @@ MIB = 1024 * 1024
 QUICK = 2.0  # seconds a hostile body may take to be refused
 
 
-
 # --------------------------------------------------------------------------- helpers
 
 

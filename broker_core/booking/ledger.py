@@ -4,7 +4,9 @@ Claims are made inside one write transaction that first locks the pools it may d
 (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
 then reads their usage, decides, inserts and bumps each pool's generation. So no interleaving of
 concurrent requests can overbook a pool. Accepting, rejecting, cancelling and expiring only ever
-lower usage (a hold is counted until it is released), so they need no pool lock.
+lower usage (a hold is counted until it is released), so they never overbook; they bump the
+generations too, so that every change to a pool's claims is visible as "newer than g" (the
+per-process usage cache catches up that way, see ``cache.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..db.tables import (
     ResourcePool,
 )
 from ..offers.engine import InventoryView, PoolView, Slot
+from .cache import UsageCache
 from .timeline import Claim, Usage
 
 
@@ -160,7 +163,8 @@ def _claims(rows: Iterable[Any], pools: set[int]) -> dict[tuple[int, str], list[
 def claims_since(
     session: Session, seen: dict[int, int], window: tuple[int, int]
 ) -> dict[tuple[int, str], list[Claim]]:
-    """Live claims overlapping ``window`` made after the given generations of their pools.
+    """Live claims overlapping ``window`` made or changed after the given generations of their
+    pools.
 
     Usage only ever grows by inserting claims (state changes never raise it), so these claims
     and what was read at ``seen`` give an upper bound of the usage now.
@@ -169,7 +173,7 @@ def claims_since(
         return {}
     newer = or_(
         *(
-            and_(Allocation.pool_id == pool_id, Allocation.claim_generation > generation)
+            and_(Allocation.pool_id == pool_id, Allocation.generation > generation)
             for pool_id, generation in seen.items()
         )
     )
@@ -182,12 +186,20 @@ def load_pools(
     platforms: Sequence[str],
     window: tuple[int, int],
     classes: Iterable[str] | None = None,
+    *,
+    cache: UsageCache | None = None,
+    now: int = 0,
 ) -> list[PoolView]:
     """Enabled pools of these platforms with their usage over ``window`` (of the given
-    resource classes only, when given: the others would be swept for nothing)."""
+    resource classes only, when given: the others would be swept for nothing).
+
+    With a ``cache`` the claims come from it, caught up to the pools' generations in this
+    session's snapshot; a view's ``generation`` is the one its usage was read at.
+    """
     views: dict[int, PoolView] = {}
     longest = 0
-    rows = session.connection().execute(_POOLS, {"platforms": list(platforms)}).all()
+    connection = session.connection()
+    rows = connection.execute(_POOLS, {"platforms": list(platforms)}).all()
     for row in rows:
         pool_id, name, platform, generation, pool_longest, resource_class, *inv = row
         view = views.get(pool_id)
@@ -200,13 +212,54 @@ def load_pools(
         )
     if not views:
         return []
-    claims = _claims(_claim_rows(session, window, longest), set(views))
+    uncached = []
     for view in views.values():
         wanted = (
-            view.inventories.keys() if classes is None else set(classes) & view.inventories.keys()
+            list(view.inventories)
+            if classes is None
+            else sorted(set(classes) & view.inventories.keys())
         )
-        view.usage = {c: Usage(claims.get((view.id, c), ())) for c in wanted}
+        cached = None
+        if cache is not None:
+            cached = cache.usage(
+                view.id, view.generation, window, wanted, now=now,
+                load=lambda floor, pool=view.id: connection.execute(
+                    _POOL_CLAIMS_LIVE, {"pool": pool, "floor": floor}
+                ),
+                changes=lambda since, pool=view.id: connection.execute(
+                    _POOL_CLAIMS_CHANGED, {"pool": pool, "since": since}
+                ),
+            )  # fmt: skip
+        if cached is None:
+            uncached.append((view, wanted))
+            continue
+        view.generation, view.usage = cached
+    if uncached:
+        claims = _claims(_claim_rows(session, window, longest), set(views))
+        for view, wanted in uncached:
+            view.usage = {c: Usage(claims.get((view.id, c), ())) for c in wanted}
     return list(views.values())
+
+
+# every allocation row of one pool with its booking, for the usage cache
+_POOL_CLAIMS = (
+    select(
+        Allocation.id,
+        Allocation.resource_class,
+        Allocation.amount,
+        Booking.start_at,
+        Booking.end_at,
+        Booking.state,
+        Booking.offerset_uuid,
+    )
+    .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+    .where(Allocation.pool_id == bindparam("pool"))
+)
+_POOL_CLAIMS_LIVE = _POOL_CLAIMS.where(
+    Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+    Booking.end_at > bindparam("floor"),
+)
+_POOL_CLAIMS_CHANGED = _POOL_CLAIMS.where(Allocation.generation > bindparam("since"))
 
 
 def insert_bookings(
@@ -243,7 +296,7 @@ def insert_bookings(
             "pool_id": pool_id,
             "resource_class": c,
             "amount": amount,
-            "claim_generation": generations[pool_id] + 1,
+            "generation": generations[pool_id] + 1,
         }
         for booking_id, (slot, _) in zip(ids, slots, strict=True)
         for pool_id, c, amount in slot.allocations
@@ -303,15 +356,33 @@ def refresh_longest_bookings(session: Session) -> None:
 def set_booking_state(
     session: Session, *, session_uuids: Sequence[str], old: Sequence[str], new: str, now: int
 ) -> int:
-    """Move the bookings of these sessions from any of ``old`` states to ``new``."""
+    """Move the bookings of these sessions from any of ``old`` states to ``new``; how many moved.
+
+    The pools they draw on get a new generation, and their allocations are tagged with it.
+    Every pool is locked (in id order, in one statement, so lockers cannot deadlock however
+    many times one transaction comes here); callers already hold the offer set's lock.
+    """
     if not session_uuids:
         return 0
     statement = _MOVE_HELD if new == HELD else _MOVE
-    result = session.connection().execute(
-        statement,
-        {"uuids": list(session_uuids), "old": list(old), "new": new, "now": now},
+    connection = session.connection()
+    moved = list(
+        connection.execute(
+            statement, {"uuids": list(session_uuids), "old": list(old), "new": new, "now": now}
+        ).scalars()
     )
-    return result.rowcount
+    if not moved:
+        return 0
+    touched = set(connection.execute(_POOLS_OF_BOOKINGS, {"ids": moved}).scalars())
+    for pool_id, generation in connection.execute(_LOCK_ALL_POOLS).all():
+        if pool_id in touched:
+            connection.execute(
+                _RETAG, {"pool": pool_id, "ids": moved, "next_generation": generation + 1}
+            )
+            connection.execute(
+                _BUMP, {"pool": pool_id, "next_generation": generation + 1, "now": now}
+            )
+    return len(moved)
 
 
 _MOVE_WHERE = (
@@ -319,7 +390,31 @@ _MOVE_WHERE = (
     Booking.state.in_(bindparam("old", expanding=True)),  # type: ignore[attr-defined]
 )
 _MOVE_HELD = (
-    update(Booking).where(*_MOVE_WHERE).values(state=bindparam("new"), modified_at=bindparam("now"))
+    update(Booking)
+    .where(*_MOVE_WHERE)
+    .values(state=bindparam("new"), modified_at=bindparam("now"))
+    .returning(Booking.id)
 )
 # a booking that is no longer held has no expiry
 _MOVE = _MOVE_HELD.values(expires_at=None)
+_POOLS_OF_BOOKINGS = (
+    select(Allocation.pool_id)
+    .where(Allocation.booking_id.in_(bindparam("ids", expanding=True)))  # type: ignore[attr-defined]
+    .distinct()
+)
+_LOCK_ALL_POOLS = (
+    select(ResourcePool.id, ResourcePool.generation).order_by(ResourcePool.id).with_for_update()
+)
+_RETAG = (
+    update(Allocation)
+    .where(
+        Allocation.pool_id == bindparam("pool"),  # type: ignore[arg-type]
+        Allocation.booking_id.in_(bindparam("ids", expanding=True)),  # type: ignore[attr-defined]
+    )
+    .values(generation=bindparam("next_generation"))
+)
+_BUMP = (
+    update(ResourcePool)
+    .where(ResourcePool.id == bindparam("pool"))  # type: ignore[arg-type]
+    .values(generation=bindparam("next_generation"), updated_at=bindparam("now"))
+)

@@ -7,7 +7,7 @@ not their sum: counting every sibling separately would waste capacity for nothin
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from itertools import pairwise
@@ -38,6 +38,13 @@ def _disjoint(claims: list[Claim]) -> bool:
     return all(a.end <= b.start for a, b in pairwise(claims))
 
 
+def _drops(times: list[int], used: list[int]) -> list[int]:
+    """The instants where usage falls: where a new slot may fit better than just before."""
+    return [
+        t for t, before, after in zip(times[1:], used, used[1:], strict=False) if after < before
+    ]
+
+
 class Usage:
     """``used[i]`` is the amount in use over ``[times[i], times[i+1])``; zero before and after."""
 
@@ -62,21 +69,26 @@ class Usage:
             else:
                 events.extend(_envelope(members))
         events.sort()
-        self.times: list[int] = []
-        self.used: list[int] = []
-        self.releases: list[int] = []  # instants where usage drops: where new slots can begin
+        times: list[int] = []
+        used: list[int] = []
         level = 0
         for time, delta in events:
             level += delta
-            if self.times and self.times[-1] == time:
-                if level < self.used[-1] and (not self.releases or self.releases[-1] != time):
-                    self.releases.append(time)
-                self.used[-1] = level
+            if times and times[-1] == time:
+                used[-1] = level
             else:
-                if delta < 0:
-                    self.releases.append(time)
-                self.times.append(time)
-                self.used.append(level)
+                times.append(time)
+                used.append(level)
+        self.times, self.used = times, used
+        self.releases = _drops(times, used)
+
+    @classmethod
+    def of_steps(cls, times: list[int], used: list[int]) -> Usage:
+        """A usage given as its steps (``used[i]`` over ``[times[i], times[i+1])``)."""
+        usage = cls.__new__(cls)
+        usage.times, usage.used = times, used
+        usage.releases = _drops(times, used)
+        return usage
 
     def peak(self, start: int, end: int) -> int:
         """The most in use at any instant of [start, end)."""
@@ -94,3 +106,74 @@ class Usage:
     def at(self, instant: int) -> int:
         i = bisect_right(self.times, instant) - 1
         return self.used[i] if i >= 0 else 0
+
+
+class Timeline:
+    """A step function changed in place: amounts added and taken back over intervals.
+
+    The usage cache keeps one per pool and class over the whole look-ahead, so that a request
+    slices out its window instead of rebuilding the usage from thousands of claims.
+    """
+
+    __slots__ = ("times", "used")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.used: list[int] = []
+
+    def add(self, start: int, end: int, delta: int) -> None:
+        if start >= end or delta == 0:
+            return
+        i = self._point(start)
+        j = self._point(end)  # after start: inserting it does not move start's index
+        used = self.used
+        for k in range(i, j):
+            used[k] += delta
+
+    def _point(self, instant: int) -> int:
+        times = self.times
+        i = bisect_left(times, instant)
+        if i == len(times) or times[i] != instant:
+            times.insert(i, instant)
+            self.used.insert(i, self.used[i - 1] if i else 0)
+        return i
+
+    def window(self, low: int, high: int) -> Usage:
+        """The usage over [low, high), as an independent copy."""
+        times = self.times
+        i = max(bisect_right(times, low) - 1, 0)
+        j = bisect_left(times, high)
+        return Usage.of_steps(times[i:j], self.used[i:j])
+
+    def compact(self, before: int) -> None:
+        """Drop the steps that change nothing, and everything before ``before``."""
+        times, used = [], []
+        for t, u in zip(self.times, self.used, strict=True):
+            if t <= before:
+                if times:
+                    times[-1], used[-1] = before, u
+                else:
+                    times.append(before)
+                    used.append(u)
+            elif not used or used[-1] != u:
+                times.append(t)
+                used.append(u)
+        while used and used[0] == 0:
+            del times[0], used[0]
+        self.times, self.used = times, used
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def group_steps(claims: list[Claim]) -> list[tuple[int, int, int]]:
+    """What one offer set's holds count for: (start, end, amount) pieces of their envelope."""
+    if _disjoint(claims):
+        return [(c.start, c.end, c.amount) for c in claims]
+    pieces, level, since = [], 0, 0
+    for point, delta in _envelope(claims):
+        if level:
+            pieces.append((since, point, level))
+        level += delta
+        since = point
+    return pieces

@@ -105,7 +105,7 @@ class Booking(SQLModel, table=True):
 class Allocation(SQLModel, table=True):
     __tablename__ = "allocation"
     __table_args__ = (
-        Index("ix_allocation_pool_generation", "pool_id", "claim_generation"),
+        Index("ix_allocation_pool_generation", "pool_id", "generation"),
         # covers the join of the window query
         Index("ix_allocation_booking_amounts", "booking_id", "pool_id", "resource_class", "amount"),
     )
@@ -115,8 +115,7 @@ class Allocation(SQLModel, table=True):
     pool_id: int = Field(foreign_key="resource_pool.id")
     resource_class: str = Field(max_length=32)
     amount: int = Field(sa_type=BigInteger)
-    # The pool generation this claim created. Claims on a pool are serialised by its row lock,
-    # so "claims newer than generation g" is exactly what a reader of generation g has not seen.
-    claim_generation: int = Field(
-        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
-    )
+    # The pool generation of this allocation's last change (its claim, or a state change of its
+    # booking). Changes to a pool are serialised by its row lock, so "allocations newer than
+    # generation g" is exactly what a reader of generation g has not seen.
+    generation: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})

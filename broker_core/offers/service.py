@@ -194,6 +194,8 @@ def _search_windows(
         [p.platform.name for p in plans],
         (now, now) if first > last else (first, last),
         demand.amounts,
+        cache=broker.usage_cache,
+        now=now,
     )
     searches = []
     slots: list[Slot] = []

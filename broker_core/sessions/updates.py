@@ -1,8 +1,9 @@
 """Client updates of a session's phase: accept, reject, cancel.
 
 Lock order, shared with the reaper so they cannot deadlock: offer set row, then session rows,
-then booking rows. Every update lowers usage or leaves it unchanged (an accepted hold was
-already counted), so no pool lock is needed.
+then booking rows, then (in ``ledger.set_booking_state``) every pool row in id order. Every
+update lowers usage or leaves it unchanged (an accepted hold was already counted), so it could
+never overbook; the pool locks only serialise the generation bumps that let caches catch up.
 """
 
 from __future__ import annotations
