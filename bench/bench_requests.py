@@ -162,8 +162,12 @@ class BenchDatabase:
 def node_config(db_url: str, port: int, workdir: Path) -> dict[str, Any]:
     return {
         "site": {"name": "ebroker-bench"},
-        "server": {"host": "127.0.0.1", "port": port, "validate_responses": False,
-                   "workers": int(os.environ.get("EBROKER_BENCH_WORKERS", "1"))},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "validate_responses": False,
+            "workers": int(os.environ.get("EBROKER_BENCH_WORKERS", "1")),
+        },
         "database": {"url": db_url},
         "platforms": [
             {

@@ -1,22 +1,120 @@
-"""The platform plugin contract, booking side.
+"""The platform plugin contract.
 
-A platform tells the node which pools of capacity it offers, which kinds it can run, whether a
-particular request is acceptable (with messages saying why not) and how long preparation takes
-before the booked start (image pulls, data staging). The execution side (prepare, start, poll,
-release) is added with the session lifecycle.
+Booking side: a platform tells the node which pools of capacity it offers, which kinds it can
+run, whether a particular request is acceptable (with messages saying why not) and how long
+preparation takes before the booked start (image pulls, data staging).
+
+Execution side: the lifecycle engine (``broker_core.lifecycle``) drives every accepted session
+through the methods below, in this order: ``reserve`` (at acceptance), ``prepare_storage`` for
+each storage resource, ``stage_data`` for each data resource, ``prepare_executable``, then at the
+booked start ``start``, ``poll`` until the work ends, and ``stop`` / ``release`` at the end, on
+cancellation or at the end of the booked window. Every method is blocking (the engine runs it in
+a thread), must be idempotent (after a crash the engine repeats the step it was in) and keeps
+what it needs to find its work again in ``Execution.state``, which the engine persists after
+every call. A problem is a ``PlatformError`` with a message for the session, never a crash.
+Everything a platform creates is named ``Execution.name`` (``ebroker-<session uuid>``) or
+labelled with it, so reconciliation can list it with ``list_work`` and remove strays.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from broker_core.config import InventoryConfig, PlatformConfig, PoolConfig
 from broker_core.kinds.base import Message, message
 from broker_core.kinds.request import ExecutionRequest
+
+WORK_PREFIX = "ebroker-"
+
+
+def work_name(session_uuid: str) -> str:
+    """The name (or label) of everything a platform creates for one session."""
+    return f"{WORK_PREFIX}{session_uuid}"
+
+
+class PlatformError(Exception):
+    """A platform step failed; the message goes into the session's messages."""
+
+
+class WorkState(enum.StrEnum):
+    PENDING = "PENDING"  # submitted, not running yet (e.g. a queued batch job)
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    MISSING = "MISSING"  # the platform has no trace of the work
+
+
+@dataclass
+class WorkStatus:
+    state: WorkState
+    exit_code: int | None = None
+    message: str | None = None
+
+
+@dataclass
+class Execution:
+    """One accepted session as its platform sees it.
+
+    Components are wire documents as offered (amounts resolved to what was granted); each has
+    ``meta.uuid``. ``workdir`` is a directory on the node for this session alone: storage
+    resources live in ``workdir / "storage" / <uuid>``, staged data in ``workdir / "data" /
+    <uuid>``, logs in ``workdir / "logs"``.
+    """
+
+    session: str
+    executable: dict[str, Any]
+    compute: dict[str, Any]
+    storage: list[dict[str, Any]]
+    data: list[dict[str, Any]]
+    granted: dict[str, int]  # cores, memory (GiB), storage (GiB)
+    prepare_at: int
+    start_at: int
+    end_at: int
+    workdir: Path
+    state: dict[str, Any] = field(default_factory=dict)
+    # notes for the session's messages ("pulled image ...", "simulated: nothing runs"); the
+    # engine moves them into the session after every call
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return work_name(self.session)
+
+    def storage_path(self, storage: dict[str, Any]) -> Path:
+        return self.workdir / "storage" / storage["meta"]["uuid"]
+
+    def data_path(self, data: dict[str, Any]) -> Path:
+        return self.workdir / "data" / data["meta"]["uuid"]
+
+    def mount_source(self, resource_uuid: str) -> Path | None:
+        """Where a volume mount's ``resource`` (a storage or data uuid or name) is on the node."""
+        for doc in self.storage:
+            if resource_uuid in (doc["meta"]["uuid"], doc["meta"].get("name")):
+                return self.storage_path(doc)
+        for doc in self.data:
+            if resource_uuid in (doc["meta"]["uuid"], doc["meta"].get("name")):
+                return self.data_path(doc)
+        return None
+
+
+@dataclass(frozen=True)
+class ExternalClaim:
+    """Capacity of a pool taken outside the broker over [start, end): a platform reservation
+    the broker did not make, or a maintenance window (then the whole pool)."""
+
+    pool: str  # the pool's name, as in ``pools()``
+    resource_class: str
+    amount: int
+    start: int
+    end: int
+    reason: str
 
 
 class NoOptions(BaseModel):
@@ -58,6 +156,67 @@ class Platform(ABC):
     @abstractmethod
     def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
         """How long before the available start preparation must begin."""
+
+    def external_claims(self, start: int, end: int) -> list[ExternalClaim]:
+        """Capacity taken outside the broker between ``start`` and ``end`` (epoch seconds);
+        offers avoid it. Called for every request: platforms cache what they read."""
+        return []
+
+    # --- execution side -------------------------------------------------------------------
+
+    def reserve(self, execution: Execution) -> None:
+        """At acceptance: reserve the slot on the platform where it has reservations."""
+        return None
+
+    def prepare_storage(self, execution: Execution, storage: dict[str, Any]) -> None:
+        """Create one storage resource (by default a directory of the session's workdir)."""
+        execution.storage_path(storage).mkdir(parents=True, exist_ok=True)
+
+    def stage_data(self, execution: Execution, data: dict[str, Any]) -> None:
+        """Bring one data resource to the session (by default file:// and http(s)://
+        locations are copied into ``execution.data_path(data)``)."""
+        from broker_core.lifecycle.staging import stage
+
+        stage(data, execution.data_path(data))
+
+    @abstractmethod
+    def prepare_executable(self, execution: Execution) -> None:
+        """Make the executable ready to start (pull or verify the image)."""
+
+    @abstractmethod
+    def start(self, execution: Execution) -> None:
+        """Start the work (at the booked start). Starting work that already runs is a no-op."""
+
+    @abstractmethod
+    def poll(self, execution: Execution) -> WorkStatus:
+        """Where the work is now."""
+
+    def connectors(self, execution: Execution) -> list[dict[str, Any]]:
+        """How to reach the running session (published ports, notebook URLs)."""
+        return []
+
+    @abstractmethod
+    def stop(self, execution: Execution, reason: str) -> None:
+        """Stop the work now (cancelled, or the booked window ended). Idempotent."""
+
+    @abstractmethod
+    def release(self, execution: Execution) -> None:
+        """Remove what the session left on the platform (container, job, reservation);
+        the workdir with its logs stays. Idempotent."""
+
+    def logs(self, execution: Execution) -> str | None:
+        """The work's output, when the platform keeps it."""
+        path = execution.workdir / "logs" / "output.log"
+        return path.read_text(errors="replace") if path.exists() else None
+
+    def list_work(self) -> set[str] | None:
+        """Names (``work_name``) of everything on the platform made for any session, for
+        reconciliation; None when the platform cannot list its work."""
+        return None
+
+    def remove_work(self, name: str) -> None:
+        """Stop and remove a stray piece of work found by reconciliation."""
+        return None
 
 
 def inventory(total: int, **kwargs: object) -> InventoryConfig:

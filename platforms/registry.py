@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -13,13 +14,14 @@ from .contract import Platform
 ENTRY_POINT_GROUP = "ebroker.platforms"
 
 
-def platform_types() -> dict[str, type[Platform]]:
+def platform_types() -> dict[str, Any]:
+    """Platform types by name: entry points, loaded only when a config uses them (so one
+    broken plugin cannot stop nodes that do not use it)."""
     from .simulated import SimulatedPlatform
 
-    types: dict[str, type[Platform]] = {"simulated": SimulatedPlatform}
+    types: dict[str, Any] = {"simulated": SimulatedPlatform}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in types:
-            types[ep.name] = ep.load()
+        types.setdefault(ep.name, ep)
     return types
 
 
@@ -28,6 +30,8 @@ def build_platforms(configs: list[PlatformConfig]) -> list[Platform]:
     platforms = []
     for index, config in enumerate(configs):
         cls = types.get(config.type)
+        if isinstance(cls, EntryPoint):
+            cls = cls.load()
         if cls is None:
             raise ConfigError(
                 f"platforms.{index}.type: unknown platform type {config.type!r} "

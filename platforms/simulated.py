@@ -1,13 +1,17 @@
 """The ``simulated`` platform: real bookings, nothing executed.
 
 It is the embedded default, so a node runs anywhere with no other service. Its pools come from
-the config, or are sized from the host when none are configured.
+the config, or are sized from the host when none are configured. Accepted sessions walk through
+the whole lifecycle on timers (the "work" runs for ``run_time``, by default the booked
+duration, and ends with ``exit_code``), and every step says in the session's messages that
+nothing was executed.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +20,7 @@ from broker_core.config import PoolConfig
 from broker_core.kinds.builtin import KINDS
 from broker_core.kinds.request import ExecutionRequest
 
-from .contract import Platform, inventory
+from .contract import Execution, Platform, WorkState, WorkStatus, inventory
 
 
 class SimulatedOptions(BaseModel):
@@ -26,6 +30,10 @@ class SimulatedOptions(BaseModel):
     image_pull: timedelta = Field(default=timedelta(seconds=30))
     data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
     storage_path: str = "."
+    run_time: timedelta | None = Field(
+        default=None, description="how long the simulated work runs; default: the booked window"
+    )
+    exit_code: int = Field(default=0, description="what the simulated work exits with")
 
 
 class SimulatedPlatform(Platform):
@@ -43,6 +51,48 @@ class SimulatedPlatform(Platform):
         if hasattr(request.executable, "image"):
             estimate += self.options.image_pull
         return estimate + self.options.data_staging * len(request.data)
+
+    def prepare_storage(self, execution: Execution, storage: dict) -> None:
+        execution.notes.append(f"simulated: storage {_name(storage)} not created")
+
+    def stage_data(self, execution: Execution, data: dict) -> None:
+        execution.notes.append(f"simulated: data {_name(data)} not staged")
+
+    def prepare_executable(self, execution: Execution) -> None:
+        execution.notes.append("simulated: no image pulled")
+
+    def start(self, execution: Execution) -> None:
+        if "started_at" not in execution.state:
+            execution.state["started_at"] = time.time()
+            execution.notes.append("simulated: nothing is executed")
+
+    def poll(self, execution: Execution) -> WorkStatus:
+        started = execution.state.get("started_at")
+        if started is None:
+            return WorkStatus(WorkState.MISSING, message="simulated work was never started")
+        if "stopped" in execution.state:
+            return WorkStatus(WorkState.FAILED, message=execution.state["stopped"])
+        run_time = (
+            self.options.run_time.total_seconds()
+            if self.options.run_time is not None
+            else execution.end_at - execution.start_at
+        )
+        if time.time() < started + run_time:
+            return WorkStatus(WorkState.RUNNING)
+        code = self.options.exit_code
+        state = WorkState.SUCCEEDED if code == 0 else WorkState.FAILED
+        return WorkStatus(state, exit_code=code, message=f"simulated work exited with {code}")
+
+    def stop(self, execution: Execution, reason: str) -> None:
+        execution.state.setdefault("stopped", f"simulated work stopped: {reason}")
+
+    def release(self, execution: Execution) -> None:
+        return None
+
+
+def _name(component: dict) -> str:
+    meta = component.get("meta") or {}
+    return str(meta.get("name") or meta.get("uuid"))
 
 
 def host_pool(storage_path: str = ".") -> PoolConfig:

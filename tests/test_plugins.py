@@ -13,7 +13,7 @@ import broker_core.kinds.registry as kinds_registry
 import platforms.registry as platforms_registry
 from broker_core.config import PoolConfig, parse_config
 from broker_core.kinds.base import Component, kind_uri
-from platforms.contract import Platform, inventory
+from platforms.contract import Platform, WorkState, WorkStatus, inventory
 
 
 class QuantumCircuit(Component):
@@ -37,6 +37,22 @@ class QuantumPlatform(Platform):
 
     def preparation_estimate(self, request) -> timedelta:
         return timedelta(minutes=5)
+
+    # the execution side: a circuit "runs" at once
+    def prepare_executable(self, execution) -> None:
+        return None
+
+    def start(self, execution) -> None:
+        execution.state["ran"] = True
+
+    def poll(self, execution) -> WorkStatus:
+        return WorkStatus(WorkState.SUCCEEDED if execution.state else WorkState.MISSING, 0)
+
+    def stop(self, execution, reason: str) -> None:
+        return None
+
+    def release(self, execution) -> None:
+        return None
 
 
 def _entry_points(group: str, name: str, value: str):
@@ -85,5 +101,5 @@ def test_a_platform_plugin_serves_its_kind(monkeypatch, broker_factory, client_f
 
 def test_an_unknown_platform_type_names_the_installed_ones():
     config = parse_config({"platforms": [{"name": "x", "type": "mainframe"}]})
-    with pytest.raises(Exception, match="installed: simulated"):
+    with pytest.raises(Exception, match="installed: local, simulated, slurm"):
         platforms_registry.build_platforms(config.platforms)
