@@ -3,6 +3,7 @@ every service function."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,12 @@ class Broker:
     registry: KindRegistry
     platforms: list[Platform]
     usage_cache: UsageCache = field(default_factory=UsageCache)
+    # set by the lifecycle runner of this process: look for due sessions now
+    wake_lifecycle: Callable[[], None] | None = field(default=None, repr=False)
+
+    def session_changed(self) -> None:
+        if self.wake_lifecycle is not None:
+            self.wake_lifecycle()
 
     @property
     def base_url(self) -> str:

@@ -116,6 +116,31 @@ class DatabaseConfig(Model):
     pool_size: int = Field(default=10, ge=1, le=200)
 
 
+class LifecycleConfig(Model):
+    """The engine that prepares, runs and releases accepted sessions."""
+
+    enabled: bool = True
+    workdir: Path = Field(
+        default=Path("ebroker-sessions"),
+        description="a directory per session: storage, staged data, logs",
+    )
+    poll_interval: timedelta = Field(default=timedelta(seconds=2))
+    lease: timedelta = Field(
+        default=timedelta(seconds=20),
+        description="how long a node process holds a session it works on without renewing",
+    )
+    reconcile_interval: timedelta = Field(default=timedelta(seconds=60))
+    parallel: int = Field(default=4, ge=1, le=64, description="sessions worked on at once")
+    release_attempts: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("poll_interval", "lease", "reconcile_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+
 class SiteConfig(Model):
     name: str = "ebroker-node"
     description: str | None = None
@@ -126,6 +151,7 @@ class NodeConfig(Model):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     offers: OfferConfig = OfferConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
     platforms: list[PlatformConfig] = Field(
         default_factory=lambda: [PlatformConfig(name="simulated", type="simulated")]
     )

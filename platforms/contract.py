@@ -79,6 +79,7 @@ class Execution:
     end_at: int
     workdir: Path
     state: dict[str, Any] = field(default_factory=dict)
+    pools: list[str] = field(default_factory=list)  # the pools the booking draws on, by name
     # notes for the session's messages ("pulled image ...", "simulated: nothing runs"); the
     # engine moves them into the session after every call
     notes: list[str] = field(default_factory=list)

@@ -31,7 +31,7 @@ class SimulatedOptions(BaseModel):
     data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
     storage_path: str = "."
     run_time: timedelta | None = Field(
-        default=None, description="how long the simulated work runs; default: the booked window"
+        default=None, description="how long the simulated work runs; default: to the booked end"
     )
     exit_code: int = Field(default=0, description="what the simulated work exits with")
 
@@ -72,12 +72,12 @@ class SimulatedPlatform(Platform):
             return WorkStatus(WorkState.MISSING, message="simulated work was never started")
         if "stopped" in execution.state:
             return WorkStatus(WorkState.FAILED, message=execution.state["stopped"])
-        run_time = (
-            self.options.run_time.total_seconds()
+        finish = (
+            started + self.options.run_time.total_seconds()
             if self.options.run_time is not None
-            else execution.end_at - execution.start_at
+            else execution.end_at  # the work fills its booked window
         )
-        if time.time() < started + run_time:
+        if time.time() < finish:
             return WorkStatus(WorkState.RUNNING)
         code = self.options.exit_code
         state = WorkState.SUCCEEDED if code == 0 else WorkState.FAILED

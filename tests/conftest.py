@@ -8,6 +8,7 @@ fails the test instead of skipping it, so a green CI run means the real thing wa
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ POOL_CONFIG: dict[str, Any] = {
         }
     ],
     "server": {"validate_responses": True},
+    # platforms that make files (storage, staged data, logs) keep them out of the repository
+    "lifecycle": {"workdir": str(Path(tempfile.gettempdir()) / "ebroker-test-sessions")},
 }
 
 

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 FIRM = ("CONFIRMED", "ACTIVE")
-FINISHED_PHASES = ("REJECTED", "EXPIRED", "CANCELLED")
+FINISHED_PHASES = ("REJECTED", "EXPIRED", "CANCELLED", "COMPLETED", "FAILED")
+# an accepted session, as the lifecycle engine moves it on
+WAITING_PHASES = ("ACCEPTED", "WAITING")  # booking CONFIRMED
+RUNNING_PHASES = ("PREPARING", "AVAILABLE", "RUNNING", "RELEASING")  # booking ACTIVE
+ACCEPTED_PHASES = (*WAITING_PHASES, *RUNNING_PHASES)
+EXPECTED_BOOKING = {
+    **dict.fromkeys(WAITING_PHASES, "CONFIRMED"),
+    **dict.fromkeys(RUNNING_PHASES, "ACTIVE"),
+}
 
 # one statement, so one consistent snapshot on SQLite and PostgreSQL alike
 LIVE_ALLOCATIONS = text(
@@ -90,24 +98,30 @@ def state_problems(conn: Connection) -> list[str]:
     problems = []
     rows = conn.execute(
         text(
-            "SELECT s.uuid, s.offerset_uuid, s.phase, b.state FROM execution_session s "
+            "SELECT s.uuid, s.offerset_uuid, s.phase, b.state, s.due_at FROM execution_session s "
             "LEFT JOIN booking b ON b.session_uuid = s.uuid"
         )
     ).all()
     accepted: dict[str, list[str]] = defaultdict(list)
     bookings: dict[str, list[str | None]] = defaultdict(list)
-    for uuid, offerset, phase, state in rows:
+    cleaning = set()
+    for uuid, offerset, phase, state, due in rows:
         bookings[uuid].append(state)
-        if phase == "ACCEPTED":
+        if phase in (*ACCEPTED_PHASES, "COMPLETED", "FAILED"):
             accepted[offerset].append(uuid)
-    phases = {uuid: phase for uuid, _, phase, _ in rows}
+        if due is not None:
+            cleaning.add(uuid)
+    phases = {uuid: phase for uuid, _, phase, _, _ in rows}
     for offerset, uuids in accepted.items():
         if len(uuids) > 1:
-            problems.append(f"offer set {offerset} has {len(uuids)} ACCEPTED sessions")
+            problems.append(f"offer set {offerset} has {len(uuids)} accepted sessions")
     for uuid, phase in phases.items():
         states = bookings[uuid]
-        if phase == "ACCEPTED" and states != ["CONFIRMED"]:
-            problems.append(f"ACCEPTED session {uuid} has bookings {states}")
+        wanted = EXPECTED_BOOKING.get(phase)
+        if wanted is not None and states != [wanted]:
+            problems.append(f"{phase} session {uuid} has bookings {states}")
+        elif phase == "CANCELLED" and uuid in cleaning and states[0] in ("CONFIRMED", "ACTIVE"):
+            continue  # the engine is still stopping its work; it frees the booking after
         elif phase in FINISHED_PHASES and states != ["RELEASED"]:
             problems.append(f"{phase} session {uuid} has bookings {states}")
         elif phase == "OFFERED" and states != ["HELD"]:

@@ -31,7 +31,7 @@ from broker_core.broker import Broker
 from broker_core.errors import Conflict
 from broker_core.offers.service import request_offers
 from tests.conftest import ACCEPT, request_doc
-from tests.invariants import capacities, overbookings, state_problems
+from tests.invariants import ACCEPTED_PHASES, capacities, overbookings, state_problems
 from tests.nodes import Node, Tally, start_node
 
 REJECT = {**ACCEPT, "value": "REJECTED"}
@@ -310,7 +310,9 @@ class Client:
             self.stats.fail(f"{what} -> {r.status_code}: {r.text[:500]}")
             return None
         self.stats.count(f"{label}-{r.status_code}")
-        if r.status_code == 200 and r.json().get("phase") != update["value"]:
+        # a repeated accept answers with the phase the lifecycle engine has moved it on to
+        wanted = ACCEPTED_PHASES if update["value"] == "ACCEPTED" else (update["value"],)
+        if r.status_code == 200 and r.json().get("phase") not in wanted:
             self.stats.fail(f"{label} {session} -> 200 but phase {r.json().get('phase')}")
         if r.status_code == 200 and update["value"] == "CANCELLED":
             with self.stats.lock:
@@ -335,7 +337,7 @@ class Client:
             # rejected by the other client of a race
             offerset = self.node().get(f"/offersets/{offer['offerset']['uuid']}")
             phases = {o["phase"] for o in offerset.json()["offers"]}
-            won = phases & {"ACCEPTED", "CANCELLED"}
+            won = phases & {*ACCEPTED_PHASES, "CANCELLED"}
             if not won:
                 self.stats.count("conflict-REJECTED")
             else:  # and in a race both clients started at the same moment
@@ -431,9 +433,9 @@ def test_no_overbooking_over_http_with_two_nodes(
         query = sqlalchemy.text("SELECT uuid, phase FROM execution_session")
         phases = dict(conn.execute(query).all())
     for session in accepted:
-        want = "CANCELLED" if session in stats.cancelled else "ACCEPTED"
-        assert phases[session] == want, (session, phases[session], want)
-    assert sum(p == "ACCEPTED" for p in phases.values()) == len(accepted - stats.cancelled)
+        want = ("CANCELLED",) if session in stats.cancelled else ACCEPTED_PHASES
+        assert phases[session] in want, (session, phases[session], want)
+    assert sum(p in ACCEPTED_PHASES for p in phases.values()) == len(accepted - stats.cancelled)
 
     # and the run exercised what it claims to
     assert not unmet(c), f"goals not met in {MAX_SECONDS}s: {unmet(c)}"
@@ -491,7 +493,7 @@ def test_direct_race_books_exactly_what_fits(
     finally:
         engine.dispose()
     assert Counter(states) == {"CONFIRMED": fits}
-    assert Counter(phases) == {"ACCEPTED": fits}
+    assert Counter(phases) == {"ACCEPTED": fits}  # no lifecycle engine runs here
 
 
 # --- the checker itself -------------------------------------------------------------------

@@ -90,6 +90,14 @@ class Usage:
         usage.releases = _drops(times, used)
         return usage
 
+    def plus(self, claims: Iterable[tuple[int, int, int]]) -> Usage:
+        """This usage with more firm (start, end, amount) claims added."""
+        timeline = Timeline()
+        timeline.times, timeline.used = list(self.times), list(self.used)
+        for start, end, amount in claims:
+            timeline.add(start, end, amount)
+        return Usage.of_steps(timeline.times, timeline.used)
+
     def peak(self, start: int, end: int) -> int:
         """The most in use at any instant of [start, end)."""
         times, used = self.times, self.used

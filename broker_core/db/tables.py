@@ -67,7 +67,10 @@ class OfferSet(SQLModel, table=True):
 
 class ExecutionSession(SQLModel, table=True):
     __tablename__ = "execution_session"
-    __table_args__ = (Index("ix_session_phase_expires", "phase", "expires_at"),)
+    __table_args__ = (
+        Index("ix_session_phase_expires", "phase", "expires_at"),
+        Index("ix_session_due", "due_at"),
+    )
 
     uuid: str = Field(primary_key=True, max_length=36)
     offerset_uuid: str = Field(foreign_key="offer_set.uuid", index=True, max_length=36)
@@ -82,6 +85,12 @@ class ExecutionSession(SQLModel, table=True):
     end_at: int = _ts()
     generation: int = Field(default=0, sa_type=BigInteger)
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # The lifecycle engine: when it must next look at the session (None once nothing is left
+    # to do), which node process holds it and until when, and what the platform keeps of it.
+    due_at: int | None = Field(default=None, sa_type=BigInteger)
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: int | None = Field(default=None, sa_type=BigInteger)
+    platform_state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Booking(SQLModel, table=True):

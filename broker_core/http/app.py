@@ -17,6 +17,7 @@ from connexion.datastructures import MediaTypeDict
 from connexion.options import SwaggerUIOptions
 
 from ..broker import Broker
+from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .negotiation import ContentNegotiation
@@ -44,19 +45,26 @@ async def reap_expired_offers(broker: Broker) -> None:
         await asyncio.sleep(delay)
 
 
-def create_app(broker: Broker, *, reaper: bool = True) -> Any:
-    """The ASGI app of a broker node."""
+def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = None) -> Any:
+    """The ASGI app of a broker node; ``lifecycle`` (default: the config's) runs the engine
+    that prepares, runs and releases accepted sessions in this process."""
+    if lifecycle is None:
+        lifecycle = broker.config.lifecycle.enabled
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         # Handlers run in worker threads. The work is CPU-bound Python, so a few threads do more
         # than many: past that they only contend for the GIL and the database write lock.
         anyio.to_thread.current_default_thread_limiter().total_tokens = broker.config.server.threads
-        task = asyncio.create_task(reap_expired_offers(broker)) if reaper else None
+        tasks = []
+        if reaper:
+            tasks.append(asyncio.create_task(reap_expired_offers(broker)))
+        if lifecycle:
+            tasks.append(asyncio.create_task(LifecycleRunner(broker).run()))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

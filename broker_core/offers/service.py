@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlmodel import Session, select
+
+from platforms.contract import PlatformError
 
 from ..booking import ledger
 from ..booking.timeline import Usage
@@ -24,8 +27,17 @@ from ..schedule import format_duration
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
 from .demand import Demand, Range, policy_limits, resolve
-from .engine import Outcome, Search, Slot, find_slots, largest_capacity, select_distinct
+from .engine import (
+    Outcome,
+    PoolView,
+    Search,
+    Slot,
+    find_slots,
+    largest_capacity,
+    select_distinct,
+)
 
+log = logging.getLogger(__name__)
 UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 
 
@@ -203,6 +215,11 @@ def _search_windows(
     candidates = 0
     for plan in plans:
         mine = [p for p in pools if p.platform == plan.platform.name]
+        try:
+            _add_external_claims(plan.platform, mine, first, last)
+        except PlatformError as exc:
+            log.warning("platform %s left out of this search: %s", plan.platform.name, exc)
+            mine = []
         search_demand = demand
         if direct:
             earliest = -(-(now + plan.preparation) // granularity) * granularity
@@ -224,6 +241,21 @@ def _search_windows(
             best[c] = max(best.get(c, 0), v)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates), searches
+
+
+def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last: int) -> None:
+    """Count what the platform has given away outside the broker (its own reservations,
+    maintenance windows) as firm usage of its pools."""
+    by_pool: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+    for claim in platform.external_claims(first, last):
+        by_pool.setdefault(
+            (ledger.pool_key(platform.name, claim.pool), claim.resource_class), []
+        ).append((claim.start, claim.end, claim.amount))
+    for view in pools:
+        for c, usage in view.usage.items():
+            extra = by_pool.get((view.name, c))
+            if extra:
+                view.usage[c] = usage.plus(extra)
 
 
 def _explain(
@@ -349,6 +381,7 @@ def _store(
             "start_at": slot.start_at,
             "end_at": slot.end_at,
             "generation": 0,
+            "due_at": now if direct else None,
             "document": _session_document(broker, request, components, demand, slot),
         }
         for slot in outcome.slots

@@ -10,6 +10,10 @@ PHASES = (
     OFFERED, ACCEPTED, REJECTED, EXPIRED, WAITING, PREPARING,
     AVAILABLE, RUNNING, RELEASING, COMPLETED, FAILED, CANCELLED,
 )  # fmt: skip
+# where an accepted session goes on to (the lifecycle engine moves it): accepting it again is
+# a harmless repeat, not a conflict
+AFTER_ACCEPTANCE = frozenset({ACCEPTED, WAITING, PREPARING, AVAILABLE, RUNNING, RELEASING,
+                              COMPLETED, FAILED})  # fmt: skip
 FINAL = frozenset({REJECTED, EXPIRED, COMPLETED, FAILED, CANCELLED})
 
 # phase -> phases a client may ask for

@@ -20,6 +20,7 @@ from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, Off
 from ..errors import Conflict, NotFound
 from .phases import (
     ACCEPTED,
+    AFTER_ACCEPTANCE,
     CANCELLED,
     CLIENT_TRANSITIONS,
     EXPIRED,
@@ -43,7 +44,7 @@ def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]
     with broker.db.write() as session:
         row = _locked(broker, session, session_uuid)
         value = _phase_update(update_doc, row.phase)
-        if row.phase == value:
+        if row.phase == value or (value == ACCEPTED and row.phase in AFTER_ACCEPTANCE):
             return render_session(row, broker.base_url)  # repeating an update is harmless
         allowed = CLIENT_TRANSITIONS.get(row.phase, ())
         if value not in allowed:
@@ -62,7 +63,10 @@ def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]
         elif value == CANCELLED:
             _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
         if not expired:
-            return render_session(row, broker.base_url)
+            rendered = render_session(row, broker.base_url)
+    if not expired:
+        broker.session_changed()
+        return rendered
     raise Conflict(
         f"the offer expired at {instant(row.expires_at)}; current phase is {EXPIRED}",
         phase=EXPIRED,
@@ -120,13 +124,22 @@ def _accept(session: Session, row: ExecutionSession, now: int) -> None:
     _set_phase(session, siblings, REJECTED, now)
     ledger.set_booking_state(session, session_uuids=siblings, old=(HELD,), new=RELEASED, now=now)
     row.phase, row.modified_at, row.generation = ACCEPTED, now, row.generation + 1
+    row.due_at = now  # the lifecycle engine takes it from here
     session.add(row)
 
 
 def _finish(
     session: Session, row: ExecutionSession, phase: str, states: tuple[str, ...], now: int
 ) -> None:
-    ledger.set_booking_state(session, session_uuids=[row.uuid], old=states, new=RELEASED, now=now)
+    if row.platform_state:
+        # the platform holds work for it: the lifecycle engine stops and removes it, then
+        # frees the booking (freeing it first could let another session start beside it)
+        row.due_at = now
+    else:
+        ledger.set_booking_state(
+            session, session_uuids=[row.uuid], old=states, new=RELEASED, now=now
+        )
+        row.due_at = None
     row.phase, row.modified_at, row.generation = phase, now, row.generation + 1
     session.add(row)
 

@@ -24,6 +24,7 @@ class SessionRecord(Protocol):
     document: dict[str, Any]
 
 
+HIDDEN = frozenset({"meta", "lifecycle"})  # the lifecycle engine's own notes stay inside
 SESSION_KIND = f"{KIND_PREFIX}session/execution-session.yaml"
 OFFERSET_KIND = f"{KIND_PREFIX}offerset/offerset-response.yaml"
 
@@ -46,7 +47,7 @@ def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
         "modified": instant(row.modified_at),
         "options": phase_options(row.phase),
     }
-    body = {k: v for k, v in doc.items() if k != "meta"}
+    body = {k: v for k, v in doc.items() if k not in HIDDEN}
     return {
         "kind": SESSION_KIND,
         "meta": meta,

@@ -10,7 +10,10 @@ from . import respond
 
 
 def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
-    offerset = request_offers(broker(), body, direct=True)
+    node = broker()
+    offerset = request_offers(node, body, direct=True)
+    if offerset["result"] == "YES":
+        node.session_changed()  # the lifecycle engine starts it now
     return respond(offerset, 201 if offerset["result"] == "YES" else 200)
 
 

@@ -1,0 +1,498 @@
+"""Drive accepted sessions through their phases by calling their platform, one step at a time.
+
+ACCEPTED → WAITING (the platform reserves the slot) → PREPARING at the preparing start (storage,
+then data, then the executable, each component with its own phase) → AVAILABLE at the booked
+start (the work is started) → RUNNING → RELEASING → COMPLETED or FAILED; a client may cancel at
+any point, and the end of the booked window stops the work.
+
+Every step is persisted before the next one starts, with the session's generation compared
+(optimistic concurrency, as placement does): a client's cancel that lands while a platform call
+runs wins, and the engine then cleans up what that call made. A node process works only on the
+sessions it holds a lease on, so replicas sharing one database never run a session twice; after
+a crash the lease runs out (or, on the same host, is taken over at once from the dead process)
+and the session resumes with the step it was in: platform steps are idempotent.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlmodel import select
+
+from platforms.contract import Execution, Platform, PlatformError, WorkState
+
+from ..booking import ledger
+from ..broker import Broker
+from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
+from ..kinds.base import message
+from ..sessions.phases import (
+    ACCEPTED,
+    AVAILABLE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PREPARING,
+    RELEASING,
+    RUNNING,
+    WAITING,
+)
+from ..sessions.views import instant
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 200
+MAX_STEPS = 32  # per visit: a session that keeps changing is looked at again next tick
+
+
+def process_owner() -> str:
+    """This process's name on leases: host, pid and start time."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def _dead_on_this_host(owner: str | None) -> bool:
+    """A lease held by a process of this host that no longer runs (or is a zombie)."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@dataclass
+class Outcome:
+    """What one step decided."""
+
+    phase: str
+    due_at: int | None
+    booking: tuple[tuple[str, ...], str] | None = None  # (from states, to state)
+
+
+class Lifecycle:
+    """The lifecycle engine of one node process (its loop lives in ``runner``)."""
+
+    def __init__(self, broker: Broker, owner: str | None = None):
+        self.broker = broker
+        self.owner = owner or process_owner()
+        self.config = broker.config.lifecycle
+        self.platforms: dict[str, Platform] = {p.name: p for p in broker.platforms}
+
+    # --- leases --------------------------------------------------------------------------------
+
+    def due(self, limit: int, now: int | None = None) -> list[str]:
+        """Sessions that need a step now and that no live process holds."""
+        now = int(time.time()) if now is None else now
+        with self.broker.db.read() as session:
+            rows = session.exec(
+                select(
+                    ExecutionSession.uuid,
+                    ExecutionSession.lease_owner,
+                    ExecutionSession.lease_until,
+                )
+                .where(ExecutionSession.due_at <= now)  # type: ignore[operator]
+                .order_by(ExecutionSession.due_at)
+                .limit(limit * 4)
+            ).all()
+        return [uuid for uuid, owner, until in rows if self._may_take(owner, until, now)][:limit]
+
+    def _may_take(self, owner: str | None, until: int | None, now: int) -> bool:
+        return (
+            owner is None or owner == self.owner or (until or 0) < now or _dead_on_this_host(owner)
+        )
+
+    def acquire(self, uuid: str, now: int | None = None) -> bool:
+        now = int(time.time()) if now is None else now
+        with self.broker.db.write() as session:
+            row = session.exec(
+                select(ExecutionSession.lease_owner, ExecutionSession.lease_until).where(
+                    ExecutionSession.uuid == uuid
+                )
+            ).first()
+            if row is None:
+                return False
+            owner, until = row
+            if not (
+                owner is None
+                or owner == self.owner
+                or (until or 0) < now
+                or _dead_on_this_host(owner)
+            ):
+                return False
+            result = session.exec(  # type: ignore[call-overload]
+                update(ExecutionSession)
+                .where(
+                    ExecutionSession.uuid == uuid,
+                    or_(
+                        ExecutionSession.lease_owner.is_(None),  # type: ignore[union-attr]
+                        ExecutionSession.lease_owner == owner,
+                    ),
+                )
+                .values(lease_owner=self.owner, lease_until=now + self._lease_seconds)
+            )
+            return result.rowcount == 1
+
+    def renew(self, uuids: list[str]) -> None:
+        if not uuids:
+            return
+        with self.broker.db.write() as session:
+            session.exec(  # type: ignore[call-overload]
+                update(ExecutionSession)
+                .where(
+                    ExecutionSession.uuid.in_(uuids),  # type: ignore[attr-defined]
+                    ExecutionSession.lease_owner == self.owner,
+                )
+                .values(lease_until=int(time.time()) + self._lease_seconds)
+            )
+
+    def let_go(self, uuid: str) -> None:
+        with self.broker.db.write() as session:
+            session.exec(  # type: ignore[call-overload]
+                update(ExecutionSession)
+                .where(ExecutionSession.uuid == uuid, ExecutionSession.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    @property
+    def _lease_seconds(self) -> int:
+        return max(int(self.config.lease.total_seconds()), 1)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def advance(self, uuid: str) -> None:
+        """Take the session through every step that is due now (it must be leased to us)."""
+        for _ in range(MAX_STEPS):
+            with self.broker.db.read() as session:
+                row = session.get(ExecutionSession, uuid)
+            if row is None or row.lease_owner != self.owner:
+                return
+            now = int(time.time())
+            if row.due_at is None or row.due_at > now:
+                return
+            execution = self.execution(row)
+            document = _copy(row.document)
+            try:
+                outcome = self._step(row, execution, document, now)
+            except Exception as exc:  # a platform bug must not stop the engine
+                detail = str(exc) if isinstance(exc, PlatformError) else _unexpected(exc)
+                _note(document, "{phase} failed: {error}", "ERROR", phase=row.phase, error=detail)
+                log.warning("session %s: %s failed: %s", uuid, row.phase, detail)
+                outcome = self._failure(row, document)
+            for note in execution.notes:
+                _note(document, "{note}", note=note)
+            if not self._persist(row, document, execution, outcome):
+                self._keep_platform_state(row, execution)
+
+    def _failure(self, row: ExecutionSession, document: dict[str, Any]) -> Outcome:
+        if row.phase in (RELEASING, CANCELLED):
+            return self._retry_release(row, document)
+        _lifecycle(document)["outcome"] = FAILED
+        return Outcome(RELEASING, int(time.time()))
+
+    def _step(
+        self, row: ExecutionSession, execution: Execution, document: dict[str, Any], now: int
+    ) -> Outcome:
+        platform = self.platforms.get(row.platform)
+        if platform is None:
+            raise PlatformError(f"platform {row.platform} is not configured on this node")
+        phase = row.phase
+        if phase == ACCEPTED:
+            platform.reserve(execution)
+            _entered(document, WAITING, now)
+            return Outcome(WAITING, row.prepare_at)
+        if phase == WAITING:
+            if now < row.prepare_at:
+                return Outcome(WAITING, row.prepare_at)
+            _entered(document, PREPARING, now)
+            for status in _components(document):
+                status["phase"] = WAITING
+            return Outcome(PREPARING, now, ((CONFIRMED,), ACTIVE))
+        if phase == PREPARING:
+            return self._prepare(platform, row, execution, document, now)
+        if phase in (AVAILABLE, RUNNING):
+            return self._watch(platform, row, execution, document, now)
+        if phase == RELEASING:
+            return self._release(platform, row, execution, document, now)
+        if phase == CANCELLED:
+            if execution.state:
+                platform.stop(execution, "the session was cancelled")
+                platform.release(execution)
+                _note(document, "the work was stopped and removed from {platform}",
+                      platform=row.platform)  # fmt: skip
+            _entered(document, "finished", now)
+            return Outcome(CANCELLED, None, ((CONFIRMED, ACTIVE), RELEASED))
+        return Outcome(phase, None)  # nothing to do in any other phase
+
+    def _prepare(
+        self,
+        platform: Platform,
+        row: ExecutionSession,
+        execution: Execution,
+        document: dict[str, Any],
+        now: int,
+    ) -> Outcome:
+        """One component per step, in order: storage, then data, then the executable."""
+        for status in _components(document):
+            if status["phase"] == AVAILABLE:
+                continue
+            started = time.time()
+            status["phase"] = PREPARING
+            category, doc = _component(execution, status)
+            if category == "storage":
+                platform.prepare_storage(execution, doc)
+            elif category == "data":
+                platform.stage_data(execution, doc)
+            else:
+                platform.prepare_executable(execution)
+            status["phase"] = AVAILABLE
+            status["prepared"] = {
+                "start": instant(int(started)),
+                "seconds": round(time.time() - started, 3),
+            }
+            return Outcome(PREPARING, int(time.time()))
+        if now < row.start_at:
+            return Outcome(PREPARING, row.start_at)
+        platform.start(execution)
+        document["connectors"] = platform.connectors(execution)
+        _entered(document, AVAILABLE, now)
+        return Outcome(AVAILABLE, now)
+
+    def _watch(
+        self,
+        platform: Platform,
+        row: ExecutionSession,
+        execution: Execution,
+        document: dict[str, Any],
+        now: int,
+    ) -> Outcome:
+        status = platform.poll(execution)
+        running = status.state in (WorkState.PENDING, WorkState.RUNNING)
+        if running and now >= row.end_at:  # work that ends with its window has completed
+            platform.stop(execution, f"the booked window ended at {instant(row.end_at)}")
+            _note(document, "stopped: the booked window ended at {end}", "WARN",
+                  end=instant(row.end_at))  # fmt: skip
+            _lifecycle(document)["outcome"] = FAILED
+            return Outcome(RELEASING, now)
+        tick = max(int(self.config.poll_interval.total_seconds()), 1)
+        next_look = min(now + tick, row.end_at)
+        if running:
+            if status.state == WorkState.RUNNING and row.phase != RUNNING:
+                _entered(document, RUNNING, now)
+                document["connectors"] = platform.connectors(execution)
+                return Outcome(RUNNING, next_look)
+            return Outcome(row.phase, next_look)
+        if status.state == WorkState.SUCCEEDED:
+            _note(document, "the work finished: {detail}", detail=status.message or "exit code 0")
+            _lifecycle(document)["outcome"] = COMPLETED
+        elif status.state == WorkState.FAILED:
+            _note(document, "the work failed: {detail}", "ERROR",
+                  detail=status.message or f"exit code {status.exit_code}")  # fmt: skip
+            _lifecycle(document)["outcome"] = FAILED
+        else:
+            _note(document, "drift: the work is gone from platform {platform} ({detail})",
+                  "ERROR", platform=row.platform, detail=status.message or "not found")  # fmt: skip
+            log.warning("session %s: work missing on %s", row.uuid, row.platform)
+            _lifecycle(document)["outcome"] = FAILED
+        if status.exit_code is not None:
+            _lifecycle(document)["exit_code"] = status.exit_code
+        return Outcome(RELEASING, now)
+
+    def _release(
+        self,
+        platform: Platform,
+        row: ExecutionSession,
+        execution: Execution,
+        document: dict[str, Any],
+        now: int,
+    ) -> Outcome:
+        platform.stop(execution, "the session is ending")
+        platform.release(execution)
+        document["connectors"] = []
+        _entered(document, "finished", now)
+        outcome = _lifecycle(document).get("outcome", COMPLETED)
+        _entered(document, outcome, now)
+        return Outcome(outcome, None, ((CONFIRMED, ACTIVE), RELEASED))
+
+    def _retry_release(self, row: ExecutionSession, document: dict[str, Any]) -> Outcome:
+        state = _lifecycle(document)
+        state["release_attempts"] = attempts = state.get("release_attempts", 0) + 1
+        now = int(time.time())
+        if attempts < self.config.release_attempts:
+            return Outcome(row.phase, now + min(2**attempts, 60))
+        _note(document, "gave up releasing after {attempts} attempts; the platform may hold "
+              "leftovers (reconciliation removes them)", "ERROR", attempts=attempts)  # fmt: skip
+        final = CANCELLED if row.phase == CANCELLED else FAILED
+        return Outcome(final, None, ((CONFIRMED, ACTIVE), RELEASED))
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def _persist(
+        self,
+        row: ExecutionSession,
+        document: dict[str, Any],
+        execution: Execution,
+        outcome: Outcome,
+    ) -> bool:
+        """Write the step if nobody changed the session meanwhile (its generation)."""
+        now = int(time.time())
+        with self.broker.db.write() as session:
+            result = session.exec(  # type: ignore[call-overload]
+                update(ExecutionSession)
+                .where(
+                    ExecutionSession.uuid == row.uuid,
+                    ExecutionSession.generation == row.generation,
+                    ExecutionSession.lease_owner == self.owner,
+                )
+                .values(
+                    phase=outcome.phase,
+                    document=document,
+                    platform_state=execution.state,
+                    due_at=outcome.due_at,
+                    modified_at=now,
+                    generation=row.generation + 1,
+                    lease_until=now + self._lease_seconds,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            if outcome.booking is not None:
+                old, new = outcome.booking
+                ledger.set_booking_state(
+                    session, session_uuids=[row.uuid], old=old, new=new, now=now
+                )
+        if outcome.phase != row.phase:
+            log.info("session %s: %s -> %s", row.uuid, row.phase, outcome.phase)
+        return True
+
+    def _keep_platform_state(self, row: ExecutionSession, execution: Execution) -> None:
+        """The session changed under a step (a cancel): keep what the platform made, and make
+        sure the engine comes back to clean it up."""
+        if not execution.state:
+            return
+        with self.broker.db.write() as session:
+            current = session.get(ExecutionSession, row.uuid)
+            if current is None:
+                return
+            current.platform_state = {**(current.platform_state or {}), **execution.state}
+            if current.due_at is None:
+                current.due_at = int(time.time())
+            session.add(current)
+
+    # --- views of a session --------------------------------------------------------------------
+
+    def execution(self, row: ExecutionSession) -> Execution:
+        return execution_of(row, self.config.workdir)
+
+
+def execution_of(row: ExecutionSession, workdir: Path) -> Execution:
+    doc = row.document
+    compute = doc.get("compute") or {}
+    granted = {c: int((compute.get(c) or {}).get("max") or 0) for c in ("cores", "memory")}
+    granted["storage"] = sum(
+        int((s.get("size") or {}).get("max") or 0) for s in doc.get("storage", [])
+    )
+    return Execution(
+        session=row.uuid,
+        executable=doc.get("executable") or {},
+        compute=compute,
+        storage=list(doc.get("storage", [])),
+        data=list(doc.get("data", [])),
+        granted=granted,
+        prepare_at=row.prepare_at,
+        start_at=row.start_at,
+        end_at=row.end_at,
+        workdir=Path(workdir).resolve() / row.uuid,
+        state=dict(row.platform_state or {}),
+        # offers name pools "<platform>/<pool>"; a platform knows its pools by their own names
+        pools=[n.partition("/")[2] or n for n in (doc.get("site") or {}).get("pools") or []],
+    )
+
+
+def add_note(broker: Broker, uuid: str, template: str, level: str = "INFO", **values: Any) -> None:
+    """Add a message to a session outside the engine's steps (reconciliation, for one)."""
+    with broker.db.write() as session:
+        row = session.get(ExecutionSession, uuid)
+        if row is None:
+            return
+        document = _copy(row.document)
+        _note(document, template, level, **values)
+        row.document = document
+        row.generation += 1
+        row.modified_at = int(time.time())
+        session.add(row)
+
+
+def _copy(document: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(document)
+
+
+def _lifecycle(document: dict[str, Any]) -> dict[str, Any]:
+    """The engine's own notes in a session document (not rendered)."""
+    return document.setdefault("lifecycle", {})
+
+
+def _entered(document: dict[str, Any], phase: str, now: int) -> None:
+    actual = document.setdefault("schedule", {}).setdefault("actual", {})
+    actual.setdefault(phase.lower(), instant(now))
+
+
+def _note(document: dict[str, Any], template: str, level: str = "INFO", **values: Any) -> None:
+    meta = document.setdefault("meta", {})
+    entry = message(template, level=level, **values).model_dump(exclude_none=True)  # type: ignore[arg-type]
+    entry["time"] = instant(int(time.time()))
+    messages = meta.setdefault("messages", [])
+    messages.append(entry)
+    del messages[:-MAX_MESSAGES]
+
+
+def _components(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per component (storage, then data, then the executable): its phase, made once."""
+    statuses = document.get("components")
+    if statuses is None:
+        statuses = []
+        for category in ("storage", "data"):
+            for doc in document.get(category, []):
+                statuses.append(_status(category, doc))
+        statuses.append(_status("executable", document.get("executable") or {}))
+        document["components"] = statuses
+    return statuses
+
+
+def _status(category: str, doc: dict[str, Any]) -> dict[str, Any]:
+    meta = doc.get("meta") or {}
+    status = {"category": category, "uuid": meta.get("uuid"), "kind": doc.get("kind")}
+    if meta.get("name"):
+        status["name"] = meta["name"]
+    status["phase"] = WAITING
+    return status
+
+
+def _component(execution: Execution, status: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    category = status["category"]
+    if category == "executable":
+        return category, execution.executable
+    for doc in getattr(execution, category):
+        if (doc.get("meta") or {}).get("uuid") == status["uuid"]:
+            return category, doc
+    raise PlatformError(f"{category} component {status['uuid']} is missing from the session")
+
+
+def _unexpected(exc: Exception) -> str:
+    log.error("platform step raised %s", "".join(traceback.format_exception(exc)))
+    return f"internal error in the platform plugin ({type(exc).__name__}: {exc})"

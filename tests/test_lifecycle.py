@@ -1,0 +1,219 @@
+"""The lifecycle engine, through the HTTP API, on the simulated platform (timers, no work)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+from sqlmodel import select
+from starlette.testclient import TestClient
+
+from broker_core.db.tables import Booking, ExecutionSession
+from broker_core.http.app import create_app
+from broker_core.lifecycle.engine import Lifecycle
+from broker_core.lifecycle.reconcile import reconcile
+from broker_core.offers.service import request_offers
+from platforms.contract import work_name
+from tests.conftest import ACCEPT, POOL_CONFIG, request_doc
+
+CANCEL = {**ACCEPT, "value": "CANCELLED"}
+
+
+def simulated(**options: Any) -> list[dict[str, Any]]:
+    platform = POOL_CONFIG["platforms"][0]
+    return [{**platform, "options": {**platform["options"], **options}}]
+
+
+@pytest.fixture
+def node(broker_factory, sqlite_url, tmp_path):
+    """A node whose simulated work runs for ``run_time`` and exits with ``exit_code``."""
+    clients = []
+
+    def make(**options: Any) -> tuple[Any, TestClient]:
+        broker = broker_factory(
+            sqlite_url,
+            platforms=simulated(**options),
+            lifecycle={"workdir": str(tmp_path / "sessions"), "poll_interval": "PT1S"},
+            offers={"granularity": "PT1S"},
+        )
+        client = TestClient(create_app(broker), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return broker, client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def wait_for(client: TestClient, uuid: str, phases: set[str], seconds: float = 15) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        doc = client.get(f"/sessions/{uuid}").json()
+        if doc["phase"] in phases:
+            return doc
+        assert time.monotonic() < deadline, f"still {doc['phase']}: {doc['meta'].get('messages')}"
+        time.sleep(0.1)
+
+
+def direct(client: TestClient, duration: str = "PT1M") -> str:
+    r = client.post("/direct", json=request_doc(cores=(2, 2), duration=duration))
+    assert r.status_code == 201, r.text
+    return r.json()["offers"][0]["meta"]["uuid"]
+
+
+def booking_state(broker, uuid: str) -> str:
+    with broker.db.read() as session:
+        return session.exec(select(Booking.state).where(Booking.session_uuid == uuid)).one()
+
+
+def texts(doc: dict) -> str:
+    return " | ".join(m["message"] for m in doc["meta"]["messages"])
+
+
+def test_a_direct_session_walks_through_every_phase_to_completed(node):
+    broker, client = node(run_time="PT1S")
+    uuid = direct(client)
+    doc = wait_for(client, uuid, {"COMPLETED", "FAILED"})
+    assert doc["phase"] == "COMPLETED", texts(doc)
+    assert set(doc["schedule"]["actual"]) >= {
+        "waiting", "preparing", "available", "running", "finished", "completed",
+    }  # fmt: skip
+    assert [c["phase"] for c in doc["components"]] == ["AVAILABLE"]
+    assert "simulated: nothing is executed" in texts(doc)
+    assert "lifecycle" not in doc  # the engine's own notes stay inside
+    assert booking_state(broker, uuid) == "RELEASED"
+    assert doc["meta"]["options"] == []
+
+
+def test_a_failing_executable_ends_failed_with_its_exit_code(node):
+    _, client = node(run_time="PT1S", exit_code=3)
+    doc = wait_for(client, direct(client), {"COMPLETED", "FAILED"})
+    assert doc["phase"] == "FAILED"
+    assert "exited with 3" in texts(doc)
+
+
+def test_the_end_of_the_booked_window_stops_the_work(node):
+    broker, client = node(run_time="PT1H")
+    uuid = direct(client, duration="PT3S")
+    doc = wait_for(client, uuid, {"COMPLETED", "FAILED"})
+    assert doc["phase"] == "FAILED"
+    assert "booked window ended" in texts(doc)
+    assert booking_state(broker, uuid) == "RELEASED"
+
+
+def test_cancel_while_running_stops_the_work_and_frees_the_booking(node):
+    broker, client = node(run_time="PT1H")
+    uuid = direct(client)
+    wait_for(client, uuid, {"RUNNING"})
+    assert booking_state(broker, uuid) == "ACTIVE"
+    r = client.post(f"/sessions/{uuid}", json=CANCEL)
+    assert r.status_code == 200 and r.json()["phase"] == "CANCELLED"
+    deadline = time.monotonic() + 10
+    while booking_state(broker, uuid) != "RELEASED":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    doc = client.get(f"/sessions/{uuid}").json()
+    assert "stopped and removed" in texts(doc)
+    with broker.db.read() as session:
+        row = session.get(ExecutionSession, uuid)
+    assert row.due_at is None and "stopped" in row.platform_state
+
+
+def test_an_accepted_future_offer_waits_for_its_preparing_start(node):
+    broker, client = node()
+    start = time.time() + 3600
+    window = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start))}/PT1H"
+    offer = client.post("/requests", json=request_doc(start=window, duration="PT1H")).json()
+    uuid = offer["offers"][0]["meta"]["uuid"]
+    assert client.post(f"/sessions/{uuid}", json=ACCEPT).status_code == 200
+    doc = wait_for(client, uuid, {"WAITING"})
+    with broker.db.read() as session:
+        row = session.get(ExecutionSession, uuid)
+    assert row.due_at == row.prepare_at
+    assert booking_state(broker, uuid) == "CONFIRMED"
+    assert {"kind": "uri:enum-value-option", "path": "phase", "values": ["CANCELLED"]} in doc[
+        "meta"
+    ]["options"]
+    # cancelled before anything was made on the platform: freed at once
+    assert client.post(f"/sessions/{uuid}", json=CANCEL).json()["phase"] == "CANCELLED"
+    assert booking_state(broker, uuid) == "RELEASED"
+
+
+def accepted_session(broker) -> str:
+    answer = request_offers(broker, request_doc(duration="PT1H"), direct=True)
+    return answer["offers"][0]["meta"]["uuid"]
+
+
+def test_only_one_process_holds_a_session(broker):
+    uuid = accepted_session(broker)
+    first, second = Lifecycle(broker, owner="a:1:1"), Lifecycle(broker, owner="b:2:2")
+    assert uuid in first.due(10) and first.acquire(uuid)
+    assert uuid not in second.due(10) and not second.acquire(uuid)
+    # a lease runs out: then the other process may take the session over
+    with broker.db.write() as session:
+        row = session.get(ExecutionSession, uuid)
+        row.lease_until = int(time.time()) - 1
+        session.add(row)
+    assert second.acquire(uuid) and not first.acquire(uuid)
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(broker):
+    uuid = accepted_session(broker)
+    dead = Lifecycle(broker, owner=f"{socket.gethostname()}:{2**22 + 17}:1")  # no such pid
+    parent = Lifecycle(broker, owner=f"{socket.gethostname()}:{os.getppid()}:1")
+    mine = Lifecycle(broker)
+    assert dead.acquire(uuid)
+    assert mine.acquire(uuid)  # its holder's process does not run
+    assert not parent.acquire(uuid)  # this process runs: its lease holds
+    mine.let_go(uuid)
+    assert parent.acquire(uuid)
+    assert not mine.acquire(uuid)  # a live holder on this host keeps it
+
+
+def test_reconciliation_removes_work_of_finished_sessions_and_reports_drift(
+    broker_factory, sqlite_url
+):
+    broker = broker_factory(sqlite_url, offers={"granularity": "PT1S"})
+    uuid = accepted_session(broker)
+    engine = Lifecycle(broker)
+    engine.acquire(uuid)
+    engine.advance(uuid)  # WAITING, PREPARING, component, AVAILABLE ... RUNNING
+    with broker.db.read() as session:
+        assert session.get(ExecutionSession, uuid).phase in ("AVAILABLE", "RUNNING")
+
+    platform = engine.platforms["sim"]
+    removed: list[str] = []
+    listed = {work_name(uuid), work_name("not-ours")}
+    platform.list_work = lambda: set(listed)  # type: ignore[method-assign]
+    platform.remove_work = removed.append  # type: ignore[method-assign]
+    assert reconcile(engine) == {"removed": [], "unknown": [work_name("not-ours")], "missing": []}
+
+    listed.discard(work_name(uuid))  # the work vanished from the platform
+    assert reconcile(engine)["missing"] == [work_name(uuid)]
+    engine.advance(uuid)
+    with broker.db.read() as session:
+        row = session.get(ExecutionSession, uuid)
+    assert row.phase in ("AVAILABLE", "RUNNING")  # simulated poll still sees it running
+
+    # the session ends; its work is still listed: it is removed and the session says so
+    with broker.db.write() as session:
+        row = session.get(ExecutionSession, uuid)
+        row.phase, row.due_at = "COMPLETED", None
+        session.add(row)
+    listed.add(work_name(uuid))
+    assert reconcile(engine)["removed"] == [work_name(uuid)] and removed == [work_name(uuid)]
+    with broker.db.read() as session:
+        messages = session.get(ExecutionSession, uuid).document["meta"]["messages"]
+    assert any("reconciliation removed stray work" in m["message"] for m in messages)
+
+
+def test_simulated_work_fills_its_window_and_completes_by_default(node):
+    broker, client = node()
+    uuid = direct(client, duration="PT3S")
+    doc = wait_for(client, uuid, {"COMPLETED", "FAILED"})
+    assert doc["phase"] == "COMPLETED", texts(doc)
+    assert booking_state(broker, uuid) == "RELEASED"
