@@ -205,6 +205,11 @@ class Platform(ABC):
         """Remove what the session left on the platform (container, job, reservation);
         the workdir with its logs stays. Idempotent."""
 
+    def extend(self, execution: Execution, end_at: int) -> None:
+        """The booked window now ends at ``end_at`` (later than ``execution.end_at``): move
+        what the platform holds for it (a reservation's end, a job's time limit)."""
+        return None
+
     def logs(self, execution: Execution) -> str | None:
         """The work's output, when the platform keeps it."""
         path = execution.workdir / "logs" / "output.log"

@@ -634,6 +634,21 @@ class SlurmPlatform(Platform):
         )
 
     @_guarded
+    def extend(self, execution: Execution, end_at: int) -> None:
+        """Move the reservation's end and the job's time limit to the new end."""
+        name = execution.state.get("reservation")
+        if name and self._reservation_exists(name):
+            self._run("scontrol", "update", f"ReservationName={name}",
+                      f"EndTime={_slurm_time(end_at)}")  # fmt: skip
+            self._forget("reservations")
+        job_id = execution.state.get("job_id")
+        if job_id:
+            minutes = max(-(-(end_at - execution.end_at) // 60), 1)  # added to its limit
+            self._run("scontrol", "update", f"JobId={job_id}", f"TimeLimit=+{minutes}",
+                      ok=("Invalid job id", "Job has already finished"))  # fmt: skip
+        execution.notes.append(f"Slurm: {name or 'the session'} extended to {_slurm_time(end_at)}")
+
+    @_guarded
     def prepare_executable(self, execution: Execution) -> None:
         kind = execution.executable.get("kind")
         template = self._launchers().get(kind or "")

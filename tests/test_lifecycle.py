@@ -217,3 +217,133 @@ def test_simulated_work_fills_its_window_and_completes_by_default(node):
     doc = wait_for(client, uuid, {"COMPLETED", "FAILED"})
     assert doc["phase"] == "COMPLETED", texts(doc)
     assert booking_state(broker, uuid) == "RELEASED"
+
+
+EXTEND = {"kind": "uri:integer-delta-update", "path": "schedule.duration"}
+
+
+def future_session(client: TestClient, cores: int = 4, hours_ahead: float = 2) -> str:
+    start = time.time() + hours_ahead * 3600
+    window = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start))}/PT1M"
+    doc = request_doc(cores=(cores, cores), start=window, duration="PT1H")
+    uuid = client.post("/requests", json=doc).json()["offers"][0]["meta"]["uuid"]
+    assert client.post(f"/sessions/{uuid}", json=ACCEPT).status_code == 200
+    return uuid
+
+
+def booking_end(broker, uuid: str) -> int:
+    with broker.db.read() as session:
+        return session.exec(select(Booking.end_at).where(Booking.session_uuid == uuid)).one()
+
+
+def test_a_session_is_extended_when_capacity_allows(node):
+    broker, client = node()
+    uuid = future_session(client)
+    doc = client.get(f"/sessions/{uuid}").json()
+    assert {"kind": "uri:integer-delta-option", "path": "schedule.duration", "units": "seconds",
+            "min": 1} in doc["meta"]["options"]  # fmt: skip
+    end = booking_end(broker, uuid)
+    r = client.post(f"/sessions/{uuid}", json={**EXTEND, "delta": 30, "units": "minutes"})
+    assert r.status_code == 200, r.text
+    assert r.json()["schedule"]["available"]["duration"] == "PT1H30M"
+    assert booking_end(broker, uuid) == end + 1800
+
+
+def test_an_extension_that_would_overbook_is_a_conflict(node):
+    broker, client = node()
+    uuid = future_session(client, cores=10)
+    # someone else takes 10 of the 16 cores right after the session's window
+    end = booking_end(broker, uuid)
+    after = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(end))}/PT1S"
+    other = client.post(
+        "/requests", json=request_doc(cores=(10, 10), start=after, duration="PT1H")
+    ).json()
+    assert other["result"] == "YES", other
+    assert (
+        client.post(f"/sessions/{other['offers'][0]['meta']['uuid']}", json=ACCEPT).status_code
+        == 200
+    )
+    r = client.post(f"/sessions/{uuid}", json={**EXTEND, "delta": 600})
+    assert r.status_code == 409, r.text
+    assert "6 cores free" in r.json()["detail"] and r.json()["phase"] in ("ACCEPTED", "WAITING")
+    assert booking_end(broker, uuid) == end  # nothing moved
+
+
+@pytest.mark.parametrize(
+    ("update", "why"),
+    [
+        ({**EXTEND, "delta": 0}, "positive integer"),
+        ({**EXTEND, "delta": 60, "units": "fortnights"}, "unknown units"),
+        ({**EXTEND, "delta": 30 * 86400}, "at most"),
+        ({**EXTEND, "path": "schedule.start", "delta": 60}, "apply to schedule.duration"),
+    ],
+)
+def test_extensions_the_node_cannot_make_say_why(node, update, why):
+    _, client = node()
+    uuid = future_session(client)
+    r = client.post(f"/sessions/{uuid}", json=update)
+    assert r.status_code == 409 and why in r.json()["detail"], r.text
+
+
+def test_a_finished_session_cannot_be_extended(node):
+    _, client = node(run_time="PT1S")
+    uuid = direct(client)
+    wait_for(client, uuid, {"COMPLETED"})
+    r = client.post(f"/sessions/{uuid}", json={**EXTEND, "delta": 60})
+    assert r.status_code == 409 and r.json()["phase"] == "COMPLETED"
+
+
+def test_two_replicas_on_one_postgres_database_never_run_a_session_twice(broker_factory, pg_url):
+    import threading
+    from collections import Counter
+
+    settings = {"offers": {"granularity": "PT1S"}, "platforms": simulated(run_time="PT0S")}
+    replicas = [broker_factory(pg_url, **settings) for _ in range(3)]
+    uuids = [accepted_session(replicas[0]) for _ in range(10)]
+    calls: Counter[tuple[str, str]] = Counter()
+    lock = threading.Lock()
+    engines = []
+    for index, replica in enumerate(replicas):
+        engine = Lifecycle(replica, owner=f"replica-{index}:1:1")
+        platform = engine.platforms["sim"]
+        for step in ("reserve", "start", "release"):
+            original = getattr(platform, step)
+
+            def counted(execution, *args, _original=original, _step=step):
+                with lock:
+                    calls[(execution.session, _step)] += 1
+                return _original(execution, *args)
+
+            setattr(platform, step, counted)
+        engines.append(engine)
+
+    def work(engine: Lifecycle, stop: threading.Event) -> None:
+        while not stop.is_set():
+            for uuid in engine.due(20):
+                if engine.acquire(uuid):
+                    engine.advance(uuid)
+            time.sleep(0.05)
+
+    stop = threading.Event()
+    # one worker per replica, as each node process's runner works on a session once at a time
+    threads = [threading.Thread(target=work, args=(e, stop)) for e in engines]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            with replicas[0].db.read() as session:
+                rows = session.exec(
+                    select(ExecutionSession.phase).where(ExecutionSession.uuid.in_(uuids))
+                ).all()
+            if set(rows) == {"COMPLETED"}:
+                break
+            assert time.monotonic() < deadline, Counter(rows)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    for uuid in uuids:
+        for step in ("reserve", "start", "release"):
+            assert calls[(uuid, step)] == 1, (uuid, step, calls[(uuid, step)])

@@ -406,3 +406,20 @@ def test_podman_inside_the_job(make_execution: Callable[..., Execution]) -> None
     missing = make_execution(["true"], image={"locations": ["localhost/no-such-image"]})
     with pytest.raises(PlatformError, match="no image location"):
         p.prepare_executable(missing)
+
+
+def test_extend_moves_the_reservation_end_and_the_job_limit(
+    make_execution: Callable[..., Execution],
+) -> None:
+    p = platform()
+    execution = make_execution(["sleep", "60"], duration=300)
+    p.reserve(execution)
+    p.start(execution)
+    wait_for(p, execution, {WorkState.RUNNING})
+    new_end = execution.end_at + 600
+    p.extend(execution, new_end)
+    assert reservation(execution.name)["EndTime"] == slurm_time(new_end)
+    job = sh("scontrol", "show", "job", "-o", execution.state["job_id"]).stdout
+    limit = job.split("TimeLimit=")[1].split()[0]  # [days-]hours:minutes:seconds
+    assert limit in ("00:15:00", "00:16:00"), limit  # 5 minutes booked + 10 added
+    p.release(execution)

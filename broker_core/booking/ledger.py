@@ -353,6 +353,56 @@ def refresh_longest_bookings(session: Session) -> None:
         )
 
 
+def extend_booking(
+    session: Session, *, session_uuid: str, end_at: int, generations: dict[int, int], now: int
+) -> list[tuple[int, str, int]]:
+    """Move a live booking's end to ``end_at`` on its locked pools; its allocations
+    (pool, class, amount). The pools get a new generation, as for any claim."""
+    connection = session.connection()
+    rows = connection.execute(_BOOKING_ALLOCATIONS, {"uuid": session_uuid}).all()
+    if not rows:
+        return []
+    booking_id, start_at = rows[0][0], rows[0][1]
+    connection.execute(_EXTEND, {"booking": booking_id, "end": end_at, "now": now})
+    for pool_id in sorted({pool for _, _, pool, _, _ in rows}):
+        following = generations[pool_id] + 1
+        connection.execute(
+            _RETAG, {"pool": pool_id, "ids": [booking_id], "next_generation": following}
+        )
+        connection.execute(
+            _RECORD_CLAIM, {"pool": pool_id, "now": now, "length": end_at - start_at}
+        )
+        generations[pool_id] = following
+    return [(pool, resource_class, amount) for _, _, pool, resource_class, amount in rows]
+
+
+def booked_allocations(session: Session, session_uuid: str) -> list[tuple[int, str, int]]:
+    """(pool, class, amount) of a session's live booking."""
+    rows = session.connection().execute(_BOOKING_ALLOCATIONS, {"uuid": session_uuid}).all()
+    return [(pool, resource_class, amount) for _, _, pool, resource_class, amount in rows]
+
+
+_BOOKING_ALLOCATIONS = (
+    select(
+        Booking.id,
+        Booking.start_at,
+        Allocation.pool_id,
+        Allocation.resource_class,
+        Allocation.amount,
+    )
+    .join(Allocation, Allocation.booking_id == Booking.id)  # type: ignore[arg-type]
+    .where(
+        Booking.session_uuid == bindparam("uuid"),
+        Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+    )
+)
+_EXTEND = (
+    update(Booking)
+    .where(Booking.id == bindparam("booking"))  # type: ignore[arg-type]
+    .values(end_at=bindparam("end"), modified_at=bindparam("now"))
+)
+
+
 def set_booking_state(
     session: Session, *, session_uuids: Sequence[str], old: Sequence[str], new: str, now: int
 ) -> int:

@@ -27,9 +27,26 @@ CLIENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# phases in which the booked window may still be extended (an integer delta of its duration)
+EXTENDABLE = frozenset({ACCEPTED, WAITING, PREPARING, AVAILABLE, RUNNING})
+DURATION_PATH = "schedule.duration"
+
+
 def phase_options(phase: str) -> list[dict[str, object]]:
     """``meta.options``: the updates this session allows now."""
     values = CLIENT_TRANSITIONS.get(phase)
     if not values:
         return []
-    return [{"kind": "uri:enum-value-option", "path": "phase", "values": list(values)}]
+    options: list[dict[str, object]] = [
+        {"kind": "uri:enum-value-option", "path": "phase", "values": list(values)}
+    ]
+    if phase in EXTENDABLE:
+        options.append(
+            {
+                "kind": "uri:integer-delta-option",
+                "path": DURATION_PATH,
+                "units": "seconds",
+                "min": 1,
+            }
+        )
+    return options

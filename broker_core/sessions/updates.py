@@ -18,6 +18,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
 from ..errors import Conflict, NotFound
+from .extend import extend, is_extension
 from .phases import (
     ACCEPTED,
     AFTER_ACCEPTANCE,
@@ -43,6 +44,11 @@ def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]
     expired = False
     with broker.db.write() as session:
         row = _locked(broker, session, session_uuid)
+        if is_extension(update_doc):
+            extend(broker, session, row, update_doc, now)
+            rendered = render_session(row, broker.base_url)
+            broker.session_changed()
+            return rendered
         value = _phase_update(update_doc, row.phase)
         if row.phase == value or (value == ACCEPTED and row.phase in AFTER_ACCEPTANCE):
             return render_session(row, broker.base_url)  # repeating an update is harmless

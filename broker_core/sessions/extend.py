@@ -1,0 +1,114 @@
+"""Extending a session's booked window: ``{kind: uri:integer-delta-update, path:
+schedule.duration, delta: N, units: seconds|minutes|hours}``.
+
+The extension is a claim like any other: the session's pools are locked, their usage over the
+added time is read, and only when every allocation of the booking fits does its end move (the
+pools get a new generation). The platform moves what it holds for the session (a Slurm
+reservation's end, a job's time limit) in the same transaction; if it cannot, nothing changes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from platforms.contract import PlatformError
+
+from ..booking import ledger
+from ..broker import Broker
+from ..db.tables import ExecutionSession
+from ..errors import Conflict
+from ..schedule import format_duration
+from .phases import DURATION_PATH, EXTENDABLE
+from .views import instant, span
+
+UNITS = {
+    "seconds": 1,
+    "second": 1,
+    "s": 1,
+    "minutes": 60,
+    "minute": 60,
+    "hours": 3600,
+    "hour": 3600,
+}
+
+
+def is_extension(update_doc: dict[str, Any]) -> bool:
+    return update_doc.get("kind") == "uri:integer-delta-update"
+
+
+def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: dict[str, Any],
+           now: int) -> None:  # fmt: skip
+    """Extend the (locked) session's window, or raise a Conflict saying why not."""
+    delta = _seconds(update_doc, row.phase)
+    if row.phase not in EXTENDABLE:
+        raise Conflict(f"a {row.phase} session cannot be extended", phase=row.phase)
+    offers = broker.config.offers
+    end_at = row.end_at + delta
+    longest = int(offers.max_duration.total_seconds())
+    if end_at - row.start_at > longest:
+        raise Conflict(
+            f"a session may last at most {format_duration(offers.max_duration)}; "
+            f"extended it would last {format_duration(timedelta(seconds=end_at - row.start_at))}",
+            phase=row.phase,
+        )
+    if end_at <= now:
+        raise Conflict(f"the booked window ended at {instant(row.end_at)}", phase=row.phase)
+    generations = ledger.lock_pools(session, [row.platform])
+    views = {
+        view.id: view
+        for view in ledger.load_pools(
+            session, [row.platform], (row.end_at, end_at), cache=broker.usage_cache, now=now
+        )
+    }
+    allocations = ledger.booked_allocations(session, row.uuid)
+    for pool_id, resource_class, amount in allocations:
+        view = views.get(pool_id)
+        free = view.free(resource_class, row.end_at, end_at) if view else 0
+        if free < amount:
+            raise Conflict(
+                f"cannot extend to {instant(end_at)}: {free} {resource_class} free on "
+                f"{view.name if view else pool_id} after {instant(row.end_at)}; {amount} needed",
+                phase=row.phase,
+            )
+    ledger.extend_booking(
+        session, session_uuid=row.uuid, end_at=end_at, generations=generations, now=now
+    )
+    platform = next((p for p in broker.platforms if p.name == row.platform), None)
+    if platform is not None:
+        from ..lifecycle.engine import execution_of
+
+        try:
+            platform.extend(execution_of(row, broker.config.lifecycle.workdir), end_at)
+        except PlatformError as exc:  # the transaction rolls back: nothing changes
+            raise Conflict(
+                f"platform {row.platform} cannot extend: {exc}", phase=row.phase
+            ) from None
+    document = dict(row.document)
+    schedule = dict(document.get("schedule") or {})
+    schedule["available"] = span(row.start_at, end_at - row.start_at)
+    schedule["releasing"] = span(end_at, 0)
+    document["schedule"] = schedule
+    row.document, row.end_at = document, end_at
+    row.modified_at, row.generation = now, row.generation + 1
+    if row.due_at is not None:
+        row.due_at = min(row.due_at, now)  # the engine re-reads the new end at once
+    session.add(row)
+
+
+def _seconds(update_doc: dict[str, Any], phase: str) -> int:
+    if update_doc.get("path") != DURATION_PATH:
+        raise Conflict(
+            f"integer deltas apply to {DURATION_PATH}, not {update_doc.get('path')!r}; "
+            "see meta.options",
+            phase=phase,
+        )
+    value = update_doc.get("delta", update_doc.get("value"))
+    units = str(update_doc.get("units") or "seconds").lower()
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise Conflict(f"the delta must be a positive integer, not {value!r}", phase=phase)
+    if units not in UNITS:
+        raise Conflict(f"unknown units {units!r}; use seconds, minutes or hours", phase=phase)
+    return value * UNITS[units]
