@@ -19,13 +19,15 @@ labelled with it, so reconciliation can list it with ``list_work`` and remove st
 from __future__ import annotations
 
 import enum
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from broker_core.config import InventoryConfig, PlatformConfig, PoolConfig
 from broker_core.kinds.base import Message, message
@@ -122,6 +124,46 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PreparationOptions(BaseModel):
+    """What a platform books in front of a session's start (image pull, data staging); the
+    options models of the built-in platforms derive from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_preparation: timedelta = Field(default=timedelta(seconds=10))
+    image_pull: timedelta = Field(
+        default=timedelta(seconds=60), description="added for container executables"
+    )
+    data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
+
+    def estimate(self, request: ExecutionRequest) -> timedelta:
+        estimate = self.base_preparation
+        if hasattr(request.executable, "image"):
+            estimate += self.image_pull
+        return estimate + self.data_staging * len(request.data)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def platform_step(method: F) -> F:
+    """Whatever goes wrong in a platform step leaves it as a PlatformError naming the step."""
+
+    @functools.wraps(method)
+    def wrapper(self: Platform, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except PlatformError:
+            raise
+        except Exception as exc:
+            raise PlatformError(
+                f"{self.config.type} platform: {method.__name__} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 class Platform(ABC):
     """Base class of platform plugins, registered under the ``ebroker.platforms`` entry points."""
 
@@ -154,9 +196,12 @@ class Platform(ABC):
             for kind in refused
         ]
 
-    @abstractmethod
     def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
-        """How long before the available start preparation must begin."""
+        """How long before the available start preparation must begin (by default from
+        ``PreparationOptions``; none for platforms without them)."""
+        if isinstance(self.options, PreparationOptions):
+            return self.options.estimate(request)
+        return timedelta(0)
 
     def external_claims(self, start: int, end: int) -> list[ExternalClaim]:
         """Capacity taken outside the broker between ``start`` and ``end`` (epoch seconds);

@@ -31,22 +31,29 @@ Every podman call goes through ``LocalPlatform._podman``; a failing call is a
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 import subprocess
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from broker_core.config import PoolConfig
 from broker_core.kinds.base import Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
-from .contract import WORK_PREFIX, Execution, Platform, PlatformError, WorkState, WorkStatus
+from .contract import (
+    WORK_PREFIX,
+    Execution,
+    Platform,
+    PlatformError,
+    PreparationOptions,
+    WorkState,
+    WorkStatus,
+    platform_step,
+)
 from .simulated import host_pool
 
 SESSION_LABEL = "ebroker.session"
@@ -66,12 +73,8 @@ CONTAINER_LOG = "container.log"
 OUTPUT_LOG = "output.log"
 ERROR_CHARS = 600
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-class LocalOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LocalOptions(PreparationOptions):
     podman: str = Field(default="podman", min_length=1, description="the podman binary")
     publish_host: str = Field(
         default="127.0.0.1", min_length=1, description="the host address ports are published on"
@@ -85,9 +88,7 @@ class LocalOptions(BaseModel):
         description="podman network mode (bridge, none, host, or a network name)",
     )
     pull: Literal["missing", "always", "never"] = "missing"
-    image_pull: timedelta = Field(default=timedelta(seconds=60))
     base_preparation: timedelta = Field(default=timedelta(seconds=5))
-    data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
     allow_privileged: bool = False
     stop_timeout: int = Field(default=10, ge=0, le=3600, description="seconds before SIGKILL")
     storage_path: str = Field(default=".", description="where the host pool's free disk is read")
@@ -104,23 +105,6 @@ class LocalOptions(BaseModel):
         if self.connector_host is None:
             self.connector_host = self.publish_host
         return self
-
-
-def _guarded(method: F) -> F:
-    """Whatever goes wrong in a platform step leaves it as a PlatformError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except PlatformError:
-            raise
-        except Exception as exc:
-            raise PlatformError(
-                f"local platform: {method.__name__} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 class LocalPlatform(Platform):
@@ -173,15 +157,9 @@ class LocalPlatform(Platform):
             seen.add(key)
         return messages
 
-    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
-        estimate = self.options.base_preparation
-        if hasattr(request.executable, "image"):
-            estimate += self.options.image_pull
-        return estimate + self.options.data_staging * len(request.data)
-
     # --- execution side ---------------------------------------------------------------------
 
-    @_guarded
+    @platform_step
     def prepare_executable(self, execution: Execution) -> None:
         """Find or pull the image, check its digest, record its id in ``state["image_id"]``."""
         executable = execution.executable
@@ -203,7 +181,7 @@ class LocalPlatform(Platform):
         execution.state["image_digest"] = info.get("Digest")
         execution.notes.append(f"image {chosen} {'pulled' if pulled else 'ready'}")
 
-    @_guarded
+    @platform_step
     def start(self, execution: Execution) -> None:
         """Run the container; a no-op when the session's container exists already."""
         name = execution.name
@@ -233,7 +211,7 @@ class LocalPlatform(Platform):
         execution.state["container_id"] = result.stdout.strip()
         execution.notes.append(f"container {name} started")
 
-    @_guarded
+    @platform_step
     def poll(self, execution: Execution) -> WorkStatus:
         name = execution.name
         if not self._container_exists(name):
@@ -260,7 +238,7 @@ class LocalPlatform(Platform):
             text += f" (stopped: {execution.state['stopped']})"
         return WorkStatus(WorkState.FAILED, exit_code=code, message=text)
 
-    @_guarded
+    @platform_step
     def connectors(self, execution: Execution) -> list[dict[str, Any]]:
         """One connector per published port, from ``state["ports"]``::
 
@@ -290,7 +268,7 @@ class LocalPlatform(Platform):
             result.append(connector)
         return result
 
-    @_guarded
+    @platform_step
     def stop(self, execution: Execution, reason: str) -> None:
         """``podman stop``; no error when the container is gone or has ended."""
         self._save_logs(execution)
@@ -308,19 +286,19 @@ class LocalPlatform(Platform):
             )
         self._save_logs(execution)
 
-    @_guarded
+    @platform_step
     def release(self, execution: Execution) -> None:
         """Remove the container; the workdir with the logs stays."""
         self._save_logs(execution)
         self._remove(execution.name)
         self._save_logs(execution)
 
-    @_guarded
+    @platform_step
     def logs(self, execution: Execution) -> str | None:
         self._save_logs(execution)
         return super().logs(execution)
 
-    @_guarded
+    @platform_step
     def list_work(self) -> set[str] | None:
         result = self._podman(
             "ps",
@@ -334,7 +312,7 @@ class LocalPlatform(Platform):
         )
         return {n.strip() for n in result.stdout.splitlines() if n.strip().startswith(WORK_PREFIX)}
 
-    @_guarded
+    @platform_step
     def remove_work(self, name: str) -> None:
         if not name.startswith(WORK_PREFIX):
             raise PlatformError(f"refusing to remove {name!r}: not an ebroker container")

@@ -14,21 +14,16 @@ import shutil
 import time
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from broker_core.config import PoolConfig
 from broker_core.kinds.builtin import KINDS
-from broker_core.kinds.request import ExecutionRequest
 
-from .contract import Execution, Platform, WorkState, WorkStatus, inventory
+from .contract import Execution, Platform, PreparationOptions, WorkState, WorkStatus, inventory
 
 
-class SimulatedOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    base_preparation: timedelta = Field(default=timedelta(seconds=10))
+class SimulatedOptions(PreparationOptions):
     image_pull: timedelta = Field(default=timedelta(seconds=30))
-    data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
     storage_path: str = "."
     run_time: timedelta | None = Field(
         default=None, description="how long the simulated work runs; default: to the booked end"
@@ -45,12 +40,6 @@ class SimulatedPlatform(Platform):
 
     def accepted_kinds(self) -> frozenset[str]:
         return frozenset(k.kind_uri() for k in KINDS)
-
-    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
-        estimate = self.options.base_preparation
-        if hasattr(request.executable, "image"):
-            estimate += self.options.image_pull
-        return estimate + self.options.data_staging * len(request.data)
 
     def prepare_storage(self, execution: Execution, storage: dict) -> None:
         execution.notes.append(f"simulated: storage {_name(storage)} not created")

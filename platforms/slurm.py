@@ -39,7 +39,6 @@ Every Slurm command goes through ``SlurmPlatform._run``; a failing command is a
 from __future__ import annotations
 
 import contextlib
-import functools
 import getpass
 import json
 import math
@@ -53,11 +52,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import KIND_PREFIX, Message, kind_uri, message
@@ -70,9 +69,11 @@ from .contract import (
     ExternalClaim,
     Platform,
     PlatformError,
+    PreparationOptions,
     WorkState,
     WorkStatus,
     inventory,
+    platform_step,
 )
 
 DOCKER = kind_uri("executable", "docker-container")
@@ -129,16 +130,12 @@ FAILED_STATES = {
 GONE = ("Invalid job id", "already completing or completed", "Job has already finished")
 NO_RESERVATION = ("Requested reservation is invalid", "not found")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 class SlurmConfigError(ConfigError, ValueError):
     """The platform's configuration does not match the cluster."""
 
 
-class SlurmOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SlurmOptions(PreparationOptions):
     partition: str | None = Field(
         default=None,
         min_length=1,
@@ -177,9 +174,6 @@ class SlurmOptions(BaseModel):
     command_timeout: float = Field(default=60, gt=0, description="seconds per Slurm command")
     pull_timeout: float = Field(default=1800, gt=0, description="seconds per image pull")
     storage_path: str = Field(default=".", description="where the storage pool's free disk is")
-    base_preparation: timedelta = Field(default=timedelta(seconds=10))
-    image_pull: timedelta = Field(default=timedelta(seconds=60))
-    data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
 
     @field_validator("reservation_flags")
     @classmethod
@@ -226,23 +220,6 @@ class Partition:
     memory_mib: int = 0
     node_cpus: int = 0  # the largest node's
     node_memory_mib: int = 0
-
-
-def _guarded(method: F) -> F:
-    """Whatever goes wrong in a platform step leaves it as a PlatformError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except PlatformError:
-            raise
-        except Exception as exc:
-            raise PlatformError(
-                f"slurm platform: {method.__name__} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 class SlurmPlatform(Platform):
@@ -520,12 +497,6 @@ class SlurmPlatform(Platform):
             )
         return messages
 
-    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
-        estimate = self.options.base_preparation
-        if hasattr(request.executable, "image"):
-            estimate += self.options.image_pull
-        return estimate + self.options.data_staging * len(request.data)
-
     def external_claims(self, start: int, end: int) -> list[ExternalClaim]:
         try:
             mapping = self._pool_partitions or self._pool_map()
@@ -598,7 +569,7 @@ class SlurmPlatform(Platform):
         out = self._run("scontrol", "show", "reservation", "-o", name, ok=NO_RESERVATION)
         return out is not None and f"ReservationName={name} " in out + " "
 
-    @_guarded
+    @platform_step
     def reserve(self, execution: Execution) -> None:
         name = execution.name
         now = int(time.time())
@@ -633,7 +604,7 @@ class SlurmPlatform(Platform):
             f"{_slurm_time(max(execution.prepare_at, now))} to {_slurm_time(execution.end_at)}"
         )
 
-    @_guarded
+    @platform_step
     def extend(self, execution: Execution, end_at: int) -> None:
         """Move the reservation's end and the job's time limit to the new end."""
         name = execution.state.get("reservation")
@@ -648,7 +619,7 @@ class SlurmPlatform(Platform):
                       ok=("Invalid job id", "Job has already finished"))  # fmt: skip
         execution.notes.append(f"Slurm: {name or 'the session'} extended to {_slurm_time(end_at)}")
 
-    @_guarded
+    @platform_step
     def prepare_executable(self, execution: Execution) -> None:
         kind = execution.executable.get("kind")
         template = self._launchers().get(kind or "")
@@ -685,7 +656,7 @@ class SlurmPlatform(Platform):
         ids = out.split()
         return ids[-1] if ids else None
 
-    @_guarded
+    @platform_step
     def start(self, execution: Execution) -> None:
         name = execution.name
         if execution.state.get("job_id"):
@@ -820,7 +791,7 @@ class SlurmPlatform(Platform):
             "workdir": shlex.quote(str(execution.workdir)),
         }
 
-    @_guarded
+    @platform_step
     def poll(self, execution: Execution) -> WorkStatus:
         job_id = execution.state.get("job_id")
         if not job_id:
@@ -869,12 +840,12 @@ class SlurmPlatform(Platform):
             self._run("scancel", "--name", execution.name, ok=GONE)
         self._forget("jobs")
 
-    @_guarded
+    @platform_step
     def stop(self, execution: Execution, reason: str) -> None:
         execution.state.setdefault("stopped", reason)
         self._cancel(execution)
 
-    @_guarded
+    @platform_step
     def release(self, execution: Execution) -> None:
         self._cancel(execution)
         if execution.state.get("job_id"):
@@ -884,7 +855,7 @@ class SlurmPlatform(Platform):
         self._forget("reservations")
         execution.state.pop("reservation", None)
 
-    @_guarded
+    @platform_step
     def list_work(self) -> set[str] | None:
         out = self._run("squeue", "-h", "-a", "-o", "%j") or ""
         names = {line.strip() for line in out.splitlines() if line.startswith(WORK_PREFIX)}
@@ -898,7 +869,7 @@ class SlurmPlatform(Platform):
         }
         return names
 
-    @_guarded
+    @platform_step
     def remove_work(self, name: str) -> None:
         if not name.startswith(WORK_PREFIX) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
             raise PlatformError(f"{name!r} is not the name of broker work")

@@ -347,3 +347,17 @@ def test_two_replicas_on_one_postgres_database_never_run_a_session_twice(broker_
     for uuid in uuids:
         for step in ("reserve", "start", "release"):
             assert calls[(uuid, step)] == 1, (uuid, step, calls[(uuid, step)])
+
+
+def test_logs_are_served_as_text_and_unknown_sessions_are_404(node):
+    import uuid as uuidlib
+
+    _, client = node(run_time="PT1S")
+    uuid = direct(client)
+    wait_for(client, uuid, {"COMPLETED"})
+    r = client.get(f"/sessions/{uuid}/logs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.text == ""  # the simulated platform runs nothing, so it has no output
+    missing = client.get(f"/sessions/{uuidlib.uuid4()}/logs")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"

@@ -161,6 +161,9 @@ def test_a_session_runs_for_real_and_completes(site, node, data_file):
     assert [c["category"] for c in doc["components"]] == ["data", "executable"]
     text = output(site, uuid)
     assert "hello-from-ebroker" in text and "staged-data-42" in text, text
+    served = httpx.get(f"{node.url}/sessions/{uuid}/logs", timeout=30)
+    assert served.status_code == 200 and served.headers["content-type"].startswith("text/plain")
+    assert "hello-from-ebroker" in served.text
     assert not left_on_platform(site["platform"], uuid)
 
 

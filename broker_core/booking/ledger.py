@@ -91,16 +91,17 @@ _LOCK_POOLS = (
     .order_by(ResourcePool.id)
     .with_for_update()
 )
+# what a claim is made of: (class, amount, start, end, state, offer set)
+_CLAIM_COLUMNS = (
+    Allocation.resource_class,
+    Allocation.amount,
+    Booking.start_at,
+    Booking.end_at,
+    Booking.state,
+    Booking.offerset_uuid,
+)
 _CLAIMS = (
-    select(
-        Allocation.pool_id,
-        Allocation.resource_class,
-        Allocation.amount,
-        Booking.start_at,
-        Booking.end_at,
-        Booking.state,
-        Booking.offerset_uuid,
-    )
+    select(Allocation.pool_id, *_CLAIM_COLUMNS)
     .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
     .where(
         Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
@@ -243,15 +244,7 @@ def load_pools(
 
 # every allocation row of one pool with its booking, for the usage cache
 _POOL_CLAIMS = (
-    select(
-        Allocation.id,
-        Allocation.resource_class,
-        Allocation.amount,
-        Booking.start_at,
-        Booking.end_at,
-        Booking.state,
-        Booking.offerset_uuid,
-    )
+    select(Allocation.id, *_CLAIM_COLUMNS)
     .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
     .where(Allocation.pool_id == bindparam("pool"))
 )

@@ -1,9 +1,10 @@
-"""GET and POST /sessions/{uuid}: read a session, update its phase."""
+"""GET and POST /sessions/{uuid}: read a session, update it; GET its logs."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...lifecycle.logs import session_logs
 from ...sessions.updates import get_session, update_session
 from ..context import broker
 from . import respond
@@ -15,3 +16,7 @@ def get(uuid: str) -> tuple[dict[str, Any], int, dict]:
 
 def post(uuid: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
     return respond(update_session(broker(), str(uuid), body), 200)
+
+
+def logs(uuid: str) -> tuple[str, int, dict]:
+    return session_logs(broker(), str(uuid)), 200, {"Content-Type": "text/plain"}

@@ -1,0 +1,28 @@
+"""A session's output, as its platform keeps it."""
+
+from __future__ import annotations
+
+from platforms.contract import PlatformError
+
+from ..broker import Broker
+from ..db.tables import ExecutionSession
+from ..errors import NotFound
+from .engine import execution_of
+
+MAX_LOG_CHARS = 1 << 20
+
+
+def session_logs(broker: Broker, session_uuid: str) -> str:
+    """The last MiB of the session's output; empty when there is none (yet)."""
+    with broker.db.read() as session:
+        row = session.get(ExecutionSession, session_uuid)
+    if row is None:
+        raise NotFound("session", session_uuid)
+    platform = next((p for p in broker.platforms if p.name == row.platform), None)
+    if platform is None or not row.platform_state:
+        return ""
+    try:
+        text = platform.logs(execution_of(row, broker.config.lifecycle.workdir)) or ""
+    except PlatformError as exc:
+        return f"[the platform could not read the output: {exc}]\n"
+    return text[-MAX_LOG_CHARS:]
