@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
+import time
 from datetime import UTC, datetime, timedelta
 
+from broker_core.offers.service import request_offers
 from tests.conftest import ACCEPT, request_doc
 
 
@@ -120,3 +123,30 @@ def test_storage_is_booked_and_split_over_the_storage_resources(client):
 def test_the_legacy_offersets_path_is_an_alias(client):
     r = client.post("/offersets", json=request_doc())
     assert r.status_code == 200 and r.json()["result"] == "YES"
+
+
+def test_offers_avoid_capacity_the_platform_gave_away_outside_the_broker(broker):
+    """A platform's own reservations and maintenance windows (``external_claims``)."""
+    from platforms.contract import ExternalClaim, PlatformError
+
+    now = int(time.time())
+    platform = broker.platforms[0]
+    busy_until = now + 7200
+    platform.external_claims = lambda start, end: [  # type: ignore[method-assign]
+        ExternalClaim("main", "cores", 16, now - 60, busy_until, "maintenance")
+    ]
+    answer = request_offers(broker, request_doc(cores=(1, 1), duration="PT1H"))
+    assert answer["result"] == "YES"
+    for offer in answer["offers"]:
+        starts = offer["schedule"]["preparing"]["start"]
+        assert calendar.timegm(time.strptime(starts, "%Y-%m-%dT%H:%M:%SZ")) >= busy_until
+
+    def unreachable(start: int, end: int) -> list:
+        raise PlatformError("the cluster does not answer")
+
+    platform.external_claims = unreachable  # type: ignore[method-assign]
+    answer = request_offers(broker, request_doc(cores=(1, 1), duration="PT1H"))
+    assert answer["result"] == "NO"  # the platform is left out of the search, not a 500
+    assert "platform sim is unavailable: the cluster does not answer" in [
+        m["message"] for m in answer["meta"]["messages"]
+    ]

@@ -33,8 +33,10 @@ def test_accept_confirms_and_rejects_the_siblings(client, broker):
     r = client.post(f"/sessions/{chosen}", json=ACCEPT)
     assert r.status_code == 200 and r.json()["phase"] == "ACCEPTED"
     assert r.json()["meta"]["options"] == [
-        {"kind": "uri:enum-value-option", "path": "phase", "values": ["CANCELLED"]}
-    ]
+        {"kind": "uri:enum-value-option", "path": "phase", "values": ["CANCELLED"]},
+        {"kind": "uri:integer-delta-option", "path": "schedule.duration", "units": "seconds",
+         "min": 1},
+    ]  # fmt: skip
     states = bookings(broker, offerset["meta"]["uuid"])
     assert states.pop(chosen) == "CONFIRMED"
     assert set(states.values()) == {"RELEASED"}

@@ -67,6 +67,7 @@ class Outcome:
     slots: list[Slot]
     best: dict[str, int]  # most of each class seen free at any candidate (for NO messages)
     candidates: int
+    notes: list = field(default_factory=list)  # messages about the search (a platform left out)
 
 
 def _ceil(value: int, step: int) -> int:

@@ -213,12 +213,15 @@ def _search_windows(
     slots: list[Slot] = []
     best: dict[str, int] = {}
     candidates = 0
+    notes: list[Message] = []
     for plan in plans:
         mine = [p for p in pools if p.platform == plan.platform.name]
         try:
             _add_external_claims(plan.platform, mine, first, last)
         except PlatformError as exc:
             log.warning("platform %s left out of this search: %s", plan.platform.name, exc)
+            notes.append(message("platform {platform} is unavailable: {error}", level="WARN",
+                                 platform=plan.platform.name, error=str(exc)[:500]))  # fmt: skip
             mine = []
         search_demand = demand
         if direct:
@@ -240,7 +243,7 @@ def _search_windows(
         for c, v in outcome.best.items():
             best[c] = max(best.get(c, 0), v)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
-    return Outcome(chosen, best, candidates), searches
+    return Outcome(chosen, best, candidates, notes), searches
 
 
 def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last: int) -> None:
@@ -261,7 +264,9 @@ def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last:
 def _explain(
     broker: Broker, demand: Demand, outcome: Outcome, searches: list[Search], now: int
 ) -> list[Message]:
-    reasons: list[Message] = []
+    if outcome.notes and not any(p for s in searches for p in s.pool_sets):
+        return list(outcome.notes)  # no platform could be searched at all
+    reasons: list[Message] = list(outcome.notes)
     capacity: dict[str, int] = {}
     for search in searches:
         for c, v in largest_capacity(search).items():
