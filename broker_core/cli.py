@@ -85,6 +85,28 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def aggregator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from aggregator.config import load_aggregator_config
+    from aggregator.http.app import create_aggregator_app
+
+    config = load_aggregator_config(args.config)
+    if args.host or args.port is not None:
+        config.server = config.server.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
+    if args.database:
+        config.database = config.database.model_copy(update={"url": args.database})
+    app = create_aggregator_app(config)
+    names = ", ".join(u.name for u in config.upstreams)
+    print(f"ebroker aggregator {config.site.name!r} at {config.base_url}", flush=True)
+    print(f"  upstreams: {names}   database: {config.database.url}", flush=True)
+    uvicorn.run(app, host=config.server.host, port=config.server.port,
+                log_level=args.log_level.lower())  # fmt: skip
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ebroker", description="ebroker execution broker")
     sub = top.add_subparsers(dest="command", required=True)
@@ -99,6 +121,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     s.set_defaults(func=serve)
+    a = sub.add_parser("aggregator", help="run an aggregator over other nodes and aggregators")
+    a.add_argument("-c", "--config", required=True, help="aggregator configuration file (YAML)")
+    a.add_argument("--database", help="database URL (overrides the config)")
+    a.add_argument("--host")
+    a.add_argument("--port", type=int)
+    a.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    a.set_defaults(func=aggregator)
     d = sub.add_parser("db", help="database schema management")
     dsub = d.add_subparsers(dest="db_command", required=True)
     u = dsub.add_parser("upgrade", help="migrate the schema to the latest revision")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,25 +183,36 @@ def describe_errors(exc: ValidationError, source: str, prefix: tuple[object, ...
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source: str = "<config>") -> NodeConfig:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_config(model: type[M], data: Any, source: str = "<config>") -> M:
+    """A config document validated into ``model``; a ConfigError naming every bad key."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"invalid configuration in {source}: the top level must be a mapping")
     try:
-        return NodeConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, source)) from None
+
+
+def read_config_file(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
+
+
+def parse_config(data: Any, source: str = "<config>") -> NodeConfig:
+    return validate_config(NodeConfig, data, source)
 
 
 def load_config(path: str | Path | None) -> NodeConfig:
     if path is None:
         return NodeConfig()
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_config_file(path), str(path))

@@ -46,6 +46,18 @@ class Conflict(BrokerError):
         return self.detail
 
 
+@dataclass
+class UpstreamUnavailable(BrokerError):
+    """An aggregator's upstream holding the resource could not be asked: 502, or 504 when it
+    did not answer in time."""
+
+    detail: str
+    status: int = 502
+
+    def __str__(self) -> str:
+        return self.detail
+
+
 def pointer(*parts: object) -> str:
     """An RFC 6901 pointer from path parts (escaping ``~`` and ``/``)."""
     escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)

@@ -29,6 +29,11 @@ class SimulatedOptions(PreparationOptions):
         default=None, description="how long the simulated work runs; default: to the booked end"
     )
     exit_code: int = Field(default=0, description="what the simulated work exits with")
+    kinds: list[str] | None = Field(
+        default=None,
+        description="accept only these kinds (names such as docker-container, or URIs); "
+        "default: every built-in kind",
+    )
 
 
 class SimulatedPlatform(Platform):
@@ -39,7 +44,12 @@ class SimulatedPlatform(Platform):
         return self.config.pools or [host_pool(self.options.storage_path)]
 
     def accepted_kinds(self) -> frozenset[str]:
-        return frozenset(k.kind_uri() for k in KINDS)
+        wanted = self.options.kinds
+        return frozenset(
+            k.kind_uri()
+            for k in KINDS
+            if wanted is None or k.NAME in wanted or k.kind_uri() in wanted
+        )
 
     def prepare_storage(self, execution: Execution, storage: dict) -> None:
         execution.notes.append(f"simulated: storage {_name(storage)} not created")

@@ -62,13 +62,14 @@ class Node:
                 self.kill()
 
 
-def start_node(config_file: Path, workdir: Path, name: str) -> Node:
+def start_node(config_file: Path, workdir: Path, name: str, command: str = "serve") -> Node:
+    """``ebroker serve`` (or ``ebroker aggregator``) on a free port, ready to answer."""
     for attempt in range(3):  # a free port can be taken before the server binds it
         port = free_port()
         log = workdir / f"{name}-{attempt}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config_file),
+                [sys.executable, "-m", "broker_core.cli", command, "-c", str(config_file),
                  "--port", str(port), "--log-level", "WARNING"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -77,7 +78,7 @@ def start_node(config_file: Path, workdir: Path, name: str) -> Node:
         if node.ready():
             return node
         node.stop()
-    pytest.fail(f"node {name} did not become ready:\n{node.output()[-5000:]}")
+    pytest.fail(f"{command} {name} did not become ready:\n{node.output()[-5000:]}")
 
 
 @dataclass

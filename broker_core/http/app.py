@@ -20,6 +20,7 @@ from ..broker import Broker
 from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
+from .context import current_broker
 from .negotiation import ContentNegotiation
 
 log = logging.getLogger(__name__)
@@ -81,4 +82,10 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     problems.register(app)
-    return ContentNegotiation(app, broker, yaml.safe_load(SPEC.read_text())["paths"])
+    return ContentNegotiation(
+        app,
+        registry=broker.registry,
+        server=broker.config.server,
+        paths=yaml.safe_load(SPEC.read_text())["paths"],
+        bind=lambda: current_broker.set(broker),
+    )

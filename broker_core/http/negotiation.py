@@ -15,11 +15,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..broker import Broker
+from ..config import ServerConfig
 from ..kinds.legacy import normalise_request, normalise_update
 from ..kinds.registry import KindRegistry
 from .bodies import BodyError, BodyLimits, dump_yaml, is_yaml, media_type, parse_body
-from .context import current_broker
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -78,21 +77,32 @@ _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tr
 
 
 class ContentNegotiation:
-    def __init__(self, app: ASGIApp, broker: Broker, paths: dict[str, dict[str, Any]]):
+    """Serves a node and an aggregator alike: ``bind`` makes the service the handlers use
+    current for the request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: KindRegistry,
+        server: ServerConfig,
+        paths: dict[str, dict[str, Any]],
+        bind: Callable[[], None],
+    ):
         self.app = app
-        self.broker = broker
+        self.registry = registry
+        self.bind = bind
         self.routes = route_methods(paths)
-        server = broker.config.server
         self.limits = BodyLimits(max_bytes=server.max_body_bytes, max_depth=server.max_depth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        current_broker.set(self.broker)
+        self.bind()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if scope["method"] == "POST":
-            normalise = _normaliser(scope["path"], self.broker.registry)
+            normalise = _normaliser(scope["path"], self.registry)
             if normalise is not None:
                 try:
                     raw = await self._read(receive, headers)

@@ -17,7 +17,15 @@ from connexion.validators import JSONRequestBodyValidator
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from ..errors import BrokerError, Conflict, DocumentInvalid, FieldError, NotFound, pointer
+from ..errors import (
+    BrokerError,
+    Conflict,
+    DocumentInvalid,
+    FieldError,
+    NotFound,
+    UpstreamUnavailable,
+    pointer,
+)
 from ..schedule import ScheduleError
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,7 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     ScheduleError: (400, "Invalid schedule"),
     NotFound: (404, "Not Found"),
     Conflict: (409, "Conflict"),
+    UpstreamUnavailable: (502, "Bad Gateway"),
 }
 
 
@@ -52,6 +61,8 @@ def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespons
     extensions: dict[str, Any] = {}
     if isinstance(exc, DocumentInvalid):
         extensions["errors"] = _errors(exc.errors)
+    if isinstance(exc, UpstreamUnavailable) and exc.status == 504:
+        status, title = 504, "Gateway Timeout"
     if isinstance(exc, Conflict):
         extensions["phase"] = exc.phase
         extensions["messages"] = exc.messages or None

@@ -1,0 +1,93 @@
+"""The aggregator's one configuration file, validated like a node's (``ConfigError`` names the
+offending key): its own site, server and database, and the upstreams it federates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+
+from broker_core.config import (
+    NAME_PATTERN,
+    DatabaseConfig,
+    Model,
+    ServerConfig,
+    SiteConfig,
+    read_config_file,
+    validate_config,
+)
+
+
+class UpstreamConfig(Model):
+    """A node or another aggregator this aggregator asks."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: AnyHttpUrl
+    timeout: timedelta = Field(
+        default=timedelta(seconds=5), description="deadline of each call to this upstream"
+    )
+    weight: float = Field(default=1.0, ge=0, description="ranks its offers among equals")
+    token: str | None = Field(default=None, description="a bearer token of the aggregator's own")
+    forward_token: bool = Field(
+        default=False, description="pass the caller's bearer token on, so site policies see them"
+    )
+
+    @property
+    def base(self) -> str:
+        return str(self.url).rstrip("/")
+
+
+class FanoutConfig(Model):
+    deadline: timedelta = Field(
+        default=timedelta(seconds=8), description="overall deadline of one fan-out"
+    )
+    max_offers: int = Field(default=16, ge=1, le=256, description="offers in a merged answer")
+    order: Literal["earliest", "cost"] = "earliest"
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+    description_ttl: timedelta = Field(
+        default=timedelta(seconds=60), description="how long an upstream's /node is trusted"
+    )
+
+
+class BreakerConfig(Model):
+    """Back off from an upstream after repeated failures (a circuit breaker)."""
+
+    failures: int = Field(default=3, ge=1, le=100, description="consecutive failures to open")
+    backoff: timedelta = Field(default=timedelta(seconds=10))
+    max_backoff: timedelta = Field(default=timedelta(minutes=5))
+
+
+class AggregatorConfig(Model):
+    site: SiteConfig = SiteConfig(name="ebroker-aggregator")
+    server: ServerConfig = ServerConfig(port=8090)
+    database: DatabaseConfig = DatabaseConfig(url="sqlite:///ebroker-aggregator.db")
+    fanout: FanoutConfig = FanoutConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    upstreams: list[UpstreamConfig] = Field(min_length=1)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique(cls, upstreams: list[UpstreamConfig]) -> list[UpstreamConfig]:
+        names = [u.name for u in upstreams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"upstream names must be unique: {names}")
+        return upstreams
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> AggregatorConfig:
+        for u in self.upstreams:
+            if u.timeout <= timedelta(0):
+                raise ValueError(f"upstream {u.name}: timeout must be positive")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        return f"http://{self.server.host}:{self.server.port}"
+
+
+def load_aggregator_config(path: str | Path) -> AggregatorConfig:
+    return validate_config(AggregatorConfig, read_config_file(path), str(path))

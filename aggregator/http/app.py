@@ -1,0 +1,67 @@
+"""The aggregator's ASGI app: the node's own spec, served by the aggregator's handlers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import yaml
+from connexion import AsyncApp
+from connexion.datastructures import MediaTypeDict
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from connexion.utils import get_function_from_name
+
+from broker_core.http import problems
+from broker_core.http.app import SPEC
+from broker_core.http.negotiation import ContentNegotiation
+from broker_core.kinds.registry import load_registry
+
+from ..config import AggregatorConfig
+from ..service import Aggregator
+from ..store import Store
+from ..upstreams import Upstreams
+from .context import current_aggregator
+
+NODE_HANDLERS = "broker_core.http.handlers."
+HANDLERS = "aggregator.http.handlers."
+
+
+def _handler(operation_id: str) -> Any:
+    """The aggregator's handler of a spec operation (the spec names the node's)."""
+    return get_function_from_name(operation_id.replace(NODE_HANDLERS, HANDLERS, 1))
+
+
+def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) -> Any:
+    store = store or Store(config.database.url, migrate_on_start=config.database.migrate_on_start)
+    upstreams = Upstreams(config)
+    service = Aggregator(config, store, upstreams)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await upstreams.close()
+
+    app = AsyncApp(
+        __name__,
+        lifespan=lifespan,
+        validator_map={"body": MediaTypeDict({"*/*json": problems.PointerBodyValidator})},
+    )
+    app.add_api(
+        SPEC,
+        resolver=Resolver(function_resolver=_handler),
+        strict_validation=True,
+        validate_responses=config.server.validate_responses,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+    )
+    problems.register(app)
+    return ContentNegotiation(
+        app,
+        registry=load_registry(),
+        server=config.server,
+        paths=yaml.safe_load(SPEC.read_text())["paths"],
+        bind=lambda: current_aggregator.set(service),
+    )

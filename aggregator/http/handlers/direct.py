@@ -1,0 +1,17 @@
+"""POST /direct (and POST /sessions): start now on the first upstream that can."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker_core.http.handlers import respond
+
+from ..context import aggregator, bearer_token
+
+
+async def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
+    document, status = await aggregator().direct(body, bearer_token())
+    return respond(document, status)
+
+
+post_legacy = post

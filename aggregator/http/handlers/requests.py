@@ -1,0 +1,16 @@
+"""POST /requests (and POST /offersets): fan out and merge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker_core.http.handlers import respond
+
+from ..context import aggregator, bearer_token
+
+
+async def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
+    return respond(await aggregator().request_offers(body, bearer_token()), 200)
+
+
+post_legacy = post

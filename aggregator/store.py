@@ -1,0 +1,114 @@
+"""Reads and writes of the aggregator's mapping tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, or_, select, update
+
+from broker_core.db import migrate
+
+from . import tables
+
+SCHEMA = migrate.Schema(Path(__file__).resolve().parent / "migrations", "aggregator_version")
+
+
+@dataclass(frozen=True)
+class RemoteSession:
+    uuid: str
+    offerset_uuid: str
+    upstream: str
+    remote_uuid: str
+    remote_url: str
+    rank: int
+
+
+class Store:
+    def __init__(self, url: str, *, migrate_on_start: bool = True):
+        if migrate_on_start:
+            migrate.upgrade(url, schema=SCHEMA)
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+
+            @event.listens_for(self.engine, "connect")
+            def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+    def save_offerset(
+        self,
+        uuid: str,
+        *,
+        created_at: int,
+        expires_at: int,
+        result: str,
+        messages: list[dict[str, Any]],
+        sessions: list[RemoteSession],
+    ) -> None:
+        with self.engine.begin() as c:
+            c.execute(insert(tables.offer_set), [{
+                "uuid": uuid, "created_at": created_at, "expires_at": expires_at,
+                "result": result, "messages": messages,
+            }])  # fmt: skip
+            if sessions:
+                c.execute(insert(tables.session), [s.__dict__ for s in sessions])
+
+    def offerset(self, uuid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(tables.offer_set).where(tables.offer_set.c.uuid == uuid)).first()
+        return dict(row._mapping) if row else None
+
+    def sessions_of(self, offerset_uuid: str) -> list[RemoteSession]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(tables.session)
+                .where(tables.session.c.offerset_uuid == offerset_uuid)
+                .order_by(tables.session.c.rank)
+            ).all()
+        return [RemoteSession(**row._mapping) for row in rows]
+
+    def session(self, uuid: str) -> RemoteSession | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(tables.session).where(tables.session.c.uuid == uuid)).first()
+        return RemoteSession(**row._mapping) if row else None
+
+    def claim_acceptance(self, offerset_uuid: str, session_uuid: str) -> bool:
+        """Mark this offer as the set's accepted one, unless another already is."""
+        column = tables.offer_set.c.accepted_uuid
+        with self.engine.begin() as c:
+            result = c.execute(
+                update(tables.offer_set)
+                .where(
+                    tables.offer_set.c.uuid == offerset_uuid,
+                    or_(column.is_(None), column == session_uuid),
+                )
+                .values(accepted_uuid=session_uuid)
+            )
+            return result.rowcount == 1
+
+    def release_acceptance(self, offerset_uuid: str, session_uuid: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                update(tables.offer_set)
+                .where(
+                    tables.offer_set.c.uuid == offerset_uuid,
+                    tables.offer_set.c.accepted_uuid == session_uuid,
+                )
+                .values(accepted_uuid=None)
+            )
+
+    def ready(self) -> str | None:
+        """None when the database answers with the current schema; else what is wrong."""
+        try:
+            current = migrate.current_revision(self.engine, SCHEMA)
+        except Exception as exc:  # any database error means not ready
+            return f"database unavailable: {type(exc).__name__}"
+        head = migrate.head_revision(SCHEMA)
+        return None if current == head else f"database schema at {current}, expected {head}"
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,33 @@
+"""The aggregator's own state: which of its offers is which upstream's session. Kept apart from
+the node's tables (their own metadata, migrations and version table), so a restart loses
+nothing and an aggregator may share a database server with nodes."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, MetaData, String, Table
+
+metadata = MetaData()
+
+offer_set = Table(
+    "agg_offer_set",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("result", String(8), nullable=False),
+    Column("messages", JSON, nullable=False),
+    # the one offer accepted through this aggregator (claimed before the upstream is asked)
+    Column("accepted_uuid", String(36), nullable=True),
+)
+
+session = Table(
+    "agg_session",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    Column("upstream", String(128), nullable=False),
+    Column("remote_uuid", String(64), nullable=False),
+    Column("remote_url", String(2048), nullable=False),
+    Column("rank", BigInteger, nullable=False),  # its place in the merged answer
+    Index("ix_agg_session_offerset", "offerset_uuid"),
+)

@@ -1,0 +1,186 @@
+"""Talking to upstreams: one shared aiohttp session (bounded connections), a deadline per call,
+a circuit breaker per upstream, and each upstream's node description cached for a while."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .config import AggregatorConfig, BreakerConfig, UpstreamConfig
+
+MAX_ANSWER_BYTES = 8 * 2**20
+
+
+class UpstreamError(Exception):
+    """An upstream could not be asked, or answered with something unusable."""
+
+
+@dataclass
+class Answer:
+    status: int
+    document: Any
+
+
+@dataclass
+class Breaker:
+    """Closed while calls succeed; open (skipped) for a growing back-off after ``failures``
+    consecutive failures; then one call is let through to probe it."""
+
+    config: BreakerConfig
+    failures: int = 0
+    open_until: float = 0.0
+    opened: int = 0
+
+    def allows(self, now: float) -> bool:
+        return now >= self.open_until
+
+    def success(self) -> None:
+        self.failures, self.open_until, self.opened = 0, 0.0, 0
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.config.failures:
+            backoff = self.config.backoff.total_seconds() * 2**self.opened
+            self.open_until = now + min(backoff, self.config.max_backoff.total_seconds())
+            self.opened += 1
+
+    def state(self, now: float) -> str:
+        if not self.allows(now):
+            wait = self.open_until - now
+            return f"open: backing off for {wait:.0f} s after {self.failures} failures"
+        return "ok" if self.failures == 0 else f"degraded: {self.failures} recent failures"
+
+
+@dataclass
+class Upstream:
+    config: UpstreamConfig
+    breaker: Breaker
+    kinds: frozenset[str] | None = None  # from its node description, when known
+    described_at: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class Upstreams:
+    """Every upstream of one aggregator; lives on one event loop."""
+
+    def __init__(self, config: AggregatorConfig):
+        self.config = config
+        self.by_name = {u.name: Upstream(u, Breaker(config.breaker)) for u in config.upstreams}
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.fanout.max_connections),
+                headers={"Accept": "application/json"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(
+        self,
+        upstream: Upstream,
+        method: str,
+        url: str,
+        *,
+        document: Any = None,
+        token: str | None = None,
+        deadline: float | None = None,
+    ) -> Answer:
+        """One call within the upstream's timeout (and the overall deadline, if sooner); a
+        failure to connect, a timeout, a 5xx or an unreadable body counts against its breaker."""
+        now = time.monotonic()
+        if not upstream.breaker.allows(now):
+            raise UpstreamError(upstream.breaker.state(now))
+        timeout = upstream.config.timeout.total_seconds()
+        if deadline is not None:
+            timeout = max(min(timeout, deadline - now), 0.001)
+        headers = {}
+        bearer = token if upstream.config.forward_token and token else upstream.config.token
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        try:
+            async with self.session.request(
+                method,
+                url,
+                json=document,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+                status = response.status
+        except TimeoutError:
+            upstream.breaker.failure(time.monotonic())
+            raise UpstreamError(f"no answer within {timeout:.1f} s") from None
+        except aiohttp.ClientError as exc:
+            upstream.breaker.failure(time.monotonic())
+            raise UpstreamError(f"cannot reach it ({type(exc).__name__}: {exc})"[:300]) from None
+        if status >= 500:
+            upstream.breaker.failure(time.monotonic())
+            raise UpstreamError(f"it answered {status}")
+        if len(raw) > MAX_ANSWER_BYTES:
+            upstream.breaker.failure(time.monotonic())
+            raise UpstreamError("its answer is too large")
+        try:
+            document = json.loads(raw) if raw else None
+        except ValueError:
+            upstream.breaker.failure(time.monotonic())
+            raise UpstreamError(f"its answer ({status}) is not JSON") from None
+        upstream.breaker.success()
+        return Answer(status, document)
+
+    async def text(self, upstream: Upstream, url: str, *, token: str | None) -> str | None:
+        """A text resource (session logs); None when the upstream has no such resource."""
+        headers = {"Accept": "text/plain"}
+        bearer = token if upstream.config.forward_token and token else upstream.config.token
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        timeout = aiohttp.ClientTimeout(total=upstream.config.timeout.total_seconds())
+        try:
+            async with self.session.get(url, headers=headers, timeout=timeout) as response:
+                raw = await response.content.read(MAX_ANSWER_BYTES)
+                if response.status == 404:
+                    return None
+                if response.status != 200:
+                    raise UpstreamError(f"it answered {response.status}")
+                return raw.decode("utf-8", errors="replace")
+        except TimeoutError:
+            raise UpstreamError("no answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"cannot reach it ({type(exc).__name__})") from None
+
+    async def kinds(
+        self, upstream: Upstream, deadline: float | None = None
+    ) -> frozenset[str] | None:
+        """The kinds the upstream accepts (its /node), cached; None when unknown."""
+        ttl = self.config.fanout.description_ttl.total_seconds()
+        if upstream.kinds is not None and time.monotonic() - upstream.described_at < ttl:
+            return upstream.kinds
+        async with upstream.lock:
+            if upstream.kinds is not None and time.monotonic() - upstream.described_at < ttl:
+                return upstream.kinds
+            try:
+                answer = await self.call(
+                    upstream, "GET", f"{upstream.config.base}/node", deadline=deadline
+                )
+            except UpstreamError:
+                return upstream.kinds  # the last known, or unknown
+            kinds = answer.document.get("kinds") if isinstance(answer.document, dict) else None
+            if answer.status == 200 and isinstance(kinds, list):
+                upstream.kinds = frozenset(k for k in kinds if isinstance(k, str))
+                upstream.described_at = time.monotonic()
+            return upstream.kinds
