@@ -4,6 +4,7 @@ to the node an offer came from."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -63,8 +64,9 @@ class Aggregator:
         fanout = self.config.fanout
         deadline = time.monotonic() + fanout.deadline.total_seconds()
         kinds = requested_kinds(document)
+        body = json.dumps(document).encode()
         ups = list(self.upstreams.by_name.values())
-        tasks = [asyncio.create_task(self._ask(u, document, token, kinds, deadline)) for u in ups]
+        tasks = [asyncio.create_task(self._ask(u, body, token, kinds, deadline)) for u in ups]
         _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0))
         for task in pending:
             task.cancel()
@@ -89,12 +91,14 @@ class Aggregator:
     async def _ask(
         self,
         upstream: Upstream,
-        document: Any,
+        body: bytes,
         token: str | None,
         kinds: set[str],
         deadline: float,
     ) -> tuple[str, Any]:
         name = upstream.name
+        # one budget per upstream for its description and the request itself
+        deadline = min(deadline, time.monotonic() + upstream.config.timeout.total_seconds())
         accepted = await self.upstreams.kinds(upstream, deadline)
         if accepted is not None and not kinds <= accepted:
             missing = ", ".join(sorted(kinds - accepted))
@@ -103,7 +107,7 @@ class Aggregator:
         try:
             answer = await self.upstreams.call(
                 upstream, "POST", f"{upstream.config.base}/requests",
-                document=document, token=token, deadline=deadline,
+                body=body, token=token, deadline=deadline,
             )  # fmt: skip
         except UpstreamError as exc:
             return "failed", message("upstream {upstream} failed: {error}", level="WARN",

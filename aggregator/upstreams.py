@@ -45,7 +45,7 @@ class Breaker:
     def failure(self, now: float) -> None:
         self.failures += 1
         if self.failures >= self.config.failures:
-            backoff = self.config.backoff.total_seconds() * 2**self.opened
+            backoff = self.config.backoff.total_seconds() * 2 ** min(self.opened, 30)
             self.open_until = now + min(backoff, self.config.max_backoff.total_seconds())
             self.opened += 1
 
@@ -97,6 +97,7 @@ class Upstreams:
         url: str,
         *,
         document: Any = None,
+        body: bytes | None = None,
         token: str | None = None,
         deadline: float | None = None,
     ) -> Answer:
@@ -109,6 +110,8 @@ class Upstreams:
         if deadline is not None:
             timeout = max(min(timeout, deadline - now), 0.001)
         headers = {}
+        if body is not None:  # the same request to many upstreams is encoded once
+            headers["Content-Type"] = "application/json"
         bearer = token if upstream.config.forward_token and token else upstream.config.token
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
@@ -116,7 +119,8 @@ class Upstreams:
             async with self.session.request(
                 method,
                 url,
-                json=document,
+                json=document if body is None else None,
+                data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
@@ -168,11 +172,14 @@ class Upstreams:
     ) -> frozenset[str] | None:
         """The kinds the upstream accepts (its /node), cached; None when unknown."""
         ttl = self.config.fanout.description_ttl.total_seconds()
-        if upstream.kinds is not None and time.monotonic() - upstream.described_at < ttl:
+        if time.monotonic() - upstream.described_at < ttl:
             return upstream.kinds
+        if upstream.lock.locked():
+            return upstream.kinds  # being described now: nobody waits for it
         async with upstream.lock:
-            if upstream.kinds is not None and time.monotonic() - upstream.described_at < ttl:
-                return upstream.kinds
+            # a failed or missing description is not asked again for a while either, so a hung
+            # upstream costs each request one deadline, not two
+            upstream.described_at = time.monotonic()
             try:
                 answer = await self.call(
                     upstream, "GET", f"{upstream.config.base}/node", deadline=deadline
@@ -182,5 +189,4 @@ class Upstreams:
             kinds = answer.document.get("kinds") if isinstance(answer.document, dict) else None
             if answer.status == 200 and isinstance(kinds, list):
                 upstream.kinds = frozenset(k for k in kinds if isinstance(k, str))
-                upstream.described_at = time.monotonic()
             return upstream.kinds

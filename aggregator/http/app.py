@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +41,9 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        # what start-up made lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise pause fan-outs by 100 ms now and then
+        gc.freeze()
         try:
             yield
         finally:

@@ -1,0 +1,31 @@
+"""Smoke-run the aggregator benchmark (bench/bench_aggregator.py) in its quick mode."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_aggregator_quick() -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_aggregator.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "### POST /requests through the aggregator" in output, output
+    assert "| upstreams | scenario | requests | p50 ms | p99 ms | req/s |" in output, output
+    for size in (3, 5):
+        assert f"| {size} | healthy | " in output, output
+        assert f"| {size} | dead+slow | " in output, output
+    assert "### Targets" in output, output
+    assert "problems (non-200, NO, short answers, dead/slow not asked, tracebacks): 0" in output
