@@ -257,3 +257,30 @@ def test_a_restarted_aggregator_keeps_its_offers(federation, tmp_path):
         assert r.json()["meta"]["url"].endswith(f"/sessions/{uuid}")
     finally:
         second.stop()
+
+
+def test_siblings_that_cannot_be_rejected_are_reported(tmp_path):
+    a = start_node(node_config(tmp_path, "a", 8), tmp_path, "a")
+    b = start_node(node_config(tmp_path, "b", 8), tmp_path, "b")
+    agg = None
+    try:
+        config = aggregator_config(tmp_path, "agg", [
+            {"name": "a", "url": a.url, "weight": 2}, {"name": "b", "url": b.url},
+        ])  # fmt: skip
+        agg = start_node(config, tmp_path, "agg", command="aggregator")
+        answer, _ = ask(agg.url)
+        assert {o["site"]["upstream"] for o in answer["offers"]} == {"a", "b"}
+        b.kill()  # node b goes away after it offered
+        chosen = next(o for o in answer["offers"] if o["site"]["upstream"] == "a")
+        r = httpx.post(f"{agg.url}/sessions/{chosen['meta']['uuid']}", json=ACCEPT, timeout=30)
+        assert r.status_code == 200, r.text
+        assert "could not reject offer" in texts(r.json()) and "upstream b" in texts(r.json())
+        # and a session of the vanished node is a 502, not a 500
+        lost = next(o for o in answer["offers"] if o["site"]["upstream"] == "b")
+        gone = httpx.get(f"{agg.url}/sessions/{lost['meta']['uuid']}", timeout=30)
+        assert gone.status_code in (502, 504)
+        assert gone.headers["content-type"] == "application/problem+json"
+    finally:
+        for process in (agg, a, b):
+            if process is not None:
+                process.stop()
