@@ -7,16 +7,10 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-import yaml
-from connexion import AsyncApp
-from connexion.datastructures import MediaTypeDict
-from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
 
-from broker_core.http import problems
-from broker_core.http.app import SPEC
-from broker_core.http.negotiation import ContentNegotiation
+from broker_core.http.app import serve_spec
 from broker_core.kinds.registry import load_registry
 
 from ..config import AggregatorConfig
@@ -49,23 +43,10 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
         finally:
             await upstreams.close()
 
-    app = AsyncApp(
-        __name__,
-        lifespan=lifespan,
-        validator_map={"body": MediaTypeDict({"*/*json": problems.PointerBodyValidator})},
-    )
-    app.add_api(
-        SPEC,
-        resolver=Resolver(function_resolver=_handler),
-        strict_validation=True,
-        validate_responses=config.server.validate_responses,
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
-    )
-    problems.register(app)
-    return ContentNegotiation(
-        app,
+    return serve_spec(
+        lifespan,
         registry=load_registry(),
         server=config.server,
-        paths=yaml.safe_load(SPEC.read_text())["paths"],
         bind=lambda: current_aggregator.set(service),
+        resolver=Resolver(function_resolver=_handler),
     )

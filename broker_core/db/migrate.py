@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, MetaData, create_engine
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,21 @@ def current_revision(engine: Engine, schema: Schema = NODE) -> str | None:
 
 def head_revision(schema: Schema = NODE) -> str | None:
     return ScriptDirectory.from_config(alembic_config(schema)).get_current_head()
+
+
+def run_migrations(metadata: MetaData) -> None:
+    """The body of a schema's alembic ``env.py``: migrations only run through ``upgrade``."""
+    from alembic import context
+
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations through broker_core.db.migrate")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=config.attributes.get("version_table", "alembic_version"),
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,11 @@ import yaml
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
 from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
 
 from ..broker import Broker
+from ..config import ServerConfig
+from ..kinds.registry import KindRegistry
 from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
@@ -70,6 +73,24 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    return serve_spec(
+        lifespan,
+        registry=broker.registry,
+        server=broker.config.server,
+        bind=lambda: current_broker.set(broker),
+    )
+
+
+def serve_spec(
+    lifespan: Any,
+    *,
+    registry: KindRegistry,
+    server: ServerConfig,
+    bind: Callable[[], None],
+    resolver: Resolver | None = None,
+) -> Any:
+    """The spec served by connexion (validating requests, problems for errors, the UI at /ui)
+    behind the content layer: a node's handlers, or another's through ``resolver``."""
     app = AsyncApp(
         __name__,
         lifespan=lifespan,
@@ -77,15 +98,16 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
     )
     app.add_api(
         SPEC,
+        resolver=resolver,
         strict_validation=True,
-        validate_responses=broker.config.server.validate_responses,
+        validate_responses=server.validate_responses,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
     )
     problems.register(app)
     return ContentNegotiation(
         app,
-        registry=broker.registry,
-        server=broker.config.server,
+        registry=registry,
+        server=server,
         paths=yaml.safe_load(SPEC.read_text())["paths"],
-        bind=lambda: current_broker.set(broker),
+        bind=bind,
     )
