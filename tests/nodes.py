@@ -62,10 +62,13 @@ class Node:
                 self.kill()
 
 
-def start_node(config_file: Path, workdir: Path, name: str, command: str = "serve") -> Node:
-    """``ebroker serve`` (or ``ebroker aggregator``) on a free port, ready to answer."""
+def start_node(
+    config_file: Path, workdir: Path, name: str, command: str = "serve", port: int | None = None
+) -> Node:
+    """``ebroker serve`` (or ``ebroker aggregator``) on a free port (or ``port``), ready."""
+    chosen = port
     for attempt in range(3):  # a free port can be taken before the server binds it
-        port = free_port()
+        port = chosen or free_port()
         log = workdir / f"{name}-{attempt}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
