@@ -165,7 +165,8 @@ def test_direct_books_and_accepts_a_slot_starting_now(client, broker):
     assert r.status_code == 201, r.text
     (session,) = r.json()["offers"]
     assert session["phase"] == "ACCEPTED"
-    assert set(bookings(broker, r.json()["meta"]["uuid"]).values()) == {"CONFIRMED"}
+    # (ACTIVE once the lifecycle engine starts preparing it, at the next minute at the latest)
+    assert set(bookings(broker, r.json()["meta"]["uuid"]).values()) <= {"CONFIRMED", "ACTIVE"}
     # nothing is left for a second direct request now: 409 with the reason
     r = client.post("/sessions", json=request_doc((1, 1)))  # the older alias
     assert r.status_code == 409
