@@ -99,9 +99,8 @@ class Aggregator:
         name = upstream.name
         # one budget per upstream for its description and the request itself
         deadline = min(deadline, time.monotonic() + upstream.config.timeout.total_seconds())
-        accepted = await self.upstreams.kinds(upstream, deadline)
-        if accepted is not None and not kinds <= accepted:
-            missing = ", ".join(sorted(kinds - accepted))
+        missing = await self._missing_kinds(upstream, kinds, deadline)
+        if missing:
             return "skipped", message("upstream {upstream} skipped: it does not accept {kinds}",
                                       upstream=name, kinds=missing)  # fmt: skip
         try:
@@ -110,8 +109,7 @@ class Aggregator:
                 body=body, token=token, deadline=deadline,
             )  # fmt: skip
         except UpstreamError as exc:
-            return "failed", message("upstream {upstream} failed: {error}", level="WARN",
-                                     upstream=name, error=str(exc))  # fmt: skip
+            return "failed", _failed(name, str(exc))
         if answer.status != 200:
             return "failed", message("upstream {upstream} refused the request ({status}): "
                                      "{detail}", level="WARN", upstream=name,
@@ -120,8 +118,7 @@ class Aggregator:
             offerset = parse_offerset(answer.document)
         except ValueError as exc:
             upstream.breaker.failure(time.monotonic())
-            return "failed", message("upstream {upstream} failed: {error}", level="WARN",
-                                     upstream=name, error=str(exc))  # fmt: skip
+            return "failed", _failed(name, str(exc))
         if offerset.result == "NO":
             reasons = [m.get("message") for m in offerset.meta.get("messages") or []
                        if isinstance(m, dict) and m.get("message")]  # fmt: skip
@@ -131,6 +128,11 @@ class Aggregator:
                 reasons="; ".join(str(r) for r in reasons) or "no reason given",
             )
         return "offers", offerset.offers
+
+    async def _missing_kinds(self, upstream: Upstream, kinds: set[str], deadline: float) -> str:
+        """The requested kinds the upstream's description says it does not accept, if any."""
+        accepted = await self.upstreams.kinds(upstream, deadline)
+        return "" if accepted is None else ", ".join(sorted(kinds - accepted))
 
     def _store_merged(self, chosen: list[Candidate], notes: list[Message]) -> dict[str, Any]:
         now = int(time.time())
@@ -317,8 +319,7 @@ class Aggregator:
         conflicts = []
         ups = sorted(self.upstreams.by_name.values(), key=lambda u: -u.config.weight)
         for upstream in ups:
-            accepted = await self.upstreams.kinds(upstream, deadline)
-            if accepted is not None and not kinds <= accepted:
+            if await self._missing_kinds(upstream, kinds, deadline):
                 continue
             try:
                 answer = await self.upstreams.call(
@@ -326,15 +327,13 @@ class Aggregator:
                     document=document, token=token, deadline=deadline,
                 )  # fmt: skip
             except UpstreamError as exc:
-                notes.append(message("upstream {upstream} failed: {error}", level="WARN",
-                                     upstream=upstream.name, error=str(exc)))  # fmt: skip
+                notes.append(_failed(upstream.name, str(exc)))
                 continue
             if answer.status == 201:
                 try:
                     offerset = parse_offerset(answer.document)
                 except ValueError as exc:
-                    notes.append(message("upstream {upstream} failed: {error}", level="WARN",
-                                         upstream=upstream.name, error=str(exc)))  # fmt: skip
+                    notes.append(_failed(upstream.name, str(exc)))
                     continue
                 merged = self._store_merged(
                     [Candidate(upstream.name, upstream.config.weight, o) for o in offerset.offers],
@@ -381,6 +380,11 @@ class Aggregator:
             checks[f"upstream {u.name}"] = u.breaker.state(now)
         status = "ok" if problem is None else "unavailable"
         return {"status": status, "checks": checks}, 200 if problem is None else 503
+
+
+def _failed(upstream: str, error: str) -> Message:
+    return message("upstream {upstream} failed: {error}", level="WARN", upstream=upstream,
+                   error=error)  # fmt: skip
 
 
 def _detail(answer: Answer) -> str:

@@ -156,7 +156,3 @@ class UsageCache:
                 if claims and len(claims.usage) > 4 * len(claims.claims) + 64:
                     claims.usage.compact(pool.floor)
             return pool.generation, usage
-
-    def forget(self) -> None:
-        with self._lock:
-            self._pools.clear()
