@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 from sqlmodel import select
+from starlette.testclient import TestClient
 
 from broker_core.db.tables import Booking
+from broker_core.http.app import create_app
 from broker_core.sessions.updates import expire_due
 from tests.conftest import ACCEPT, request_doc
 
@@ -92,11 +94,13 @@ def test_impossible_transitions_are_409(client):
     assert r.status_code == 409 and r.json()["phase"] == "REJECTED"
 
 
-def test_repeating_an_update_is_harmless(client):
-    chosen = ask(client)["offers"][0]["meta"]["uuid"]
-    assert client.post(f"/sessions/{chosen}", json=ACCEPT).status_code == 200
-    r = client.post(f"/sessions/{chosen}", json=ACCEPT)
-    assert r.status_code == 200 and r.json()["phase"] == "ACCEPTED"
+def test_repeating_an_update_is_harmless(broker):
+    # without the lifecycle engine, which would move the accepted session on to WAITING
+    with TestClient(create_app(broker, lifecycle=False)) as client:
+        chosen = ask(client)["offers"][0]["meta"]["uuid"]
+        assert client.post(f"/sessions/{chosen}", json=ACCEPT).status_code == 200
+        r = client.post(f"/sessions/{chosen}", json=ACCEPT)
+        assert r.status_code == 200 and r.json()["phase"] == "ACCEPTED"
 
 
 def test_unsupported_updates_are_refused(client):
