@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from policies.contract import ANONYMOUS
+
 from .booking.cache import UsageCache
 from .config import NodeConfig
 from .db.engine import Database
@@ -14,6 +16,8 @@ from .kinds.registry import KindRegistry
 
 if TYPE_CHECKING:
     from platforms.contract import Platform
+    from policies.contract import Identity, Policy
+    from policies.identity import Authenticator
 
 
 @dataclass
@@ -23,12 +27,19 @@ class Broker:
     registry: KindRegistry
     platforms: list[Platform]
     usage_cache: UsageCache = field(default_factory=UsageCache)
+    policies: list[Policy] = field(default_factory=list)
+    authenticator: Authenticator | None = field(default=None, repr=False)
     # set by the lifecycle runner of this process: look for due sessions now
     wake_lifecycle: Callable[[], None] | None = field(default=None, repr=False)
 
     def session_changed(self) -> None:
         if self.wake_lifecycle is not None:
             self.wake_lifecycle()
+
+    def may_see(self, identity: Identity, owner: str | None) -> bool:
+        """Only a session's owner, or a member of an admin group, may see or change it."""
+        mine = (owner or ANONYMOUS) == identity.owner
+        return mine or identity.in_any(self.config.auth.admin_groups)
 
     @property
     def base_url(self) -> str:

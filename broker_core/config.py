@@ -65,6 +65,10 @@ class PlatformConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     type: str = "simulated"
     pools: list[PoolConfig] = Field(default_factory=list)
+    combine_pools: bool = Field(
+        default=False,
+        description="the pools are shares of the same machines: one session may draw on several",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -141,6 +145,63 @@ class LifecycleConfig(Model):
         return value
 
 
+class IssuerConfig(Model):
+    """An OIDC issuer whose bearer tokens this node accepts."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="short name; owners are '<name>:<sub>'")
+    issuer: str = Field(min_length=1, description="the exact 'iss' claim of its tokens")
+    audience: list[str] = Field(min_length=1, description="accepted 'aud' values")
+    jwks_uri: str | None = Field(
+        default=None, description="where its signing keys are; default: OIDC discovery"
+    )
+    groups_claim: str = Field(
+        default="groups", description="claim holding the groups; dots reach into objects"
+    )
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    jwks_cache: timedelta = Field(
+        default=timedelta(minutes=10), description="how long fetched keys are trusted"
+    )
+    leeway: timedelta = Field(default=timedelta(seconds=30), description="allowed clock skew")
+    timeout: timedelta = Field(default=timedelta(seconds=5), description="JWKS fetch timeout")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, algorithms: list[str]) -> list[str]:
+        for name in algorithms:
+            if not name.startswith(("RS", "ES", "PS", "Ed")):
+                raise ValueError(f"{name!r} is not an asymmetric JWS algorithm")
+        return algorithms
+
+
+class AuthConfig(Model):
+    """Who may call this node: bearer JWTs from these issuers, and anonymous callers if on."""
+
+    anonymous: bool = Field(
+        default=True, description="allow calls without a token (the embedded demo default)"
+    )
+    admin_groups: list[str] = Field(
+        default_factory=list, description="members may see and change every session"
+    )
+    issuers: list[IssuerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _someone_may_call(self) -> AuthConfig:
+        if not self.anonymous and not self.issuers:
+            raise ValueError("anonymous access is off and no issuers are configured")
+        names = [i.name for i in self.issuers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"issuer names must be unique: {names}")
+        return self
+
+
+class PolicyConfig(Model):
+    """One policy plugin; its options are validated by the plugin."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class SiteConfig(Model):
     name: str = "ebroker-node"
     description: str | None = None
@@ -152,6 +213,8 @@ class NodeConfig(Model):
     database: DatabaseConfig = DatabaseConfig()
     offers: OfferConfig = OfferConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    auth: AuthConfig = AuthConfig()
+    policies: list[PolicyConfig] = Field(default_factory=list)
     platforms: list[PlatformConfig] = Field(
         default_factory=lambda: [PlatformConfig(name="simulated", type="simulated")]
     )
@@ -167,6 +230,14 @@ class NodeConfig(Model):
             if len(set(pool_names)) != len(pool_names):
                 raise ValueError(f"pool names of platform {p.name!r} must be unique")
         return platforms
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_policy_names(cls, policies: list[PolicyConfig]) -> list[PolicyConfig]:
+        names = [p.name for p in policies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policy names must be unique: {names}")
+        return policies
 
     @property
     def base_url(self) -> str:

@@ -62,3 +62,35 @@ def pointer(*parts: object) -> str:
     """An RFC 6901 pointer from path parts (escaping ``~`` and ``/``)."""
     escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
     return "".join("/" + p for p in escaped)
+
+
+@dataclass
+class Unauthenticated(BrokerError):
+    """No acceptable credentials: 401 with a ``WWW-Authenticate: Bearer`` challenge.
+    ``error`` is the RFC 6750 error code (``invalid_token``, or None when none was sent)."""
+
+    detail: str
+    error: str | None = "invalid_token"
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+@dataclass
+class IdentityUnavailable(BrokerError):
+    """The token's issuer could not be asked for its keys: 503, the client may retry."""
+
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+@dataclass
+class Forbidden(BrokerError):
+    """Authenticated, but not allowed to do this (403)."""
+
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail

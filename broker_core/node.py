@@ -19,12 +19,16 @@ from .kinds.registry import load_registry
 
 def build_broker(config: NodeConfig) -> Broker:
     from platforms.registry import build_platforms
+    from policies.identity import Authenticator
+    from policies.registry import build_policies
 
     platforms = build_platforms(config.platforms)
     if config.database.migrate_on_start:
         migrate.upgrade(config.database.url)
     db = open_database(config.database)
     broker = Broker(config=config, db=db, registry=load_registry(), platforms=platforms)
+    broker.authenticator = Authenticator(config.auth)
+    broker.policies = build_policies(config.policies, broker)
     now = int(time.time())
     with db.write() as session:
         for platform in platforms:

@@ -91,6 +91,8 @@ class ExecutionSession(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=128)
     lease_until: int | None = Field(default=None, sa_type=BigInteger)
     platform_state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # the project charged for the session (the allocations policy chose it), if any
+    project: str | None = Field(default=None, max_length=128, index=True)
 
 
 class Booking(SQLModel, table=True):
@@ -128,3 +130,25 @@ class Allocation(SQLModel, table=True):
     # booking). Changes to a pool are serialised by its row lock, so "allocations newer than
     # generation g" is exactly what a reader of generation g has not seen.
     generation: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+
+
+class UsageRecord(SQLModel, table=True):
+    """What an ended session actually used of one resource class: ``amount`` over
+    [start_at, end_at). Written once, in the transaction that frees its booking."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (
+        UniqueConstraint("session_uuid", "resource_class"),
+        Index("ix_usage_project_end", "project", "end_at"),
+        Index("ix_usage_owner_end", "owner", "end_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_uuid: str = Field(max_length=36)
+    project: str | None = Field(default=None, max_length=128)
+    owner: str | None = Field(default=None, max_length=255)
+    platform: str = Field(max_length=128)
+    resource_class: str = Field(max_length=32)
+    amount: int = Field(sa_type=BigInteger)
+    start_at: int = _ts()
+    end_at: int = _ts()

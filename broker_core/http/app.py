@@ -24,6 +24,7 @@ from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .context import current_broker
+from .identity import Authentication
 from .negotiation import ContentNegotiation
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # already turned YAML into JSON by then, so the warning says nothing
 logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
 SPEC = Path(__file__).resolve().parents[2] / "openapi" / "ebroker.yaml"
+SPEC_DOCUMENT = yaml.safe_load(SPEC.read_text())
 REAPER_MAX_SLEEP = 1.0
 
 
@@ -73,12 +75,13 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    return serve_spec(
+    app = serve_spec(
         lifespan,
         registry=broker.registry,
         server=broker.config.server,
         bind=lambda: current_broker.set(broker),
     )
+    return Authentication(app, broker=broker, spec=SPEC_DOCUMENT)
 
 
 def serve_spec(
@@ -108,6 +111,6 @@ def serve_spec(
         app,
         registry=registry,
         server=server,
-        paths=yaml.safe_load(SPEC.read_text())["paths"],
+        paths=SPEC_DOCUMENT["paths"],
         bind=bind,
     )

@@ -45,6 +45,7 @@ from ..sessions.phases import (
     RUNNING,
     WAITING,
 )
+from ..sessions.usage import record_usage
 from ..sessions.views import instant
 
 log = logging.getLogger(__name__)
@@ -373,6 +374,8 @@ class Lifecycle:
                 return False
             if outcome.booking is not None:
                 old, new = outcome.booking
+                if new == RELEASED:
+                    record_usage(session, row, document, now)
                 ledger.set_booking_state(
                     session, session_uuids=[row.uuid], old=old, new=new, now=now
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from platforms.contract import PlatformError
+from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..broker import Broker
 from ..db.tables import ExecutionSession
@@ -12,11 +13,11 @@ from .engine import execution_of
 MAX_LOG_CHARS = 1 << 20
 
 
-def session_logs(broker: Broker, session_uuid: str) -> str:
+def session_logs(broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY) -> str:
     """The last MiB of the session's output; empty when there is none (yet)."""
     with broker.db.read() as session:
         row = session.get(ExecutionSession, session_uuid)
-    if row is None:
+    if row is None or not broker.may_see(identity, row.owner):
         raise NotFound("session", session_uuid)
     platform = next((p for p in broker.platforms if p.name == row.platform), None)
     if platform is None or not row.platform_state:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..booking.timeline import Usage
 from .demand import Demand, Range
@@ -60,6 +61,9 @@ class Search:
     horizon: int  # latest allowed available start
     granularity: int
     max_offers: int
+    # caps that vary over time (a project's concurrency cap): objects with ``resource_class``
+    # and ``room(start, end)``, see :class:`policies.contract.Limit`
+    limits: Sequence[Any] = ()
 
 
 @dataclass
@@ -105,6 +109,12 @@ def evaluate(
     allocations: list[tuple[int, str, int]] = []
     feasible = True
     for resource_class, wanted in amounts.items():
+        for limit in search.limits:
+            if limit.resource_class == resource_class:
+                room = limit.room(prepare_at, end)
+                if room < wanted.min:
+                    feasible = False
+                wanted = Range(wanted.min, max(min(wanted.max, room), 0))
         if wanted.max == 0:
             totals[resource_class] = 0
             continue

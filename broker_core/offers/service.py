@@ -14,6 +14,7 @@ from sqlalchemy import insert
 from sqlmodel import Session, select
 
 from platforms.contract import PlatformError
+from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..booking import ledger
 from ..booking.timeline import Usage
@@ -36,6 +37,7 @@ from .engine import (
     largest_capacity,
     select_distinct,
 )
+from .policy import Verdict, consult
 
 log = logging.getLogger(__name__)
 UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
@@ -50,14 +52,22 @@ class Plan:
 
 
 def request_offers(
-    broker: Broker, document: Any, *, direct: bool = False, owner: str | None = None
+    broker: Broker,
+    document: Any,
+    *,
+    direct: bool = False,
+    identity: Identity = ANONYMOUS_IDENTITY,
+    project: str | None = None,
 ) -> dict[str, Any]:
     """Answer an ExecutionRequest with a stored offer set (YES with offers, or NO with reasons).
 
+    The caller's ``identity`` owns what is booked; the node's policies decide what it may be
+    offered (``project`` names the project to charge, when the caller has several).
     With ``direct`` the single earliest slot starting now is booked and accepted at once; when
     there is none a :class:`Conflict` says why.
     """
     now = int(time.time())
+    owner = identity.owner
     parsed = parse_request(document, broker.registry)
     if parsed.request is None:
         reasons = _unknown_kinds(broker, parsed.unknown)
@@ -68,11 +78,17 @@ def request_offers(
     plans, refusals = _plans(broker, request)
     if reasons or not plans:
         return _refuse(broker, document, reasons + refusals, now, owner)
+    verdict = consult(broker, identity, request, demand, project=project, direct=direct, now=now)
+    if verdict.refusals:
+        return _refuse(broker, document, verdict.refusals, now, owner)
+    demand = verdict.demand
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...
     with broker.db.snapshot() as session:
-        outcome, searches = _search(broker, session, demand, plans, direct, int(time.time()))
+        outcome, searches = _search(
+            broker, session, demand, plans, direct, int(time.time()), verdict
+        )
     # ... then claim, as placement does: lock the pools and compare their generations with the
     # snapshot's. Claims made since then are read (few) and the chosen slots that still fit are
     # kept; only when every slot was lost is the search run again, under the lock.
@@ -81,15 +97,15 @@ def request_offers(
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
         slots = _still_fitting(broker, session, searches, outcome.slots, generations, now)
         if outcome.slots and not slots:
-            outcome, searches = _search(broker, session, demand, plans, direct, now)
+            outcome, searches = _search(broker, session, demand, plans, direct, now, verdict)
             slots = outcome.slots
         if slots:
             outcome = Outcome(slots, outcome.best, outcome.candidates)
             return _store(
-                broker, session, request, document, demand, outcome, now, owner, direct,
-                generations,
+                broker, session, request, document, demand, outcome, now, verdict, owner,
+                direct, generations,
             )  # fmt: skip
-        reasons = _explain(broker, demand, outcome, searches, now)
+        reasons = _explain(broker, demand, outcome, searches, now, verdict)
         if direct:  # capacity, not the request, is the problem: the client may retry
             raise Conflict(
                 "nothing can be started now: " + "; ".join(m.message for m in reasons),
@@ -168,6 +184,7 @@ def _search(
     plans: list[Plan],
     direct: bool,
     now: int,
+    verdict: Verdict,
 ) -> tuple[Outcome, list[Search]]:
     """Search the requested windows; "as soon as possible" looks at the next day first and
     only sweeps the whole look-ahead when that did not give enough offers."""
@@ -177,10 +194,12 @@ def _search(
         near = max(ASAP_FIRST_LOOK, demand.duration * offers.max_offers * 2)
         if near < lookahead:
             nearby = Demand(demand.amounts, demand.duration, [(now, now + near)])
-            outcome, searches = _search_windows(broker, session, nearby, plans, direct, now)
+            outcome, searches = _search_windows(
+                broker, session, nearby, plans, direct, now, verdict
+            )
             if len(outcome.slots) >= offers.max_offers:
                 return outcome, searches
-    return _search_windows(broker, session, demand, plans, direct, now)
+    return _search_windows(broker, session, demand, plans, direct, now, verdict)
 
 
 ASAP_FIRST_LOOK = 24 * 3600
@@ -193,6 +212,7 @@ def _search_windows(
     plans: list[Plan],
     direct: bool,
     now: int,
+    verdict: Verdict,
 ) -> tuple[Outcome, list[Search]]:
     offers = broker.config.offers
     granularity = int(offers.granularity.total_seconds())
@@ -215,7 +235,12 @@ def _search_windows(
     candidates = 0
     notes: list[Message] = []
     for plan in plans:
-        mine = [p for p in pools if p.platform == plan.platform.name]
+        mine = [
+            p
+            for p in pools
+            if p.platform == plan.platform.name
+            and (verdict.pools is None or p.name in verdict.pools)
+        ]
         try:
             _add_external_claims(plan.platform, mine, first, last)
         except PlatformError as exc:
@@ -229,12 +254,13 @@ def _search_windows(
             search_demand = Demand(demand.amounts, demand.duration, [(earliest, earliest)])
         search = Search(
             demand=search_demand,
-            pool_sets=[[p] for p in mine],
+            pool_sets=_pool_sets(plan.platform, mine),
             now=now,
             preparation=plan.preparation,
             horizon=horizon,
             granularity=granularity,
             max_offers=1 if direct else offers.max_offers,
+            limits=verdict.limits,
         )
         searches.append(search)
         outcome = find_slots(search)
@@ -244,6 +270,16 @@ def _search_windows(
             best[c] = max(best.get(c, 0), v)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates, notes), searches
+
+
+def _pool_sets(platform: Any, pools: list[PoolView]) -> list[list[PoolView]]:
+    """Each pool alone and, where the platform's pools are shares of the same machines, all of
+    them together (one booking drawing on several, in the configured order)."""
+    sets = [[p] for p in pools]
+    if platform.config.combine_pools and len(pools) > 1:
+        order = {ledger.pool_key(platform.name, c.name): i for i, c in enumerate(platform.pools())}
+        sets.append(sorted(pools, key=lambda p: order.get(p.name, len(order))))
+    return sets
 
 
 def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last: int) -> None:
@@ -262,7 +298,12 @@ def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last:
 
 
 def _explain(
-    broker: Broker, demand: Demand, outcome: Outcome, searches: list[Search], now: int
+    broker: Broker,
+    demand: Demand,
+    outcome: Outcome,
+    searches: list[Search],
+    now: int,
+    verdict: Verdict,
 ) -> list[Message]:
     if outcome.notes and not any(p for s in searches for p in s.pool_sets):
         return list(outcome.notes)  # no platform could be searched at all
@@ -280,7 +321,8 @@ def _explain(
     for c, wanted in needed.items():
         if capacity.get(c, 0) < wanted.min:
             reasons.append(message(
-                "this node has at most {capacity} {unit} in any pool; {needed} needed",
+                "this node has at most {capacity} {unit} in any pool"
+                + (" open to you" if verdict.pools is not None else "") + "; {needed} needed",
                 level="WARN", capacity=capacity.get(c, 0), unit=UNITS.get(c, c), needed=wanted.min,
             ))  # fmt: skip
     if reasons:
@@ -302,6 +344,11 @@ def _explain(
                 level="WARN", free=outcome.best.get(c, 0), unit=UNITS.get(c, c),
                 needed=wanted.min,
             ))  # fmt: skip
+    if verdict.limits and not reasons:
+        reasons.append(message(
+            "{rules} left too little room in the requested window",
+            level="WARN", rules=", ".join(sorted({limit.rule for limit in verdict.limits})),
+        ))  # fmt: skip
     if not reasons:
         reasons.append(message(
             "no single time in the requested window has {wanted} free at once",
@@ -364,13 +411,14 @@ def _store(
     demand: Demand,
     outcome: Outcome,
     now: int,
+    verdict: Verdict,
     owner: str | None,
     direct: bool,
     generations: dict[int, int],
 ) -> dict[str, Any]:
     """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set."""
     expires = now + int(broker.config.offers.hold.total_seconds())
-    offerset = _offerset_row("YES", document, [], now, expires, owner)
+    offerset = _offerset_row("YES", document, verdict.notes, now, expires, owner)
     components = _components(request)
     rows = [
         {
@@ -379,6 +427,7 @@ def _store(
             "phase": ACCEPTED if direct else OFFERED,
             "platform": slot.pools[0].platform,
             "owner": owner,
+            "project": verdict.project,
             "created_at": now,
             "modified_at": now,
             "expires_at": expires,
@@ -496,10 +545,12 @@ def _share(total: int, sizes: list[Range]) -> list[int]:
     return shares
 
 
-def get_offerset(broker: Broker, offerset_uuid: str) -> dict[str, Any]:
+def get_offerset(
+    broker: Broker, offerset_uuid: str, identity: Identity = ANONYMOUS_IDENTITY
+) -> dict[str, Any]:
     with broker.db.read() as session:
         row = session.get(OfferSet, offerset_uuid)
-        if row is None:
+        if row is None or not broker.may_see(identity, row.owner):
             raise NotFound("offer set", offerset_uuid)
         sessions = list(
             session.exec(

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from policies.contract import ANONYMOUS_IDENTITY, Identity
+
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
@@ -28,22 +30,32 @@ from .phases import (
     OFFERED,
     REJECTED,
 )
+from .usage import record_usage
 from .views import instant, render_session
 
 
-def get_session(broker: Broker, session_uuid: str) -> dict[str, Any]:
+def get_session(
+    broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY
+) -> dict[str, Any]:
     with broker.db.read() as session:
         row = session.get(ExecutionSession, session_uuid)
-        if row is None:
-            raise NotFound("session", session_uuid)
+        if row is None or not broker.may_see(identity, row.owner):
+            raise NotFound("session", session_uuid)  # another's session: as if there were none
         return render_session(row, broker.base_url)
 
 
-def update_session(broker: Broker, session_uuid: str, update_doc: dict[str, Any]) -> dict[str, Any]:
+def update_session(
+    broker: Broker,
+    session_uuid: str,
+    update_doc: dict[str, Any],
+    identity: Identity = ANONYMOUS_IDENTITY,
+) -> dict[str, Any]:
     now = int(time.time())
     expired = False
     with broker.db.write() as session:
         row = _locked(broker, session, session_uuid)
+        if not broker.may_see(identity, row.owner):
+            raise NotFound("session", session_uuid)
         if is_extension(update_doc):
             extend(broker, session, row, update_doc, now)
             rendered = render_session(row, broker.base_url)
@@ -142,6 +154,7 @@ def _finish(
         # frees the booking (freeing it first could let another session start beside it)
         row.due_at = now
     else:
+        record_usage(session, row, row.document, now)
         ledger.set_booking_state(
             session, session_uuids=[row.uuid], old=states, new=RELEASED, now=now
         )

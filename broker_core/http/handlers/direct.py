@@ -6,12 +6,13 @@ from typing import Any
 
 from ...offers.service import request_offers
 from ..context import broker
+from ..identity import identity
 from . import respond
 
 
-def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
+def post(body: dict[str, Any], project: str | None = None) -> tuple[dict[str, Any], int, dict]:
     node = broker()
-    offerset = request_offers(node, body, direct=True)
+    offerset = request_offers(node, body, direct=True, identity=identity(), project=project)
     if offerset["result"] == "YES":
         node.session_changed()  # the lifecycle engine starts it now
     return respond(offerset, 201 if offerset["result"] == "YES" else 200)

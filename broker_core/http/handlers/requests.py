@@ -6,11 +6,12 @@ from typing import Any
 
 from ...offers.service import request_offers
 from ..context import broker
+from ..identity import identity
 from . import respond
 
 
-def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
-    return respond(request_offers(broker(), body), 200)
+def post(body: dict[str, Any], project: str | None = None) -> tuple[dict[str, Any], int, dict]:
+    return respond(request_offers(broker(), body, identity=identity(), project=project), 200)
 
 
 post_legacy = post

@@ -1,0 +1,109 @@
+"""Who is calling: the bearer token verified before anything else reads the request.
+
+The identity is kept in a context variable that the worker threads running the handlers
+inherit. Operations the spec marks ``security: []`` (health, the node description, the spec
+and its UI) are public; every other one needs a valid token unless anonymous access is on.
+A bad token is a 401 even where anonymous access is allowed: it is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from typing import Any
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from policies.contract import ANONYMOUS_IDENTITY, Identity
+
+from ..broker import Broker
+from ..errors import IdentityUnavailable, Unauthenticated
+from .negotiation import _problem
+
+current_identity: ContextVar[Identity] = ContextVar("current_identity", default=ANONYMOUS_IDENTITY)
+
+
+def identity() -> Identity:
+    return current_identity.get()
+
+
+def public_operations(spec: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
+    """(path pattern, method) of the operations the spec marks ``security: []``."""
+    public = []
+    for template, operations in spec["paths"].items():
+        pattern = re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "/?$")
+        for method, operation in operations.items():
+            if isinstance(operation, dict) and operation.get("security") == []:
+                public.append((pattern, method.upper()))
+    return public
+
+
+class Authentication:
+    def __init__(self, app: ASGIApp, *, broker: Broker, spec: dict[str, Any]):
+        self.app = app
+        self.broker = broker
+        self.public = public_operations(spec)
+
+    def _is_public(self, scope: Scope) -> bool:
+        path, method = scope["path"], scope["method"]
+        if not any(path.startswith(p) for p in _API_PREFIXES):
+            return True  # the spec, its UI and anything connexion answers 404 for
+        method = "GET" if method == "HEAD" else method
+        return any(m == method and rx.match(path) for rx, m in self.public)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_public(scope):
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), None)
+        authenticator = self.broker.authenticator
+        try:
+            if authenticator is None:
+                found = ANONYMOUS_IDENTITY
+            elif header is None:
+                found = authenticator.authenticate(None)  # no I/O without a token
+            else:
+                found = await anyio.to_thread.run_sync(
+                    authenticator.authenticate, header.decode("latin-1")
+                )
+        except Unauthenticated as exc:
+            await _refuse(send, 401, "Unauthorized", exc.detail, _challenge(exc))
+            return
+        except IdentityUnavailable as exc:
+            await _refuse(send, 503, "Service Unavailable", exc.detail, [(b"retry-after", b"5")])
+            return
+        token = current_identity.set(found)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_identity.reset(token)
+
+
+_API_PREFIXES = ("/requests", "/offersets", "/sessions", "/direct", "/usage", "/projects", "/node",
+                 "/health")  # fmt: skip
+
+
+def _challenge(exc: Unauthenticated) -> list[tuple[bytes, bytes]]:
+    """RFC 6750: the scheme, and the error only when a token was sent."""
+    value = 'Bearer realm="ebroker"'
+    if exc.error:
+        detail = exc.detail.replace('"', "'")[:200]
+        value += f', error="{exc.error}", error_description="{detail}"'
+    return [(b"www-authenticate", value.encode("latin-1", "replace"))]
+
+
+async def _refuse(
+    send: Send, status: int, title: str, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = _problem(status, title, detail)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()), *headers],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["Authentication", "current_identity", "identity"]

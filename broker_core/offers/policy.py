@@ -1,0 +1,150 @@
+"""Ask every policy about a request and narrow the demand to what they allow.
+
+The policies see a summary (:class:`policies.contract.PolicyRequest`); their combined
+:class:`~policies.contract.Decision` then shapes the search: fewer pools, smaller maxima,
+a shorter duration limit, fewer start times, and caps that vary over time (a project's
+concurrency cap) for the engine to honour slot by slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from policies.contract import (
+    Amount,
+    Decision,
+    Identity,
+    Limit,
+    PolicyRequest,
+    PoolRef,
+    combine,
+)
+
+from ..broker import Broker
+from ..kinds.base import Message, message
+from ..kinds.request import ExecutionRequest
+from ..schedule import format_duration
+from .demand import Demand, Range
+
+UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
+
+
+@dataclass
+class Verdict:
+    """The policies' combined answer, applied: the demand to search, or reasons to refuse."""
+
+    demand: Demand
+    refusals: list[Message] = field(default_factory=list)
+    pools: frozenset[str] | None = None  # "platform/pool" names open to the caller; None = all
+    limits: list[Limit] = field(default_factory=list)  # caps that vary over time
+    project: str | None = None
+    notes: list[Message] = field(default_factory=list)  # what the policies said when allowing
+
+
+def consult(
+    broker: Broker,
+    identity: Identity,
+    request: ExecutionRequest,
+    demand: Demand,
+    *,
+    project: str | None,
+    direct: bool,
+    now: int,
+) -> Verdict:
+    if not broker.policies:
+        return Verdict(demand)
+    summary = PolicyRequest(
+        identity=identity,
+        amounts={c: Amount(r.min, r.max) for c, r in demand.amounts.items()},
+        duration=demand.duration,
+        windows=demand.windows,
+        pools=[PoolRef(p.name, pool.name) for p in broker.platforms for pool in p.pools()],
+        kinds=_kinds(request),
+        now=now,
+        lookahead=int(broker.config.offers.lookahead.total_seconds()),
+        project=project,
+        direct=direct,
+    )
+    decision = combine([policy.evaluate(summary) for policy in broker.policies])
+    return apply(decision, demand, now, int(broker.config.offers.lookahead.total_seconds()))
+
+
+def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdict:
+    """Narrow ``demand`` to ``decision``; refusals when nothing of it is left."""
+    pools = None if decision.pools is None else frozenset(str(p) for p in decision.pools)
+    verdict = Verdict(demand, pools=pools, project=decision.project)
+    if not decision.allowed:
+        verdict.refusals = decision.messages or [
+            message("a policy of this node refused the request", level="WARN")
+        ]
+        return verdict
+    refusals: list[Message] = []
+    if decision.max_duration is not None and demand.duration > decision.max_duration:
+        refusals.append(message(
+            "the policies of this node allow sessions of at most {maximum}; {requested} requested",
+            level="WARN", maximum=_fmt(decision.max_duration), requested=_fmt(demand.duration),
+        ))  # fmt: skip
+    amounts = dict(demand.amounts)
+    for limit in decision.limits:
+        if limit.usage is not None:
+            verdict.limits.append(limit)
+            continue
+        wanted = amounts.get(limit.resource_class)
+        if wanted is None:
+            continue
+        if wanted.min > limit.cap:
+            refusals.append(message(
+                "{rule} allows at most {cap} {unit} per session; {needed} needed",
+                level="WARN", rule=limit.rule, cap=limit.cap,
+                unit=UNITS.get(limit.resource_class, limit.resource_class), needed=wanted.min,
+            ))  # fmt: skip
+        amounts[limit.resource_class] = Range(wanted.min, min(wanted.max, limit.cap))
+    windows = demand.windows
+    if decision.windows is not None:
+        windows = _allowed_starts(decision.windows, windows, demand.duration, now, lookahead)
+        if not windows:
+            refusals.append(message(
+                "the policies of this node allow no start in the requested window "
+                "that leaves the whole {duration} inside the times they permit",
+                level="WARN", duration=_fmt(demand.duration),
+            ))  # fmt: skip
+    if pools is not None and not pools:
+        refusals.append(message("no pool of this node is open to you", level="WARN"))
+    if refusals:
+        verdict.refusals = decision.messages + refusals
+        return verdict
+    verdict.demand = replace(demand, amounts=amounts, windows=windows)
+    verdict.notes = list(decision.messages)
+    return verdict
+
+
+def _allowed_starts(
+    allowed: list[tuple[int, int]],
+    requested: list[tuple[int, int]] | None,
+    duration: int,
+    now: int,
+    lookahead: int,
+) -> list[tuple[int, int]]:
+    """The requested start instants (inclusive intervals) from which a session of
+    ``duration`` lies wholly inside one of the ``allowed`` [from, to) intervals."""
+    starts = [(a, b - duration) for a, b in allowed if b - duration >= a]
+    out = []
+    for r0, r1 in requested if requested is not None else [(now, now + lookahead)]:
+        for s0, s1 in starts:
+            lo, hi = max(r0, s0), min(r1, s1)
+            if lo <= hi:
+                out.append((lo, hi))
+    return sorted(out)
+
+
+def _kinds(request: ExecutionRequest) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for component in request.components():
+        category = component.kind.rsplit("/", 2)[-2] if "/" in component.kind else "component"
+        kinds.setdefault(category, []).append(component.kind)
+    return kinds
+
+
+def _fmt(seconds: int) -> str:
+    return format_duration(timedelta(seconds=seconds))

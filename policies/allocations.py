@@ -1,0 +1,341 @@
+"""Allocations and usage, the Karaage way: projects get resource-hours per period.
+
+Projects form a hierarchy (an institute over its projects); what a project uses counts against
+its own allocations and those of every project above it. A request is charged to one project
+(the one it names, else the caller's first); it is offered at most what the remaining hours
+allow for its duration, and nothing (a NO with what remains) when even its minimum does not
+fit. Remaining = allocated - used (recorded when sessions end, ``UsageRecord``) - committed
+(accepted sessions not yet ended, for their booked time). Concurrency caps limit what a
+project's accepted sessions hold at any one instant.
+
+Known limit: two requests racing for the last hours of an allocation may both be offered them;
+the pools are never overbooked, only the allocation may be overdrawn by that race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlmodel import Session, select
+
+from broker_core.booking.timeline import Claim, Usage
+from broker_core.config import NAME_PATTERN, ResourceClass
+from broker_core.db.tables import (
+    ACTIVE,
+    CONFIRMED,
+    Allocation,
+    Booking,
+    ExecutionSession,
+    UsageRecord,
+)
+
+from .contract import Decision, Identity, Limit, PolicyBase, PolicyRequest
+
+if TYPE_CHECKING:
+    from broker_core.broker import Broker
+
+HOUR_UNITS = {"cores": "core-hours", "memory": "GiB-hours of memory",
+              "storage": "GiB-hours of storage", "gpus": "GPU-hours"}  # fmt: skip
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AllocationConfig(_Model):
+    resource: ResourceClass = "cores"
+    hours: float = Field(gt=0, description="resource-hours for the period")
+    start: date | datetime
+    end: date | datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AllocationConfig:
+        if self.start_at >= self.end_at:
+            raise ValueError("an allocation's end must be after its start")
+        return self
+
+    @property
+    def start_at(self) -> int:
+        return _epoch(self.start)
+
+    @property
+    def end_at(self) -> int:
+        return _epoch(self.end)
+
+    def covers(self, instant: int) -> bool:
+        return self.start_at <= instant < self.end_at
+
+
+class Members(_Model):
+    groups: list[str] = Field(default_factory=list)
+    subjects: list[str] = Field(default_factory=list, description="owners, '<issuer>:<sub>'")
+
+    def include(self, identity: Identity) -> bool:
+        return identity.in_any(self.groups) or identity.owner in self.subjects
+
+
+class ProjectConfig(_Model):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parent: str | None = None
+    members: Members = Members()
+    allocations: list[AllocationConfig] = Field(default_factory=list)
+    concurrency: dict[ResourceClass, int] = Field(
+        default_factory=dict, description="most the project's sessions hold at once"
+    )
+
+
+class AllocationsOptions(_Model):
+    require_project: bool = Field(
+        default=False, description="refuse callers who are in no project (else: not charged)"
+    )
+    projects: list[ProjectConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _a_tree(self) -> AllocationsOptions:
+        names = [p.name for p in self.projects]
+        if len(set(names)) != len(names):
+            raise ValueError(f"project names must be unique: {names}")
+        parents = {p.name: p.parent for p in self.projects}
+        for project in self.projects:
+            if project.parent is not None and project.parent not in parents:
+                raise ValueError(f"project {project.name!r}: no parent project {project.parent!r}")
+            seen, node = {project.name}, project.parent
+            while node is not None:
+                if node in seen:
+                    raise ValueError(f"project {project.name!r}: its parents form a cycle")
+                seen.add(node)
+                node = parents[node]
+        return self
+
+
+class Allocations(PolicyBase):
+    """The ``allocations`` policy plugin; also answers the accounting endpoints."""
+
+    def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
+        super().__init__(name, options, node)
+        self.options = AllocationsOptions.model_validate(options)
+        self.projects = {p.name: p for p in self.options.projects}
+        self.children: dict[str, list[str]] = {p.name: [] for p in self.options.projects}
+        for p in self.options.projects:
+            if p.parent is not None:
+                self.children[p.parent].append(p.name)
+
+    # --- the hierarchy -------------------------------------------------------------------------
+
+    def chain(self, project: str) -> list[ProjectConfig]:
+        """The project and every project above it."""
+        out, node = [], self.projects.get(project)
+        while node is not None:
+            out.append(node)
+            node = self.projects.get(node.parent) if node.parent else None
+        return out
+
+    def subtree(self, project: str) -> list[str]:
+        """The project and every project below it: whose use rolls up into it."""
+        out, todo = [], [project]
+        while todo:
+            name = todo.pop()
+            out.append(name)
+            todo.extend(self.children.get(name, []))
+        return sorted(out)
+
+    def member_of(self, identity: Identity) -> list[str]:
+        return [p.name for p in self.options.projects if p.members.include(identity)]
+
+    def may_see(self, identity: Identity, project: str) -> bool:
+        """Members of a project or of any project above it (an institute's managers)."""
+        return any(p.members.include(identity) for p in self.chain(project))
+
+    # --- the policy ----------------------------------------------------------------------------
+
+    def evaluate(self, request: PolicyRequest) -> Decision:
+        mine = self.member_of(request.identity)
+        project = request.project
+        if project is not None:
+            if project not in self.projects:
+                return Decision.deny("{policy}: there is no project {project}",
+                                     policy=self.name, project=project)  # fmt: skip
+            if project not in mine:
+                return Decision.deny("{policy}: {owner} is not a member of project {project}",
+                                     policy=self.name, owner=request.identity.owner,
+                                     project=project)  # fmt: skip
+        elif mine:
+            project = mine[0]
+        elif self.options.require_project:
+            return Decision.deny(
+                "{policy}: {owner} is in no project, and sessions must be charged to one",
+                policy=self.name, owner=request.identity.owner,
+            )  # fmt: skip
+        else:
+            return Decision()
+        # charged to the period of the earliest start asked for
+        start = min((w[0] for w in request.windows or ()), default=request.now)
+        with self._db().read() as session:
+            return self._judge(session, request, project, max(start, request.now))
+
+    def _judge(
+        self, session: Session, request: PolicyRequest, project: str, start: int
+    ) -> Decision:
+        decision = Decision(project=project)
+        for node in self.chain(project):
+            subtree = self.subtree(node.name)
+            classes = {a.resource for a in node.allocations}
+            for resource in sorted(classes):
+                wanted = request.amounts.get(resource)
+                if wanted is None:
+                    continue
+                current = next(
+                    (a for a in node.allocations if a.resource == resource and a.covers(start)),
+                    None,
+                )
+                if current is None:
+                    return Decision.deny(
+                        "{policy}: project {project} has no {unit} allocated for {when}",
+                        policy=self.name, project=node.name, unit=HOUR_UNITS[resource],
+                        when=_instant(start),
+                    )  # fmt: skip
+                remaining = remaining_seconds(session, subtree, current, request.now)
+                cap = int(remaining // request.duration) if remaining > 0 else 0
+                if cap < wanted.min:
+                    return Decision.deny(
+                        "{policy}: project {project} has {remaining} {unit} left of the {hours} "
+                        "allocated for {start} to {end}; this request needs at least {needed}",
+                        policy=self.name, project=node.name, remaining=_hours(remaining),
+                        unit=HOUR_UNITS[resource], hours=_hours(current.hours * 3600),
+                        start=_instant(current.start_at), end=_instant(current.end_at),
+                        needed=_hours(wanted.min * request.duration),
+                    )  # fmt: skip
+                decision.limits.append(
+                    Limit(resource, cap, rule=f"the allocation of project {node.name}")
+                )
+            for resource, cap in sorted(node.concurrency.items()):
+                wanted = request.amounts.get(resource)
+                if wanted is None:
+                    continue
+                if cap < wanted.min:
+                    return Decision.deny(
+                        "{policy}: project {project} may hold at most {cap} {unit} at once; "
+                        "{needed} needed",
+                        policy=self.name, project=node.name, cap=cap, unit=resource,
+                        needed=wanted.min,
+                    )  # fmt: skip
+                held = Usage(committed_claims(session, subtree, resource))
+                decision.limits.append(
+                    Limit(
+                        resource,
+                        cap,
+                        rule=f"the concurrency cap of project {node.name}",
+                        usage=held,
+                    )
+                )
+        return decision
+
+    def _db(self) -> Any:
+        if self.node is None:
+            raise RuntimeError("the allocations policy needs the node's database")
+        return self.node.db
+
+    # --- the accounting view -------------------------------------------------------------------
+
+    def report(self, session: Session, project: str, now: int) -> dict[str, Any]:
+        """A project's allocations with what was used and committed, rolled up from below."""
+        node = self.projects[project]
+        subtree = self.subtree(project)
+        allocations = []
+        for a in node.allocations:
+            used = used_seconds(session, subtree, a.resource, a.start_at, a.end_at)
+            committed = committed_seconds(session, subtree, a.resource, a.start_at, a.end_at)
+            allocations.append({
+                "resource_class": a.resource,
+                "start": _instant(a.start_at),
+                "end": _instant(a.end_at),
+                "hours": a.hours,
+                "used_hours": round(used / 3600, 3),
+                "committed_hours": round(committed / 3600, 3),
+                "remaining_hours": round(a.hours - (used + committed) / 3600, 3),
+                "current": a.covers(now),
+            })  # fmt: skip
+        in_use = {
+            c: Usage(committed_claims(session, subtree, c)).peak(now, now + 1)
+            for c in sorted(set(node.concurrency) | {a.resource for a in node.allocations})
+        }
+        return {
+            "name": node.name,
+            "description": node.description,
+            "parent": node.parent,
+            "children": sorted(self.children[node.name]),
+            "allocations": allocations,
+            "concurrency": dict(node.concurrency),
+            "in_use": in_use,
+        }
+
+
+# --- what the booking table says ---------------------------------------------------------------
+
+
+def used_seconds(session: Session, projects: list[str], resource: str, lo: int, hi: int) -> int:
+    """Resource-seconds the projects' ended sessions used within [lo, hi)."""
+    rows = session.exec(
+        select(UsageRecord.amount, UsageRecord.start_at, UsageRecord.end_at).where(
+            UsageRecord.project.in_(projects),  # type: ignore[union-attr]
+            UsageRecord.resource_class == resource,
+            UsageRecord.end_at > lo,
+            UsageRecord.start_at < hi,
+        )
+    )
+    return sum(a * (min(e, hi) - max(s, lo)) for a, s, e in rows)
+
+
+def _committed(
+    session: Session, projects: list[str], resource: str
+) -> Iterable[tuple[int, int, int]]:
+    """(amount, start, end) of the projects' accepted, not yet ended bookings of a class."""
+    return session.exec(
+        select(Allocation.amount, Booking.start_at, Booking.end_at)
+        .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+        .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)  # type: ignore[arg-type]
+        .where(
+            ExecutionSession.project.in_(projects),  # type: ignore[union-attr]
+            Booking.state.in_((CONFIRMED, ACTIVE)),  # type: ignore[attr-defined]
+            Allocation.resource_class == resource,
+        )
+    )
+
+
+def committed_seconds(
+    session: Session, projects: list[str], resource: str, lo: int, hi: int
+) -> int:
+    return sum(
+        a * max(min(e, hi) - max(s, lo), 0) for a, s, e in _committed(session, projects, resource)
+    )
+
+
+def committed_claims(session: Session, projects: list[str], resource: str) -> list[Claim]:
+    return [Claim(s, e, a) for a, s, e in _committed(session, projects, resource)]
+
+
+def remaining_seconds(
+    session: Session, projects: list[str], allocation: AllocationConfig, now: int
+) -> float:
+    lo, hi = allocation.start_at, allocation.end_at
+    used = used_seconds(session, projects, allocation.resource, lo, hi)
+    committed = committed_seconds(session, projects, allocation.resource, lo, hi)
+    return allocation.hours * 3600 - used - committed
+
+
+def _epoch(value: date | datetime) -> int:
+    if isinstance(value, datetime):
+        return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
+    return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp())
+
+
+def _instant(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.6g}"

@@ -1,0 +1,196 @@
+"""The policy contract: who is asking (:class:`Identity`), what they ask for
+(:class:`PolicyRequest`) and what one policy says about it (:class:`Decision`).
+
+Every configured policy is asked about every request; :func:`combine` merges their answers so
+that all must allow: pools are intersected, caps and durations take the smallest, time windows
+are intersected, and a refusal by any policy refuses the request with that policy's messages.
+Policies are plugins (entry point group ``ebroker.policies``); a plugin class is built with
+``cls(name, options, node)`` and must validate its options itself (a pydantic model), raising
+``pydantic.ValidationError`` so the node reports the offending key at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from broker_core.booking.timeline import Usage
+from broker_core.kinds.base import Message, message
+
+if TYPE_CHECKING:
+    from broker_core.broker import Broker
+
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking: a verified token's subject and groups, or the anonymous caller."""
+
+    subject: str
+    groups: frozenset[str] = frozenset()
+    issuer: str | None = None  # the configured issuer's short name
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def anonymous(self) -> bool:
+        return self.issuer is None
+
+    @property
+    def owner(self) -> str:
+        """The owner recorded on sessions: the subject, qualified by its issuer so two issuers'
+        subjects can never collide."""
+        return ANONYMOUS if self.issuer is None else f"{self.issuer}:{self.subject}"
+
+    def in_any(self, groups: Iterable[str]) -> bool:
+        return not self.groups.isdisjoint(groups)
+
+
+ANONYMOUS_IDENTITY = Identity(subject=ANONYMOUS)
+
+
+@dataclass(frozen=True)
+class Amount:
+    min: int
+    max: int
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    platform: str
+    pool: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}/{self.pool}"
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """A summary of one request, as the policies see it."""
+
+    identity: Identity
+    amounts: dict[str, Amount]  # resource class -> requested min/max (after defaults)
+    duration: int  # seconds the session is to be available
+    windows: list[tuple[int, int]] | None  # allowed available-start instants; None = ASAP
+    pools: list[PoolRef]  # every pool the node could draw on
+    kinds: dict[str, list[str]]  # category -> kind URIs used by the request
+    now: int
+    lookahead: int  # seconds: the node never offers a start later than now + lookahead
+    project: str | None = None  # the project the client asked to charge, if any
+    direct: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON summary, e.g. for a remote policy service."""
+        return {
+            "identity": {
+                "subject": self.identity.subject,
+                "issuer": self.identity.issuer,
+                "groups": sorted(self.identity.groups),
+                "anonymous": self.identity.anonymous,
+            },
+            "amounts": {c: {"min": a.min, "max": a.max} for c, a in self.amounts.items()},
+            "duration": self.duration,
+            "windows": [list(w) for w in self.windows] if self.windows is not None else None,
+            "pools": [str(p) for p in self.pools],
+            "kinds": self.kinds,
+            "project": self.project,
+            "direct": self.direct,
+        }
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At every instant of a session, ``amount + usage`` of one class stays within ``cap``.
+
+    ``usage`` is what already counts against the same cap (a project's running sessions, for
+    a concurrency cap); None for a plain per-session cap. ``rule`` names the rule in messages.
+    """
+
+    resource_class: str
+    cap: int
+    rule: str
+    usage: Usage | None = None
+
+    def room(self, start: int, end: int) -> int:
+        used = self.usage.peak(start, end) if self.usage is not None else 0
+        return max(self.cap - used, 0)
+
+
+@dataclass
+class Decision:
+    """One policy's answer. The defaults allow everything and restrict nothing."""
+
+    allowed: bool = True
+    messages: list[Message] = field(default_factory=list)
+    pools: frozenset[PoolRef] | None = None  # the pools this identity may draw on; None = all
+    limits: list[Limit] = field(default_factory=list)
+    max_duration: int | None = None  # seconds
+    # intervals [from, to) the whole available period of a session must lie in; None = any time
+    windows: list[tuple[int, int]] | None = None
+    project: str | None = None  # the project charged for the session
+
+    @classmethod
+    def deny(cls, template: str, **values: Any) -> Decision:
+        return cls(allowed=False, messages=[message(template, level="WARN", **values)])
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A policy plugin. ``evaluate`` is called in a worker thread for every request; it must
+    not raise for a request it dislikes (that is a ``Decision.deny``), only for its own faults."""
+
+    name: str
+
+    def evaluate(self, request: PolicyRequest) -> Decision: ...
+
+
+class PolicyBase:
+    """Convenience base: keeps the name, options and node a plugin is built with."""
+
+    def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
+        self.name = name
+        self.node = node
+
+    def close(self) -> None:
+        """Free what the policy holds (connections, threads) when the node stops."""
+
+
+def intersect_windows(
+    a: list[tuple[int, int]] | None, b: list[tuple[int, int]] | None
+) -> list[tuple[int, int]] | None:
+    """The instants in both lists of [from, to) intervals (None means unrestricted)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    out = []
+    for a0, a1 in a:
+        for b0, b1 in b:
+            lo, hi = max(a0, b0), min(a1, b1)
+            if lo < hi:
+                out.append((lo, hi))
+    return sorted(out)
+
+
+def combine(decisions: list[Decision]) -> Decision:
+    """All must allow: the narrowest of every restriction, and every policy's messages."""
+    result = Decision()
+    for d in decisions:
+        result.messages.extend(d.messages)
+        if not d.allowed:
+            result.allowed = False
+        if d.pools is not None:
+            result.pools = d.pools if result.pools is None else result.pools & d.pools
+        result.limits.extend(d.limits)
+        if d.max_duration is not None:
+            result.max_duration = (
+                d.max_duration
+                if result.max_duration is None
+                else min(result.max_duration, d.max_duration)
+            )
+        result.windows = intersect_windows(result.windows, d.windows)
+        if d.project is not None and result.project is None:
+            result.project = d.project
+    return result

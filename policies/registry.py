@@ -1,0 +1,43 @@
+"""Policy plugins, discovered through the ``ebroker.policies`` entry point group."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from broker_core.config import ConfigError, PolicyConfig, describe_errors
+
+from .contract import Policy
+
+if TYPE_CHECKING:
+    from broker_core.broker import Broker
+
+ENTRY_POINT_GROUP = "ebroker.policies"
+
+
+def policy_types() -> dict[str, Any]:
+    """Policy types by name, loaded only when a config uses them."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def build_policies(configs: list[PolicyConfig], node: Broker | None) -> list[Policy]:
+    types = policy_types()
+    policies: list[Policy] = []
+    for index, config in enumerate(configs):
+        cls = types.get(config.type)
+        if cls is None:
+            raise ConfigError(
+                f"policies.{index}.type: unknown policy type {config.type!r} "
+                f"(installed: {', '.join(sorted(types)) or 'none'})"
+            )
+        if isinstance(cls, EntryPoint):
+            cls = cls.load()
+        try:
+            policies.append(cls(config.name, config.options, node))
+        except ValidationError as exc:
+            raise ConfigError(
+                describe_errors(exc, "the configuration", ("policies", index, "options"))
+            ) from None
+    return policies
