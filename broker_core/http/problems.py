@@ -22,7 +22,10 @@ from ..errors import (
     Conflict,
     DocumentInvalid,
     FieldError,
+    Forbidden,
+    IdentityUnavailable,
     NotFound,
+    Unauthenticated,
     UpstreamUnavailable,
     pointer,
 )
@@ -51,6 +54,9 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     NotFound: (404, "Not Found"),
     Conflict: (409, "Conflict"),
     UpstreamUnavailable: (502, "Bad Gateway"),
+    Unauthenticated: (401, "Unauthorized"),
+    Forbidden: (403, "Forbidden"),
+    IdentityUnavailable: (503, "Service Unavailable"),
 }
 
 
