@@ -17,6 +17,7 @@ from broker_core.db.tables import Allocation, Booking, ResourcePool, UsageRecord
 from broker_core.schedule import parse_duration
 from tests.conftest import ACCEPT, request_doc
 from tests.oidc_issuer import OidcIssuer, rsa_key
+from tests.policy_service import PolicyService, deny, limit, slow, unused_url
 
 SIM_OPTIONS = {"base_preparation": "PT0S", "image_pull": "PT0S", "data_staging": "PT0S"}
 INVENTORY = {"memory": {"total": 100000}, "storage": {"total": 100000}}
@@ -390,3 +391,62 @@ def test_usage_is_recorded_from_what_a_session_used(accounted, issuer):
     assert project["name"] == "astro"
     assert project["allocations"][0]["committed_hours"] == 0
     assert 0 < project["allocations"][0]["used_hours"] < 0.1
+
+
+# --- a global policy service, asked over HTTP ------------------------------------------------
+
+
+def test_a_global_policy_service_allows_denies_limits_and_times_out(
+    issuer, broker_factory, client_factory, sqlite_url
+):
+    rules = (
+        deny(subject="dave", reason="suspended by the federation"),
+        limit(group="students", caps={"cores": 8}, pools=["cluster/federation"]),
+        slow(subject="sloth", seconds=3),
+    )
+    with PolicyService(*rules) as service:
+        options = {"url": service.url, "timeout": "PT0.5S", "on_failure": "deny"}
+        remote = {"name": "global", "type": "remote", "options": options}
+        client = client_factory(broker_factory(sqlite_url, **site_config(issuer, remote)))
+
+        allowed = ask(
+            client, auth(issuer, "alice", "federation", "local"), request_doc(cores=(1, 900))
+        )
+        assert allowed["result"] == "YES"
+        assert max(o["compute"]["cores"]["max"] for o in allowed["offers"]) == 900
+        sent = service.bodies[-1]["request"]
+        assert sent["identity"]["subject"] == "alice" and sent["amounts"]["cores"]["max"] == 900
+
+        denied = ask(client, auth(issuer, "dave", "federation"), request_doc())
+        assert denied["result"] == "NO"
+        assert "global policy global: suspended by the federation" in texts(denied)
+
+        student = auth(issuer, "sam", "federation", "local", "students")
+        limited = ask(client, student, request_doc(cores=(1, 900)))
+        assert limited["result"] == "YES"
+        assert {p for o in limited["offers"] for p in o["site"]["pools"]} == {"cluster/federation"}
+        assert max(o["compute"]["cores"]["max"] for o in limited["offers"]) == 8
+        too_big = ask(client, student, request_doc(cores=(16, 16)))
+        assert too_big["result"] == "NO" and "global policy global" in texts(too_big)
+
+        started = time.monotonic()
+        timed_out = ask(client, auth(issuer, "sloth", "federation"), request_doc())
+        assert time.monotonic() - started < 2.5
+        assert timed_out["result"] == "NO"
+        assert "timed out" in texts(timed_out)
+
+        # answers are cached briefly: asking again does not reach the service
+        calls = service.calls_for("alice")
+        ask(client, auth(issuer, "alice", "federation", "local"), request_doc(cores=(1, 900)))
+        assert service.calls_for("alice") == calls
+
+
+def test_a_failing_global_policy_service_can_be_configured_to_fail_open(
+    issuer, broker_factory, client_factory, sqlite_url
+):
+    options = {"url": unused_url(), "timeout": "PT0.5S", "on_failure": "allow"}
+    remote = {"name": "global", "type": "remote", "options": options}
+    client = client_factory(broker_factory(sqlite_url, **site_config(issuer, remote)))
+    answer = ask(client, auth(issuer, "alice", "federation"), request_doc())
+    assert answer["result"] == "YES"
+    assert "allowed without asking" in texts(answer)
