@@ -78,10 +78,18 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     from platforms.registry import build_platforms
+    from policies.identity import Authenticator
+    from policies.registry import build_policies
 
     config = _load(args)
     build_platforms(config.platforms)
-    print(f"configuration OK: site {config.site.name!r}, {len(config.platforms)} platform(s)")
+    Authenticator(config.auth)
+    for policy in build_policies(config.policies, None):
+        policy.close()
+    print(
+        f"configuration OK: site {config.site.name!r}, {len(config.platforms)} platform(s), "
+        f"{len(config.policies)} policy(ies)"
+    )
     return 0
 
 

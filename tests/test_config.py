@@ -14,6 +14,7 @@ import pytest
 from broker_core.config import ConfigError, load_config, parse_config
 from platforms.registry import build_platforms
 from platforms.simulated import SimulatedPlatform
+from policies.registry import build_policies
 from tests.nodes import free_port
 
 
@@ -74,6 +75,21 @@ def test_the_example_config_is_valid():
     root = Path(__file__).resolve().parents[1]
     config = load_config(root / "examples" / "node.yaml")
     assert build_platforms(config.platforms)
+    assert not config.auth.anonymous and config.auth.issuers
+    assert [p.name for p in build_policies(config.policies, None)] == ["site-rules", "allocations"]
+
+
+def test_a_bad_policy_option_stops_start_up_naming_it(tmp_path: Path):
+    access = [{"name": "a", "groups": ["x"], "pools": 3}]
+    data = {"policies": [{"name": "rules", "type": "local-rules", "options": {"access": access}}]}
+    with pytest.raises(ConfigError) as info:
+        build_policies(parse_config(data).policies, None)
+    assert "policies.0.options.access.0.pools" in str(info.value)
+    data = {"policies": [{"name": "rules", "type": "no-such-policy"}]}
+    with pytest.raises(ConfigError, match="unknown policy type 'no-such-policy'"):
+        build_policies(parse_config(data).policies, None)
+    with pytest.raises(ConfigError, match="anonymous access is off and no issuers"):
+        parse_config({"auth": {"anonymous": False}})
 
 
 def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
