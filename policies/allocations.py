@@ -31,6 +31,7 @@ from broker_core.db.tables import (
     ExecutionSession,
     UsageRecord,
 )
+from broker_core.kinds.base import Message, message
 
 from .contract import Decision, Identity, Limit, PolicyBase, PolicyRequest
 
@@ -234,6 +235,45 @@ class Allocations(PolicyBase):
                 )
         return decision
 
+    def admit(self, session: Session, row: Any, now: int) -> list[Message]:
+        """Accepting ``row`` (now CONFIRMED) must leave no allocation overdrawn and no
+        concurrency cap exceeded: two offers each within the remaining hours cannot both be
+        accepted when together they are not."""
+        if row.project not in self.projects:
+            return []
+        amounts: dict[str, int] = {}
+        for resource, amount in session.exec(
+            select(Allocation.resource_class, Allocation.amount)
+            .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+            .where(Booking.session_uuid == row.uuid)
+        ):
+            amounts[resource] = amounts.get(resource, 0) + amount
+        problems = []
+        for node in self.chain(row.project):
+            subtree = self.subtree(node.name)
+            for a in node.allocations:
+                if a.resource in amounts and a.start_at < row.end_at and row.prepare_at < a.end_at:
+                    left = remaining_seconds(session, subtree, a, now)
+                    if left < 0:
+                        problems.append(message(
+                            "{policy}: project {project} has too few {unit} left in the "
+                            "allocation for {start} to {end} ({over} over)",
+                            level="WARN", policy=self.name, project=node.name,
+                            unit=HOUR_UNITS[a.resource], start=_instant(a.start_at),
+                            end=_instant(a.end_at), over=_hours(-left),
+                        ))  # fmt: skip
+            for resource, cap in sorted(node.concurrency.items()):
+                held = Usage(committed_claims(session, subtree, resource))
+                peak = held.peak(row.prepare_at, row.end_at)
+                if resource in amounts and peak > cap:
+                    problems.append(message(
+                        "{policy}: project {project} would hold {peak} {unit} at once; "
+                        "its cap is {cap}",
+                        level="WARN", policy=self.name, project=node.name, peak=peak,
+                        unit=resource, cap=cap,
+                    ))  # fmt: skip
+        return problems
+
     def _db(self) -> Any:
         if self.node is None:
             raise RuntimeError("the allocations policy needs the node's database")
@@ -291,11 +331,15 @@ def used_seconds(session: Session, projects: list[str], resource: str, lo: int, 
 
 
 def _committed(
-    session: Session, projects: list[str], resource: str
+    session: Session, projects: list[str], resource: str, *, held: bool = False
 ) -> Iterable[tuple[int, int, int]]:
-    """(amount, start, end) of the projects' accepted, not yet ended bookings of a class."""
+    """(amount, start, end) of the projects' accepted, not yet ended sessions of a class: over
+    their available period (what is charged), or with ``held`` over their whole booking
+    (preparation included: what a concurrency cap counts)."""
+    start, end = (Booking.start_at, Booking.end_at) if held else (
+        ExecutionSession.start_at, ExecutionSession.end_at)  # fmt: skip
     return session.exec(
-        select(Allocation.amount, Booking.start_at, Booking.end_at)
+        select(Allocation.amount, start, end)
         .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
         .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)  # type: ignore[arg-type]
         .where(
@@ -315,7 +359,7 @@ def committed_seconds(
 
 
 def committed_claims(session: Session, projects: list[str], resource: str) -> list[Claim]:
-    return [Claim(s, e, a) for a, s, e in _committed(session, projects, resource)]
+    return [Claim(s, e, a) for a, s, e in _committed(session, projects, resource, held=True)]
 
 
 def remaining_seconds(

@@ -146,12 +146,24 @@ class Policy(Protocol):
     def evaluate(self, request: PolicyRequest) -> Decision: ...
 
 
+def admit(policy: Policy, session: Any, row: Any, now: int) -> list[Message]:
+    """Ask a policy whether an offer may still be accepted (see ``PolicyBase.admit``)."""
+    check = getattr(policy, "admit", None)
+    return check(session, row, now) if check is not None else []
+
+
 class PolicyBase:
     """Convenience base: keeps the name, options and node a plugin is built with."""
 
     def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
         self.name = name
         self.node = node
+
+    def admit(self, session: Any, row: Any, now: int) -> list[Message]:
+        """Reasons the accepted session ``row`` (its booking just CONFIRMED, inside the
+        accepting transaction, with the pools locked) must not be accepted after all; policies
+        that count accepted sessions re-check here what concurrent accepts may have used up."""
+        return []
 
     def close(self) -> None:
         """Free what the policy holds (connections, threads) when the node stops."""

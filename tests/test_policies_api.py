@@ -450,3 +450,27 @@ def test_a_failing_global_policy_service_can_be_configured_to_fail_open(
     answer = ask(client, auth(issuer, "alice", "federation"), request_doc())
     assert answer["result"] == "YES"
     assert "allowed without asking" in texts(answer)
+
+
+def test_two_offers_within_the_allocation_cannot_both_be_accepted_beyond_it(accounted, issuer):
+    """Holds do not count against an allocation, so two requests may each be offered 12 of
+    astro's 15 core-hours; the accept that would overdraw it is refused (409), atomically."""
+    broker, client = accounted
+    astro = auth(issuer, "ann", "federation", "astro")
+    first = ask(client, astro, request_doc(cores=(6, 6), duration="PT2H"))["offers"][0]
+    second = ask(client, astro, request_doc(cores=(6, 6), duration="PT2H"))["offers"][0]
+    r = client.post(f"/sessions/{first['meta']['uuid']}", json=ACCEPT, headers=astro)
+    assert r.status_code == 200, r.text
+    r = client.post(f"/sessions/{second['meta']['uuid']}", json=ACCEPT, headers=astro)
+    assert r.status_code == 409, r.text
+    assert "project astro has too few core-hours left" in r.json()["detail"]
+    # the refused accept changed nothing: the offer is still open and its hold still held
+    assert (
+        client.get(f"/sessions/{second['meta']['uuid']}", headers=astro).json()["phase"]
+        == "OFFERED"
+    )
+    with broker.db.read() as session:
+        state = session.exec(
+            select(Booking.state).where(Booking.session_uuid == second["meta"]["uuid"])
+        ).one()
+    assert state == "HELD"

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from policies.contract import ANONYMOUS_IDENTITY, Identity
+from policies.contract import ANONYMOUS_IDENTITY, Identity, admit
 
 from ..booking import ledger
 from ..broker import Broker
@@ -75,7 +75,7 @@ def update_session(
             _expire(session, row.offerset_uuid, now)
             expired = True
         elif value == ACCEPTED:
-            _accept(session, row, now)
+            _accept(broker, session, row, now)
         elif value == REJECTED:
             _finish(session, row, REJECTED, (HELD,), now)
         elif value == CANCELLED:
@@ -124,12 +124,21 @@ def _locked(broker: Broker, session: Session, session_uuid: str) -> ExecutionSes
     ).one()
 
 
-def _accept(session: Session, row: ExecutionSession, now: int) -> None:
+def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -> None:
     confirmed = ledger.set_booking_state(
         session, session_uuids=[row.uuid], old=(HELD,), new=CONFIRMED, now=now
     )
     if confirmed != 1:
         raise Conflict("the offer's booking is no longer held", phase=row.phase)
+    # The pools are locked now, so accepts are serialised: policies that count what is
+    # accepted (allocations) see every earlier accept, and a refusal rolls this one back.
+    problems = [m for p in broker.policies for m in admit(p, session, row, now)]
+    if problems:
+        raise Conflict(
+            "the offer can no longer be accepted: " + "; ".join(m.message for m in problems),
+            phase=row.phase,
+            messages=[m.message for m in problems],
+        )
     siblings = list(
         session.exec(
             select(ExecutionSession.uuid).where(

@@ -19,7 +19,7 @@ from ..db.tables import ACTIVE, Allocation, Booking, ExecutionSession, UsageReco
 def record_usage(
     session: Session, row: ExecutionSession, document: dict[str, Any], now: int
 ) -> int:
-    """Record the session's use from when its booking became ACTIVE until ``now``, if it is
+    """Record the session's use from when it became available until ``now``, if its booking is
     ACTIVE; how many records were written."""
     booking = session.exec(
         select(Booking).where(Booking.session_uuid == row.uuid, Booking.state == ACTIVE)
@@ -31,7 +31,9 @@ def record_usage(
     ).one()
     if already:
         return 0
-    start = _active_since(document, booking.start_at)
+    start = _available_since(document)
+    if start is None:
+        return 0  # cancelled or failed while preparing: nothing was used
     end = max(min(now, booking.end_at), start)
     amounts: dict[str, int] = {}
     for resource_class, amount in session.exec(
@@ -57,15 +59,17 @@ def record_usage(
     return len(amounts)
 
 
-def _active_since(document: dict[str, Any], default: int) -> int:
-    """When the lifecycle engine started preparing the session (its booking became ACTIVE)."""
-    stamp = document.get("schedule", {}).get("actual", {}).get("preparing")
+def _available_since(document: dict[str, Any]) -> int | None:
+    """When the session became available to its user: what is charged starts there, as the
+    offer's duration did (preparation is the node's cost). None if it never got that far."""
+    actual = document.get("schedule", {}).get("actual", {})
+    stamp = actual.get("available") or actual.get("running")
     if not isinstance(stamp, str):
-        return default
+        return None
     try:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
     except ValueError:
-        return default
+        return None
 
 
 def own_usage(session: Session, owner: str) -> dict[str, float]:
