@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from broker_core.errors import Conflict, NotFound, UpstreamUnavailable
 from broker_core.kinds.base import Message, message
@@ -44,6 +45,10 @@ def requested_kinds(document: Any) -> set[str]:
     return kinds
 
 
+def _project_query(project: str | None) -> str:
+    return f"?{urlencode({'project': project})}" if project else ""
+
+
 def _dump(m: Message) -> dict[str, Any]:
     return m.model_dump(exclude_none=True)
 
@@ -60,13 +65,17 @@ class Aggregator:
 
     # --- POST /requests ----------------------------------------------------------------------
 
-    async def request_offers(self, document: Any, token: str | None) -> dict[str, Any]:
+    async def request_offers(
+        self, document: Any, token: str | None, project: str | None = None
+    ) -> dict[str, Any]:
+        """``project`` (the project to charge) is passed on to every node."""
         fanout = self.config.fanout
         deadline = time.monotonic() + fanout.deadline.total_seconds()
         kinds = requested_kinds(document)
         body = json.dumps(document).encode()
         ups = list(self.upstreams.by_name.values())
-        tasks = [asyncio.create_task(self._ask(u, body, token, kinds, deadline)) for u in ups]
+        path = "/requests" + _project_query(project)
+        tasks = [asyncio.create_task(self._ask(u, path, body, token, kinds, deadline)) for u in ups]
         _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0))
         for task in pending:
             task.cancel()
@@ -91,6 +100,7 @@ class Aggregator:
     async def _ask(
         self,
         upstream: Upstream,
+        path: str,
         body: bytes,
         token: str | None,
         kinds: set[str],
@@ -105,7 +115,7 @@ class Aggregator:
                                       upstream=name, kinds=missing)  # fmt: skip
         try:
             answer = await self.upstreams.call(
-                upstream, "POST", f"{upstream.config.base}/requests",
+                upstream, "POST", f"{upstream.config.base}{path}",
                 body=body, token=token, deadline=deadline,
             )  # fmt: skip
         except UpstreamError as exc:
@@ -311,7 +321,9 @@ class Aggregator:
 
     # --- POST /direct ------------------------------------------------------------------------
 
-    async def direct(self, document: Any, token: str | None) -> tuple[dict[str, Any], int]:
+    async def direct(
+        self, document: Any, token: str | None, project: str | None = None
+    ) -> tuple[dict[str, Any], int]:
         """Start now on the first upstream (by weight) that can; NO or 409 when none can."""
         deadline = time.monotonic() + self.config.fanout.deadline.total_seconds()
         kinds = requested_kinds(document)
@@ -323,7 +335,7 @@ class Aggregator:
                 continue
             try:
                 answer = await self.upstreams.call(
-                    upstream, "POST", f"{upstream.config.base}/direct",
+                    upstream, "POST", f"{upstream.config.base}/direct{_project_query(project)}",
                     document=document, token=token, deadline=deadline,
                 )  # fmt: skip
             except UpstreamError as exc:

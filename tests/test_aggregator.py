@@ -63,6 +63,7 @@ class FakeUpstreams:
     def __init__(self) -> None:
         self.port = free_port()
         self.seen_tokens: list[str | None] = []
+        self.seen_queries: list[str] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = threading.Event()
@@ -97,6 +98,7 @@ class FakeUpstreams:
 
     async def _token(self, request: web.Request) -> web.Response:
         self.seen_tokens.append(request.headers.get("Authorization"))
+        self.seen_queries.append(request.query_string)
         return web.json_response(
             {"result": "NO", "offers": [], "meta": {"messages": [{"message": "nothing here"}]}}
         )
@@ -179,6 +181,14 @@ def test_offers_are_merged_from_every_node_and_failures_named(federation):
     assert "upstream token answered NO: nothing here" in why
     # the caller's token reached the upstream configured to forward it
     assert "Bearer user-token-1" in federation["fakes"].seen_tokens
+
+
+def test_the_project_to_charge_is_passed_on_to_the_nodes(federation):
+    national = federation["nodes"]["national"]
+    r = httpx.post(f"{national.url}/requests", params={"project": "astro"},
+                   json=request_doc(duration="PT1H"), timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert "project=astro" in federation["fakes"].seen_queries
 
 
 def test_upstreams_that_cannot_accept_the_kinds_are_skipped(federation):

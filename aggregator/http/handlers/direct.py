@@ -9,8 +9,10 @@ from broker_core.http.handlers import respond
 from ..context import aggregator, bearer_token
 
 
-async def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
-    document, status = await aggregator().direct(body, bearer_token())
+async def post(
+    body: dict[str, Any], project: str | None = None
+) -> tuple[dict[str, Any], int, dict]:
+    document, status = await aggregator().direct(body, bearer_token(), project)
     return respond(document, status)
 
 

@@ -9,8 +9,10 @@ from broker_core.http.handlers import respond
 from ..context import aggregator, bearer_token
 
 
-async def post(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
-    return respond(await aggregator().request_offers(body, bearer_token()), 200)
+async def post(
+    body: dict[str, Any], project: str | None = None
+) -> tuple[dict[str, Any], int, dict]:
+    return respond(await aggregator().request_offers(body, bearer_token(), project), 200)
 
 
 post_legacy = post
