@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
 ResourceClass = Literal["cores", "memory", "storage", "gpus"]
+# how amounts of each class read in messages ("8 GiB of memory")
+UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$"
 
 

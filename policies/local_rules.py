@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from broker_core.config import Model, ResourceClass
+from broker_core.config import UNITS, Model, ResourceClass
 from broker_core.kinds.base import Message, message
 from broker_core.schedule import format_duration
 from policies.contract import (
@@ -40,7 +40,6 @@ DAY = 86_400
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # as the offer service words them, so a cap reads like the node's own capacity messages
-UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 _TIME = re.compile(r"^(\d{2}):(\d{2})$")
 _POOL = re.compile(r"^[^/\s]+(/[^/\s]+)?$")
 

@@ -22,12 +22,11 @@ from policies.contract import (
 )
 
 from ..broker import Broker
+from ..config import UNITS
 from ..kinds.base import Message, message
 from ..kinds.request import ExecutionRequest
 from ..schedule import format_duration
 from .demand import Demand, Range
-
-UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 
 
 @dataclass

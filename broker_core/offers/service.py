@@ -19,6 +19,7 @@ from policies.contract import ANONYMOUS_IDENTITY, Identity
 from ..booking import ledger
 from ..booking.timeline import Usage
 from ..broker import Broker
+from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
 from ..errors import Conflict, NotFound
 from ..kinds.base import Message, message
@@ -40,7 +41,6 @@ from .engine import (
 from .policy import Verdict, consult
 
 log = logging.getLogger(__name__)
-UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 
 
 @dataclass
