@@ -16,6 +16,7 @@ from broker_core.config import (
     ServerConfig,
     SiteConfig,
     read_config_file,
+    require_unique,
     validate_config,
 )
 
@@ -70,9 +71,7 @@ class AggregatorConfig(Model):
     @field_validator("upstreams")
     @classmethod
     def _unique(cls, upstreams: list[UpstreamConfig]) -> list[UpstreamConfig]:
-        names = [u.name for u in upstreams]
-        if len(set(names)) != len(names):
-            raise ValueError(f"upstream names must be unique: {names}")
+        require_unique([u.name for u in upstreams], "upstream")
         return upstreams
 
     @model_validator(mode="after")

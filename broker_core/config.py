@@ -28,6 +28,13 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def require_unique(names: list[str], what: str) -> None:
+    """Things are referred to by name (in messages, pools, rules): two with one name is an error."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(repeated)}")
+
+
 class InventoryConfig(Model):
     """One resource class of a pool, as OpenStack placement models it."""
 
@@ -190,9 +197,7 @@ class AuthConfig(Model):
     def _someone_may_call(self) -> AuthConfig:
         if not self.anonymous and not self.issuers:
             raise ValueError("anonymous access is off and no issuers are configured")
-        names = [i.name for i in self.issuers]
-        if len(set(names)) != len(names):
-            raise ValueError(f"issuer names must be unique: {names}")
+        require_unique([i.name for i in self.issuers], "issuer")
         return self
 
 
@@ -224,21 +229,15 @@ class NodeConfig(Model):
     @field_validator("platforms")
     @classmethod
     def _unique_names(cls, platforms: list[PlatformConfig]) -> list[PlatformConfig]:
-        names = [p.name for p in platforms]
-        if len(set(names)) != len(names):
-            raise ValueError(f"platform names must be unique: {names}")
+        require_unique([p.name for p in platforms], "platform")
         for p in platforms:
-            pool_names = [pool.name for pool in p.pools]
-            if len(set(pool_names)) != len(pool_names):
-                raise ValueError(f"pool names of platform {p.name!r} must be unique")
+            require_unique([pool.name for pool in p.pools], f"platform {p.name!r}: pool")
         return platforms
 
     @field_validator("policies")
     @classmethod
     def _unique_policy_names(cls, policies: list[PolicyConfig]) -> list[PolicyConfig]:
-        names = [p.name for p in policies]
-        if len(set(names)) != len(names):
-            raise ValueError(f"policy names must be unique: {names}")
+        require_unique([p.name for p in policies], "policy")
         return policies
 
     @property

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, select
 
 from broker_core.booking.timeline import Claim, Usage
-from broker_core.config import NAME_PATTERN, ResourceClass
+from broker_core.config import NAME_PATTERN, ResourceClass, require_unique
 from broker_core.db.tables import (
     ACTIVE,
     CONFIRMED,
@@ -97,9 +97,7 @@ class AllocationsOptions(_Model):
 
     @model_validator(mode="after")
     def _a_tree(self) -> AllocationsOptions:
-        names = [p.name for p in self.projects]
-        if len(set(names)) != len(names):
-            raise ValueError(f"project names must be unique: {names}")
+        require_unique([p.name for p in self.projects], "project")
         parents = {p.name: p.parent for p in self.projects}
         for project in self.projects:
             if project.parent is not None and project.parent not in parents:
