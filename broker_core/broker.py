@@ -28,6 +28,9 @@ class Broker:
     platforms: list[Platform]
     usage_cache: UsageCache = field(default_factory=UsageCache)
     policies: list[Policy] = field(default_factory=list)
+    # each platform's pool names in configured order, as synced at start-up (asking a platform
+    # for its pools may be slow: Slurm runs sinfo)
+    pool_names: dict[str, list[str]] = field(default_factory=dict)
     authenticator: Authenticator | None = field(default=None, repr=False)
     # set by the lifecycle runner of this process: look for due sessions now
     wake_lifecycle: Callable[[], None] | None = field(default=None, repr=False)

@@ -32,7 +32,9 @@ def build_broker(config: NodeConfig) -> Broker:
     now = int(time.time())
     with db.write() as session:
         for platform in platforms:
-            ledger.sync_pools(session, platform.name, platform.pools(), now)
+            pools = platform.pools()
+            ledger.sync_pools(session, platform.name, pools, now)
+            broker.pool_names[platform.name] = [pool.name for pool in pools]
         ledger.refresh_longest_bookings(session)
     return broker
 

@@ -58,7 +58,11 @@ def consult(
         amounts={c: Amount(r.min, r.max) for c, r in demand.amounts.items()},
         duration=demand.duration,
         windows=demand.windows,
-        pools=[PoolRef(p.name, pool.name) for p in broker.platforms for pool in p.pools()],
+        pools=[
+            PoolRef(platform, pool)
+            for platform, names in broker.pool_names.items()
+            for pool in names
+        ],
         kinds=_kinds(request),
         now=now,
         lookahead=int(broker.config.offers.lookahead.total_seconds()),

@@ -254,7 +254,7 @@ def _search_windows(
             search_demand = Demand(demand.amounts, demand.duration, [(earliest, earliest)])
         search = Search(
             demand=search_demand,
-            pool_sets=_pool_sets(plan.platform, mine),
+            pool_sets=_pool_sets(broker, plan.platform, mine),
             now=now,
             preparation=plan.preparation,
             horizon=horizon,
@@ -272,12 +272,13 @@ def _search_windows(
     return Outcome(chosen, best, candidates, notes), searches
 
 
-def _pool_sets(platform: Any, pools: list[PoolView]) -> list[list[PoolView]]:
+def _pool_sets(broker: Broker, platform: Any, pools: list[PoolView]) -> list[list[PoolView]]:
     """Each pool alone and, where the platform's pools are shares of the same machines, all of
     them together (one booking drawing on several, in the configured order)."""
     sets = [[p] for p in pools]
     if platform.config.combine_pools and len(pools) > 1:
-        order = {ledger.pool_key(platform.name, c.name): i for i, c in enumerate(platform.pools())}
+        names = broker.pool_names.get(platform.name, [])
+        order = {ledger.pool_key(platform.name, name): i for i, name in enumerate(names)}
         sets.append(sorted(pools, key=lambda p: order.get(p.name, len(order))))
     return sets
 
