@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -474,3 +474,27 @@ def test_two_offers_within_the_allocation_cannot_both_be_accepted_beyond_it(acco
             select(Booking.state).where(Booking.session_uuid == second["meta"]["uuid"])
         ).one()
     assert state == "HELD"
+
+
+def test_direct_execution_outside_the_permitted_times_is_refused(
+    issuer, broker_factory, client_factory, sqlite_url
+):
+    later = (datetime.now(UTC).hour + 3) % 24
+    rules = {
+        "limits": [{"name": "later-only", "everyone": True, "windows": [
+            {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+             "from": f"{later:02d}:00", "to": f"{(later + 2) % 24:02d}:00"}]}],
+    }  # fmt: skip
+    config = site_config(issuer)
+    config["policies"] = [{"name": "site-rules", "type": "local-rules", "options": rules}]
+    client = client_factory(broker_factory(sqlite_url, **config))
+    headers = auth(issuer, "alice", "federation")
+    r = client.post("/direct", json=request_doc(duration="PT1H"), headers=headers)
+    assert r.status_code == 409, r.text
+    assert "permit no session of PT1H starting now" in r.text
+    # offers are still made, inside the permitted hours
+    answer = ask(client, headers, request_doc(duration="PT1H"))
+    assert answer["result"] == "YES"
+    for offer in answer["offers"]:
+        start = offer["schedule"]["available"]["start"][11:16]  # "HH:MM", the session lasts 1 h
+        assert start[:2] == f"{later:02d}" or start == f"{(later + 1) % 24:02d}:00", start

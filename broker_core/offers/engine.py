@@ -132,7 +132,9 @@ def _candidates(search: Search, pools: Sequence[PoolView]) -> list[int]:
     """Available-start instants worth trying: window starts, and wherever capacity frees up."""
     granularity = search.granularity
     earliest = _ceil(search.now + search.preparation, granularity)
-    windows = search.demand.windows or [(earliest, search.horizon)]
+    windows = search.demand.windows
+    if windows is None:  # as soon as possible; an empty list is no start at all
+        windows = [(earliest, search.horizon)]
     releases = sorted(
         {t + search.preparation for p in pools for u in p.usage.values() for t in u.releases}
     )

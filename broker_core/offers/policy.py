@@ -39,6 +39,8 @@ class Verdict:
     limits: list[Limit] = field(default_factory=list)  # caps that vary over time
     project: str | None = None
     notes: list[Message] = field(default_factory=list)  # what the policies said when allowing
+    # the starts the policies permit (inclusive intervals), whatever the request asked; None = any
+    permitted: list[tuple[int, int]] | None = None
 
 
 def consult(
@@ -105,6 +107,9 @@ def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdi
         amounts[limit.resource_class] = Range(wanted.min, min(wanted.max, limit.cap))
     windows = demand.windows
     if decision.windows is not None:
+        verdict.permitted = _allowed_starts(
+            decision.windows, [(now, now + lookahead)], demand.duration, now, lookahead
+        )
         windows = _allowed_starts(decision.windows, windows, demand.duration, now, lookahead)
         if not windows:
             refusals.append(message(

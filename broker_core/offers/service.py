@@ -251,7 +251,16 @@ def _search_windows(
         search_demand = demand
         if direct:
             earliest = -(-(now + plan.preparation) // granularity) * granularity
-            search_demand = Demand(demand.amounts, demand.duration, [(earliest, earliest)])
+            starts = [(earliest, earliest)]
+            if verdict.permitted is not None and not any(
+                a <= earliest <= b for a, b in verdict.permitted
+            ):
+                starts = []
+                notes.append(message(
+                    "the policies of this node permit no session of {duration} starting now",
+                    level="WARN", duration=format_duration(timedelta(seconds=demand.duration)),
+                ))  # fmt: skip
+            search_demand = Demand(demand.amounts, demand.duration, starts)
         search = Search(
             demand=search_demand,
             pool_sets=_pool_sets(broker, plan.platform, mine),
