@@ -39,6 +39,14 @@ class Broker:
         if self.wake_lifecycle is not None:
             self.wake_lifecycle()
 
+    def close(self) -> None:
+        """Free the database connections and what the policies hold (threads, sessions)."""
+        for policy in self.policies:
+            close = getattr(policy, "close", None)
+            if close is not None:
+                close()
+        self.db.dispose()
+
     def may_see(self, identity: Identity, owner: str | None) -> bool:
         """Only a session's owner, or a member of an admin group, may see or change it."""
         mine = (owner or ANONYMOUS) == identity.owner

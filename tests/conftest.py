@@ -122,7 +122,7 @@ def broker_factory() -> Iterator[Callable[..., Broker]]:
 
     yield factory
     for broker in made:
-        broker.db.dispose()
+        broker.close()
 
 
 @pytest.fixture

@@ -24,19 +24,40 @@ def _app():
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="ebroker-contract-")
-    broker = build_broker(make_config(f"sqlite:///{folder}/contract.db"))
+    # durability is shown elsewhere (test_crash); here every fsync would only slow the fuzzing
+    database = {"url": f"sqlite:///{folder}/contract.db", "sqlite_synchronous": "OFF"}
+    broker = build_broker(make_config("", database=database))
     return create_app(broker, reaper=False)
 
 
+SETTINGS = settings(
+    max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+
+# Every operation is fuzzed with generated documents, valid and invalid.
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
+schema.config.phases.coverage.enabled = False
 
 
 @schema.parametrize()
-@settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
+@SETTINGS
 def test_the_app_honours_its_spec(case):
+    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+
+# The coverage phase also walks every keyword of the spec (boundaries, every missing or wrong
+# field). For the request document, one schema holding every kind, that is about 8000 calls per
+# operation, so it runs on POST /requests only: the other request operations take the same
+# document through the same content layer, validation and parsing.
+covered = schemathesis.openapi.from_asgi("/openapi.json", _app()).include(
+    method="POST", path_regex="^/requests$"
+)
+covered.config.phases.fuzzing.enabled = False
+covered.config.phases.examples.enabled = False
+covered.config.phases.stateful.enabled = False
+
+
+@covered.parametrize()
+@SETTINGS
+def test_every_keyword_of_the_request_document_is_covered(case):
     case.call_and_validate(excluded_checks=[positive_data_acceptance])
