@@ -14,11 +14,12 @@ the pools are never overbooked, only the allocation may be overdrawn by that rac
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from broker_core.booking.timeline import Claim, Usage
@@ -180,7 +181,9 @@ class Allocations(PolicyBase):
         self, session: Session, request: PolicyRequest, project: str, start: int
     ) -> Decision:
         decision = Decision(project=project)
-        for node in self.chain(project):
+        chain = self.chain(project)
+        committed = Committed.read(session, self.subtree(chain[-1].name))
+        for node in chain:
             subtree = self.subtree(node.name)
             classes = {a.resource for a in node.allocations}
             for resource in sorted(classes):
@@ -197,7 +200,7 @@ class Allocations(PolicyBase):
                         policy=self.name, project=node.name, unit=HOUR_UNITS[resource],
                         when=_instant(start),
                     )  # fmt: skip
-                remaining = remaining_seconds(session, subtree, current, request.now)
+                remaining = remaining_seconds(session, subtree, current, committed)
                 cap = int(remaining // request.duration) if remaining > 0 else 0
                 if cap < wanted.min:
                     return Decision.deny(
@@ -222,7 +225,7 @@ class Allocations(PolicyBase):
                         policy=self.name, project=node.name, cap=cap, unit=resource,
                         needed=wanted.min,
                     )  # fmt: skip
-                held = Usage(committed_claims(session, subtree, resource))
+                held = Usage(committed.claims(subtree, resource))
                 decision.limits.append(
                     Limit(
                         resource,
@@ -247,11 +250,13 @@ class Allocations(PolicyBase):
         ):
             amounts[resource] = amounts.get(resource, 0) + amount
         problems = []
-        for node in self.chain(row.project):
+        chain = self.chain(row.project)
+        committed = Committed.read(session, self.subtree(chain[-1].name))
+        for node in chain:
             subtree = self.subtree(node.name)
             for a in node.allocations:
                 if a.resource in amounts and a.start_at < row.end_at and row.prepare_at < a.end_at:
-                    left = remaining_seconds(session, subtree, a, now)
+                    left = remaining_seconds(session, subtree, a, committed)
                     if left < 0:
                         problems.append(message(
                             "{policy}: project {project} has too few {unit} left in the "
@@ -261,7 +266,7 @@ class Allocations(PolicyBase):
                             end=_instant(a.end_at), over=_hours(-left),
                         ))  # fmt: skip
             for resource, cap in sorted(node.concurrency.items()):
-                held = Usage(committed_claims(session, subtree, resource))
+                held = Usage(committed.claims(subtree, resource))
                 peak = held.peak(row.prepare_at, row.end_at)
                 if resource in amounts and peak > cap:
                     problems.append(message(
@@ -283,22 +288,23 @@ class Allocations(PolicyBase):
         """A project's allocations with what was used and committed, rolled up from below."""
         node = self.projects[project]
         subtree = self.subtree(project)
+        held = Committed.read(session, subtree)
         allocations = []
         for a in node.allocations:
             used = used_seconds(session, subtree, a.resource, a.start_at, a.end_at)
-            committed = committed_seconds(session, subtree, a.resource, a.start_at, a.end_at)
+            booked = held.seconds(subtree, a.resource, a.start_at, a.end_at)
             allocations.append({
                 "resource_class": a.resource,
                 "start": _instant(a.start_at),
                 "end": _instant(a.end_at),
                 "hours": a.hours,
                 "used_hours": round(used / 3600, 3),
-                "committed_hours": round(committed / 3600, 3),
-                "remaining_hours": round(a.hours - (used + committed) / 3600, 3),
+                "committed_hours": round(booked / 3600, 3),
+                "remaining_hours": round(a.hours - (used + booked) / 3600, 3),
                 "current": a.covers(now),
             })  # fmt: skip
         in_use = {
-            c: Usage(committed_claims(session, subtree, c)).peak(now, now + 1)
+            c: Usage(held.claims(subtree, c)).peak(now, now + 1)
             for c in sorted(set(node.concurrency) | {a.resource for a in node.allocations})
         }
         return {
@@ -328,45 +334,56 @@ def used_seconds(session: Session, projects: list[str], resource: str, lo: int, 
     return sum(a * (min(e, hi) - max(s, lo)) for a, s, e in rows)
 
 
-def _committed(
-    session: Session, projects: list[str], resource: str, *, held: bool = False
-) -> Iterable[tuple[int, int, int]]:
-    """(amount, start, end) of the projects' accepted, not yet ended sessions of a class: over
-    their available period (what is charged), or with ``held`` over their whole booking
-    (preparation included: what a concurrency cap counts)."""
-    start, end = (Booking.start_at, Booking.end_at) if held else (
-        ExecutionSession.start_at, ExecutionSession.end_at)  # fmt: skip
-    return session.exec(
-        select(Allocation.amount, start, end)
-        .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
-        .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)  # type: ignore[arg-type]
-        .where(
-            ExecutionSession.project.in_(projects),  # type: ignore[union-attr]
-            Booking.state.in_((CONFIRMED, ACTIVE)),  # type: ignore[attr-defined]
-            Allocation.resource_class == resource,
+@dataclass
+class Committed:
+    """The accepted, not yet ended sessions of some projects, read once per decision: for each,
+    its project, resource class, amount, available period and whole booking (preparation
+    included)."""
+
+    rows: list[tuple[str, str, int, int, int, int, int]]
+
+    @classmethod
+    def read(cls, session: Session, projects: list[str]) -> Committed:
+        rows = session.connection().execute(_COMMITTED, {"projects": projects})
+        return cls([tuple(r) for r in rows])
+
+    def seconds(self, projects: list[str], resource: str, lo: int, hi: int) -> int:
+        """Resource-seconds of their available periods within [lo, hi): what is charged."""
+        return sum(
+            amount * max(min(end, hi) - max(start, lo), 0)
+            for project, c, amount, start, end, _, _ in self.rows
+            if c == resource and project in projects
         )
+
+    def claims(self, projects: list[str], resource: str) -> list[Claim]:
+        """Their whole bookings: what a concurrency cap counts."""
+        return [
+            Claim(held_start, held_end, amount)
+            for project, c, amount, _, _, held_start, held_end in self.rows
+            if c == resource and project in projects
+        ]
+
+
+_COMMITTED = (
+    select(  # type: ignore[call-overload]
+        ExecutionSession.project, Allocation.resource_class, Allocation.amount,
+        ExecutionSession.start_at, ExecutionSession.end_at, Booking.start_at, Booking.end_at,
     )
-
-
-def committed_seconds(
-    session: Session, projects: list[str], resource: str, lo: int, hi: int
-) -> int:
-    return sum(
-        a * max(min(e, hi) - max(s, lo), 0) for a, s, e in _committed(session, projects, resource)
+    .join(Booking, Booking.id == Allocation.booking_id)
+    .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)
+    .where(
+        ExecutionSession.project.in_(bindparam("projects", expanding=True)),  # type: ignore[union-attr]
+        Booking.state.in_((CONFIRMED, ACTIVE)),  # type: ignore[attr-defined]
     )
-
-
-def committed_claims(session: Session, projects: list[str], resource: str) -> list[Claim]:
-    return [Claim(s, e, a) for a, s, e in _committed(session, projects, resource, held=True)]
+)  # fmt: skip
 
 
 def remaining_seconds(
-    session: Session, projects: list[str], allocation: AllocationConfig, now: int
+    session: Session, projects: list[str], allocation: AllocationConfig, committed: Committed
 ) -> float:
     lo, hi = allocation.start_at, allocation.end_at
     used = used_seconds(session, projects, allocation.resource, lo, hi)
-    committed = committed_seconds(session, projects, allocation.resource, lo, hi)
-    return allocation.hours * 3600 - used - committed
+    return allocation.hours * 3600 - used - committed.seconds(projects, allocation.resource, lo, hi)
 
 
 def _epoch(value: date | datetime) -> int:
