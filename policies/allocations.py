@@ -5,11 +5,12 @@ its own allocations and those of every project above it. A request is charged to
 (the one it names, else the caller's first); it is offered at most what the remaining hours
 allow for its duration, and nothing (a NO with what remains) when even its minimum does not
 fit. Remaining = allocated - used (recorded when sessions end, ``UsageRecord``) - committed
-(accepted sessions not yet ended, for their booked time). Concurrency caps limit what a
+(accepted sessions not yet ended, for their available period). Concurrency caps limit what a
 project's accepted sessions hold at any one instant.
 
-Known limit: two requests racing for the last hours of an allocation may both be offered them;
-the pools are never overbooked, only the allocation may be overdrawn by that race.
+Offers are holds and do not count, so two requests may each be offered the last hours; the
+accept is where it is decided (``admit``): under the pool locks that serialise accepts, an
+accept that would overdraw an allocation or exceed a cap is refused and rolled back.
 """
 
 from __future__ import annotations

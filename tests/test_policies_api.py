@@ -3,8 +3,10 @@ over HTTP), the 1000/500 pledge, owner-only sessions, 401s, time windows, alloca
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -498,3 +500,27 @@ def test_direct_execution_outside_the_permitted_times_is_refused(
     for offer in answer["offers"]:
         start = offer["schedule"]["available"]["start"][11:16]  # "HH:MM", the session lasts 1 h
         assert start[:2] == f"{later:02d}" or start == f"{(later + 1) % 24:02d}:00", start
+
+
+def test_racing_accepts_never_overdraw_an_allocation(accounted, issuer):
+    """Twelve offers of 4 core-hours each (2 cores, 2 hours, all at once: within astro's
+    concurrency cap of 8) against its 15: whatever the interleaving of the twelve concurrent
+    accepts, three win and the rest are 409s."""
+    _, client = accounted
+    astro = auth(issuer, "ann", "federation", "astro")
+    offers = [
+        ask(client, astro, request_doc(cores=(2, 2), duration="PT2H"))["offers"][0]["meta"]["uuid"]
+        for _ in range(12)
+    ]
+    barrier = threading.Barrier(len(offers))
+
+    def accept(uuid: str) -> int:
+        barrier.wait()
+        return client.post(f"/sessions/{uuid}", json=ACCEPT, headers=astro).status_code
+
+    with ThreadPoolExecutor(len(offers)) as pool:
+        statuses = list(pool.map(accept, offers))
+    assert sorted(set(statuses)) == [200, 409], statuses
+    assert statuses.count(200) == 3
+    report = client.get("/projects/astro", headers=astro).json()["allocations"][0]
+    assert report["committed_hours"] == 12 and report["remaining_hours"] == 3
