@@ -173,6 +173,20 @@ class IssuerConfig(Model):
     leeway: timedelta = Field(default=timedelta(seconds=30), description="allowed clock skew")
     timeout: timedelta = Field(default=timedelta(seconds=5), description="JWKS fetch timeout")
 
+    @field_validator("jwks_cache", "timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("leeway")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
     @field_validator("algorithms")
     @classmethod
     def _asymmetric(cls, algorithms: list[str]) -> list[str]:

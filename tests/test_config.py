@@ -90,6 +90,12 @@ def test_a_bad_policy_option_stops_start_up_naming_it(tmp_path: Path):
         build_policies(parse_config(data).policies, None)
     with pytest.raises(ConfigError, match="anonymous access is off and no issuers"):
         parse_config({"auth": {"anonymous": False}})
+    issuer = {"name": "egi", "issuer": "https://aai.example.org", "audience": ["ebroker"]}
+    for key, value, named in (("jwks_cache", "PT0S", "auth.issuers.0.jwks_cache"),
+                              ("algorithms", ["HS256"], "auth.issuers.0.algorithms"),
+                              ("leeway", "-PT1S", "auth.issuers.0.leeway")):  # fmt: skip
+        with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+            parse_config({"auth": {"issuers": [{**issuer, key: value}]}})
 
 
 def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
