@@ -8,7 +8,6 @@ A bad token is a 401 even where anonymous access is allowed: it is never silentl
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar
 from typing import Any
 
@@ -19,7 +18,7 @@ from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..broker import Broker
 from ..errors import IdentityUnavailable, Unauthenticated
-from .negotiation import _problem
+from .negotiation import path_pattern, problem_body
 
 current_identity: ContextVar[Identity] = ContextVar("current_identity", default=ANONYMOUS_IDENTITY)
 
@@ -28,29 +27,24 @@ def identity() -> Identity:
     return current_identity.get()
 
 
-def public_operations(spec: dict[str, Any]) -> list[tuple[re.Pattern[str], str]]:
-    """(path pattern, method) of the operations the spec marks ``security: []``."""
-    public = []
-    for template, operations in spec["paths"].items():
-        pattern = re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "/?$")
-        for method, operation in operations.items():
-            if isinstance(operation, dict) and operation.get("security") == []:
-                public.append((pattern, method.upper()))
-    return public
-
-
 class Authentication:
     def __init__(self, app: ASGIApp, *, broker: Broker, spec: dict[str, Any]):
         self.app = app
         self.broker = broker
-        self.public = public_operations(spec)
+        # per path of the spec, the methods that need no token (``security: []``)
+        self.routes = [
+            (path_pattern(template), {m.upper() for m, op in operations.items()
+                                  if isinstance(op, dict) and op.get("security") == []})
+            for template, operations in spec["paths"].items()
+        ]  # fmt: skip
 
     def _is_public(self, scope: Scope) -> bool:
-        path, method = scope["path"], scope["method"]
-        if not any(path.startswith(p) for p in _API_PREFIXES):
-            return True  # the spec, its UI and anything connexion answers 404 for
-        method = "GET" if method == "HEAD" else method
-        return any(m == method and rx.match(path) for rx, m in self.public)
+        path = scope["path"]
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        for pattern, public in self.routes:
+            if pattern.match(path):
+                return method in public
+        return True  # not an operation: the spec, its UI, or a 404
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_public(scope):
@@ -80,10 +74,6 @@ class Authentication:
             current_identity.reset(token)
 
 
-_API_PREFIXES = ("/requests", "/offersets", "/sessions", "/direct", "/usage", "/projects", "/node",
-                 "/health")  # fmt: skip
-
-
 def _challenge(exc: Unauthenticated) -> list[tuple[bytes, bytes]]:
     """RFC 6750: the scheme, and the error only when a token was sent."""
     value = 'Bearer realm="ebroker"'
@@ -96,7 +86,7 @@ def _challenge(exc: Unauthenticated) -> list[tuple[bytes, bytes]]:
 async def _refuse(
     send: Send, status: int, title: str, detail: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    body = _problem(status, title, detail)
+    body = problem_body(status, title, detail)
     await send({
         "type": "http.response.start",
         "status": status,

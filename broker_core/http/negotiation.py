@@ -55,7 +55,7 @@ def prefers_yaml(accept: str) -> bool:
     return best_yaml > 0 and best_yaml > best_json
 
 
-def _problem(status: int, title: str, detail: str, pointer: str | None = None) -> bytes:
+def problem_body(status: int, title: str, detail: str, pointer: str | None = None) -> bytes:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
                             "detail": detail}  # fmt: skip
     if pointer is not None:
@@ -63,14 +63,17 @@ def _problem(status: int, title: str, detail: str, pointer: str | None = None) -
     return json.dumps(body).encode()
 
 
+def path_pattern(template: str) -> re.Pattern[str]:
+    """The paths a spec path template (``/sessions/{uuid}``) matches."""
+    return re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "/?$")
+
+
 def route_methods(paths: dict[str, dict[str, Any]]) -> list[tuple[re.Pattern[str], str]]:
     """(path pattern, Allow header value) for each path template of the spec."""
-    routes = []
-    for template, operations in paths.items():
-        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
-        methods = sorted(m.upper() for m in operations if m in _HTTP_METHODS)
-        routes.append((re.compile(f"^{pattern}/?$"), ", ".join(methods)))
-    return routes
+    return [
+        (path_pattern(t), ", ".join(sorted(m.upper() for m in ops if m in _HTTP_METHODS)))
+        for t, ops in paths.items()
+    ]
 
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -157,7 +160,7 @@ class ContentNegotiation:
     async def _send_problem(
         self, send: Send, status: int, title: str, detail: str, pointer: str | None = None
     ) -> None:
-        body = _problem(status, title, detail, pointer)
+        body = problem_body(status, title, detail, pointer)
         await send({
             "type": "http.response.start",
             "status": status,
