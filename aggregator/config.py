@@ -7,12 +7,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, field_validator, model_validator
+from pydantic import AnyHttpUrl, Field, field_validator
 
 from broker_core.config import (
     NAME_PATTERN,
     DatabaseConfig,
     Model,
+    NonNegativeDuration,
+    PositiveDuration,
     ServerConfig,
     SiteConfig,
     read_config_file,
@@ -26,7 +28,7 @@ class UpstreamConfig(Model):
 
     name: str = Field(pattern=NAME_PATTERN)
     url: AnyHttpUrl
-    timeout: timedelta = Field(
+    timeout: PositiveDuration = Field(
         default=timedelta(seconds=5), description="deadline of each call to this upstream"
     )
     weight: float = Field(default=1.0, ge=0, description="ranks its offers among equals")
@@ -41,13 +43,13 @@ class UpstreamConfig(Model):
 
 
 class FanoutConfig(Model):
-    deadline: timedelta = Field(
+    deadline: PositiveDuration = Field(
         default=timedelta(seconds=8), description="overall deadline of one fan-out"
     )
     max_offers: int = Field(default=16, ge=1, le=256, description="offers in a merged answer")
     order: Literal["earliest", "cost"] = "earliest"
     max_connections: int = Field(default=100, ge=1, le=10_000)
-    description_ttl: timedelta = Field(
+    description_ttl: NonNegativeDuration = Field(
         default=timedelta(seconds=60), description="how long an upstream's /node is trusted"
     )
 
@@ -56,8 +58,8 @@ class BreakerConfig(Model):
     """Back off from an upstream after repeated failures (a circuit breaker)."""
 
     failures: int = Field(default=3, ge=1, le=100, description="consecutive failures to open")
-    backoff: timedelta = Field(default=timedelta(seconds=10))
-    max_backoff: timedelta = Field(default=timedelta(minutes=5))
+    backoff: PositiveDuration = Field(default=timedelta(seconds=10))
+    max_backoff: PositiveDuration = Field(default=timedelta(minutes=5))
 
 
 class AggregatorConfig(Model):
@@ -73,13 +75,6 @@ class AggregatorConfig(Model):
     def _unique(cls, upstreams: list[UpstreamConfig]) -> list[UpstreamConfig]:
         require_unique([u.name for u in upstreams], "upstream")
         return upstreams
-
-    @model_validator(mode="after")
-    def _deadlines(self) -> AggregatorConfig:
-        for u in self.upstreams:
-            if u.timeout <= timedelta(0):
-                raise ValueError(f"upstream {u.name}: timeout must be positive")
-        return self
 
     @property
     def base_url(self) -> str:

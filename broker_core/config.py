@@ -8,16 +8,41 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
 ResourceClass = Literal["cores", "memory", "storage", "gpus"]
 # how amounts of each class read in messages ("8 GiB of memory")
 UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$"
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration")
+    return value
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be a negative duration")
+    return value
+
+
+# ISO-8601 durations ("PT5M") or seconds, checked where they are read
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
+NonNegativeDuration = Annotated[timedelta, AfterValidator(_not_negative)]
 
 
 class ConfigError(Exception):
@@ -94,21 +119,14 @@ class ResourceDefaults(Model):
 
 class OfferConfig(Model):
     max_offers: int = Field(default=4, ge=1, le=32)
-    hold: timedelta = Field(
+    hold: PositiveDuration = Field(
         default=timedelta(minutes=5), description="how long an offer stays open"
     )
-    lookahead: timedelta = Field(default=timedelta(days=7))
-    default_duration: timedelta = Field(default=timedelta(hours=1))
-    max_duration: timedelta = Field(default=timedelta(days=7))
-    granularity: timedelta = Field(default=timedelta(seconds=60))
+    lookahead: PositiveDuration = Field(default=timedelta(days=7))
+    default_duration: PositiveDuration = Field(default=timedelta(hours=1))
+    max_duration: PositiveDuration = Field(default=timedelta(days=7))
+    granularity: PositiveDuration = Field(default=timedelta(seconds=60))
     defaults: ResourceDefaults = ResourceDefaults()
-
-    @field_validator("hold", "lookahead", "default_duration", "max_duration", "granularity")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
 
 
 class ServerConfig(Model):
@@ -137,21 +155,14 @@ class LifecycleConfig(Model):
         default=Path("ebroker-sessions"),
         description="a directory per session: storage, staged data, logs",
     )
-    poll_interval: timedelta = Field(default=timedelta(seconds=2))
-    lease: timedelta = Field(
+    poll_interval: PositiveDuration = Field(default=timedelta(seconds=2))
+    lease: PositiveDuration = Field(
         default=timedelta(seconds=20),
         description="how long a node process holds a session it works on without renewing",
     )
-    reconcile_interval: timedelta = Field(default=timedelta(seconds=60))
+    reconcile_interval: PositiveDuration = Field(default=timedelta(seconds=60))
     parallel: int = Field(default=4, ge=1, le=64, description="sessions worked on at once")
     release_attempts: int = Field(default=5, ge=1, le=100)
-
-    @field_validator("poll_interval", "lease", "reconcile_interval")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
 
 
 class IssuerConfig(Model):
@@ -167,25 +178,15 @@ class IssuerConfig(Model):
         default="groups", description="claim holding the groups; dots reach into objects"
     )
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
-    jwks_cache: timedelta = Field(
+    jwks_cache: PositiveDuration = Field(
         default=timedelta(minutes=10), description="how long fetched keys are trusted"
     )
-    leeway: timedelta = Field(default=timedelta(seconds=30), description="allowed clock skew")
-    timeout: timedelta = Field(default=timedelta(seconds=5), description="JWKS fetch timeout")
-
-    @field_validator("jwks_cache", "timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
-
-    @field_validator("leeway")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError("must not be negative")
-        return value
+    leeway: NonNegativeDuration = Field(
+        default=timedelta(seconds=30), description="allowed clock skew"
+    )
+    timeout: PositiveDuration = Field(
+        default=timedelta(seconds=5), description="JWKS fetch timeout"
+    )
 
     @field_validator("algorithms")
     @classmethod

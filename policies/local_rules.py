@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from broker_core.config import UNITS, Model, ResourceClass
+from broker_core.config import UNITS, Model, PositiveDuration, ResourceClass
 from broker_core.kinds.base import Message, message
 from broker_core.schedule import format_duration
 from policies.contract import (
@@ -162,7 +162,7 @@ class LimitRule(Match):
     caps: dict[ResourceClass, int] = Field(
         default_factory=dict, description="per session, at most this much of a class"
     )
-    max_duration: timedelta | None = None
+    max_duration: PositiveDuration | None = None
     windows: list[WeeklyWindow] | None = Field(default=None, min_length=1)
     refuse: bool = False
 
@@ -173,13 +173,6 @@ class LimitRule(Match):
             if cap < 0:
                 raise ValueError(f"cap on {resource_class} must not be negative")
         return caps
-
-    @field_validator("max_duration")
-    @classmethod
-    def _positive(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value <= timedelta(0):
-            raise ValueError("must be a positive duration")
-        return value
 
     @model_validator(mode="after")
     def _limits_something(self) -> LimitRule:

@@ -64,7 +64,7 @@ import aiohttp
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from yarl import URL
 
-from broker_core.config import Model, ResourceClass
+from broker_core.config import Model, NonNegativeDuration, PositiveDuration, ResourceClass
 from broker_core.kinds.base import message
 
 from .contract import Decision, Limit, PolicyBase, PolicyRequest, PoolRef
@@ -79,9 +79,9 @@ MAX_ANSWER_BYTES = 1 << 20  # a policy answer is small; a huge one is a faulty s
 
 class RemotePolicyOptions(Model):
     url: str
-    timeout: timedelta = Field(default=timedelta(seconds=2))
+    timeout: PositiveDuration = Field(default=timedelta(seconds=2))
     on_failure: Literal["deny", "allow"] = "deny"
-    cache_ttl: timedelta = Field(default=timedelta(seconds=30))
+    cache_ttl: NonNegativeDuration = Field(default=timedelta(seconds=30))
     cache_size: int = Field(default=10000, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
 
@@ -94,20 +94,6 @@ class RemotePolicyOptions(Model):
             raise ValueError(f"not a URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// URL with a host")
-        return value
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be positive")
-        return value
-
-    @field_validator("cache_ttl")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError("must not be negative (0 disables the cache)")
         return value
 
 

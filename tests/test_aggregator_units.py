@@ -44,6 +44,12 @@ def test_config_errors_name_the_key(tmp_path):
     path.write_text("upstreams:\n  - {name: a, url: 'http://x'}\n  - {name: a, url: 'http://y'}\n")
     with pytest.raises(ConfigError, match="unique"):
         load_aggregator_config(path)
+    path.write_text("upstreams:\n  - {name: a, url: 'http://x', timeout: PT0S}\n")
+    with pytest.raises(ConfigError, match=r"upstreams\.0\.timeout: .*must be a positive duration"):
+        load_aggregator_config(path)
+    path.write_text("breaker: {backoff: -PT1S}\nupstreams:\n  - {name: a, url: 'http://x'}\n")
+    with pytest.raises(ConfigError, match=r"breaker\.backoff"):
+        load_aggregator_config(path)
 
 
 def test_the_migrations_build_exactly_the_tables_and_keep_their_own_version(database_url):
