@@ -58,8 +58,9 @@ class BreakerConfig(Model):
     """Back off from an upstream after repeated failures (a circuit breaker)."""
 
     failures: int = Field(default=3, ge=1, le=100, description="consecutive failures to open")
-    backoff: PositiveDuration = Field(default=timedelta(seconds=10))
-    max_backoff: PositiveDuration = Field(default=timedelta(minutes=5))
+    # 0 never backs off (a benchmark measuring every call, say)
+    backoff: NonNegativeDuration = Field(default=timedelta(seconds=10))
+    max_backoff: NonNegativeDuration = Field(default=timedelta(minutes=5))
 
 
 class AggregatorConfig(Model):
