@@ -11,6 +11,7 @@ Policies are plugins (entry point group ``ebroker.policies``); a plugin class is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from broker_core.broker import Broker
 
 
+log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 
 
@@ -147,9 +149,17 @@ class Policy(Protocol):
 
 
 def admit(policy: Policy, session: Any, row: Any, now: int) -> list[Message]:
-    """Ask a policy whether an offer may still be accepted (see ``PolicyBase.admit``)."""
+    """Ask a policy whether an offer may still be accepted (see ``PolicyBase.admit``); one that
+    fails refuses, and the details go to the log."""
     check = getattr(policy, "admit", None)
-    return check(session, row, now) if check is not None else []
+    if check is None:
+        return []
+    try:
+        return check(session, row, now)
+    except Exception:
+        log.exception("policy %s failed to check an accept", policy.name)
+        return [message("policy {policy} could not check the accept (an internal error was "
+                        "logged)", level="WARN", policy=policy.name)]  # fmt: skip
 
 
 class PolicyBase:

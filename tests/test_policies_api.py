@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from broker_core.broker import Broker
 from broker_core.db.tables import Allocation, Booking, ResourcePool, UsageRecord
 from broker_core.schedule import parse_duration
+from policies.contract import Decision, PolicyBase
 from tests.conftest import ACCEPT, request_doc
 from tests.oidc_issuer import OidcIssuer, rsa_key
 from tests.policy_service import PolicyService, deny, limit, slow, unused_url
@@ -524,3 +525,40 @@ def test_racing_accepts_never_overdraw_an_allocation(accounted, issuer):
     assert statuses.count(200) == 3
     report = client.get("/projects/astro", headers=astro).json()["allocations"][0]
     assert report["committed_hours"] == 12 and report["remaining_hours"] == 3
+
+
+def test_a_failing_policy_refuses_the_request_instead_of_failing_it(
+    issuer, broker_factory, client_factory, sqlite_url
+):
+    class Broken(PolicyBase):
+        def evaluate(self, request: Any) -> Any:
+            raise RuntimeError("secret internals")
+
+    broker = broker_factory(sqlite_url, **site_config(issuer))
+    broker.policies.append(Broken("broken", {}, broker))
+    client = client_factory(broker)
+    answer = ask(client, auth(issuer, "alice", "federation"), request_doc())
+    assert answer["result"] == "NO"
+    assert "policy broken could not decide" in texts(answer)
+    assert "secret internals" not in texts(answer)
+
+
+def test_a_policy_failing_at_accept_refuses_the_accept(
+    issuer, broker_factory, client_factory, sqlite_url
+):
+    class BrokenAtAccept(PolicyBase):
+        def evaluate(self, request: Any) -> Any:
+            return Decision()
+
+        def admit(self, session: Any, row: Any, now: int) -> list:
+            raise RuntimeError("secret internals")
+
+    broker = broker_factory(sqlite_url, **site_config(issuer))
+    broker.policies.append(BrokenAtAccept("picky", {}, broker))
+    client = client_factory(broker)
+    alice = auth(issuer, "alice", "federation")
+    uuid = ask(client, alice, request_doc())["offers"][0]["meta"]["uuid"]
+    r = client.post(f"/sessions/{uuid}", json=ACCEPT, headers=alice)
+    assert r.status_code == 409, r.text
+    assert "policy picky could not check the accept" in r.text and "secret" not in r.text
+    assert client.get(f"/sessions/{uuid}", headers=alice).json()["phase"] == "OFFERED"

@@ -8,8 +8,10 @@ concurrency cap) for the engine to honour slot by slot.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 from policies.contract import (
     Amount,
@@ -27,6 +29,8 @@ from ..kinds.base import Message, message
 from ..kinds.request import ExecutionRequest
 from ..schedule import format_duration
 from .demand import Demand, Range
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,8 +75,21 @@ def consult(
         project=project,
         direct=direct,
     )
-    decision = combine([policy.evaluate(summary) for policy in broker.policies])
+    decision = combine([_ask(policy, summary) for policy in broker.policies])
     return apply(decision, demand, now, int(broker.config.offers.lookahead.total_seconds()))
+
+
+def _ask(policy: Any, summary: PolicyRequest) -> Decision:
+    """One policy's answer; a policy that fails refuses (fail closed), and the client is told
+    which one without the details, which go to the log."""
+    try:
+        return policy.evaluate(summary)
+    except Exception:
+        log.exception("policy %s failed to evaluate a request", getattr(policy, "name", policy))
+        return Decision.deny(
+            "policy {policy} could not decide (an internal error was logged); the request is "
+            "refused until it can", policy=getattr(policy, "name", "?"),
+        )  # fmt: skip
 
 
 def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdict:
