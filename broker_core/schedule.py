@@ -283,6 +283,11 @@ def format_duration(td: timedelta) -> str:
     return f"{sign}P{f'{days}D' if days else ''}{f'T{clock}' if clock else ''}"
 
 
+def format_seconds(seconds: int) -> str:
+    """A whole number of seconds as an ISO-8601 duration (:func:`format_duration`)."""
+    return format_duration(timedelta(seconds=seconds))
+
+
 def format_interval(interval: Interval) -> str:
     """Format as ``start/end`` using :func:`format_instant`."""
     return f"{format_instant(interval.start)}/{format_instant(interval.end)}"

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from broker_core.config import UNITS, Model, PositiveDuration, ResourceClass
 from broker_core.kinds.base import Message, message
-from broker_core.schedule import format_duration
+from broker_core.schedule import format_seconds
 from policies.contract import (
     Decision,
     Identity,
@@ -395,8 +395,8 @@ class LocalRules(PolicyBase):
                         decision,
                         "rule {rule}: sessions may last at most {maximum}; {requested} requested",
                         rule=rule.name,
-                        maximum=_fmt(limit.max_duration),
-                        requested=_fmt(request.duration),
+                        maximum=format_seconds(limit.max_duration),
+                        requested=format_seconds(request.duration),
                     )
             if limit.windows is not None:
                 windowed.append((limit, limit.windows))
@@ -420,7 +420,7 @@ class LocalRules(PolicyBase):
         where = (
             "in the requested window"
             if request.windows
-            else f"in the next {_fmt(request.lookahead)}"
+            else f"in the next {format_seconds(request.lookahead)}"
         )
         combined: list[tuple[int, int]] | None = None
         refused = False
@@ -436,7 +436,7 @@ class LocalRules(PolicyBase):
                     "none fits {duration} {where}",
                     rule=limit.rule.name,
                     windows=limit.describe_windows(),
-                    duration=_fmt(duration),
+                    duration=format_seconds(duration),
                     where=where,
                 )
         # each rule's windows have room, but maybe not where they overlap
@@ -454,7 +454,7 @@ class LocalRules(PolicyBase):
                 windows=" AND ".join(
                     f"{limit.rule.name}: {limit.describe_windows()}" for limit, _ in limits
                 ),
-                duration=_fmt(duration),
+                duration=format_seconds(duration),
                 where=where,
             )
         decision.windows = combined
@@ -467,7 +467,3 @@ class LocalRules(PolicyBase):
 
 def _warn(template: str, **values: Any) -> Message:
     return message(template, level="WARN", **values)
-
-
-def _fmt(seconds: int) -> str:
-    return format_duration(timedelta(seconds=seconds))

@@ -12,7 +12,7 @@ from ..kinds.request import ExecutionRequest
 from ..schedule import (
     Interval,
     ScheduleError,
-    format_duration,
+    format_seconds,
     parse_duration,
     parse_interval,
     parse_intervals,
@@ -124,12 +124,8 @@ def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:
             message(
                 "requested duration {requested} is longer than this node's maximum {maximum}",
                 level="WARN",
-                requested=_fmt(demand.duration),
-                maximum=_fmt(int(config.max_duration.total_seconds())),
+                requested=format_seconds(demand.duration),
+                maximum=format_seconds(int(config.max_duration.total_seconds())),
             )
         )
     return reasons
-
-
-def _fmt(seconds: int) -> str:
-    return format_duration(timedelta(seconds=seconds))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
 from policies.contract import (
@@ -27,7 +26,7 @@ from ..broker import Broker
 from ..config import UNITS
 from ..kinds.base import Message, message
 from ..kinds.request import ExecutionRequest
-from ..schedule import format_duration
+from ..schedule import format_seconds
 from .demand import Demand, Range
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,8 @@ def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdi
     if decision.max_duration is not None and demand.duration > decision.max_duration:
         refusals.append(message(
             "the policies of this node allow sessions of at most {maximum}; {requested} requested",
-            level="WARN", maximum=_fmt(decision.max_duration), requested=_fmt(demand.duration),
+            level="WARN", maximum=format_seconds(decision.max_duration),
+            requested=format_seconds(demand.duration),
         ))  # fmt: skip
     amounts = dict(demand.amounts)
     for limit in decision.limits:
@@ -132,7 +132,7 @@ def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdi
             refusals.append(message(
                 "the policies of this node allow no start in the requested window "
                 "that leaves the whole {duration} inside the times they permit",
-                level="WARN", duration=_fmt(demand.duration),
+                level="WARN", duration=format_seconds(demand.duration),
             ))  # fmt: skip
     if pools is not None and not pools:
         refusals.append(message("no pool of this node is open to you", level="WARN"))
@@ -169,7 +169,3 @@ def _kinds(request: ExecutionRequest) -> dict[str, list[str]]:
         category = component.kind.rsplit("/", 2)[-2] if "/" in component.kind else "component"
         kinds.setdefault(category, []).append(component.kind)
     return kinds
-
-
-def _fmt(seconds: int) -> str:
-    return format_duration(timedelta(seconds=seconds))

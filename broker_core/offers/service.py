@@ -6,7 +6,6 @@ import logging
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
-from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,7 +24,7 @@ from ..errors import Conflict, NotFound
 from ..kinds.base import Message, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
-from ..schedule import format_duration
+from ..schedule import format_seconds
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
 from .demand import Demand, Range, policy_limits, resolve
@@ -258,7 +257,7 @@ def _search_windows(
                 starts = []
                 notes.append(message(
                     "the policies of this node permit no session of {duration} starting now",
-                    level="WARN", duration=format_duration(timedelta(seconds=demand.duration)),
+                    level="WARN", duration=format_seconds(demand.duration),
                 ))  # fmt: skip
             search_demand = Demand(demand.amounts, demand.duration, starts)
         search = Search(
@@ -344,7 +343,7 @@ def _explain(
             "no requested start fits between the earliest possible start {earliest} "
             "(preparation takes {preparation}) and the look-ahead limit {horizon}",
             level="WARN", earliest=earliest,
-            preparation=format_duration(timedelta(seconds=search.preparation)),
+            preparation=format_seconds(search.preparation),
             horizon=instant(search.horizon),
         )]  # fmt: skip
     for c, wanted in needed.items():

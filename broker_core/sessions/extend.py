@@ -9,7 +9,6 @@ reservation's end, a job's time limit) in the same transaction; if it cannot, no
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -20,7 +19,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ExecutionSession
 from ..errors import Conflict
-from ..schedule import format_duration
+from ..schedule import format_duration, format_seconds
 from .phases import DURATION_PATH, EXTENDABLE
 from .views import instant, span
 
@@ -51,7 +50,7 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     if end_at - row.start_at > longest:
         raise Conflict(
             f"a session may last at most {format_duration(offers.max_duration)}; "
-            f"extended it would last {format_duration(timedelta(seconds=end_at - row.start_at))}",
+            f"extended it would last {format_seconds(end_at - row.start_at)}",
             phase=row.phase,
         )
     if end_at <= now:

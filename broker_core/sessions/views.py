@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..db.tables import OfferSet
 from ..kinds.base import KIND_PREFIX
-from ..schedule import format_duration
+from ..schedule import format_seconds
 from .phases import phase_options
 
 
@@ -34,7 +34,7 @@ def instant(ts: int) -> str:
 
 
 def span(start: int, seconds: int) -> dict[str, str]:
-    return {"start": instant(start), "duration": format_duration(timedelta(seconds=seconds))}
+    return {"start": instant(start), "duration": format_seconds(seconds)}
 
 
 def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
