@@ -34,6 +34,8 @@ from broker_core.db.tables import (
     UsageRecord,
 )
 from broker_core.kinds.base import Message, message
+from broker_core.sessions.usage import booked_amounts
+from broker_core.sessions.views import instant
 
 from .contract import Decision, Identity, Limit, PolicyBase, PolicyRequest
 
@@ -199,7 +201,7 @@ class Allocations(PolicyBase):
                     return Decision.deny(
                         "{policy}: project {project} has no {unit} allocated for {when}",
                         policy=self.name, project=node.name, unit=HOUR_UNITS[resource],
-                        when=_instant(start),
+                        when=instant(start),
                     )  # fmt: skip
                 remaining = remaining_seconds(session, subtree, current, committed)
                 cap = int(remaining // request.duration) if remaining > 0 else 0
@@ -209,7 +211,7 @@ class Allocations(PolicyBase):
                         "allocated for {start} to {end}; this request needs at least {needed}",
                         policy=self.name, project=node.name, remaining=_hours(remaining),
                         unit=HOUR_UNITS[resource], hours=_hours(current.hours * 3600),
-                        start=_instant(current.start_at), end=_instant(current.end_at),
+                        start=instant(current.start_at), end=instant(current.end_at),
                         needed=_hours(wanted.min * request.duration),
                     )  # fmt: skip
                 decision.limits.append(
@@ -243,13 +245,7 @@ class Allocations(PolicyBase):
         accepted when together they are not."""
         if row.project not in self.projects:
             return []
-        amounts: dict[str, int] = {}
-        for resource, amount in session.exec(
-            select(Allocation.resource_class, Allocation.amount)
-            .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
-            .where(Booking.session_uuid == row.uuid)
-        ):
-            amounts[resource] = amounts.get(resource, 0) + amount
+        amounts = booked_amounts(session, row.uuid)
         problems = []
         chain = self.chain(row.project)
         committed = Committed.read(session, self.subtree(chain[-1].name))
@@ -263,8 +259,8 @@ class Allocations(PolicyBase):
                             "{policy}: project {project} has too few {unit} left in the "
                             "allocation for {start} to {end} ({over} over)",
                             level="WARN", policy=self.name, project=node.name,
-                            unit=HOUR_UNITS[a.resource], start=_instant(a.start_at),
-                            end=_instant(a.end_at), over=_hours(-left),
+                            unit=HOUR_UNITS[a.resource], start=instant(a.start_at),
+                            end=instant(a.end_at), over=_hours(-left),
                         ))  # fmt: skip
             for resource, cap in sorted(node.concurrency.items()):
                 held = Usage(committed.claims(subtree, resource))
@@ -296,8 +292,8 @@ class Allocations(PolicyBase):
             booked = held.seconds(subtree, a.resource, a.start_at, a.end_at)
             allocations.append({
                 "resource_class": a.resource,
-                "start": _instant(a.start_at),
-                "end": _instant(a.end_at),
+                "start": instant(a.start_at),
+                "end": instant(a.end_at),
                 "hours": a.hours,
                 "used_hours": round(used / 3600, 3),
                 "committed_hours": round(booked / 3600, 3),
@@ -391,10 +387,6 @@ def _epoch(value: date | datetime) -> int:
     if isinstance(value, datetime):
         return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp())
-
-
-def _instant(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hours(seconds: float) -> str:

@@ -7,13 +7,13 @@ write it twice (one row per session and resource class).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from ..db.tables import ACTIVE, Allocation, Booking, ExecutionSession, UsageRecord
+from ..schedule import ScheduleError, parse_instant
 
 
 def record_usage(
@@ -35,13 +35,7 @@ def record_usage(
     if start is None:
         return 0  # cancelled or failed while preparing: nothing was used
     end = max(min(now, booking.end_at), start)
-    amounts: dict[str, int] = {}
-    for resource_class, amount in session.exec(
-        select(Allocation.resource_class, Allocation.amount).where(
-            Allocation.booking_id == booking.id
-        )
-    ):
-        amounts[resource_class] = amounts.get(resource_class, 0) + amount
+    amounts = booked_amounts(session, row.uuid)
     for resource_class, amount in sorted(amounts.items()):
         session.add(
             UsageRecord(
@@ -59,6 +53,18 @@ def record_usage(
     return len(amounts)
 
 
+def booked_amounts(session: Session, session_uuid: str) -> dict[str, int]:
+    """What a session's booking claims of each resource class, summed over its pools."""
+    amounts: dict[str, int] = {}
+    for resource_class, amount in session.exec(
+        select(Allocation.resource_class, Allocation.amount)
+        .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+        .where(Booking.session_uuid == session_uuid)
+    ):
+        amounts[resource_class] = amounts.get(resource_class, 0) + amount
+    return amounts
+
+
 def _available_since(document: dict[str, Any]) -> int | None:
     """When the session became available to its user: what is charged starts there, as the
     offer's duration did (preparation is the node's cost). None if it never got that far."""
@@ -67,8 +73,8 @@ def _available_since(document: dict[str, Any]) -> int | None:
     if not isinstance(stamp, str):
         return None
     try:
-        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
-    except ValueError:
+        return int(parse_instant(stamp).timestamp())
+    except ScheduleError:
         return None
 
 
