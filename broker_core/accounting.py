@@ -34,7 +34,7 @@ def usage_report(broker: Broker, identity: Identity) -> dict[str, Any]:
             "subject": identity.subject,
             "issuer": identity.issuer,
             "groups": sorted(identity.groups),
-            "admin": identity.in_any(broker.config.auth.admin_groups),
+            "admin": broker.is_admin(identity),
         },
         "used_hours": used,
         "projects": projects,
@@ -45,11 +45,10 @@ def project_report(broker: Broker, identity: Identity, name: str) -> dict[str, A
     """A project's allocations and usage, for its members, those of the projects above it,
     and admins; anyone else is told there is no such project."""
     policy = _allocations(broker)
-    admin = identity.in_any(broker.config.auth.admin_groups)
     if (
         policy is None
         or name not in policy.projects
-        or not (admin or policy.may_see(identity, name))
+        or not (broker.is_admin(identity) or policy.may_see(identity, name))
     ):
         raise NotFound("project", name)
     with broker.db.read() as session:

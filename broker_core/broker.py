@@ -47,10 +47,12 @@ class Broker:
                 close()
         self.db.dispose()
 
+    def is_admin(self, identity: Identity) -> bool:
+        return identity.in_any(self.config.auth.admin_groups)
+
     def may_see(self, identity: Identity, owner: str | None) -> bool:
         """Only a session's owner, or a member of an admin group, may see or change it."""
-        mine = (owner or ANONYMOUS) == identity.owner
-        return mine or identity.in_any(self.config.auth.admin_groups)
+        return (owner or ANONYMOUS) == identity.owner or self.is_admin(identity)
 
     @property
     def base_url(self) -> str:

@@ -148,6 +148,19 @@ class Policy(Protocol):
     def evaluate(self, request: PolicyRequest) -> Decision: ...
 
 
+def evaluate(policy: Policy, request: PolicyRequest) -> Decision:
+    """Ask a policy about a request; one that fails refuses (fail closed), and the client is
+    told which one without the details, which go to the log."""
+    try:
+        return policy.evaluate(request)
+    except Exception:
+        log.exception("policy %s failed to evaluate a request", policy.name)
+        return Decision.deny(
+            "policy {policy} could not decide (an internal error was logged); the request is "
+            "refused until it can", policy=policy.name,
+        )  # fmt: skip
+
+
 def admit(policy: Policy, session: Any, row: Any, now: int) -> list[Message]:
     """Ask a policy whether an offer may still be accepted (see ``PolicyBase.admit``); one that
     fails refuses, and the details go to the log."""

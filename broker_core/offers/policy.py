@@ -8,9 +8,7 @@ concurrency cap) for the engine to honour slot by slot.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from policies.contract import (
     Amount,
@@ -20,6 +18,7 @@ from policies.contract import (
     PolicyRequest,
     PoolRef,
     combine,
+    evaluate,
 )
 
 from ..broker import Broker
@@ -28,8 +27,6 @@ from ..kinds.base import Message, message
 from ..kinds.request import ExecutionRequest
 from ..schedule import format_seconds
 from .demand import Demand, Range
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,21 +71,8 @@ def consult(
         project=project,
         direct=direct,
     )
-    decision = combine([_ask(policy, summary) for policy in broker.policies])
-    return apply(decision, demand, now, int(broker.config.offers.lookahead.total_seconds()))
-
-
-def _ask(policy: Any, summary: PolicyRequest) -> Decision:
-    """One policy's answer; a policy that fails refuses (fail closed), and the client is told
-    which one without the details, which go to the log."""
-    try:
-        return policy.evaluate(summary)
-    except Exception:
-        log.exception("policy %s failed to evaluate a request", getattr(policy, "name", policy))
-        return Decision.deny(
-            "policy {policy} could not decide (an internal error was logged); the request is "
-            "refused until it can", policy=getattr(policy, "name", "?"),
-        )  # fmt: skip
+    decision = combine([evaluate(policy, summary) for policy in broker.policies])
+    return apply(decision, demand, now, summary.lookahead)
 
 
 def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdict:
@@ -124,10 +108,10 @@ def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdi
         amounts[limit.resource_class] = Range(wanted.min, min(wanted.max, limit.cap))
     windows = demand.windows
     if decision.windows is not None:
-        verdict.permitted = _allowed_starts(
-            decision.windows, [(now, now + lookahead)], demand.duration, now, lookahead
-        )
-        windows = _allowed_starts(decision.windows, windows, demand.duration, now, lookahead)
+        anytime = [(now, now + lookahead)]
+        verdict.permitted = _allowed_starts(decision.windows, anytime, demand.duration)
+        asked = windows if windows is not None else anytime
+        windows = _allowed_starts(decision.windows, asked, demand.duration)
         if not windows:
             refusals.append(message(
                 "the policies of this node allow no start in the requested window "
@@ -145,17 +129,13 @@ def apply(decision: Decision, demand: Demand, now: int, lookahead: int) -> Verdi
 
 
 def _allowed_starts(
-    allowed: list[tuple[int, int]],
-    requested: list[tuple[int, int]] | None,
-    duration: int,
-    now: int,
-    lookahead: int,
+    allowed: list[tuple[int, int]], requested: list[tuple[int, int]], duration: int
 ) -> list[tuple[int, int]]:
     """The requested start instants (inclusive intervals) from which a session of
     ``duration`` lies wholly inside one of the ``allowed`` [from, to) intervals."""
     starts = [(a, b - duration) for a, b in allowed if b - duration >= a]
     out = []
-    for r0, r1 in requested if requested is not None else [(now, now + lookahead)]:
+    for r0, r1 in requested:
         for s0, s1 in starts:
             lo, hi = max(r0, s0), min(r1, s1)
             if lo <= hi:
