@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benches import run_bench
 
 
 @pytest.mark.slow
 def test_bench_aggregator_quick() -> None:
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_aggregator.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
+    output = run_bench("bench_aggregator.py", "--quick", timeout=120)
     assert "### POST /requests through the aggregator" in output, output
     assert "| upstreams | scenario | requests | p50 ms | p99 ms | req/s |" in output, output
     for size in (3, 5):

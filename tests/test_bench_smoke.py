@@ -1,27 +1,16 @@
-"""Smoke-run the HTTP benchmark (bench/bench_requests.py) in its quick mode on SQLite."""
+"""Smoke-run the HTTP benchmark (bench/bench_requests.py) in its quick mode on SQLite, and the
+policy benchmark (bench/bench_policies.py) briefly."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benches import run_bench
 
 
 @pytest.mark.slow
 def test_bench_quick_sqlite() -> None:
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_requests.py"), "--quick", "--db", "sqlite"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
+    output = run_bench("bench_requests.py", "--quick", "--db", "sqlite")
     assert "### POST /requests" in output, output
     assert "| db | bookings |" in output, output
     assert "| sqlite | 300 |" in output, output
@@ -30,14 +19,6 @@ def test_bench_quick_sqlite() -> None:
 
 
 def test_bench_policies_runs() -> None:
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_policies.py"), "--requests", "20"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
+    output = run_bench("bench_policies.py", "--requests", "20")
     assert "| token + local-rules + allocations |" in output, output
     assert "policies/plain p50 ratio" in output, output
