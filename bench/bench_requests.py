@@ -633,7 +633,10 @@ class Node:
         raise RuntimeError(f"node not ready after {timeout}s:\n{self.log_tail()}")
 
     def _start_profiler(self) -> None:
-        """py-spy attached to the node (sampling; collapsed stacks written when it exits)."""
+        """py-spy attached to the node (sampling; collapsed stacks written when it exits).
+
+        Only the thread holding the GIL is sampled: one process runs Python on one core at a
+        time, so that is what bounds its throughput (waits on SQLite or fsync do not)."""
         if self.profile is None or self.proc is None:
             return
         spy = shutil.which("py-spy")
@@ -642,7 +645,7 @@ class Node:
         self.profile.parent.mkdir(parents=True, exist_ok=True)
         self.profiler = subprocess.Popen(
             [spy, "record", "--pid", str(self.proc.pid), "--format", "raw", "--rate", "200",
-             "--nonblocking", "-o", str(self.profile)],
+             "--gil", "--nonblocking", "-o", str(self.profile)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(1.0)  # let it attach

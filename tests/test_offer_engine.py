@@ -133,3 +133,62 @@ def test_usage_envelope_of_alternatives():
     u = Usage([Claim(0, 10, 4), Claim(5, 15, 2, "a"), Claim(0, 20, 1, "a"), Claim(10, 12, 3)])
     assert [u.at(t) for t in (0, 5, 10, 12, 15, 20)] == [5, 6, 5, 2, 1, 0]
     assert u.peak(0, 5) == 5 and u.peak(5, 10) == 6 and u.peak(15, 30) == 1
+
+
+def test_skipping_candidates_an_offer_already_covers_changes_no_answer(monkeypatch):
+    """find_slots skips candidates overlapping an offer that already has the most a slot could
+    get; on random busy pools (combined sets, limits, windows) it must choose exactly the slots
+    that evaluating every candidate chooses, and evaluate fewer of them."""
+    import random
+
+    from broker_core.offers import engine
+
+    class Room:  # a concurrency cap that varies over time
+        resource_class = "cores"
+
+        def room(self, start: int, end: int) -> int:
+            return 6 if (start // H) % 3 else 3
+
+    evaluated = {"count": 0}
+    real_evaluate = engine.evaluate
+
+    def counting(*args, **kwargs):
+        evaluated["count"] += 1
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", counting)
+    rng = random.Random(7)
+    skipped_some = 0
+    for _ in range(300):
+        pools = []
+        for pool_id in (1, 2):
+            claims = [
+                Claim(start, start + rng.randint(1, 6) * 900, rng.randint(1, 8))
+                for start in (NOW + rng.randint(0, 48) * 900 for _ in range(rng.randint(0, 40)))
+            ]
+            pools.append(pool(cores=rng.choice([8, 16]), claims=claims, pool_id=pool_id))
+        low = rng.randint(1, 6)
+        start = NOW + rng.randint(0, 24) * 900
+        windows = rng.choice([None, [(start, start + rng.randint(1, 8) * 900)]])
+        wanted = demand(low, low + rng.choice([0, 0, 4]), rng.randint(1, 8) * 900, windows)
+        trial = search(wanted, pools, max_offers=rng.randint(1, 5))
+        trial.pool_sets.append(pools)  # one booking may span both
+        if rng.random() < 0.3:
+            trial.limits = [Room()]
+
+        evaluated["count"] = 0
+        fast = find_slots(trial)
+        fast_count = evaluated["count"]
+        with monkeypatch.context() as m:
+            m.setattr(engine, "_outdone", lambda *args: False)
+            evaluated["count"] = 0
+            full = find_slots(trial)
+        summary = [(s.prepare_at, s.start_at, s.end_at, s.totals, s.allocations) for s in fast.slots]
+        assert summary == [
+            (s.prepare_at, s.start_at, s.end_at, s.totals, s.allocations) for s in full.slots
+        ]
+        if not full.slots:
+            assert fast.best == full.best  # the NO messages read it
+        assert fast_count <= evaluated["count"]
+        skipped_some += fast_count < evaluated["count"]
+    assert skipped_some > 100

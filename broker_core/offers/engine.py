@@ -175,7 +175,10 @@ def find_slots(search: Search) -> Outcome:
             candidates.extend((start, index) for start in _candidates(search, pools))
     candidates.sort()
     chosen: list[Slot] = []
+    duration = search.demand.duration
     for start, index in candidates:
+        if _outdone(chosen, start, start + duration, amounts[index]):
+            continue  # most candidates of a busy window, once an offer covers them
         slot, totals = evaluate(search, search.pool_sets[index], start, amounts[index])
         for c, v in totals.items():
             best[c] = max(best[c], v)
@@ -184,6 +187,19 @@ def find_slots(search: Search) -> Outcome:
             if len(chosen) >= search.max_offers:
                 break
     return Outcome(chosen, best, len(candidates))
+
+
+def _outdone(chosen: list[Slot], start: int, end: int, wanted: dict[str, Range]) -> bool:
+    """Whether a chosen slot overlapping [start, end) already has the most of every class a
+    slot there could get: then no slot there is a real alternative (see :func:`distinct`), and
+    evaluating it is wasted. (``best`` misses such candidates, but it only matters when nothing
+    was chosen.)"""
+    return any(
+        other.start_at < end
+        and start < other.end_at
+        and all(other.totals.get(c, 0) >= r.max for c, r in wanted.items())
+        for other in chosen
+    )
 
 
 def select_distinct(slots: Sequence[Slot], limit: int) -> list[Slot]:
