@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,7 @@ def node_config(db_url: str, port: int, workdir: Path) -> dict[str, Any]:
             "port": port,
             "validate_responses": False,
             "workers": int(os.environ.get("EBROKER_BENCH_WORKERS", "1")),
+            "threads": int(os.environ.get("EBROKER_BENCH_THREADS", "4")),
         },
         "database": {"url": db_url},
         "platforms": [
@@ -632,6 +634,26 @@ class Node:
             time.sleep(0.1)
         raise RuntimeError(f"node not ready after {timeout}s:\n{self.log_tail()}")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the node and its worker processes so far (Linux /proc;
+        NaN elsewhere)."""
+        if self.proc is None:
+            return math.nan
+        try:
+            stats = {}
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        except OSError:
+            return math.nan
+        tree, ticks = {self.proc.pid}, 0
+        for _ in range(3):  # the node, its workers, their children
+            tree |= {pid for pid, (parent, _) in stats.items() if parent in tree}
+        ticks = sum(stats[pid][1] for pid in tree if pid in stats)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def _start_profiler(self) -> None:
         """py-spy attached to the node (sampling; collapsed stacks written when it exits).
 
@@ -715,6 +737,7 @@ class LoadResult:
     warmup_statuses: collections.Counter = field(default_factory=collections.Counter)
     yes: int = 0
     elapsed: float = 0.0
+    node_cpu: float = math.nan  # CPU seconds the node's processes spent over the run
 
     @property
     def count(self) -> int:
@@ -749,7 +772,8 @@ async def _post(http: aiohttp.ClientSession, url: str, doc: dict) -> tuple[int, 
 
 
 async def load_run(base: str, *, mode: str, concurrency: int, count: int, duration: float,
-                   seed: int, warmup: int) -> LoadResult:  # fmt: skip
+                   seed: int, warmup: int,
+                   cpu_seconds: Callable[[], float] = lambda: math.nan) -> LoadResult:  # fmt: skip
     rng = random.Random(seed)
     result = LoadResult(mode, concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency * 2, force_close=False)
@@ -779,6 +803,7 @@ async def load_run(base: str, *, mode: str, concurrency: int, count: int, durati
         await asyncio.gather(*(warm() for _ in range(concurrency)))
 
         issued = 0
+        cpu_before = cpu_seconds()
         t0 = time.perf_counter()
         deadline = t0 + duration
         last_done = t0
@@ -803,6 +828,7 @@ async def load_run(base: str, *, mode: str, concurrency: int, count: int, durati
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.elapsed = last_done - t0
+        result.node_cpu = cpu_seconds() - cpu_before
     return result
 
 
@@ -1001,13 +1027,15 @@ def run_one(kind: str, size: int, mode: str, args: argparse.Namespace, workdir: 
             load_run(
                 node.base, mode=mode, concurrency=args.concurrency, count=args.requests,
                 duration=args.duration, seed=args.seed, warmup=args.warmup,
+                cpu_seconds=node.cpu_seconds,
             )
         )  # fmt: skip
         print(
             f"  [{tag}] {load.count} POST /requests in {load.elapsed:.1f}s: "
             f"p50 {fmt(percentile(load.latencies, 50))} ms, p99 "
             f"{fmt(percentile(load.latencies, 99))} ms, {fmt(load.rps)} req/s, "
-            f"statuses {dict(load.statuses)}",
+            f"node CPU {fmt(load.node_cpu / load.count * 1000 if load.count else math.nan)} "
+            f"ms per request, statuses {dict(load.statuses)}",
             flush=True,
         )
         race = None

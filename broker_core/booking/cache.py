@@ -156,3 +156,15 @@ class UsageCache:
                 if claims and len(claims.usage) > 4 * len(claims.claims) + 64:
                     claims.usage.compact(pool.floor)
             return pool.generation, usage
+
+    def advance(self, pool_id: int, since: int, rows: Iterable[Any]) -> None:
+        """Apply the claims one transaction made on the pool, from generation ``since`` (which it
+        locked) to ``since + 1`` (which it committed), so the next request needs no read to catch
+        up. A cache at any other generation is left to catch up from the table."""
+        pool = self._pools.get(pool_id)
+        if pool is None:
+            return
+        with pool.lock:
+            if pool.generation == since:
+                pool.apply(rows)
+                pool.generation = since + 1

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, update
+from sqlalchemy import bindparam, case, func, insert, update
 from sqlmodel import Session, select
 
 from ..config import PoolConfig
@@ -161,27 +161,6 @@ def _claims(rows: Iterable[Any], pools: set[int]) -> dict[tuple[int, str], list[
     return claims
 
 
-def claims_since(
-    session: Session, seen: dict[int, int], window: tuple[int, int]
-) -> dict[tuple[int, str], list[Claim]]:
-    """Live claims overlapping ``window`` made or changed after the given generations of their
-    pools.
-
-    Usage only ever grows by inserting claims (state changes never raise it), so these claims
-    and what was read at ``seen`` give an upper bound of the usage now.
-    """
-    if not seen:
-        return {}
-    newer = or_(
-        *(
-            and_(Allocation.pool_id == pool_id, Allocation.generation > generation)
-            for pool_id, generation in seen.items()
-        )
-    )
-    rows = session.connection().execute(_CLAIMS.where(newer), {"low": window[0], "high": window[1]})
-    return _claims(rows.all(), set(seen))
-
-
 def load_pools(
     session: Session,
     platforms: Sequence[str],
@@ -255,6 +234,11 @@ _POOL_CLAIMS_LIVE = _POOL_CLAIMS.where(
 _POOL_CLAIMS_CHANGED = _POOL_CLAIMS.where(Allocation.generation > bindparam("since"))
 
 
+# the claims one transaction made, per pool, as rows of the usage cache:
+# (allocation id, class, amount, start, end, state, offer set)
+Claims = dict[int, list[tuple[int, str, int, int, int, str, str]]]
+
+
 def insert_bookings(
     session: Session,
     slots: Sequence[tuple[Slot, str]],
@@ -264,8 +248,9 @@ def insert_bookings(
     expires_at: int | None,
     now: int,
     generations: dict[int, int],
-) -> None:
-    """One booking per (slot, session uuid), with the slot's allocations, in two statements.
+) -> Claims:
+    """One booking per (slot, session uuid), with the slot's allocations, in two statements;
+    the claims made.
 
     ``generations`` are the locked pools' current generations; the claims create the next.
     """
@@ -282,7 +267,16 @@ def insert_bookings(
         }
         for slot, session_uuid in slots
     ]
-    ids = session.connection().execute(_INSERT_BOOKINGS, rows).scalars()
+    connection = session.connection()
+    ids = connection.execute(_INSERT_BOOKINGS, rows).scalars()
+    made = [
+        (booking_id, pool_id, c, amount, slot.prepare_at, slot.end_at)
+        for booking_id, (slot, _) in zip(ids, slots, strict=True)
+        for pool_id, c, amount in slot.allocations
+    ]
+    claims: Claims = defaultdict(list)
+    if not made:
+        return claims
     allocations = [
         {
             "booking_id": booking_id,
@@ -291,17 +285,22 @@ def insert_bookings(
             "amount": amount,
             "generation": generations[pool_id] + 1,
         }
-        for booking_id, (slot, _) in zip(ids, slots, strict=True)
-        for pool_id, c, amount in slot.allocations
+        for booking_id, pool_id, c, amount, _, _ in made
     ]
-    if allocations:
-        session.connection().execute(_INSERT_ALLOCATIONS, allocations)
+    allocation_ids = connection.execute(_INSERT_ALLOCATIONS, allocations).scalars()
+    for allocation_id, (_, pool_id, c, amount, start, end) in zip(
+        allocation_ids, made, strict=True
+    ):
+        claims[pool_id].append((allocation_id, c, amount, start, end, state, offerset_uuid))
+    return claims
 
 
 _INSERT_BOOKINGS = (
     insert(Booking.__table__).returning(Booking.__table__.c.id, sort_by_parameter_order=True)  # type: ignore[arg-type]  # type: ignore[attr-defined]
 )
-_INSERT_ALLOCATIONS = insert(Allocation.__table__)  # type: ignore[arg-type]
+_INSERT_ALLOCATIONS = (
+    insert(Allocation.__table__).returning(Allocation.__table__.c.id, sort_by_parameter_order=True)  # type: ignore[arg-type]  # type: ignore[attr-defined]
+)
 
 
 def record_claims(session: Session, slots: Iterable[Slot], now: int) -> None:

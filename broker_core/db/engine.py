@@ -4,14 +4,35 @@ SQLite transactions that write must start with BEGIN IMMEDIATE, or two writers c
 the same free capacity before either takes the lock; ``SELECT ... FOR UPDATE`` does nothing
 there. Reads use a second engine with plain deferred transactions so they never queue behind
 writers (WAL mode lets them run alongside).
+
+SQLite's own wait for its write lock is a busy handler that polls with growing sleeps (1, 2,
+5 ... 100 ms), so writers of several processes (``server.workers``) would spend most of their
+time asleep. Writers therefore queue first on a lock of this process and then on an exclusive
+``flock`` of a file beside the database, which wakes the next one the moment it is free.
+
+Only one writer runs at a time, so whatever a write transaction waits for, every writer waits
+for. Two waits are taken off that path:
+
+- WAL checkpoints (copying the log back into the database, with two fsyncs) are run by a
+  background thread (:class:`Checkpointer`) instead of by whichever commit crosses the
+  threshold; writers checkpoint themselves only as a backstop, if the log grows very long.
+- A transaction that only holds capacity for a while (offers, refusals, expiries) may be
+  committed without waiting for the disk (``durable=False``): SQLite's ``synchronous=NORMAL``
+  for it, PostgreSQL's ``synchronous_commit = off``. A process crash loses nothing; a power
+  failure may forget the last moments' offers, never a confirmed booking, because a durable
+  commit (an accept) flushes the whole log up to itself, earlier commits included.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -19,16 +40,65 @@ from sqlmodel import Session
 
 from ..config import DatabaseConfig
 
+log = logging.getLogger(__name__)
+CHECKPOINT_INTERVAL = 0.5  # seconds
+BACKSTOP_CHECKPOINT_PAGES = 16_384  # 64 MiB of log at 4 KiB pages
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: SQLite's busy handler alone
+    fcntl = None  # type: ignore[assignment]
+
+
+class WriterLock:
+    """One writer at a time over all processes on this database: an exclusive ``flock`` of
+    ``path``, held by one thread of this process at a time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> WriterLock:
+        self._threads.acquire()
+        try:
+            if fcntl is not None:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # waits without the GIL
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if fcntl is not None and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def _descriptor(self) -> int:
+        # flock belongs to an open file, so each process (workers are spawned or forked)
+        # opens its own
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
 
 @dataclass
 class Database:
     url: str
     reader: Engine
     writer: Engine
-    # SQLite has one writer at a time and its busy handler retries with growing sleeps, which
-    # starves unlucky threads; queueing this process's writers on a lock keeps waits fair and
-    # short. Other processes still contend through SQLite's own lock.
-    _write_lock: threading.Lock | None = field(default=None, repr=False)
+    # SQLite has one writer at a time: they queue on this lock (see the module docstring)
+    _write_lock: WriterLock | None = field(default=None, repr=False)
+    _checkpointer: Checkpointer | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -49,22 +119,78 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A write transaction; committed on success, rolled back on any exception."""
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
+        """A write transaction; committed on success, rolled back on any exception.
+
+        With ``durable=False`` the commit does not wait for the disk (see the module
+        docstring): only for transactions whose loss in a power failure is harmless.
+        """
+        bind = self.writer if durable else self._hasty_writer
         if self._write_lock is None:
-            with Session(self.writer, expire_on_commit=False) as session, session.begin():
+            with Session(bind, expire_on_commit=False) as session, session.begin():
                 yield session
             return
         with (
             self._write_lock,
-            Session(self.writer, expire_on_commit=False) as session,
+            Session(bind, expire_on_commit=False) as session,
             session.begin(),
         ):
             yield session
 
+    @cached_property
+    def _hasty_writer(self) -> Engine:
+        return self.writer.execution_options(**{DURABLE: False})
+
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        if self._write_lock is not None:
+            self._write_lock.close()
         self.reader.dispose()
         self.writer.dispose()
+
+
+# an execution option of the engine a transaction runs on: False commits without waiting for
+# the disk
+DURABLE = "ebroker_durable"
+
+
+class Checkpointer:
+    """Checkpoints a SQLite database's write-ahead log in the background, so that no writer
+    (holding the one write lock everybody queues on) pays for it.
+
+    PASSIVE checkpoints copy what no reader still needs and never wait for readers or writers.
+    """
+
+    def __init__(self, path: str, interval: float = CHECKPOINT_INTERVAL):
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> Checkpointer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def checkpoint(self, connection: sqlite3.Connection) -> tuple[int, int, int]:
+        """(busy, frames in the log, frames checkpointed)."""
+        return connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.checkpoint(connection)
+                except sqlite3.Error as exc:  # retried at the next interval
+                    log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            connection.close()
 
 
 def _sqlite_engine(url: str, begin: str, synchronous: str) -> Engine:
@@ -76,18 +202,45 @@ def _sqlite_engine(url: str, begin: str, synchronous: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection, record):  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # the Checkpointer does this; a writer only when the log has grown this long
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         cursor.close()
+        record.info["synchronous"] = synchronous
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # type: ignore[no-untyped-def]
+        # outside a transaction, or it does not apply to this one's commit
+        wanted = synchronous
+        if synchronous == "FULL" and not connection.get_execution_options().get(DURABLE, True):
+            wanted = "NORMAL"
+        info = connection.connection.info
+        if info.get("synchronous") != wanted:
+            connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            info["synchronous"] = wanted
         connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def _postgresql_engine(config: DatabaseConfig) -> Engine:
+    engine = create_engine(
+        config.url,
+        pool_size=config.pool_size,
+        max_overflow=config.pool_size,
+        pool_pre_ping=True,
+    )
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):  # type: ignore[no-untyped-def]
+        if not connection.get_execution_options().get(DURABLE, True):
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
     return engine
 
@@ -101,12 +254,8 @@ def open_database(config: DatabaseConfig) -> Database:
             config.url,
             reader=_sqlite_engine(config.url, "BEGIN", config.sqlite_synchronous),
             writer=_sqlite_engine(config.url, "BEGIN IMMEDIATE", config.sqlite_synchronous),
-            _write_lock=threading.Lock(),
+            _write_lock=WriterLock(f"{url.database}-writer.lock"),
+            _checkpointer=Checkpointer(url.database).start(),
         )
-    engine = create_engine(
-        config.url,
-        pool_size=config.pool_size,
-        max_overflow=config.pool_size,
-        pool_pre_ping=True,
-    )
+    engine = _postgresql_engine(config)
     return Database(config.url, reader=engine, writer=engine)

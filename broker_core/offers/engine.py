@@ -30,11 +30,21 @@ class PoolView:
     inventories: dict[str, InventoryView]
     usage: dict[str, Usage] = field(default_factory=dict)
     generation: int = 0
+    # (start, end, amount) per class that the platform gave away outside the broker
+    external: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
 
     def free(self, resource_class: str, start: int, end: int) -> int:
         # a class whose usage was not loaded is an error, never an empty pool
         used = self.usage[resource_class].peak(start, end)
         return max(self.inventories[resource_class].capacity - used, 0)
+
+    def add_external(self, claims: dict[str, list[tuple[int, int, int]]]) -> None:
+        """Count claims made outside the broker (the platform's own reservations, maintenance)
+        as firm usage."""
+        for c, extra in claims.items():
+            if c in self.usage and extra:
+                self.usage[c] = self.usage[c].plus(extra)
+                self.external.setdefault(c, []).extend(extra)
 
 
 @dataclass

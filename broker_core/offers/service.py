@@ -16,7 +16,6 @@ from platforms.contract import PlatformError
 from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..booking import ledger
-from ..booking.timeline import Usage
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
@@ -89,9 +88,11 @@ def request_offers(
             broker, session, demand, plans, direct, int(time.time()), verdict
         )
     # ... then claim, as placement does: lock the pools and compare their generations with the
-    # snapshot's. Claims made since then are read (few) and the chosen slots that still fit are
-    # kept; only when every slot was lost is the search run again, under the lock.
-    with broker.db.write() as session:
+    # snapshot's. Pools claimed on since then are read again and the chosen slots that still
+    # fit are kept; only when every slot was lost is the search run again, under the lock.
+    claims: ledger.Claims = {}
+    # holds need not wait for the disk; a direct booking is confirmed, so it must
+    with broker.db.write(durable=direct) as session:
         generations = ledger.lock_pools(session, names)
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
         slots = _still_fitting(broker, session, searches, outcome.slots, generations, now)
@@ -100,18 +101,23 @@ def request_offers(
             slots = outcome.slots
         if slots:
             outcome = Outcome(slots, outcome.best, outcome.candidates)
-            return _store(
+            answer, claims = _store(
                 broker, session, request, document, demand, outcome, now, verdict, owner,
                 direct, generations,
             )  # fmt: skip
-        reasons = _explain(broker, demand, outcome, searches, now, verdict)
-        if direct:  # capacity, not the request, is the problem: the client may retry
-            raise Conflict(
-                "nothing can be started now: " + "; ".join(m.message for m in reasons),
-                messages=[m.message for m in reasons],
-            )
-        offerset = _store_refusal(session, document, reasons, now, owner)
-    return render_offerset(offerset, [], broker.base_url)
+        else:
+            reasons = _explain(broker, demand, outcome, searches, now, verdict)
+            if direct:  # capacity, not the request, is the problem: the client may retry
+                raise Conflict(
+                    "nothing can be started now: " + "; ".join(m.message for m in reasons),
+                    messages=[m.message for m in reasons],
+                )
+            offerset = _store_refusal(session, document, reasons, now, owner)
+            answer = render_offerset(offerset, [], broker.base_url)
+    # committed: this process's cache takes the claims as they are, instead of reading them back
+    for pool_id, rows in claims.items():
+        broker.usage_cache.advance(pool_id, generations[pool_id], rows)
+    return answer
 
 
 def _still_fitting(
@@ -122,13 +128,27 @@ def _still_fitting(
     generations: dict[int, int],
     now: int,
 ) -> list[Slot]:
-    """The slots that still fit the locked pools: what the search saw plus newer claims."""
+    """The slots that still fit the locked pools. A pool claimed on since the search is read
+    again as it is now: from the usage cache, which its claimers have usually brought up to date
+    already, so this costs no more than the pool rows."""
     if not slots:
         return []
-    pools = {p.id: p for s in searches for pool_set in s.pool_sets for p in pool_set}
-    changed = {i: p.generation for i, p in pools.items() if generations.get(i) != p.generation}
-    window = (min(s.prepare_at for s in slots), max(s.end_at for s in slots))
-    newer = {k: Usage(v) for k, v in ledger.claims_since(session, changed, window).items()}
+    views = {p.id: p for s in searches for pool_set in s.pool_sets for p in pool_set}
+    changed = {i for i, p in views.items() if i in generations and generations[i] != p.generation}
+    if changed:
+        window = (min(s.prepare_at for s in slots), max(s.end_at for s in slots))
+        current = ledger.load_pools(
+            session,
+            sorted({views[i].platform for i in changed}),
+            window,
+            {c for slot in slots for _, c, _ in slot.allocations},
+            cache=broker.usage_cache,
+            now=now,
+        )
+        for view in current:
+            if view.id in changed:
+                view.add_external(views[view.id].external)
+                views[view.id] = view
     late = now - int(broker.config.offers.granularity.total_seconds())
 
     def fits(slot: Slot) -> bool:
@@ -137,9 +157,7 @@ def _still_fitting(
         for pool_id, c, amount in slot.allocations:
             if pool_id not in generations:  # the pool was disabled meanwhile
                 return False
-            extra = newer.get((pool_id, c))
-            used = extra.peak(slot.prepare_at, slot.end_at) if extra else 0
-            if pools[pool_id].free(c, slot.prepare_at, slot.end_at) - used < amount:
+            if views[pool_id].free(c, slot.prepare_at, slot.end_at) < amount:
                 return False
         return True
 
@@ -300,10 +318,7 @@ def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last:
             (ledger.pool_key(platform.name, claim.pool), claim.resource_class), []
         ).append((claim.start, claim.end, claim.amount))
     for view in pools:
-        for c, usage in view.usage.items():
-            extra = by_pool.get((view.name, c))
-            if extra:
-                view.usage[c] = usage.plus(extra)
+        view.add_external({c: by_pool.get((view.name, c), []) for c in view.usage})
 
 
 def _explain(
@@ -373,7 +388,7 @@ def _refuse(
     now: int,
     owner: str | None,
 ) -> dict[str, Any]:
-    with broker.db.write() as session:
+    with broker.db.write(durable=False) as session:
         offerset = _store_refusal(session, document, reasons, now, owner)
     return render_offerset(offerset, [], broker.base_url)
 
@@ -424,8 +439,9 @@ def _store(
     owner: str | None,
     direct: bool,
     generations: dict[int, int],
-) -> dict[str, Any]:
-    """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set."""
+) -> tuple[dict[str, Any], ledger.Claims]:
+    """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set
+    and the claims made."""
     expires = now + int(broker.config.offers.hold.total_seconds())
     offerset = _offerset_row("YES", document, verdict.notes, now, expires, owner)
     components = _components(request)
@@ -454,7 +470,7 @@ def _store(
     connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
     connection.execute(_INSERT_SESSIONS, rows)
     sessions = [SimpleNamespace(**row) for row in rows]  # what render_session reads
-    ledger.insert_bookings(
+    claims = ledger.insert_bookings(
         session,
         [(slot, row.uuid) for slot, row in zip(outcome.slots, sessions, strict=True)],
         offerset_uuid=offerset.uuid,
@@ -464,7 +480,7 @@ def _store(
         generations=generations,
     )
     ledger.record_claims(session, outcome.slots, now)
-    return render_offerset(offerset, sessions, broker.base_url)
+    return render_offerset(offerset, sessions, broker.base_url), claims
 
 
 def _components(request: ExecutionRequest) -> dict[str, Any]:
