@@ -144,6 +144,10 @@ class DatabaseConfig(Model):
     url: str = "sqlite:///ebroker.db"
     migrate_on_start: bool = True
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "FULL"
+    durable_offers: bool = Field(
+        default=False,
+        description="offers, refusals and expiries wait for the disk too (confirmations always do)",
+    )
     pool_size: int = Field(default=10, ge=1, le=200)
 
 

@@ -139,6 +139,13 @@ def test_only_holds_are_committed_without_waiting_for_the_disk(database_url, bro
         assert str(session.execute(text(probe)).scalar()) == seen[True]
 
 
+def test_durable_offers_makes_every_commit_wait_for_the_disk(database_url, broker_factory):
+    broker = broker_factory(database_url, database={"url": database_url, "durable_offers": True})
+    probe = "PRAGMA synchronous" if broker.db.is_sqlite else "SHOW synchronous_commit"
+    with broker.db.write(durable=False) as session:
+        assert str(session.execute(text(probe)).scalar()) in ("2", "on")
+
+
 def test_every_transaction_that_confirms_a_booking_waits_for_the_disk(database_url, broker_factory):
     """Watch every statement: any write of a CONFIRMED or ACTIVE booking, or of an ACCEPTED
     session, must run in a durable transaction; offers and expiries need not."""

@@ -1,4 +1,5 @@
 from tests.conftest import ACCEPT, request_doc
+from tests.invariants import WAITING_PHASES
 
 
 def test_request_and_accept(client):
@@ -10,4 +11,6 @@ def test_request_and_accept(client):
     assert r.status_code == 200, r.text
     assert r.json()["phase"] == "ACCEPTED"
     r = client.get(f"/offersets/{r.json()['offerset']['uuid']}")
-    assert [o["phase"] for o in r.json()["offers"]] == ["ACCEPTED"] + ["REJECTED"] * 3
+    phases = [o["phase"] for o in r.json()["offers"]]
+    # the lifecycle engine may already have moved the accepted session on to WAITING
+    assert phases[0] in WAITING_PHASES and phases[1:] == ["REJECTED"] * 3

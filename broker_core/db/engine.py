@@ -99,6 +99,7 @@ class Database:
     # SQLite has one writer at a time: they queue on this lock (see the module docstring)
     _write_lock: WriterLock | None = field(default=None, repr=False)
     _checkpointer: Checkpointer | None = field(default=None, repr=False)
+    durable_offers: bool = False  # every commit waits for the disk
 
     @property
     def is_sqlite(self) -> bool:
@@ -139,6 +140,8 @@ class Database:
 
     @cached_property
     def _hasty_writer(self) -> Engine:
+        if self.durable_offers:
+            return self.writer
         return self.writer.execution_options(**{DURABLE: False})
 
     def dispose(self) -> None:
@@ -256,6 +259,7 @@ def open_database(config: DatabaseConfig) -> Database:
             writer=_sqlite_engine(config.url, "BEGIN IMMEDIATE", config.sqlite_synchronous),
             _write_lock=WriterLock(f"{url.database}-writer.lock"),
             _checkpointer=Checkpointer(url.database).start(),
+            durable_offers=config.durable_offers,
         )
     engine = _postgresql_engine(config)
-    return Database(config.url, reader=engine, writer=engine)
+    return Database(config.url, reader=engine, writer=engine, durable_offers=config.durable_offers)
