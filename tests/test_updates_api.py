@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import update as sql_update
 from sqlmodel import select
 from starlette.testclient import TestClient
 
-from broker_core.db.tables import Booking
+from broker_core.db.tables import Booking, ExecutionSession
 from broker_core.http.app import create_app
 from broker_core.sessions.updates import expire_due
 from tests.conftest import ACCEPT, request_doc
@@ -165,6 +166,39 @@ def test_expire_due_is_idempotent(broker, client):
     ask(client)
     assert expire_due(broker, now=int(time.time()) + 3600) == 4
     assert expire_due(broker, now=int(time.time()) + 3600) == 0
+
+
+def test_many_offer_sets_expire_together_in_a_few_statements(database_url, broker_factory):
+    """Under load as many offer sets expire as are made: a batch of them is expired in a
+    bounded number of statements, and only what is due."""
+    from sqlalchemy import event
+
+    from broker_core.offers.service import request_offers
+    from broker_core.sessions.updates import update_session
+
+    broker = broker_factory(database_url)
+    made = [request_offers(broker, request_doc((1, 1))) for _ in range(30)]
+    accepted = made[0]["offers"][0]["meta"]["uuid"]
+    update_session(broker, accepted, ACCEPT)
+    later = request_offers(broker, request_doc((1, 1)))  # due after the expiry run below
+    with broker.db.write() as session:
+        session.exec(  # type: ignore[call-overload]
+            sql_update(ExecutionSession)
+            .where(ExecutionSession.offerset_uuid == later["meta"]["uuid"])
+            .values(expires_at=ExecutionSession.expires_at + 7200)
+        )
+    statements = []
+    event.listen(broker.db.writer, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert (
+        expire_due(broker, now=int(time.time()) + 3600) == 29 * 4
+    )  # (siblings of the accepted one were rejected)
+    assert len(statements) < 20, f"{len(statements)} statements for 30 offer sets"
+    for answer in made:
+        states = set(bookings(broker, answer["meta"]["uuid"]).values())
+        assert states == ({"CONFIRMED", "RELEASED"} if answer is made[0] else {"RELEASED"})
+    assert set(bookings(broker, later["meta"]["uuid"]).values()) == {"HELD"}
+    with broker.db.read() as session:
+        assert session.get(ExecutionSession, accepted).phase in WAITING_PHASES
 
 
 def test_direct_books_and_accepts_a_slot_starting_now(client, broker):

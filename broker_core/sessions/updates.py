@@ -72,7 +72,7 @@ def update_session(
                 phase=row.phase,
             )
         if value == ACCEPTED and row.expires_at <= now:
-            _expire(session, row.offerset_uuid, now)
+            _expire(session, [row.offerset_uuid], now)
             expired = True
         elif value == ACCEPTED:
             _accept(broker, session, row, now)
@@ -181,12 +181,13 @@ def _set_phase(session: Session, uuids: list[str], phase: str, now: int) -> None
         )
 
 
-def _expire(session: Session, offerset_uuid: str, now: int) -> int:
-    """Expire the open offers of one (locked) offer set and free their holds."""
+def _expire(session: Session, offerset_uuids: list[str], now: int) -> int:
+    """Expire the open offers of these (locked) offer sets and free their holds, all in a few
+    statements: under load as many offer sets expire as are made."""
     uuids = list(
         session.exec(
             select(ExecutionSession.uuid).where(
-                ExecutionSession.offerset_uuid == offerset_uuid,
+                ExecutionSession.offerset_uuid.in_(offerset_uuids),  # type: ignore[attr-defined]
                 ExecutionSession.phase == OFFERED,
                 ExecutionSession.expires_at <= now,
             )
@@ -218,7 +219,7 @@ def expire_due(broker: Broker, now: int | None = None, batch: int = 200) -> int:
             if not broker.db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             locked = list(session.exec(query))
-            count = sum(_expire(session, offerset_uuid, now) for offerset_uuid in locked)
+            count = _expire(session, locked, now)
         total += count
         if len(due) < batch or count == 0:
             return total
