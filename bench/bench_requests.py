@@ -31,7 +31,11 @@ accept, 2 on server errors (5xx), tracebacks in the node's log, or a failed run.
 
 Diagnosis: ``--profile-dir DIR`` attaches py-spy (``pip install py-spy``) to the node and prints
 the functions where its time goes; ``--sqlite-analyze`` runs ANALYZE on the seeded SQLite table
-(the node never does); ``--sqlite-synchronous`` overrides the node's ``sqlite_synchronous``.
+(the node never does); ``--sqlite-synchronous`` overrides the node's ``sqlite_synchronous``,
+``--durable-offers`` makes offers wait for the disk too, and ``--hold PT10S`` makes the offers
+expire during the run, so that the expiry of as many offer sets as are made is measured too.
+``EBROKER_BENCH_WORKERS`` and ``EBROKER_BENCH_THREADS`` set the node's ``server.workers`` and
+``server.threads``.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ PLATFORM, POOL = "sim", "main"
 CORES, MEMORY_PER_CORE = 1024, 4
 LOOKAHEAD = 7 * 86400
 HOLD = 300  # the node's default offer hold (offers.hold)
+WORKERS = int(os.environ.get("EBROKER_BENCH_WORKERS", "1"))  # the node's server.workers
+THREADS = int(os.environ.get("EBROKER_BENCH_THREADS", "4"))  # and server.threads
 GRID = 300  # seeded live bookings are aligned to 5 minutes
 FIRM_LIMIT = 0.75  # seeded CONFIRMED/ACTIVE never exceed this share of the pool at any instant
 TARGET_P99_MS, TARGET_RPS, TARGET_SIZE = 50.0, 200.0, 100_000
@@ -167,8 +173,8 @@ def node_config(db_url: str, port: int, workdir: Path) -> dict[str, Any]:
             "host": "127.0.0.1",
             "port": port,
             "validate_responses": False,
-            "workers": int(os.environ.get("EBROKER_BENCH_WORKERS", "1")),
-            "threads": int(os.environ.get("EBROKER_BENCH_THREADS", "4")),
+            "workers": WORKERS,
+            "threads": THREADS,
         },
         "database": {"url": db_url},
         "platforms": [
@@ -1007,6 +1013,10 @@ def run_one(kind: str, size: int, mode: str, args: argparse.Namespace, workdir: 
         config = node_config(db.url, port, workdir)
         if kind == "sqlite" and args.sqlite_synchronous:
             config["database"]["sqlite_synchronous"] = args.sqlite_synchronous
+        if args.durable_offers:
+            config["database"]["durable_offers"] = True
+        if args.hold:
+            config["offers"] = {"hold": args.hold}
         profile = Path(args.profile_dir) / f"{tag}.txt" if args.profile_dir else None
         node = Node(config, workdir, tag, profile)
         node.upgrade()  # the schema, as `ebroker db upgrade` makes it
@@ -1146,10 +1156,11 @@ def environment_note(args: argparse.Namespace) -> str:
     return (
         f"machine: {cpus} cores ({platform.machine()}), Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}" + (f", PostgreSQL {pg}" if pg else "") + ". "
-        f"Client (aiohttp, one ClientSession) and node (uvicorn, 1 worker) share these "
-        f"{cpus} cores. Pool: {CORES} cores / {CORES * MEMORY_PER_CORE} GiB; node defaults "
-        f"otherwise (7-day look-ahead, 5-minute holds, SQLite synchronous="
-        f"{args.sqlite_synchronous or 'FULL'}"
+        f"Client (aiohttp, one ClientSession) and node (uvicorn, {WORKERS} worker(s) of "
+        f"{THREADS} threads) share these {cpus} cores. Pool: {CORES} cores / "
+        f"{CORES * MEMORY_PER_CORE} GiB; node defaults otherwise (7-day look-ahead, holds "
+        f"{args.hold or 'PT5M'}, SQLite synchronous={args.sqlite_synchronous or 'FULL'}, "
+        f"offers {'durable' if args.durable_offers else 'not waiting for the disk'}"
         f"{', ANALYZEd SQLite table' if args.sqlite_analyze else ''}). Each request: "
         f"1..4 cores, a random 2-hour window in the next 6 days, duration 30 min..2 h; "
         f"`reject-first` REJECTs the first offer of a YES (its siblings stay HELD until they "
@@ -1192,6 +1203,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expire-variant", choices=("largest", "all", "none"), default=None,
                    help="also run the leave-offers-to-expire client (default: at the largest "
                         "size; none with --quick)")  # fmt: skip
+    p.add_argument(
+        "--hold", default=None,
+        help="offers.hold for the node, e.g. PT10S, so that offers also expire during the run "
+             "(default: the node's, PT5M)",
+    )  # fmt: skip
+    p.add_argument("--durable-offers", action="store_true",
+                   help="database.durable_offers: offers wait for the disk too")  # fmt: skip
     p.add_argument(
         "--sqlite-synchronous",
         choices=("OFF", "NORMAL", "FULL"),

@@ -31,28 +31,35 @@ class _ClassClaims:
     groups: dict[str, dict[int, Claim]] = field(default_factory=dict)  # holds by offer set
     usage: Timeline = field(default_factory=Timeline)
 
-    def put(self, allocation_id: int, claim: Claim | None) -> None:
-        """Set (or, with None, drop) one allocation's claim and update the usage."""
-        old = self.claims.get(allocation_id)
-        if old == claim:
+    def put_many(self, changes: list[tuple[int, Claim | None]]) -> None:
+        """Set (or drop) many allocations' claims. An offer set's holds count together (their
+        envelope), so each offer set touched is taken out once and put back once, however many
+        of its holds change (an expiry or an accept changes all of them)."""
+        changes = [(a, c) for a, c in changes if self.claims.get(a) != c]
+        if not changes:
             return
-        groups = {c.group for c in (old, claim) if c is not None and c.group is not None}
+        groups = {
+            c.group
+            for a, claim in changes
+            for c in (self.claims.get(a), claim)
+            if c is not None and c.group is not None
+        }
         for group in groups:  # take back what the offer sets counted for ...
             for start, end, amount in group_steps(list(self.groups.get(group, {}).values())):
                 self.usage.add(start, end, -amount)
-        if old is not None:
-            del self.claims[allocation_id]
-            if old.group is None:
-                self.usage.add(old.start, old.end, -old.amount)
-            else:
-                members = self.groups[old.group]
-                del members[allocation_id]
-        if claim is not None:
-            self.claims[allocation_id] = claim
-            if claim.group is None:
-                self.usage.add(claim.start, claim.end, claim.amount)
-            else:
-                self.groups.setdefault(claim.group, {})[allocation_id] = claim
+        for allocation_id, claim in changes:
+            old = self.claims.pop(allocation_id, None)
+            if old is not None:
+                if old.group is None:
+                    self.usage.add(old.start, old.end, -old.amount)
+                else:
+                    del self.groups[old.group][allocation_id]
+            if claim is not None:
+                self.claims[allocation_id] = claim
+                if claim.group is None:
+                    self.usage.add(claim.start, claim.end, claim.amount)
+                else:
+                    self.groups.setdefault(claim.group, {})[allocation_id] = claim
         for group in groups:  # ... and add what they count for now
             members = self.groups.get(group)
             if not members:
@@ -72,8 +79,7 @@ class _ClassClaims:
         self.usage.times, self.usage.used = usage.times, usage.used
 
     def prune(self, before: int) -> None:
-        for allocation_id in [a for a, c in self.claims.items() if c.end <= before]:
-            self.put(allocation_id, None)
+        self.put_many([(a, None) for a, c in self.claims.items() if c.end <= before])
         self.usage.compact(before)
 
 
@@ -96,13 +102,18 @@ class _PoolClaims:
 
     def apply(self, rows: Iterable[Any]) -> None:
         """Rows of (allocation id, class, amount, start, end, state, offer set)."""
+        changes: dict[str, list[tuple[int, Claim | None]]] = {}
         for allocation_id, resource_class, amount, start, end, state, offerset in rows:
+            live = state in LIVE_STATES and end > self.floor
+            group = offerset if state == HELD else None
+            changes.setdefault(resource_class, []).append(
+                (allocation_id, Claim(start, end, amount, group) if live else None)
+            )
+        for resource_class, of_class in changes.items():
             claims = self.classes.get(resource_class)
             if claims is None:
                 claims = self.classes[resource_class] = _ClassClaims()
-            live = state in LIVE_STATES and end > self.floor
-            group = offerset if state == HELD else None
-            claims.put(allocation_id, Claim(start, end, amount, group) if live else None)
+            claims.put_many(of_class)
 
 
 class UsageCache:
