@@ -1178,7 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=None, help="booking table sizes (default 1000,10000,100000)")
     p.add_argument("--quick", action="store_true", help="small sizes, a few seconds (smoke run)")
     p.add_argument("--pg-url", default=os.environ.get("EBROKER_BENCH_PG_URL", DEFAULT_PG))
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     p.add_argument("--requests", type=int, default=None, help="POST /requests per run")
     p.add_argument("--duration", type=float, default=None, help="max seconds per run")
     p.add_argument("--warmup", type=int, default=None)
