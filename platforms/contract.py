@@ -196,6 +196,18 @@ class Platform(ABC):
             for kind in refused
         ]
 
+    def refuse_privileged(self, request: ExecutionRequest) -> list[Message]:
+        """The refusal of a privileged container, for platforms that do not run them."""
+        if not getattr(request.executable, "privileged", False):
+            return []
+        return [
+            message(
+                "platform {platform} does not run privileged containers",
+                level="WARN",
+                platform=self.name,
+            )
+        ]
+
     def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
         """How long before the available start preparation must begin (by default from
         ``PreparationOptions``; none for platforms without them)."""
@@ -268,6 +280,12 @@ class Platform(ABC):
     def remove_work(self, name: str) -> None:
         """Stop and remove a stray piece of work found by reconciliation."""
         return None
+
+
+def published_ports(request: ExecutionRequest) -> list[Any]:
+    """The executable's ports that are to be reachable from outside."""
+    network = getattr(request.executable, "network", None)
+    return [p for p in (network.ports if network else []) if p.access]
 
 
 def inventory(total: int, **kwargs: object) -> InventoryConfig:

@@ -53,6 +53,7 @@ from .contract import (
     WorkState,
     WorkStatus,
     platform_step,
+    published_ports,
 )
 from .simulated import host_pool
 
@@ -121,17 +122,9 @@ class LocalPlatform(Platform):
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
         messages = super().validate(request)
-        executable = request.executable
-        if getattr(executable, "privileged", False) and not self.options.allow_privileged:
-            messages.append(
-                message(
-                    "platform {platform} does not run privileged containers",
-                    level="WARN",
-                    platform=self.name,
-                )
-            )
-        network = getattr(executable, "network", None)
-        ports = [p for p in (network.ports if network else []) if p.access]
+        if not self.options.allow_privileged:
+            messages += self.refuse_privileged(request)
+        ports = published_ports(request)
         if ports and self.options.network in ("none", "host"):
             messages.append(
                 message(

@@ -74,6 +74,7 @@ from .contract import (
     WorkStatus,
     inventory,
     platform_step,
+    published_ports,
 )
 
 DOCKER = kind_uri("executable", "docker-container")
@@ -477,17 +478,8 @@ class SlurmPlatform(Platform):
                         kind=kind,
                     )
                 )
-        executable = request.executable
-        if getattr(executable, "privileged", False):
-            messages.append(
-                message(
-                    "platform {platform} does not run privileged containers",
-                    level="WARN",
-                    platform=self.name,
-                )
-            )
-        network = getattr(executable, "network", None)
-        if network is not None and any(p.access for p in network.ports):
+        messages += self.refuse_privileged(request)
+        if published_ports(request):
             messages.append(
                 message(
                     "platform {platform} runs batch jobs and cannot publish ports",
