@@ -48,15 +48,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
 import os
 import platform
 import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +72,7 @@ if str(REPO) not in sys.path:
 import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
+from common import ServerProcess, fmt, free_port, iso, percentile  # noqa: E402
 
 KIND = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/"
 DOCKER = KIND + "executable/docker-container.yaml"
@@ -96,31 +94,6 @@ REQUEST = {
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
-
-
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
 
 
 def install_uvloop() -> None:
@@ -276,12 +249,11 @@ def aggregator_config(
     }
 
 
-class Aggregator:
+class Aggregator(ServerProcess):
     def __init__(self, config: dict[str, Any], workdir: Path, tag: str):
+        super().__init__(workdir / f"{tag}.log")
         self.config_path = workdir / f"{tag}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / f"{tag}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
 
     def start(self, timeout: float = 60) -> None:
@@ -314,28 +286,6 @@ class Aggregator:
                     return True
             time.sleep(0.1)
         return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-    def tracebacks(self) -> int:
-        try:
-            return self.log_path.read_text(errors="replace").count("Traceback")
-        except FileNotFoundError:
-            return 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import json
 import math
 import os
@@ -52,7 +51,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -71,6 +69,7 @@ if str(REPO) not in sys.path:
 import aiohttp  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 import yaml  # noqa: E402
+from common import ServerProcess, fmt, free_port, iso, percentile  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -93,33 +92,6 @@ TARGET_P99_MS, TARGET_RPS, TARGET_SIZE = 50.0, 200.0, 100_000
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
-
-
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def fmt(value: float, digits: int = 1) -> str:
-    return (
-        "n/a"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{value:.{digits}f}")
-    )
 
 
 def ebroker_command() -> list[str]:
@@ -596,17 +568,16 @@ def profile_summary(path: Path, top: int = 25) -> str:
 # the node
 
 
-class Node:
+class Node(ServerProcess):
     def __init__(self, config: dict[str, Any], workdir: Path, tag: str,
                  profile: Path | None = None):  # fmt: skip
+        super().__init__(workdir / f"{tag}.log")
         self.profile = profile
         self.profiler: subprocess.Popen | None = None
         self.config_path = workdir / f"{tag}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.port = config["server"]["port"]
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{tag}.log"
-        self.proc: subprocess.Popen | None = None
 
     def upgrade(self) -> None:
         out = subprocess.run(
@@ -640,26 +611,6 @@ class Node:
             time.sleep(0.1)
         raise RuntimeError(f"node not ready after {timeout}s:\n{self.log_tail()}")
 
-    def cpu_seconds(self) -> float:
-        """User and system CPU time of the node and its worker processes so far (Linux /proc;
-        NaN elsewhere)."""
-        if self.proc is None:
-            return math.nan
-        try:
-            stats = {}
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    with contextlib.suppress(OSError):
-                        fields = (entry / "stat").read_text().rpartition(")")[2].split()
-                        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-        except OSError:
-            return math.nan
-        tree, ticks = {self.proc.pid}, 0
-        for _ in range(3):  # the node, its workers, their children
-            tree |= {pid for pid, (parent, _) in stats.items() if parent in tree}
-        ticks = sum(stats[pid][1] for pid in tree if pid in stats)
-        return ticks / os.sysconf("SC_CLK_TCK")
-
     def _start_profiler(self) -> None:
         """py-spy attached to the node (sampling; collapsed stacks written when it exits).
 
@@ -681,12 +632,7 @@ class Node:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        super().stop()
         if self.profiler is not None:
             try:
                 self.profiler.wait(timeout=30)
@@ -696,19 +642,6 @@ class Node:
             self.profiler = None
             if self.profile is not None and self.profile.exists():
                 print(profile_summary(self.profile), flush=True)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def tracebacks(self) -> int:
-        try:
-            return self.log_path.read_text(errors="replace").count("Traceback")
-        except FileNotFoundError:
-            return 0
 
 
 # ----------------------------------------------------------------------------------------------
