@@ -95,7 +95,7 @@ class Aggregator:
             else:
                 notes.append(detail)
         chosen = rank(candidates, fanout.order, fanout.max_offers)
-        return self._store_merged(chosen, notes)
+        return await self._store_merged(chosen, notes)
 
     async def _ask(
         self,
@@ -144,7 +144,7 @@ class Aggregator:
         accepted = await self.upstreams.kinds(upstream, deadline)
         return "" if accepted is None else ", ".join(sorted(kinds - accepted))
 
-    def _store_merged(self, chosen: list[Candidate], notes: list[Message]) -> dict[str, Any]:
+    async def _store_merged(self, chosen: list[Candidate], notes: list[Message]) -> dict[str, Any]:
         now = int(time.time())
         offerset_uuid = new_uuid()
         offers, sessions = [], []
@@ -164,7 +164,8 @@ class Aggregator:
                 expires.append(offer.expires)
         result = "YES" if offers else "NO"
         dumped = [_dump(m) for m in notes]
-        self.store.save_offerset(
+        await asyncio.to_thread(
+            self.store.save_offerset,
             offerset_uuid, created_at=now, expires_at=now, result=result, messages=dumped,
             sessions=sessions,
         )  # fmt: skip
@@ -184,10 +185,10 @@ class Aggregator:
     # --- offer sets and sessions -------------------------------------------------------------
 
     async def get_offerset(self, offerset_uuid: str, token: str | None) -> dict[str, Any]:
-        stored = self.store.offerset(offerset_uuid)
+        stored = await asyncio.to_thread(self.store.offerset, offerset_uuid)
         if stored is None:
             raise NotFound("offer set", offerset_uuid)
-        remotes = self.store.sessions_of(offerset_uuid)
+        remotes = await asyncio.to_thread(self.store.sessions_of, offerset_uuid)
         fetched = await asyncio.gather(
             *(self._fetch(r, token) for r in remotes), return_exceptions=True
         )
@@ -219,7 +220,7 @@ class Aggregator:
         }
 
     async def get_session(self, session_uuid: str, token: str | None) -> dict[str, Any]:
-        return await self._fetch(self._remote(session_uuid), token)
+        return await self._fetch(await self._remote(session_uuid), token)
 
     async def _fetch(self, remote: RemoteSession, token: str | None) -> dict[str, Any]:
         answer = await self._call(remote, "GET", remote.remote_url, token=token)
@@ -232,20 +233,26 @@ class Aggregator:
     async def update_session(
         self, session_uuid: str, update: dict[str, Any], token: str | None
     ) -> dict[str, Any]:
-        remote = self._remote(session_uuid)
+        remote = await self._remote(session_uuid)
         accepting = update.get("path") == "phase" and update.get("value") == ACCEPTED
-        if accepting and not self.store.claim_acceptance(remote.offerset_uuid, remote.uuid):
+        if accepting and not await asyncio.to_thread(
+            self.store.claim_acceptance, remote.offerset_uuid, remote.uuid
+        ):
             raise Conflict("another offer of this offer set was accepted", phase="REJECTED")
         try:
             answer = await self._call(remote, "POST", remote.remote_url, document=update,
                                       token=token)  # fmt: skip
         except UpstreamUnavailable:
             if accepting:
-                self.store.release_acceptance(remote.offerset_uuid, remote.uuid)
+                await asyncio.to_thread(
+                    self.store.release_acceptance, remote.offerset_uuid, remote.uuid
+                )
             raise
         if answer.status != 200 or not isinstance(answer.document, dict):
             if accepting:
-                self.store.release_acceptance(remote.offerset_uuid, remote.uuid)
+                await asyncio.to_thread(
+                    self.store.release_acceptance, remote.offerset_uuid, remote.uuid
+                )
             if answer.status == 404:
                 raise NotFound("session", session_uuid)
             if answer.status == 409 and isinstance(answer.document, dict):
@@ -261,8 +268,8 @@ class Aggregator:
 
     async def _reject_siblings(self, accepted: RemoteSession, token: str | None) -> list[Message]:
         """Reject every other offer of the merged set on its upstream; what could not be."""
-        siblings = [s for s in self.store.sessions_of(accepted.offerset_uuid)
-                    if s.uuid != accepted.uuid]  # fmt: skip
+        members = await asyncio.to_thread(self.store.sessions_of, accepted.offerset_uuid)
+        siblings = [s for s in members if s.uuid != accepted.uuid]
 
         async def reject(sibling: RemoteSession) -> Message | None:
             try:
@@ -283,7 +290,7 @@ class Aggregator:
         return [r for r in results if r is not None]
 
     async def session_logs(self, session_uuid: str, token: str | None) -> str:
-        remote = self._remote(session_uuid)
+        remote = await self._remote(session_uuid)
         upstream = self.upstreams.by_name.get(remote.upstream)
         if upstream is None:
             raise UpstreamUnavailable(f"upstream {remote.upstream} is no longer configured")
@@ -295,8 +302,8 @@ class Aggregator:
             raise NotFound("session", session_uuid)
         return text
 
-    def _remote(self, session_uuid: str) -> RemoteSession:
-        remote = self.store.session(session_uuid)
+    async def _remote(self, session_uuid: str) -> RemoteSession:
+        remote = await asyncio.to_thread(self.store.session, session_uuid)
         if remote is None:
             raise NotFound("session", session_uuid)
         return remote
@@ -347,7 +354,7 @@ class Aggregator:
                 except ValueError as exc:
                     notes.append(_failed(upstream.name, str(exc)))
                     continue
-                merged = self._store_merged(
+                merged = await self._store_merged(
                     [Candidate(upstream.name, upstream.config.weight, o) for o in offerset.offers],
                     notes,
                 )
@@ -360,7 +367,7 @@ class Aggregator:
         if conflicts:
             raise Conflict("no upstream can start it now: " + "; ".join(conflicts),
                            messages=conflicts + [n.message for n in notes])  # fmt: skip
-        return self._store_merged([], notes), 200
+        return await self._store_merged([], notes), 200
 
     # --- the aggregator itself ---------------------------------------------------------------
 

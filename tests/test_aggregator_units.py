@@ -1,4 +1,4 @@
-"""The aggregator's parts without a network: config, schema, merging, the breaker."""
+"""The aggregator's parts without a network: config, schema, merging, the breaker, the store."""
 
 from __future__ import annotations
 
@@ -147,3 +147,50 @@ def test_the_example_config_is_valid():
     example = Path(__file__).resolve().parents[1] / "examples" / "aggregator.yaml"
     config = load_aggregator_config(example)
     assert [u.name for u in config.upstreams] == ["site-a", "site-b"]
+
+
+def test_the_store_is_written_off_the_event_loop(sqlite_url):
+    """The event loop serves every request at once: a slow commit of the offer mapping must
+    not stop it (other requests' fan-outs go on meanwhile)."""
+    import asyncio
+    import time
+
+    from aggregator.service import Aggregator
+    from aggregator.upstreams import Upstreams
+    from tests.nodes import free_port
+
+    class SlowStore(Store):
+        def save_offerset(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)  # a commit stuck behind a slow disk
+            return super().save_offerset(*args, **kwargs)
+
+    config = AggregatorConfig.model_validate(
+        {"upstreams": [{"name": "gone", "url": f"http://127.0.0.1:{free_port()}/"}]}
+    )
+    store = SlowStore(sqlite_url)
+
+    async def main() -> tuple[dict, int]:
+        upstreams = Upstreams(config)
+        service = Aggregator(config, store, upstreams)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        running = asyncio.create_task(ticker())
+        try:
+            answer = await service.request_offers({"executable": {}}, None)
+        finally:
+            running.cancel()
+            await upstreams.close()
+        return answer, ticks
+
+    try:
+        answer, ticks = asyncio.run(main())
+    finally:
+        store.dispose()
+    assert answer["result"] == "NO" and "gone" in str(answer["meta"]["messages"])
+    assert ticks >= 15, f"the event loop stood still while the store was written ({ticks} ticks)"
