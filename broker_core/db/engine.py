@@ -18,9 +18,10 @@ for. Two waits are taken off that path:
   threshold; writers checkpoint themselves only as a backstop, if the log grows very long.
 - A transaction that only holds capacity for a while (offers, refusals, expiries) may be
   committed without waiting for the disk (``durable=False``): SQLite's ``synchronous=NORMAL``
-  for it, PostgreSQL's ``synchronous_commit = off``. A process crash loses nothing; a power
-  failure may forget the last moments' offers, never a confirmed booking, because a durable
-  commit (an accept) flushes the whole log up to itself, earlier commits included.
+  for it, PostgreSQL's ``synchronous_commit = off``. A crash of this process loses nothing; a
+  power failure (or a crash of the PostgreSQL server) may forget the last moments' offers,
+  never a confirmed booking, because a durable commit (an accept) flushes the whole log up to
+  itself, earlier commits included.
 """
 
 from __future__ import annotations
