@@ -31,7 +31,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -128,12 +128,8 @@ class Database:
         docstring): only for transactions whose loss in a power failure is harmless.
         """
         bind = self.writer if durable else self._hasty_writer
-        if self._write_lock is None:
-            with Session(bind, expire_on_commit=False) as session, session.begin():
-                yield session
-            return
         with (
-            self._write_lock,
+            self._write_lock or nullcontext(),
             Session(bind, expire_on_commit=False) as session,
             session.begin(),
         ):
@@ -181,16 +177,12 @@ class Checkpointer:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
-    def checkpoint(self, connection: sqlite3.Connection) -> tuple[int, int, int]:
-        """(busy, frames in the log, frames checkpointed)."""
-        return connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
     def _run(self) -> None:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    self.checkpoint(connection)
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:  # retried at the next interval
                     log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
         finally:
@@ -220,7 +212,7 @@ def _sqlite_engine(url: str, begin: str, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # type: ignore[no-untyped-def]
-        # outside a transaction, or it does not apply to this one's commit
+        # set before BEGIN: changed inside a transaction, it would not apply to its commit
         wanted = synchronous
         if synchronous == "FULL" and not connection.get_execution_options().get(DURABLE, True):
             wanted = "NORMAL"
