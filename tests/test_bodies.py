@@ -232,6 +232,37 @@ def test_yaml_100k_deep_flow_mapping_refused_quickly(loader: type) -> None:
     assert "nesting deeper than 64 levels" in err.detail
 
 
+class _EarlyQuittingLoader(yaml.SafeLoader):
+    """A parser with a nesting limit below the node's, which it reports in its own words
+    before handing over the events that would show the depth (as libyaml's look-ahead does)."""
+
+    def check_event(self, *choices: object) -> bool:
+        if self.get_mark().index > 30:
+            raise yaml.scanner.ScannerError(
+                "while scanning", None, "some parser's own wording", self.get_mark()
+            )
+        return super().check_event(*choices)
+
+
+def test_deep_yaml_gets_the_nodes_own_message_whichever_parser_trips_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bodies, "_SafeLoader", _EarlyQuittingLoader)
+    err = refused(b"[" * 200 + b"]" * 200, YAML)
+    assert err.detail.startswith("nesting deeper than 64 levels")
+    err = refused(b"{a: " * 200 + b"1" + b"}" * 200, YAML)
+    assert err.detail.startswith("nesting deeper than 64 levels")
+    # a parser error in a shallow document is reported as invalid YAML, not as depth
+    err = refused(b"a: '" + b"[" * 200 + b"'\nb: [1, 2\n" + b"c" * 200, YAML)
+    assert err.detail.startswith("invalid YAML")
+
+
+@pytest.mark.parametrize("depth", [1_000, 1_001, 5_000])
+def test_yaml_deep_flow_at_any_parser_limit_gets_our_message(loader: type, depth: int) -> None:
+    for raw in (b"[" * depth + b"]" * depth, b"a:\n  b: " + b"[x, " * depth + b"]" * depth):
+        assert quick(raw, YAML).detail.startswith("nesting deeper than 64 levels")
+
+
 def test_yaml_depth_counts_alias_expansion(loader: type) -> None:
     deep = "[" * 40 + "]" * 40
     assert parse_body(f"a: &a {deep}\nb: *a\n".encode(), YAML)

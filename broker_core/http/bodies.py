@@ -47,6 +47,13 @@ _MAX_INT_CHARS = 4300
 # the end) and runs of other characters.  Possessive quantifiers keep it linear.
 _JSON_NOT_BRACKETS = re.compile(r'"[^"\\]*+(?:\\[\s\S][^"\\]*+)*+"?|[^"\[\]{}]++')
 _BRACKET_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
+# The same for a YAML text, roughly: quoted scalars (a quote opens one only where a token can
+# start) and comments are dropped. Used only to explain why a parser gave up (see _flow_depth).
+_YAML_NOT_BRACKETS = re.compile(
+    r"""(?:(?<=^)|(?<=[\s\[{,:?-]))(?:"[^"\\]*+(?:\\[\s\S][^"\\]*+)*+"?|'[^']*+(?:''[^']*+)*+'?)"""
+    r"|(?:(?<=^)|(?<=\s))#[^\n]*+"
+    r"""|[^"'#\[\]{}]++|["'#]"""
+)
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,17 @@ def _at(mark: Any) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
+def _flow_depth(text: str) -> int:
+    """Roughly the deepest flow nesting (``[`` and ``{``) in a YAML text.
+
+    A parser may give up on deep nesting before it has handed over the events that the vetting
+    counts (libyaml looks ahead and stops at its own limit, in its own words), so when a parser
+    fails, this says whether depth is the reason the node should give.
+    """
+    brackets = _YAML_NOT_BRACKETS.sub("", text)
+    return max(accumulate(map(_BRACKET_DELTA.__getitem__, brackets)), default=0)
+
+
 def _vet_yaml_events(text: str, limits: BodyLimits) -> bool:
     """Check depth and alias-expanded size on the event stream; False if no document.
 
@@ -284,6 +302,9 @@ def _parse_yaml(text: str, limits: BodyLimits) -> Any:
         document = yaml.load(text, Loader=_str_key_loader(_SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        scanned = text if mark is None else text[: mark.index + 1]
+        if _flow_depth(scanned) > limits.max_depth:  # the parser's own limit tripped first
+            raise _bad(f"nesting deeper than {limits.max_depth} levels{_at(mark)}") from None
         problem = exc.problem or exc.context or "syntax error"
         raise _bad(f"invalid YAML{_at(mark)}: {problem}") from None
     except yaml.YAMLError as exc:
