@@ -22,12 +22,25 @@ def _load(args: argparse.Namespace) -> NodeConfig:
         config.server = config.server.model_copy(update=overrides)
     if getattr(args, "database", None):
         config.database = config.database.model_copy(update={"url": args.database})
+    if getattr(args, "site_name", None):
+        config.site = config.site.model_copy(update={"name": args.site_name})
     return config
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("ebroker")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from . import neighbours
     from .http.app import create_app
     from .node import build_broker
 
@@ -37,6 +50,8 @@ def serve(args: argparse.Namespace) -> int:
     print(f"ebroker node {config.site.name!r} at {config.base_url}", flush=True)
     print(f"  API UI: {config.base_url}/ui   database: {config.database.url}", flush=True)
     print(f"  platforms: {platforms}", flush=True)
+    for other in neighbours.register(config):
+        print(f"ebroker: warning: {other}", file=sys.stderr, flush=True)
     options = {"host": config.server.host, "port": config.server.port}
     if config.server.workers == 1:
         uvicorn.run(create_app(broker), log_level=args.log_level.lower(), **options)
@@ -54,6 +69,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 CONFIG_ENV = "EBROKER_WORKER_CONFIG"
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def worker_app() -> object:
@@ -115,8 +131,17 @@ def aggregator(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run
+
+    return run(Path(args.dir), args.base_port, args.log_level)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ebroker", description="ebroker execution broker")
+    top.add_argument("--version", action="version", version=f"ebroker {version()}")
     sub = top.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -127,20 +152,30 @@ def parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--host")
     s.add_argument("--port", type=int)
-    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.add_argument("--site-name", help="the site's name (overrides the config)")
+    s.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     s.set_defaults(func=serve)
     a = sub.add_parser("aggregator", help="run an aggregator over other nodes and aggregators")
     a.add_argument("-c", "--config", required=True, help="aggregator configuration file (YAML)")
     a.add_argument("--database", help="database URL (overrides the config)")
     a.add_argument("--host")
     a.add_argument("--port", type=int)
-    a.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    a.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     a.set_defaults(func=aggregator)
     d = sub.add_parser("db", help="database schema management")
     dsub = d.add_subparsers(dest="db_command", required=True)
     u = dsub.add_parser("upgrade", help="migrate the schema to the latest revision")
     common(u)
     u.set_defaults(func=db_upgrade)
+    m = sub.add_parser(
+        "demo", help="a federation on this machine: two nodes and an aggregator over them"
+    )
+    m.add_argument("--dir", default="ebroker-demo", help="where configs, databases and logs go")
+    m.add_argument(
+        "--base-port", type=int, default=8090, help="the aggregator's port; the nodes the next two"
+    )
+    m.add_argument("--log-level", default="WARNING", choices=LOG_LEVELS)
+    m.set_defaults(func=demo)
     c = sub.add_parser("check-config", help="validate a configuration file and exit")
     common(c)
     c.set_defaults(func=check_config)

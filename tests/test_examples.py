@@ -1,122 +1,81 @@
-"""The shared example documents, posted as YAML exactly as they are on disk.
-
-The examples live next to the project (``shared/examples``); if that folder is missing these
-tests fail rather than skip, since then nothing checks that the examples still work.
-"""
+"""The project's own example documents (``examples/requests``, ``examples/updates``), posted as
+YAML exactly as they are on disk, the way the README has a newcomer post them."""
 
 from __future__ import annotations
 
 import copy
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from broker_core.broker import Broker
 from tests.conftest import COMPUTE, DOCKER
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+REQUESTS = EXAMPLES / "requests"
+UPDATES = EXAMPLES / "updates"
 YAML_CT = {"Content-Type": "application/yaml"}
+# what the README walks through; a missing file fails here rather than shrinking the test set
 KNOWN_REQUESTS = [
     "01-minimal.yaml",
-    "02-compute-and-window.yaml",
+    "02-compute.yaml",
     "03-notebook-with-data.yaml",
-    "04-legacy-format.yaml",
+    "04-storage.yaml",
+    "05-legacy-types.yaml",
+    "06-legacy-urn.yaml",
 ]
-ACCEPT_FILE = "05-accept.yaml"
-
-# example 02 asks for a one-hour slot starting between these instants
-WINDOW_02 = (datetime(2026, 11, 22, 8, tzinfo=UTC), datetime(2026, 11, 22, 12, tzinfo=UTC))
-DURATION_02 = timedelta(hours=1)
+KNOWN_UPDATES = ["accept.yaml", "accept-legacy.yaml", "cancel.yaml"]
+REQUEST_FILES = sorted({*KNOWN_REQUESTS, *(p.name for p in REQUESTS.glob("*.yaml"))})
+ACCEPTS = ["accept.yaml", "accept-legacy.yaml"]
 
 
-def _is_update(path: Path) -> bool:
-    doc = yaml.safe_load(path.read_bytes())
-    if not isinstance(doc, dict):
-        return False
-    kind = str(doc.get("kind") or doc.get("type") or "")
-    return kind.endswith("-update") or "update" in doc
-
-
-def _request_files() -> list[str]:
-    """Every request example on disk (the known list when the folder is missing, so that the
-    tests fail on opening the files instead of being collected as an empty, skipped set)."""
-    if not EXAMPLES.is_dir():
-        return KNOWN_REQUESTS
-    return sorted(p.name for p in EXAMPLES.glob("*.yaml") if not _is_update(p))
-
-
-REQUEST_FILES = _request_files()
-
-
-def read(name: str) -> bytes:
-    path = EXAMPLES / name
+def read(path: Path) -> bytes:
     assert path.is_file(), f"example {path} is missing"
     return path.read_bytes()
 
 
-def post_example(client: TestClient, name: str) -> httpx.Response:
-    r = client.post("/requests", content=read(name), headers=YAML_CT)
+def post_request(client: TestClient, name: str, raw: bytes | None = None) -> dict[str, Any]:
+    r = client.post("/requests", content=raw or read(REQUESTS / name), headers=YAML_CT)
     assert r.status_code == 200, f"{name}: {r.status_code} {r.text}"
-    return r
+    return dict(r.json())
 
 
 def parse_instant(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def window_02_expectation(broker: Broker) -> bool | None:
-    """True when example 02's window can still be offered, False when it cannot, None when it
-    depends on the interpretation (between the last start that fits and the window's end)."""
-    now = datetime.now(UTC)
-    start, end = WINDOW_02
-    lookahead = broker.config.offers.lookahead
-    if now > end or start > now + lookahead:
-        return False
-    if now + timedelta(minutes=5) < end - DURATION_02:
-        return True
-    return None
+def tomorrow_window(hour: int = 8, span: str = "PT4H") -> tuple[str, datetime]:
+    """The start line the README appends to example 02, built from today's date."""
+    day = date.today() + timedelta(days=1)
+    start = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+    return f"    start: {start:%Y-%m-%dT%H:%M:%SZ}/{span}\n", start
 
 
-def test_examples_folder_is_present() -> None:
-    assert EXAMPLES.is_dir(), f"the shared examples folder {EXAMPLES} is missing"
-    names = sorted(p.name for p in EXAMPLES.iterdir() if p.is_file())
-    assert set(KNOWN_REQUESTS) | {ACCEPT_FILE} <= set(names), names
-
-
-def test_every_example_is_yaml_and_is_exercised() -> None:
-    assert EXAMPLES.is_dir(), f"the shared examples folder {EXAMPLES} is missing"
-    files = sorted(p for p in EXAMPLES.iterdir() if p.is_file())
-    assert files
-    for path in files:
-        doc = yaml.safe_load(path.read_bytes())
-        assert isinstance(doc, dict), path.name
-        assert path.name in REQUEST_FILES or path.name == ACCEPT_FILE, (
-            f"{path.name} is neither a request example nor the accept example; add a test"
-        )
+def test_every_example_is_known_and_exercised() -> None:
+    on_disk = {p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.yaml")}
+    documents = {f"requests/{n}" for n in KNOWN_REQUESTS} | {f"updates/{n}" for n in KNOWN_UPDATES}
+    configs = {"node.yaml", "aggregator.yaml"}
+    assert on_disk == documents | configs, "an example with no test, or a test with no example"
 
 
 @pytest.mark.parametrize("name", REQUEST_FILES)
-def test_request_example_gets_offers(client: TestClient, broker: Broker, name: str) -> None:
+def test_no_request_example_holds_a_date(name: str) -> None:
+    """A fixed date goes stale: the examples ask for the earliest slot, and the README builds a
+    window from today's date where it shows one."""
+    doc = yaml.safe_load(read(REQUESTS / name))
+    assert "start" not in ((doc.get("schedule") or {}).get("requested") or {}), name
+
+
+@pytest.mark.parametrize("name", REQUEST_FILES)
+def test_request_example_gets_offers(client: TestClient, name: str) -> None:
     started = time.monotonic()
-    body = post_example(client, name).json()
+    body = post_request(client, name)
     assert time.monotonic() - started < 2.0
-    expected_yes = True
-    if name.startswith("02-"):
-        expected_yes = window_02_expectation(broker)  # type: ignore[assignment]
-        if expected_yes is None:
-            expected_yes = body["result"] == "YES"
-    if not expected_yes:
-        assert body["result"] == "NO", body
-        assert body["offers"] == []
-        assert [m["message"] for m in body["meta"]["messages"]], body
-        return
     assert body["result"] == "YES", body["meta"].get("messages")
     assert body["offers"]
     for offer in body["offers"]:
@@ -133,27 +92,33 @@ def test_request_example_gets_offers(client: TestClient, broker: Broker, name: s
     starts = [parse_instant(o["schedule"]["available"]["start"]) for o in body["offers"]]
     assert starts == sorted(starts)
     assert len(set(starts)) == len(starts)
+    assert starts[0] - datetime.now(UTC) < timedelta(minutes=10)  # as soon as possible
 
 
-def test_example_02_window_and_ranges(client: TestClient, broker: Broker) -> None:
-    body = post_example(client, "02-compute-and-window.yaml").json()
-    expected = window_02_expectation(broker)
-    if expected is False or (expected is None and body["result"] == "NO"):
-        assert body["result"] == "NO" and body["meta"]["messages"]
-        return
+def test_example_02_ranges(client: TestClient) -> None:
+    body = post_request(client, "02-compute.yaml")
     assert body["result"] == "YES", body["meta"].get("messages")
     for offer in body["offers"]:
-        available = offer["schedule"]["available"]
-        assert WINDOW_02[0] <= parse_instant(available["start"]) <= WINDOW_02[1]
-        assert available["duration"] == "PT1H"
+        assert offer["schedule"]["available"]["duration"] == "PT1H"
         assert 2 <= offer["compute"]["cores"]["min"] <= 4
         assert 4 <= offer["compute"]["memory"]["min"] <= 8
         assert offer["executable"]["environment"] == {"OMP_NUM_THREADS": "4"}
         assert offer["executable"]["image"]["digest"].startswith("sha256:")
 
 
+def test_example_02_with_a_window_built_from_today(client: TestClient) -> None:
+    line, start = tomorrow_window()
+    raw = read(REQUESTS / "02-compute.yaml") + line.encode()
+    body = post_request(client, "02-compute.yaml", raw)
+    assert body["result"] == "YES", body["meta"].get("messages")
+    for offer in body["offers"]:
+        available = offer["schedule"]["available"]
+        assert start <= parse_instant(available["start"]) <= start + timedelta(hours=4)
+        assert available["duration"] == "PT1H"
+
+
 def test_example_03_notebook_with_data(client: TestClient) -> None:
-    body = post_example(client, "03-notebook-with-data.yaml").json()
+    body = post_request(client, "03-notebook-with-data.yaml")
     assert body["result"] == "YES", body["meta"].get("messages")
     offer = body["offers"][0]
     assert offer["executable"]["location"].endswith("cube-explorer.ipynb")
@@ -170,20 +135,32 @@ def test_example_03_notebook_with_data(client: TestClient) -> None:
     assert data["meta"]["name"] == "cube-data" and data["storage"] == "scratch"
 
 
+def test_example_04_storage(client: TestClient) -> None:
+    body = post_request(client, "04-storage.yaml")
+    assert body["result"] == "YES", body["meta"].get("messages")
+    offer = body["offers"][0]
+    (storage,) = offer["storage"]
+    assert storage["meta"]["name"] == "scratch"
+    assert 50 <= storage["size"]["min"] == storage["size"]["max"] <= 100
+    (volume,) = offer["compute"]["volumes"]
+    assert (volume["path"], volume["mode"], volume["resource"]) == (
+        "/scratch",
+        "READWRITE",
+        "scratch",
+    )
+    assert offer["schedule"]["available"]["duration"] == "PT2H"
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
 @pytest.mark.parametrize("name", REQUEST_FILES)
 def test_accept_example_accepts_the_first_offer(
-    client: TestClient, broker: Broker, name: str
+    client: TestClient, name: str, accept: str
 ) -> None:
-    body = post_example(client, name).json()
-    if body["result"] == "NO":
-        # only example 02, once its window has passed: nothing to accept then (no skip, so
-        # that a CI run requiring every test to run stays green)
-        assert name.startswith("02-") and window_02_expectation(broker) is not True, body
-        return
+    body = post_request(client, name)
     first = body["offers"][0]
     path = urlparse(first["meta"]["url"]).path
     assert path == f"/sessions/{first['meta']['uuid']}"
-    r = client.post(path, content=read(ACCEPT_FILE), headers=YAML_CT)
+    r = client.post(path, content=read(UPDATES / accept), headers=YAML_CT)
     assert r.status_code == 200, r.text
     assert r.json()["phase"] == "ACCEPTED"
     offerset = client.get(urlparse(first["offerset"]["url"]).path)
@@ -193,15 +170,25 @@ def test_accept_example_accepts_the_first_offer(
     assert set(phases.values()) <= {"REJECTED"}
     assert len(phases) == len(body["offers"]) - 1
     # accepting again is harmless; accepting a sibling is a conflict
-    again = client.post(path, content=read(ACCEPT_FILE), headers=YAML_CT)
-    # (the lifecycle engine may have moved it on to WAITING already)
+    again = client.post(path, content=read(UPDATES / accept), headers=YAML_CT)
     assert again.status_code == 200 and again.json()["phase"] in ("ACCEPTED", "WAITING")
     for sibling in phases:
-        r = client.post(f"/sessions/{sibling}", content=read(ACCEPT_FILE), headers=YAML_CT)
+        r = client.post(f"/sessions/{sibling}", content=read(UPDATES / accept), headers=YAML_CT)
         assert r.status_code == 409, r.text
 
 
-def _modern_04() -> dict[str, Any]:
+def test_cancel_example_cancels_an_accepted_session(client: TestClient) -> None:
+    first = post_request(client, "01-minimal.yaml")["offers"][0]
+    path = urlparse(first["meta"]["url"]).path
+    accepted = client.post(path, content=read(UPDATES / "accept.yaml"), headers=YAML_CT)
+    assert accepted.status_code == 200, accepted.text
+    r = client.post(path, content=read(UPDATES / "cancel.yaml"), headers=YAML_CT)
+    assert r.status_code == 200, r.text
+    assert r.json()["phase"] == "CANCELLED"
+    assert client.get(path).json()["phase"] == "CANCELLED"
+
+
+def _modern_05() -> dict[str, Any]:
     return {
         "meta": {"name": "legacy-request"},
         "executable": {
@@ -234,19 +221,32 @@ def _resolved(offer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_legacy_example_04_matches_its_modern_equivalent(client: TestClient) -> None:
-    legacy = post_example(client, "04-legacy-format.yaml").json()
-    modern_body = yaml.safe_dump(_modern_04(), sort_keys=False)
-    modern = client.post("/requests", content=modern_body, headers=YAML_CT)
-    assert modern.status_code == 200, modern.text
-    modern = modern.json()
+def test_legacy_example_05_matches_its_modern_equivalent(client: TestClient) -> None:
+    legacy = post_request(client, "05-legacy-types.yaml")
+    modern = post_request(client, "modern", yaml.safe_dump(_modern_05()).encode())
     assert legacy["result"] == modern["result"] == "YES"
     legacy_offer, modern_offer = legacy["offers"][0], modern["offers"][0]
     assert legacy_offer["compute"]["kind"] == COMPUTE
-    assert legacy_offer["compute"]["cores"] == {"min": 1, "max": 1}
-    assert legacy_offer["compute"]["memory"] == {"min": 1, "max": 1}
     assert legacy_offer["executable"]["kind"] == DOCKER
     assert legacy_offer["executable"]["meta"]["name"] == "legacy-exec"
     assert legacy_offer["compute"]["meta"]["name"] == "legacy-compute"
     assert legacy_offer["meta"]["name"] == "legacy-request"
     assert _resolved(legacy_offer) == _resolved(modern_offer)
+
+
+def test_legacy_example_06_urn_kinds_resolve_to_canonical_kinds(client: TestClient) -> None:
+    offer = post_request(client, "06-legacy-urn.yaml")["offers"][0]
+    assert offer["executable"]["kind"] == DOCKER
+    assert offer["compute"]["kind"] == COMPUTE
+    (storage,) = offer["storage"]
+    assert storage["kind"].endswith("/storage/simple-storage-resource.yaml")
+    assert storage["meta"]["name"] == "work" and 1 <= storage["size"]["min"] <= 5
+    assert offer["schedule"]["available"]["duration"] == "PT30M"
+    assert 1 <= offer["compute"]["cores"]["min"] <= 2
+
+
+def test_examples_are_the_ones_the_readme_names() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    for name in ("01-minimal.yaml", "02-compute.yaml"):
+        assert f"examples/requests/{name}" in readme
+    assert "examples/updates/accept.yaml" in readme
