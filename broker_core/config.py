@@ -17,9 +17,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
+
+from .suggest import iso_duration_hint, unknown_field_at
 
 RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
 ResourceClass = Literal["cores", "memory", "storage", "gpus"]
@@ -40,9 +44,23 @@ def _not_negative(value: timedelta) -> timedelta:
     return value
 
 
+def _iso_duration(value: Any, handler: ValidatorFunctionWrapHandler) -> timedelta:
+    """A duration as pydantic reads it; text it cannot read gets an ISO-8601 suggestion
+    computed from what was written (``5 minutes`` -> ``PT5M``)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, str):
+            raise ValueError(iso_duration_hint(value)) from None
+        raise
+
+
 # ISO-8601 durations ("PT5M") or seconds, checked where they are read
-PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
-NonNegativeDuration = Annotated[timedelta, AfterValidator(_not_negative)]
+Duration = Annotated[timedelta, WrapValidator(_iso_duration)]
+PositiveDuration = Annotated[timedelta, WrapValidator(_iso_duration), AfterValidator(_positive)]
+NonNegativeDuration = Annotated[
+    timedelta, WrapValidator(_iso_duration), AfterValidator(_not_negative)
+]
 
 
 class ConfigError(Exception):
@@ -266,11 +284,23 @@ class NodeConfig(Model):
         return f"http://{self.server.host}:{self.server.port}"
 
 
-def describe_errors(exc: ValidationError, source: str, prefix: tuple[object, ...] = ()) -> str:
+def describe_errors(
+    exc: ValidationError,
+    source: str,
+    prefix: tuple[object, ...] = (),
+    model: type[BaseModel] | None = None,
+) -> str:
+    """One line per bad key. With the ``model`` validated, an unknown key gets the known one
+    it is closest to (``offers.hodl: unknown field 'hodl'; did you mean 'hold'?``)."""
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        detail = err["msg"]
+        if err["type"] == "extra_forbidden":
+            detail = unknown_field_at(model, err["loc"]) or detail
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            detail = str(err["ctx"]["error"])  # our own message, without pydantic's prefix
+        lines.append(f"  {where}: {detail}")
     return "\n".join(lines)
 
 
@@ -286,7 +316,7 @@ def validate_config(model: type[M], data: Any, source: str = "<config>") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, source)) from None
+        raise ConfigError(describe_errors(exc, source, model=model)) from None
 
 
 def read_config_file(path: str | Path) -> Any:

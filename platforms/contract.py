@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker_core.config import InventoryConfig, PlatformConfig, PoolConfig
+from broker_core.config import Duration, InventoryConfig, PlatformConfig, PoolConfig
 from broker_core.kinds.base import Message, message
 from broker_core.kinds.request import ExecutionRequest
 
@@ -130,11 +130,11 @@ class PreparationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_preparation: timedelta = Field(default=timedelta(seconds=10))
-    image_pull: timedelta = Field(
+    base_preparation: Duration = Field(default=timedelta(seconds=10))
+    image_pull: Duration = Field(
         default=timedelta(seconds=60), description="added for container executables"
     )
-    data_staging: timedelta = Field(default=timedelta(seconds=60), description="per data resource")
+    data_staging: Duration = Field(default=timedelta(seconds=60), description="per data resource")
 
     def estimate(self, request: ExecutionRequest) -> timedelta:
         estimate = self.base_preparation

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from broker_core.config import PoolConfig
+from broker_core.config import Duration, PoolConfig
 from broker_core.kinds.base import Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
@@ -89,7 +89,7 @@ class LocalOptions(PreparationOptions):
         description="podman network mode (bridge, none, host, or a network name)",
     )
     pull: Literal["missing", "always", "never"] = "missing"
-    base_preparation: timedelta = Field(default=timedelta(seconds=5))
+    base_preparation: Duration = Field(default=timedelta(seconds=5))
     allow_privileged: bool = False
     stop_timeout: int = Field(default=10, ge=0, le=3600, description="seconds before SIGKILL")
     storage_path: str = Field(default=".", description="where the host pool's free disk is read")

@@ -41,6 +41,9 @@ def build_platforms(configs: list[PlatformConfig]) -> list[Platform]:
             platforms.append(cls(config))
         except ValidationError as exc:
             raise ConfigError(
-                describe_errors(exc, "the configuration", ("platforms", index, "options"))
+                describe_errors(
+                    exc, "the configuration", ("platforms", index, "options"),
+                    model=getattr(cls, "options_model", None),
+                )
             ) from None
     return platforms

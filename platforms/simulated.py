@@ -16,16 +16,16 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from broker_core.config import PoolConfig
+from broker_core.config import Duration, PoolConfig
 from broker_core.kinds.builtin import KINDS
 
 from .contract import Execution, Platform, PreparationOptions, WorkState, WorkStatus, inventory
 
 
 class SimulatedOptions(PreparationOptions):
-    image_pull: timedelta = Field(default=timedelta(seconds=30))
+    image_pull: Duration = Field(default=timedelta(seconds=30))
     storage_path: str = "."
-    run_time: timedelta | None = Field(
+    run_time: Duration | None = Field(
         default=None, description="how long the simulated work runs; default: to the booked end"
     )
     exit_code: int = Field(default=0, description="what the simulated work exits with")

@@ -118,6 +118,8 @@ class AllocationsOptions(_Model):
 class Allocations(PolicyBase):
     """The ``allocations`` policy plugin; also answers the accounting endpoints."""
 
+    options_model = AllocationsOptions  # names the known keys in config errors
+
     def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
         super().__init__(name, options, node)
         self.options = AllocationsOptions.model_validate(options)

@@ -304,6 +304,8 @@ class _Limit:
 class LocalRules(PolicyBase):
     """The site's own access rules and limits; see the module docstring and the options."""
 
+    options_model = LocalRulesOptions  # names the known keys in config errors
+
     def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
         super().__init__(name, options, node)
         self.options = LocalRulesOptions.model_validate(options)

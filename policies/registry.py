@@ -38,6 +38,9 @@ def build_policies(configs: list[PolicyConfig], node: Broker | None) -> list[Pol
             policies.append(cls(config.name, config.options, node))
         except ValidationError as exc:
             raise ConfigError(
-                describe_errors(exc, "the configuration", ("policies", index, "options"))
+                describe_errors(
+                    exc, "the configuration", ("policies", index, "options"),
+                    model=getattr(cls, "options_model", None),
+                )
             ) from None
     return policies

@@ -164,6 +164,8 @@ class PolicyServiceError(Exception):
 class RemotePolicy(PolicyBase):
     """Asks a remote global policy service (see the module docstring for the protocol)."""
 
+    options_model = RemotePolicyOptions  # names the known keys in config errors
+
     def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
         super().__init__(name, options, node)
         self.options = RemotePolicyOptions.model_validate(options)

@@ -30,6 +30,7 @@ from ..errors import (
     pointer,
 )
 from ..schedule import ScheduleError
+from ..suggest import unknown_field
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -154,7 +155,7 @@ def _field_errors(error: ValidationError) -> list[dict[str, str]]:
         extra = [k for k in error.instance if k not in known]
         if extra:
             return [
-                {"pointer": pointer(*error.absolute_path, k), "detail": f"unexpected field {k!r}"}
+                {"pointer": pointer(*error.absolute_path, k), "detail": unknown_field(k, known)}
                 for k in extra
             ]
     return [{"pointer": pointer(*error.absolute_path), "detail": _detail(error)}]

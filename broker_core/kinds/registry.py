@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import DocumentInvalid, FieldError, pointer
+from ..suggest import unknown_field_at
 from .base import CATEGORIES, Component
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,18 @@ class UnknownKind(Exception):
         self.category, self.kind, self.where = category, kind, where
 
 
-def validation_errors(exc: ValidationError, prefix: tuple[object, ...] = ()) -> list[FieldError]:
-    """pydantic errors as JSON-pointer field errors relative to the whole document."""
+def validation_errors(
+    exc: ValidationError, prefix: tuple[object, ...] = (), model: type[BaseModel] | None = None
+) -> list[FieldError]:
+    """pydantic errors as JSON-pointer field errors relative to the whole document; with the
+    ``model`` validated, an unknown field gets the known one it is closest to."""
     errors = []
     for err in exc.errors(include_url=False):
         loc = [part for part in err["loc"] if not _is_union_tag(part)]
-        errors.append(FieldError(pointer(*prefix, *loc), err["msg"]))
+        detail = err["msg"]
+        if err["type"] == "extra_forbidden":
+            detail = unknown_field_at(model, err["loc"]) or detail
+        errors.append(FieldError(pointer(*prefix, *loc), detail))
     return errors
 
 
@@ -83,7 +90,7 @@ class KindRegistry:
         try:
             return model.model_validate(document)
         except ValidationError as exc:
-            raise DocumentInvalid(validation_errors(exc, where)) from None
+            raise DocumentInvalid(validation_errors(exc, where, model)) from None
 
 
 def load_registry() -> KindRegistry:

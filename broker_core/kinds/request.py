@@ -72,7 +72,7 @@ def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
     try:
         envelope = Envelope.model_validate(document)
     except ValidationError as exc:
-        raise DocumentInvalid(validation_errors(exc)) from None
+        raise DocumentInvalid(validation_errors(exc, model=Envelope)) from None
 
     errors: list[FieldError] = []
     unknown: list[UnknownKind] = []

@@ -1,0 +1,157 @@
+"""Messages that say what would work: each refusal names what was wrong and what to do instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker_core.config import ConfigError, parse_config
+from broker_core.errors import DocumentInvalid
+from broker_core.kinds.registry import load_registry
+from broker_core.kinds.request import parse_request
+from broker_core.suggest import did_you_mean, duration_from_words, unknown_field
+from platforms.registry import build_platforms
+from policies.registry import build_policies
+from tests.conftest import request_doc
+
+# --- did you mean: one helper for request documents and config keys -----------------------------
+
+
+def test_the_helper_suggests_the_closest_known_name():
+    assert unknown_field("excutable", ["executable", "compute"]) == (
+        "unknown field 'excutable'; did you mean 'executable'?"
+    )
+    assert unknown_field("zzz", ["executable", "compute"]) == "unknown field 'zzz'"
+    assert did_you_mean("accepted", ["ACCEPTED", "REJECTED"]) == "; did you mean 'ACCEPTED'?"
+    assert unknown_field("hold", ["offers"], ["offers.hold", "offers.lookahead"]) == (
+        "unknown field 'hold'; did you mean 'offers.hold'?"
+    )
+
+
+def _errors(client, doc):
+    r = client.post("/requests", json=doc)
+    assert r.status_code == 400, r.text
+    return {e["pointer"]: e["detail"] for e in r.json()["errors"]}
+
+
+def test_a_misspelt_request_field_gets_did_you_mean_in_the_problem(client):
+    doc = request_doc()
+    doc["excutable"] = doc.pop("executable")
+    errors = _errors(client, doc)
+    assert errors["/excutable"] == "unknown field 'excutable'; did you mean 'executable'?"
+
+    doc = request_doc()
+    doc["compute"]["corse"] = doc["compute"].pop("cores")
+    errors = _errors(client, doc)
+    assert errors == {"/compute/corse": "unknown field 'corse'; did you mean 'cores'?"}
+
+    doc = request_doc(start="PT1H/2030-01-01T00:00:00Z")
+    doc["schedule"]["requested"]["duraton"] = "PT1H"
+    errors = _errors(client, doc)
+    assert errors["/schedule/requested/duraton"] == (
+        "unknown field 'duraton'; did you mean 'duration'?"
+    )
+
+
+def test_a_field_close_to_nothing_is_named_without_a_guess(client):
+    doc = request_doc()
+    doc["colour"] = "blue"
+    assert _errors(client, doc) == {"/colour": "unknown field 'colour'"}
+
+
+def test_the_kind_models_suggest_too_without_the_spec():
+    """The pydantic models (what the aggregator and plugins' kinds go through) say the same."""
+    registry = load_registry()
+    doc = request_doc()
+    doc["compute"]["corse"] = doc["compute"].pop("cores")
+    doc["executable"]["imag"] = doc["executable"].pop("image")
+    with pytest.raises(DocumentInvalid) as info:
+        parse_request(doc, registry)
+    errors = {e.pointer: e.detail for e in info.value.errors}
+    assert errors["/compute/corse"] == "unknown field 'corse'; did you mean 'cores'?"
+    assert errors["/executable/imag"] == "unknown field 'imag'; did you mean 'image'?"
+    doc = request_doc()
+    doc["excutable"] = doc.pop("executable")
+    with pytest.raises(DocumentInvalid) as info:
+        parse_request(doc, registry)
+    errors = {e.pointer: e.detail for e in info.value.errors}
+    assert errors["/excutable"] == "unknown field 'excutable'; did you mean 'executable'?"
+
+
+def _config_error(data) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "node.yaml")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ({"offers": {"hodl": "PT5M"}}, "offers.hodl: unknown field 'hodl'; did you mean 'hold'?"),
+        ({"offer": {"hold": "PT5M"}}, "offer: unknown field 'offer'; did you mean 'offers'?"),
+        ({"hold": "PT5M"}, "hold: unknown field 'hold'; did you mean 'offers.hold'?"),
+        ({"sever": {}}, "sever: unknown field 'sever'; did you mean 'server'?"),
+        ({"platforms": [{"name": "p", "pools": [{"name": "a", "inventories": {
+            "cores": {"totl": 4}}}]}]},
+         "platforms.0.pools.0.inventories.cores.totl: unknown field 'totl'; "
+         "did you mean 'total'?"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_config_key_gets_did_you_mean(data, line):
+    message = _config_error(data)
+    assert "node.yaml" in message
+    assert f"  {line}" in message.splitlines()
+
+
+def test_plugin_options_suggest_too():
+    config = parse_config({"platforms": [{"name": "x", "options": {"image_pul": "PT1S"}}]})
+    with pytest.raises(ConfigError) as info:
+        build_platforms(config.platforms)
+    assert (
+        "platforms.0.options.image_pul: unknown field 'image_pul'; did you mean 'image_pull'?"
+        in str(info.value)
+    )
+    config = parse_config(
+        {"policies": [{"name": "r", "type": "local-rules", "options": {"acces": []}}]}
+    )
+    with pytest.raises(ConfigError) as info:
+        build_policies(config.policies, None)
+    assert "policies.0.options.acces: unknown field 'acces'; did you mean 'access'?" in str(
+        info.value
+    )
+
+
+# --- durations in the config --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "suggested"),
+    [("5 minutes", "PT5M"), ("300s", "PT5M"), ("1h", "PT1H"), ("1h30m", "PT1H30M"),
+     ("1 week", "P7D"), ("90 sec", "PT1M30S")],
+)  # fmt: skip
+def test_a_duration_in_words_gets_its_iso_form(written, suggested):
+    message = _config_error({"offers": {"hold": written}})
+    assert (
+        f"  offers.hold: {written!r} is not an ISO-8601 duration; write ISO-8601, e.g. {suggested}"
+        in message.splitlines()
+    )
+
+
+def test_a_duration_that_means_nothing_gets_a_generic_example():
+    message = _config_error({"offers": {"lookahead": "soon"}})
+    assert (
+        "  offers.lookahead: 'soon' is not an ISO-8601 duration; "
+        "write ISO-8601, e.g. PT5M, PT1H or P7D" in message.splitlines()
+    )
+    assert duration_from_words("soon") is None
+
+
+def test_platform_option_durations_suggest_too():
+    config = parse_config({"platforms": [{"name": "x", "options": {"image_pull": "30 s"}}]})
+    with pytest.raises(ConfigError, match=r"write ISO-8601, e\.g\. PT30S"):
+        build_platforms(config.platforms)
+
+
+def test_iso_durations_and_seconds_still_read():
+    config = parse_config({"offers": {"hold": "PT5M", "lookahead": 3600}})
+    assert config.offers.hold.total_seconds() == 300
+    assert config.offers.lookahead.total_seconds() == 3600
