@@ -42,7 +42,9 @@ def build_platforms(configs: list[PlatformConfig]) -> list[Platform]:
         except ValidationError as exc:
             raise ConfigError(
                 describe_errors(
-                    exc, "the configuration", ("platforms", index, "options"),
+                    exc,
+                    "the configuration",
+                    ("platforms", index, "options"),
                     model=getattr(cls, "options_model", None),
                 )
             ) from None

@@ -39,7 +39,9 @@ def build_policies(configs: list[PolicyConfig], node: Broker | None) -> list[Pol
         except ValidationError as exc:
             raise ConfigError(
                 describe_errors(
-                    exc, "the configuration", ("policies", index, "options"),
+                    exc,
+                    "the configuration",
+                    ("policies", index, "options"),
                     model=getattr(cls, "options_model", None),
                 )
             ) from None
