@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-from connexion.resolver import Resolver
-from connexion.utils import get_function_from_name
 
 from broker_core.http.app import serve_spec
 from broker_core.kinds.registry import load_registry
@@ -18,14 +15,25 @@ from ..service import Aggregator
 from ..store import Store
 from ..upstreams import Upstreams
 from .context import current_aggregator
+from .handlers import accounting, direct, health, landing, node, offersets, requests, sessions
 
-NODE_HANDLERS = "broker_core.http.handlers."
-HANDLERS = "aggregator.http.handlers."
-
-
-def _handler(operation_id: str) -> Any:
-    """The aggregator's handler of a spec operation (the spec names the node's)."""
-    return get_function_from_name(operation_id.replace(NODE_HANDLERS, HANDLERS, 1))
+# the aggregator's handler of each operation of the spec (the node's own), by operationId
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "getLandingPage": landing.get,
+    "requestOffers": requests.post,
+    "requestOffersLegacy": requests.post,
+    "getOfferSet": offersets.get,
+    "getSession": sessions.get,
+    "updateSession": sessions.post,
+    "getSessionLogs": sessions.logs,
+    "executeDirect": direct.post,
+    "executeDirectLegacy": direct.post,
+    "getLiveness": health.live,
+    "getReadiness": health.ready,
+    "getNode": node.get,
+    "getUsage": accounting.usage,
+    "getProject": accounting.project,
+}
 
 
 def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) -> Any:
@@ -48,5 +56,5 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
         registry=load_registry(),
         server=config.server,
         bind=lambda: current_aggregator.set(service),
-        resolver=Resolver(function_resolver=_handler),
+        handlers=HANDLERS,
     )

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import anyio.to_thread
 import yaml
 from connexion import AsyncApp
 from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import ResolverError
 from connexion.options import SwaggerUIOptions
 from connexion.resolver import Resolver
 
@@ -24,7 +25,9 @@ from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .context import current_broker
+from .handlers import accounting, direct, health, landing, node, offersets, requests, sessions
 from .identity import Authentication
+from .landing import SpecFiles
 from .negotiation import ContentNegotiation
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,50 @@ logging.getLogger("connexion.security").setLevel(logging.ERROR)
 SPEC = Path(__file__).resolve().parents[2] / "openapi" / "ebroker.yaml"
 SPEC_DOCUMENT = yaml.safe_load(SPEC.read_text())
 REAPER_MAX_SLEEP = 1.0
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+OPERATION_IDS = frozenset(
+    operation["operationId"]
+    for operations in SPEC_DOCUMENT["paths"].values()
+    for method, operation in operations.items()
+    if method in _HTTP_METHODS
+)
+
+# the node's handler of each operation of the spec, by operationId
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "getLandingPage": landing.get,
+    "requestOffers": requests.post,
+    "requestOffersLegacy": requests.post,
+    "getOfferSet": offersets.get,
+    "getSession": sessions.get,
+    "updateSession": sessions.post,
+    "getSessionLogs": sessions.logs,
+    "executeDirect": direct.post,
+    "executeDirectLegacy": direct.post,
+    "getLiveness": health.live,
+    "getReadiness": health.ready,
+    "getNode": node.get,
+    "getUsage": accounting.usage,
+    "getProject": accounting.project,
+}
+
+
+def operation_resolver(handlers: Mapping[str, Callable[..., Any]]) -> Resolver:
+    """connexion's resolver for a table from operationId to handler; the table must name
+    every operation of the spec and nothing else, or the app is not made."""
+    missing, unknown = OPERATION_IDS - handlers.keys(), handlers.keys() - OPERATION_IDS
+    if missing or unknown:
+        raise ValueError(
+            f"handler table and spec disagree: no handler for {sorted(missing)}, "
+            f"no operation {sorted(unknown)}"
+        )
+
+    def resolve(operation_id: str) -> Callable[..., Any]:
+        try:
+            return handlers[operation_id]
+        except KeyError:
+            raise ResolverError(f"no handler for operationId {operation_id!r}") from None
+
+    return Resolver(function_resolver=resolve)
 
 
 async def reap_expired_offers(broker: Broker) -> None:
@@ -83,6 +130,7 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
         registry=broker.registry,
         server=broker.config.server,
         bind=lambda: current_broker.set(broker),
+        handlers=HANDLERS,
     )
     return Authentication(app, broker=broker, spec=SPEC_DOCUMENT)
 
@@ -93,10 +141,12 @@ def serve_spec(
     registry: KindRegistry,
     server: ServerConfig,
     bind: Callable[[], None],
-    resolver: Resolver | None = None,
+    handlers: Mapping[str, Callable[..., Any]],
 ) -> Any:
     """The spec served by connexion (validating requests, problems for errors, the UI at /ui)
-    behind the content layer: a node's handlers, or another's through ``resolver``."""
+    behind the content layer, each operation answered by ``handlers[operationId]`` (a node's,
+    or an aggregator's). ``/openapi.json`` and ``/openapi.yaml`` are the spec as written, with
+    its ``$ref``s and the public URL as its server; the UI shows that one."""
     app = AsyncApp(
         __name__,
         lifespan=lifespan,
@@ -104,14 +154,15 @@ def serve_spec(
     )
     app.add_api(
         SPEC,
-        resolver=resolver,
+        resolver=operation_resolver(handlers),
         strict_validation=True,
         validate_responses=server.validate_responses,
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui"),
+        # connexion's own copy of the spec is dereferenced: SpecFiles serves ours instead
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui", serve_spec=False),
     )
     problems.register(app)
     return ContentNegotiation(
-        app,
+        SpecFiles(app, document=SPEC_DOCUMENT, public_url=server.public_url),
         registry=registry,
         server=server,
         paths=SPEC_DOCUMENT["paths"],

@@ -15,5 +15,3 @@ async def post(
     document, status = await aggregator().direct(body, bearer_token(), project)
     return respond(document, status)
 
-
-post_legacy = post

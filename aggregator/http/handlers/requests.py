@@ -14,5 +14,3 @@ async def post(
 ) -> tuple[dict[str, Any], int, dict]:
     return respond(await aggregator().request_offers(body, bearer_token(), project), 200)
 
-
-post_legacy = post
