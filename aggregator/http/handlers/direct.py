@@ -14,4 +14,3 @@ async def post(
 ) -> tuple[dict[str, Any], int, dict]:
     document, status = await aggregator().direct(body, bearer_token(), project)
     return respond(document, status)
-

@@ -13,4 +13,3 @@ async def post(
     body: dict[str, Any], project: str | None = None
 ) -> tuple[dict[str, Any], int, dict]:
     return respond(await aggregator().request_offers(body, bearer_token(), project), 200)
-

@@ -16,4 +16,3 @@ def post(body: dict[str, Any], project: str | None = None) -> tuple[dict[str, An
     if offerset["result"] == "YES":
         node.session_changed()  # the lifecycle engine starts it now
     return respond(offerset, 201 if offerset["result"] == "YES" else 200)
-

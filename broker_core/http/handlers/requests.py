@@ -12,4 +12,3 @@ from . import respond
 
 def post(body: dict[str, Any], project: str | None = None) -> tuple[dict[str, Any], int, dict]:
     return respond(request_offers(broker(), body, identity=identity(), project=project), 200)
-
