@@ -26,6 +26,7 @@ __all__ = [
     "format_duration",
     "format_instant",
     "format_interval",
+    "instants_without_zone",
     "parse_duration",
     "parse_instant",
     "parse_interval",
@@ -249,6 +250,26 @@ def parse_intervals(value: str | list[str]) -> list[Interval]:
         else:
             merged.append(interval)
     return merged
+
+
+def instants_without_zone(value: str | list[str]) -> list[str]:
+    """The instants of one interval expression (or a list of them) written without a time zone
+    (``2026-12-02T09:00:00``, or a plain date): :func:`parse_instant` takes them as UTC, and
+    the client should be told so. Text that does not parse is left to the parsers."""
+    found = []
+    for item in [value] if isinstance(value, str) else value:
+        if not isinstance(item, str) or len(item) > MAX_TEXT_LENGTH:
+            continue
+        text = item.strip()
+        parts = text.split("/") if "/" in text else text.split("--") if "--" in text else [text]
+        for part in parts:
+            match = _INSTANT_RE.fullmatch(part)
+            if match is None:
+                continue
+            clock = match["time"]
+            if clock is None or not any(c in clock for c in "Z+-"):
+                found.append(part)
+    return found
 
 
 def format_instant(dt: datetime) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from broker_core.config import ConfigError, parse_config
 from broker_core.errors import DocumentInvalid
 from broker_core.kinds.registry import load_registry
 from broker_core.kinds.request import parse_request
+from broker_core.schedule import instants_without_zone
 from broker_core.suggest import did_you_mean, duration_from_words, unknown_field
 from platforms.registry import build_platforms
 from policies.registry import build_policies
@@ -155,3 +159,109 @@ def test_iso_durations_and_seconds_still_read():
     config = parse_config({"offers": {"hold": "PT5M", "lookahead": 3600}})
     assert config.offers.hold.total_seconds() == 300
     assert config.offers.lookahead.total_seconds() == 3600
+
+
+# --- requested start windows ----------------------------------------------------------------------
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _messages(answer) -> list[str]:
+    return [m["message"] for m in answer["meta"]["messages"]]
+
+
+def test_a_window_wholly_in_the_past_is_no_saying_so_and_what_would_work(client):
+    r = client.post("/requests", json=request_doc(start="2020-01-01T00:00:00Z/PT4H"))
+    assert r.status_code == 200
+    answer = r.json()
+    assert answer["result"] == "NO"
+    (text,) = _messages(answer)
+    assert text.startswith(
+        "the requested start window 2020-01-01T00:00:00Z/2020-01-01T04:00:00Z ended at "
+        "2020-01-01T04:00:00Z, before now ("
+    )
+    now = re.search(r"before now \(([^)]+)\)", text)[1]
+    assert abs(datetime.fromisoformat(now) - datetime.now(UTC)) < timedelta(minutes=1)
+    assert text.endswith(
+        "); ask for a start window after now, or leave out schedule.requested.start "
+        "to start as soon as possible"
+    )
+    assert answer["meta"]["messages"][0]["level"] == "WARN"
+
+
+def test_a_window_partly_in_the_past_is_clipped_to_now_silently(client):
+    now = datetime.now(UTC)
+    start = _iso(now - timedelta(hours=1))
+    answer = client.post("/requests", json=request_doc(start=f"{start}/PT4H")).json()
+    assert answer["result"] == "YES" and _messages(answer) == []
+    first = answer["offers"][0]["schedule"]["available"]["start"]
+    assert datetime.fromisoformat(first) >= now - timedelta(seconds=1)
+
+
+def test_a_window_beyond_the_lookahead_names_the_key_and_the_latest_start(client):
+    answer = client.post("/requests", json=request_doc(start="2040-01-01T00:00:00Z/PT4H")).json()
+    assert answer["result"] == "NO"
+    (text,) = _messages(answer)
+    assert text.startswith(
+        "the requested start window 2040-01-01T00:00:00Z/2040-01-01T04:00:00Z begins at "
+        "2040-01-01T00:00:00Z, beyond this node's look-ahead (offers.lookahead: P7D); "
+        "the latest start it serves is "
+    )
+    latest = datetime.fromisoformat(text.rsplit(" ", 1)[1])
+    assert abs(latest - (datetime.now(UTC) + timedelta(days=7))) < timedelta(minutes=1)
+
+
+def test_the_lookahead_named_is_the_configured_one(broker_factory, client_factory, sqlite_url):
+    client = client_factory(broker_factory(sqlite_url, offers={"lookahead": "P2D"}))
+    start = _iso(datetime.now(UTC) + timedelta(days=3))
+    answer = client.post("/requests", json=request_doc(start=f"{start}/PT1H")).json()
+    assert answer["result"] == "NO"
+    assert "(offers.lookahead: P2D)" in _messages(answer)[0]
+
+
+def test_windows_past_and_beyond_get_both_messages_one_in_range_none(client):
+    past, beyond = "2020-01-01T00:00:00Z/PT1H", "2040-01-01T00:00:00Z/PT1H"
+    answer = client.post("/requests", json=request_doc(start=[past, beyond])).json()
+    assert answer["result"] == "NO"
+    texts = _messages(answer)
+    assert len(texts) == 2
+    assert "before now" in texts[0] and "offers.lookahead" in texts[1]
+    soon = _iso(datetime.now(UTC) + timedelta(hours=1))
+    answer = client.post("/requests", json=request_doc(start=[past, f"{soon}/PT1H"])).json()
+    assert answer["result"] == "YES" and _messages(answer) == []
+
+
+def test_a_time_without_a_zone_is_taken_as_utc_and_the_answer_says_so(client):
+    day = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    answer = client.post("/requests", json=request_doc(start=f"{day}T09:00:00/PT4H")).json()
+    assert answer["result"] == "YES"
+    (note,) = answer["meta"]["messages"]
+    assert note["level"] == "WARN"
+    assert note["message"] == (
+        f"start {day}T09:00:00 has no time zone: taken as UTC ({day}T09:00:00Z); add Z or an "
+        "offset such as +01:00 to say which zone is meant"
+    )
+    start = answer["offers"][0]["schedule"]["available"]["start"]
+    assert start.startswith(f"{day}T09:00:00")
+    # with a zone: nothing to say
+    answer = client.post("/requests", json=request_doc(start=f"{day}T09:00:00Z/PT4H")).json()
+    assert answer["result"] == "YES" and _messages(answer) == []
+    answer = client.post("/requests", json=request_doc(start=f"{day}T09:00:00+01:00/PT4H")).json()
+    assert _messages(answer) == []
+
+
+def test_a_zoneless_time_is_noted_in_a_no_answer_too(client):
+    answer = client.post("/requests", json=request_doc(start="2020-01-01T09:00:00/PT4H")).json()
+    assert answer["result"] == "NO"
+    texts = _messages(answer)
+    assert texts[0].startswith("start 2020-01-01T09:00:00 has no time zone: taken as UTC")
+    assert "before now" in texts[1]
+
+
+def test_instants_without_zone_are_found_in_every_form():
+    assert instants_without_zone("2026-12-02T09:00:00/PT4H") == ["2026-12-02T09:00:00"]
+    assert instants_without_zone("PT4H/2026-12-02T09:00") == ["2026-12-02T09:00"]
+    assert instants_without_zone(["2026-12-02T09:00:00Z/PT1H", "2026-12-03/P1D"]) == ["2026-12-03"]
+    assert instants_without_zone("2026-12-02T09:00:00-05:00/2026-12-02T10:00:00+01") == []

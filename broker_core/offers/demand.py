@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from ..config import OfferConfig
 from ..errors import DocumentInvalid, FieldError
@@ -12,8 +12,12 @@ from ..kinds.request import ExecutionRequest
 from ..schedule import (
     Interval,
     ScheduleError,
+    format_duration,
+    format_instant,
     format_seconds,
+    instants_without_zone,
     parse_duration,
+    parse_instant,
     parse_interval,
     parse_intervals,
 )
@@ -129,3 +133,67 @@ def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:
             )
         )
     return reasons
+
+
+def _instant(seconds: int) -> str:
+    return format_instant(datetime.fromtimestamp(seconds, UTC))
+
+
+def _window(window: tuple[int, int]) -> str:
+    start, end = window
+    return _instant(start) if start == end else f"{_instant(start)}/{_instant(end)}"
+
+
+def window_limits(demand: Demand, config: OfferConfig, now: int) -> list[Message]:
+    """Why no requested start window can be served at all: each ended before now, or begins
+    beyond the look-ahead. A window partly in the past or beyond is clipped, silently."""
+    if demand.windows is None:
+        return []
+    horizon = now + int(config.lookahead.total_seconds())
+    if any(start <= horizon and end >= now for start, end in demand.windows):
+        return []
+    past = [w for w in demand.windows if w[1] < now]
+    beyond = [w for w in demand.windows if w[0] > horizon]
+    reasons = []
+    if past:
+        reasons.append(
+            message(
+                "the requested start window {window} ended at {end}, before now ({now}); "
+                "ask for a start window after now, or leave out schedule.requested.start "
+                "to start as soon as possible",
+                level="WARN",
+                window=", ".join(_window(w) for w in past[:5]),
+                end=_instant(max(end for _, end in past)),
+                now=_instant(now),
+            )
+        )
+    if beyond:
+        reasons.append(
+            message(
+                "the requested start window {window} begins at {start}, beyond this node's "
+                "look-ahead (offers.lookahead: {lookahead}); the latest start it serves is "
+                "{latest}",
+                level="WARN",
+                window=", ".join(_window(w) for w in beyond[:5]),
+                start=_instant(min(start for start, _ in beyond)),
+                lookahead=format_duration(config.lookahead),
+                latest=_instant(horizon),
+            )
+        )
+    return reasons
+
+
+def zone_notes(start: str | list[str] | None) -> list[Message]:
+    """A time written without a zone is taken as UTC: the answer says so."""
+    if start is None:
+        return []
+    return [
+        message(
+            "start {text} has no time zone: taken as UTC ({utc}); add Z or an offset "
+            "such as +01:00 to say which zone is meant",
+            level="WARN",
+            text=text,
+            utc=format_instant(parse_instant(text)),
+        )
+        for text in dict.fromkeys(instants_without_zone(start))
+    ][:8]

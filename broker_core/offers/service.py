@@ -26,7 +26,7 @@ from ..kinds.request import ExecutionRequest, parse_request
 from ..schedule import format_seconds
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
-from .demand import Demand, Range, policy_limits, resolve
+from .demand import Demand, Range, policy_limits, resolve, window_limits, zone_notes
 from .engine import (
     Outcome,
     PoolView,
@@ -73,13 +73,18 @@ def request_offers(
     request = parsed.request
     demand = resolve(request, broker.config.offers)
     reasons = policy_limits(demand, broker.config.offers)
+    # a direct booking starts now, whatever start was asked for
+    notes = [] if direct else zone_notes(request.schedule.start)
+    if not direct:
+        reasons += window_limits(demand, broker.config.offers, now)
     plans, refusals = _plans(broker, request)
     if reasons or not plans:
-        return _refuse(broker, document, reasons + refusals, now, owner)
+        return _refuse(broker, document, notes + reasons + refusals, now, owner)
     verdict = consult(broker, identity, request, demand, project=project, direct=direct, now=now)
     if verdict.refusals:
-        return _refuse(broker, document, verdict.refusals, now, owner)
+        return _refuse(broker, document, notes + verdict.refusals, now, owner)
     demand = verdict.demand
+    verdict.notes = notes + verdict.notes
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...
@@ -112,7 +117,7 @@ def request_offers(
                     "nothing can be started now: " + "; ".join(m.message for m in reasons),
                     messages=[m.message for m in reasons],
                 )
-            offerset = _store_refusal(session, document, reasons, now, owner)
+            offerset = _store_refusal(session, document, notes + reasons, now, owner)
             answer = render_offerset(offerset, [], broker.base_url)
     # committed: this process's cache takes the claims as they are, instead of reading them back
     for pool_id, rows in claims.items():
