@@ -265,3 +265,59 @@ def test_instants_without_zone_are_found_in_every_form():
     assert instants_without_zone("PT4H/2026-12-02T09:00") == ["2026-12-02T09:00"]
     assert instants_without_zone(["2026-12-02T09:00:00Z/PT1H", "2026-12-03/P1D"]) == ["2026-12-03"]
     assert instants_without_zone("2026-12-02T09:00:00-05:00/2026-12-02T10:00:00+01") == []
+
+
+# --- session updates ----------------------------------------------------------------------------
+
+
+def _offer(client) -> str:
+    return client.post("/requests", json=request_doc()).json()["offers"][0]["meta"]["uuid"]
+
+
+def _phase(value):
+    return {"kind": "uri:enum-value-update", "path": "phase", "value": value}
+
+
+SETTABLE = (
+    "a client may set the phase to ACCEPTED, REJECTED or CANCELLED "
+    "(the session's meta.options lists those it allows now)"
+)
+
+
+def test_a_phase_update_to_no_phase_is_a_400_naming_value_and_the_phases(client):
+    chosen = _offer(client)
+    r = client.post(f"/sessions/{chosen}", json=_phase("BANANA"))
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["errors"] == [
+        {"pointer": "/value", "detail": f"'BANANA' is not a phase; {SETTABLE}"}
+    ]
+    r = client.post(f"/sessions/{chosen}", json=_phase("accepted"))
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["detail"] == (
+        f"'accepted' is not a phase (did you mean 'ACCEPTED'?); {SETTABLE}"
+    )
+    # the session is untouched, and can still be accepted
+    assert client.get(f"/sessions/{chosen}").json()["phase"] == "OFFERED"
+    assert client.post(f"/sessions/{chosen}", json=_phase("ACCEPTED")).status_code == 200
+
+
+def test_a_phase_update_without_a_phase_name_is_a_400_too(client):
+    chosen = _offer(client)
+    r = client.post(f"/sessions/{chosen}", json=_phase(7))
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["pointer"] == "/value"
+    r = client.post(f"/sessions/{chosen}", json={"kind": "uri:enum-value-update", "path": "phase"})
+    assert r.status_code == 400
+    assert r.json()["errors"][0] == {
+        "pointer": "/value",
+        "detail": f"value is required; {SETTABLE}",
+    }
+
+
+def test_impossible_transitions_between_phases_stay_409(client):
+    chosen = _offer(client)
+    r = client.post(f"/sessions/{chosen}", json=_phase("RUNNING"))
+    assert r.status_code == 409 and r.json()["phase"] == "OFFERED"
+    r = client.post(f"/sessions/{chosen}", json=_phase("CANCELLED"))
+    assert r.status_code == 409

@@ -19,7 +19,8 @@ from policies.contract import ANONYMOUS_IDENTITY, Identity, admit
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
+from ..suggest import close_matches
 from .extend import extend, is_extension
 from .phases import (
     ACCEPTED,
@@ -28,6 +29,7 @@ from .phases import (
     CLIENT_TRANSITIONS,
     EXPIRED,
     OFFERED,
+    PHASES,
     REJECTED,
 )
 from .usage import record_usage
@@ -52,6 +54,7 @@ def update_session(
 ) -> dict[str, Any]:
     now = int(time.time())
     expired = False
+    _check_phase_value(update_doc)
     with broker.db.write() as session:
         row = _locked(broker, session, session_uuid)
         if not broker.may_see(identity, row.owner):
@@ -88,6 +91,30 @@ def update_session(
     raise Conflict(
         f"the offer expired at {instant(row.expires_at)}; current phase is {EXPIRED}",
         phase=EXPIRED,
+    )
+
+
+def _check_phase_value(update_doc: dict[str, Any]) -> None:
+    """A phase update whose value is no phase at all is a malformed document (400 naming
+    ``/value`` and the phases a client may set), not a conflict with the session's phase."""
+    if update_doc.get("kind") != "uri:enum-value-update" or update_doc.get("path") != "phase":
+        return
+    value = update_doc.get("value")
+    if isinstance(value, str) and value in PHASES:
+        return
+    settable = list(dict.fromkeys(p for values in CLIENT_TRANSITIONS.values() for p in values))
+    guess = close_matches(value, PHASES) if isinstance(value, str) else []
+    what = f"{repr(value)[:100]} is not a phase" if "value" in update_doc else "value is required"
+    if guess:
+        what += f" (did you mean {guess[0]!r}?)"
+    raise DocumentInvalid(
+        [
+            FieldError(
+                "/value",
+                f"{what}; a client may set the phase to {', '.join(settable[:-1])} or "
+                f"{settable[-1]} (the session's meta.options lists those it allows now)",
+            )
+        ]
     )
 
 
