@@ -48,7 +48,10 @@ def serve(args: argparse.Namespace) -> int:
     broker = build_broker(config)  # migrates and syncs the pools once, before any worker starts
     platforms = ", ".join(f"{p.name} ({p.config.type})" for p in broker.platforms)
     print(f"ebroker node {config.site.name!r} at {config.base_url}", flush=True)
-    print(f"  API UI: {config.base_url}/ui   database: {config.database.url}", flush=True)
+    from .db.engine import masked_url
+
+    database = masked_url(config.database.url)
+    print(f"  API UI: {config.base_url}/ui   database: {database}", flush=True)
     print(f"  platforms: {platforms}", flush=True)
     for other in neighbours.register(config):
         print(f"ebroker: warning: {other}", file=sys.stderr, flush=True)
@@ -88,7 +91,9 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
     config = _load(args)
     migrate.upgrade(config.database.url)
-    print(f"database {config.database.url} at revision {migrate.head_revision()}")
+    from .db.engine import masked_url
+
+    print(f"database {masked_url(config.database.url)} at revision {migrate.head_revision()}")
     return 0
 
 

@@ -12,7 +12,7 @@ from .booking import ledger
 from .broker import Broker
 from .config import NodeConfig
 from .db import migrate
-from .db.engine import open_database
+from .db.engine import check_reachable, open_database
 from .db.tables import Inventory, ResourcePool
 from .kinds.registry import load_registry
 
@@ -24,7 +24,9 @@ def build_broker(config: NodeConfig) -> Broker:
 
     platforms = build_platforms(config.platforms)
     if config.database.migrate_on_start:
-        migrate.upgrade(config.database.url)
+        migrate.upgrade(config.database.url)  # checks the database can be reached first
+    else:
+        check_reachable(config.database.url)
     db = open_database(config.database)
     broker = Broker(config=config, db=db, registry=load_registry(), platforms=platforms)
     broker.authenticator = Authenticator(config.auth)

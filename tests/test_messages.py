@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from broker_core.config import ConfigError, parse_config
+from broker_core.db.engine import DatabaseUnavailable, check_reachable, masked_url
 from broker_core.errors import DocumentInvalid
 from broker_core.kinds.registry import load_registry
 from broker_core.kinds.request import parse_request
+from broker_core.node import build_broker
 from broker_core.schedule import instants_without_zone
 from broker_core.suggest import did_you_mean, duration_from_words, unknown_field
 from platforms.registry import build_platforms
 from policies.registry import build_policies
-from tests.conftest import request_doc
+from tests.conftest import make_config, request_doc
+from tests.nodes import ROOT
 
 # --- did you mean: one helper for request documents and config keys -----------------------------
 
@@ -321,3 +328,51 @@ def test_impossible_transitions_between_phases_stay_409(client):
     assert r.status_code == 409 and r.json()["phase"] == "OFFERED"
     r = client.post(f"/sessions/{chosen}", json=_phase("CANCELLED"))
     assert r.status_code == 409
+
+
+# --- an unreachable database ----------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker_core.cli", *args],
+        cwd=cwd or ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"]])
+def test_an_unreachable_postgresql_is_one_line_with_the_password_masked(command):
+    done = _cli(*command, "--database", "postgresql+psycopg://u:secret@127.0.0.1:1/x")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "ebroker: cannot reach database postgresql+psycopg://u:***@127.0.0.1:1/x: "
+    )
+    assert "secret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"]])
+def test_sqlite_in_a_directory_that_does_not_exist_is_one_line(tmp_path, command):
+    missing = tmp_path / "no" / "such" / "dir"
+    done = _cli(*command, "--database", f"sqlite:///{missing}/ebroker.db")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"ebroker: cannot open database sqlite:///{missing}/ebroker.db: "
+        f"directory {missing} does not exist"
+    )
+    assert not missing.exists()
+
+
+def test_the_broker_refuses_an_unreachable_database_without_migrating(tmp_path):
+    url = f"sqlite:///{tmp_path}/missing/ebroker.db"
+    config = make_config(url, database={"url": url, "migrate_on_start": False})
+    with pytest.raises(DatabaseUnavailable, match=r"directory .* does not exist"):
+        build_broker(config)
+    with pytest.raises(ConfigError, match="not a database URL"):
+        check_reachable("bogus")
+    assert masked_url("postgresql+psycopg://u:pw@h:5432/db") == (
+        "postgresql+psycopg://u:***@h:5432/db"
+    )

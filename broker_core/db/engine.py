@@ -34,12 +34,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
-from ..config import DatabaseConfig
+from ..config import ConfigError, DatabaseConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL = 0.5  # seconds
@@ -239,6 +242,63 @@ def _postgresql_engine(config: DatabaseConfig) -> Engine:
             connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
     return engine
+
+
+class DatabaseUnavailable(ConfigError):
+    """The database cannot be reached or opened; the message names it (password masked) and
+    says why in a few words."""
+
+
+PROBE_TIMEOUT = 10  # seconds a server may take to answer the first connection
+
+
+def masked_url(url: str) -> str:
+    """The URL as it may be printed: ``postgresql+psycopg://user:***@host:5432/db``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a database URL>"
+
+
+def _reason(exc: BaseException, password: str | None) -> str:
+    """The driver's reason in a few words: the last clause of its first line."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+    reason = lines[0].rsplit(": ", 1)[-1].strip().rstrip(".") or lines[0].strip()
+    if password:
+        reason = reason.replace(password, "***")
+    return reason[:200]
+
+
+def check_reachable(url: str) -> None:
+    """Connect once, or raise :class:`DatabaseUnavailable` naming the database and why."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"database.url: not a database URL: {url[:200]!r}") from None
+    shown = masked_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        directory = Path(parsed.database).parent
+        if not directory.is_dir():
+            raise DatabaseUnavailable(
+                f"cannot open database {shown}: directory {directory} does not exist"
+            )
+    connect_args = {"connect_timeout": PROBE_TIMEOUT} if backend == "postgresql" else {}
+    try:
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except (NoSuchModuleError, ImportError):
+        raise DatabaseUnavailable(f"cannot open database {shown}: no driver for it") from None
+    except ArgumentError as exc:
+        raise DatabaseUnavailable(f"cannot open database {shown}: {exc}") from None
+    try:
+        with engine.connect():
+            pass
+    except (DBAPIError, OSError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach database {shown}: {_reason(exc, parsed.password)}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def open_database(config: DatabaseConfig) -> Database:

@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, create_engine
 
+from .engine import check_reachable
+
 
 @dataclass(frozen=True)
 class Schema:
@@ -30,6 +32,7 @@ def alembic_config(schema: Schema = NODE) -> Config:
 
 
 def upgrade(url: str, revision: str = "head", schema: Schema = NODE) -> None:
+    check_reachable(url)  # a database that is not there is one line naming it, not a traceback
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
