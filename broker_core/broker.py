@@ -32,6 +32,8 @@ class Broker:
     # for its pools may be slow: Slurm runs sinfo)
     pool_names: dict[str, list[str]] = field(default_factory=dict)
     authenticator: Authenticator | None = field(default=None, repr=False)
+    # found at start-up: pools that their confirmed bookings overbook (the bookings stand)
+    capacity_warnings: list[str] = field(default_factory=list)
     # set by the lifecycle runner of this process: look for due sessions now
     wake_lifecycle: Callable[[], None] | None = field(default=None, repr=False)
 

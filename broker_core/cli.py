@@ -102,11 +102,15 @@ def check_config(args: argparse.Namespace) -> int:
     from policies.identity import Authenticator
     from policies.registry import build_policies
 
+    from .node import check_bookings
+
     config = _load(args)
-    build_platforms(config.platforms)
+    platforms = build_platforms(config.platforms)
     Authenticator(config.auth)
     for policy in build_policies(config.policies, None):
         policy.close()
+    for line in check_bookings(config, platforms):  # reads the database if there is one
+        print(line)
     print(
         f"configuration OK: site {config.site.name!r}, {len(config.platforms)} platform(s), "
         f"{len(config.policies)} policy(ies)"

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-from sqlmodel import select
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, select
 
 from .booking import ledger
 from .broker import Broker
-from .config import NodeConfig
+from .config import UNITS, NodeConfig, PoolConfig
 from .db import migrate
-from .db.engine import check_reachable, open_database
+from .db.engine import check_reachable, masked_url, open_database
 from .db.tables import Inventory, ResourcePool
 from .kinds.registry import load_registry
+from .sessions.views import instant
+
+if TYPE_CHECKING:
+    from platforms.contract import Platform
+
+log = logging.getLogger(__name__)
 
 
 def build_broker(config: NodeConfig) -> Broker:
@@ -32,13 +42,82 @@ def build_broker(config: NodeConfig) -> Broker:
     broker.authenticator = Authenticator(config.auth)
     broker.policies = build_policies(config.policies, broker)
     now = int(time.time())
+    capacities: dict[str, dict[str, int]] = {}
     with db.write() as session:
         for platform in platforms:
             pools = platform.pools()
             ledger.sync_pools(session, platform.name, pools, now)
             broker.pool_names[platform.name] = [pool.name for pool in pools]
+            capacities.update(_capacities(platform.name, pools))
         ledger.refresh_longest_bookings(session)
+        found = ledger.overbookings(session, capacities, now)
+    broker.capacity_warnings = [describe_overbooking(o) for o in found]
+    for warning in broker.capacity_warnings:
+        log.warning("%s", warning)
     return broker
+
+
+def _capacities(platform: str, pools: list[PoolConfig]) -> dict[str, dict[str, int]]:
+    return {
+        ledger.pool_key(platform, pool.name): {
+            c: inv.capacity for c, inv in pool.inventories.items()
+        }
+        for pool in pools
+    }
+
+
+def describe_overbooking(found: ledger.Overbooking) -> str:
+    """One line for the admin: which pool, resource, instant and sessions."""
+    unit = UNITS.get(found.resource_class, found.resource_class)
+    has = (
+        f"has {found.capacity} {unit}"
+        if found.configured
+        else f"is no longer configured (0 {unit})"
+    )
+    sessions = ", ".join(found.sessions[:10])
+    if len(found.sessions) > 10:
+        sessions += f" and {len(found.sessions) - 10} more"
+    return (
+        f"pool {found.pool} {has} but its confirmed sessions need {found.needed} at "
+        f"{instant(found.at)}: {sessions}; the bookings stand: raise the pool's capacity "
+        "or cancel sessions"
+    )
+
+
+def check_bookings(config: NodeConfig, platforms: list[Platform]) -> list[str]:
+    """What ``check-config`` says about the database: that it is not there yet, or whether the
+    configured pools still hold its confirmed bookings. It only reads: nothing is migrated and
+    the pool rows are not synced."""
+    url = config.database.url
+    parsed = make_url(url)
+    shown = masked_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return [f"database {shown} does not exist yet: no bookings to check"]
+    check_reachable(url)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+        if current is None:
+            return [f"database {shown} has no ebroker schema yet: no bookings to check"]
+        if current != head:
+            return [
+                f"database {shown} is at schema revision {current}, not {head}: bookings not "
+                "checked (ebroker db upgrade, or serve, migrates it)"
+            ]
+        capacities: dict[str, dict[str, int]] = {}
+        unread: list[str] = []
+        notes: list[str] = []
+        for platform in platforms:
+            try:
+                capacities.update(_capacities(platform.name, platform.pools()))
+            except Exception as exc:  # a platform that cannot say its pools now is left out
+                unread.append(platform.name)
+                notes.append(f"platform {platform.name}: pools not read ({exc}); not checked")
+        with Session(engine) as session:
+            found = ledger.overbookings(session, capacities, int(time.time()), unread)
+        return notes + [f"warning: {describe_overbooking(o)}" for o in found]
+    finally:
+        engine.dispose()
 
 
 def describe(broker: Broker) -> dict[str, Any]:

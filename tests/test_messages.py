@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from starlette.testclient import TestClient
 
 from broker_core.config import ConfigError, parse_config
 from broker_core.db.engine import DatabaseUnavailable, check_reachable, masked_url
 from broker_core.errors import DocumentInvalid
+from broker_core.http.app import create_app
 from broker_core.kinds.registry import load_registry
 from broker_core.kinds.request import parse_request
 from broker_core.node import build_broker
@@ -21,8 +24,8 @@ from broker_core.schedule import instants_without_zone
 from broker_core.suggest import did_you_mean, duration_from_words, unknown_field
 from platforms.registry import build_platforms
 from policies.registry import build_policies
-from tests.conftest import make_config, request_doc
-from tests.nodes import ROOT
+from tests.conftest import ACCEPT, make_config, request_doc
+from tests.nodes import ROOT, start_node
 
 # --- did you mean: one helper for request documents and config keys -----------------------------
 
@@ -376,3 +379,120 @@ def test_the_broker_refuses_an_unreachable_database_without_migrating(tmp_path):
     assert masked_url("postgresql+psycopg://u:pw@h:5432/db") == (
         "postgresql+psycopg://u:***@h:5432/db"
     )
+
+
+# --- less capacity than the confirmed bookings need ---------------------------------------------
+
+
+def _node_config(db: str, cores: int) -> dict:
+    config = make_config(db).model_dump(mode="json")
+    config["platforms"][0]["pools"][0]["inventories"]["cores"]["total"] = cores
+    config["server"]["validate_responses"] = False
+    return config
+
+
+def _accept_12_cores(tmp_path: Path) -> tuple[str, str]:
+    db = f"sqlite:///{tmp_path / 'ebroker.db'}"
+    broker = build_broker(parse_config(_node_config(db, 16)))
+    try:
+        with TestClient(create_app(broker, lifecycle=False)) as client:
+            offers = client.post("/requests", json=request_doc(cores=(12, 12))).json()["offers"]
+            chosen = offers[0]["meta"]["uuid"]
+            r = client.post(f"/sessions/{chosen}", json=ACCEPT)
+            assert r.status_code == 200 and r.json()["phase"] == "ACCEPTED"
+    finally:
+        broker.close()
+    return db, chosen
+
+
+def test_a_node_with_less_capacity_than_its_bookings_warns_naming_them(tmp_path):
+    db, chosen = _accept_12_cores(tmp_path)
+    broker = build_broker(parse_config(_node_config(db, 8)))
+    try:
+        (warning,) = broker.capacity_warnings
+        assert warning.startswith(
+            "pool sim/main has 8 cores but its confirmed sessions need 12 at "
+        )
+        assert warning.endswith(
+            f": {chosen}; the bookings stand: raise the pool's capacity or cancel sessions"
+        )
+        # the node still serves, and the booking is still there
+        with TestClient(create_app(broker, lifecycle=False)) as client:
+            assert client.get(f"/sessions/{chosen}").json()["phase"] == "ACCEPTED"
+    finally:
+        broker.close()
+    broker = build_broker(parse_config(_node_config(db, 16)))
+    try:
+        assert broker.capacity_warnings == []
+    finally:
+        broker.close()
+
+
+def test_a_pool_that_left_the_config_is_named_too(tmp_path):
+    db, chosen = _accept_12_cores(tmp_path)
+    config = _node_config(db, 16)
+    config["platforms"][0]["pools"][0]["name"] = "other"
+    broker = build_broker(parse_config(config))
+    try:
+        cores, memory = broker.capacity_warnings  # every class it had, in order
+        assert cores.startswith(
+            "pool sim/main is no longer configured (0 cores) but its confirmed sessions need 12 at "
+        )
+        assert memory.startswith(
+            "pool sim/main is no longer configured (0 GiB of memory) but its confirmed sessions"
+        )
+        assert chosen in cores and chosen in memory
+    finally:
+        broker.close()
+
+
+def test_check_config_reports_the_overbooking_without_touching_the_pools(tmp_path):
+    db, chosen = _accept_12_cores(tmp_path)
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text(yaml.safe_dump(_node_config(db, 8)))
+    done = _cli("check-config", "-c", str(node_yaml))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("warning: pool sim/main has 8 cores but its confirmed sessions")
+    assert chosen in lines[0]
+    assert lines[-1].startswith("configuration OK")
+    # only read: the pool row still has the 16 cores it was synced with
+    broker = build_broker(parse_config(_node_config(db, 16)))
+    try:
+        assert broker.capacity_warnings == []
+    finally:
+        broker.close()
+
+
+def test_check_config_says_when_there_is_no_database_yet(tmp_path):
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text(yaml.safe_dump(_node_config(f"sqlite:///{tmp_path / 'new.db'}", 8)))
+    done = _cli("check-config", "-c", str(node_yaml))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"database sqlite:///{tmp_path / 'new.db'} does not exist yet: no bookings to check"
+    )
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_check_config_with_an_unreachable_database_is_one_line():
+    done = _cli("check-config", "--database", "postgresql+psycopg://u:secret@127.0.0.1:1/x")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(
+        "ebroker: cannot reach database postgresql+psycopg://u:***@127.0.0.1:1/x: "
+    )
+    assert len(done.stderr.strip().splitlines()) == 1 and "secret" not in done.stderr
+
+
+def test_serve_prints_the_overbooking_at_start(tmp_path):
+    db, chosen = _accept_12_cores(tmp_path)
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text(yaml.safe_dump(_node_config(db, 8)))
+    node = start_node(node_yaml, tmp_path, "overbooked")
+    try:
+        assert node.ready()
+    finally:
+        node.stop()
+    output = node.output()
+    (line,) = [line for line in output.splitlines() if "pool sim/main has 8 cores" in line]
+    assert chosen in line

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
@@ -20,6 +21,8 @@ from sqlmodel import Session, select
 
 from ..config import PoolConfig
 from ..db.tables import (
+    ACTIVE,
+    CONFIRMED,
     HELD,
     LIVE_STATES,
     Allocation,
@@ -460,3 +463,68 @@ _BUMP = (
     .where(ResourcePool.id == bindparam("pool"))  # type: ignore[arg-type]
     .values(generation=bindparam("next_generation"), updated_at=bindparam("now"))
 )
+
+
+@dataclass
+class Overbooking:
+    """Where a pool's confirmed and active bookings need more of a class than it has: the
+    first such instant, how much is needed then, and the sessions in use at that instant."""
+
+    pool: str
+    resource_class: str
+    capacity: int
+    needed: int
+    at: int
+    sessions: list[str]
+    configured: bool = True  # False: the pool is no longer in the configuration
+
+
+_FIRM_CLAIMS = (
+    select(
+        ResourcePool.name,
+        Allocation.resource_class,
+        Allocation.amount,
+        Booking.start_at,
+        Booking.end_at,
+        Booking.session_uuid,
+    )
+    .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+    .join(ResourcePool, ResourcePool.id == Allocation.pool_id)  # type: ignore[arg-type]
+    .where(
+        Booking.state.in_((CONFIRMED, ACTIVE)),  # type: ignore[attr-defined]
+        Booking.end_at > bindparam("now"),
+    )
+)
+
+
+def overbookings(
+    session: Session,
+    capacities: dict[str, dict[str, int]],
+    now: int,
+    unknown: Iterable[str] = (),
+) -> list[Overbooking]:
+    """Pools (``<platform>/<pool>`` -> class -> capacity, as configured) that their confirmed
+    and active bookings overbook from ``now`` on. A pool missing from ``capacities`` has none,
+    unless its platform is one of ``unknown`` (whose pools could not be read): those are left
+    out. The bookings stand; this only says where, for the admin to decide."""
+    claims: dict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
+    for name, resource_class, amount, start, end, uuid in session.connection().execute(
+        _FIRM_CLAIMS, {"now": now}
+    ):
+        if name in capacities or name.split("/", 1)[0] not in set(unknown):
+            claims[(name, resource_class)].append((max(start, now), end, amount, uuid))
+    found = []
+    for (name, resource_class), rows in sorted(claims.items()):
+        capacity = capacities.get(name, {}).get(resource_class, 0)
+        usage = Usage(Claim(start, end, amount) for start, end, amount, _ in rows)
+        over = next(
+            ((t, u) for t, u in zip(usage.times, usage.used, strict=True) if u > capacity), None
+        )
+        if over is None:
+            continue
+        at, needed = over
+        sessions = sorted({uuid for start, end, _, uuid in rows if start <= at < end})
+        found.append(
+            Overbooking(name, resource_class, capacity, needed, at, sessions, name in capacities)
+        )
+    return found
