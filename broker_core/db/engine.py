@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -264,6 +265,7 @@ def _reason(exc: BaseException, password: str | None) -> str:
     """The driver's reason in a few words: the last clause of its first line."""
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
     reason = lines[0].rsplit(": ", 1)[-1].strip().rstrip(".") or lines[0].strip()
+    reason = re.sub(r"^\[Errno -?[0-9]+\]\s*", "", reason)  # "[Errno -2] Name or service..."
     if password:
         reason = reason.replace(password, "***")
     return reason[:200]
