@@ -18,6 +18,8 @@ from aiohttp import web
 from tests.conftest import ACCEPT, request_doc
 from tests.nodes import Node, free_port, start_node
 
+pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
+
 SINGULARITY = (
     "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable/"
     "singularity-container.yaml"

@@ -34,6 +34,8 @@ from tests.conftest import ACCEPT, request_doc
 from tests.invariants import ACCEPTED_PHASES, capacities, overbookings, state_problems
 from tests.nodes import Node, Tally, start_node
 
+pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
+
 REJECT = {**ACCEPT, "value": "REJECTED"}
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
 

@@ -11,6 +11,7 @@ schema-valid document may still rightly get a 400 naming the offending field.
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -18,6 +19,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from broker_core.http.app import create_app
 from broker_core.node import build_broker
 from tests.conftest import make_config
+
+pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
 
 
 def _app():

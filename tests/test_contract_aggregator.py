@@ -18,6 +18,8 @@ from aggregator.http.app import create_aggregator_app
 from tests.conftest import POOL_CONFIG
 from tests.nodes import free_port, start_node
 
+pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
+
 # The app is built at import (schemathesis needs it then) for a node started by the fixture
 # below on a port chosen now. (schemathesis' from_fixture breaks with some pytest versions.)
 NODE_PORT = free_port()

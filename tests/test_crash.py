@@ -36,6 +36,8 @@ from tests.invariants import (
 )
 from tests.nodes import Node, Tally, start_node
 
+pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
+
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
 
 CLIENTS = 20

@@ -27,6 +27,8 @@ from platforms.registry import build_platforms
 from tests.conftest import ACCEPT, COMPUTE, DOCKER, unavailable
 from tests.nodes import Node, start_node
 
+pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
+
 IMAGE = "localhost/busybox"
 DATA_KIND = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/data/simple-data-resource.yaml"
 MOUNT = DATA_KIND.replace("data/simple-data-resource", "volume/simple-volume-mount")
