@@ -124,6 +124,8 @@ def aggregator(args: argparse.Namespace) -> int:
     from aggregator.config import load_aggregator_config
     from aggregator.http.app import create_aggregator_app
 
+    from .db.engine import masked_url
+
     config = load_aggregator_config(args.config)
     if args.host or args.port is not None:
         config.server = config.server.model_copy(
@@ -134,7 +136,7 @@ def aggregator(args: argparse.Namespace) -> int:
     app = create_aggregator_app(config)
     names = ", ".join(u.name for u in config.upstreams)
     print(f"ebroker aggregator {config.site.name!r} at {config.base_url}", flush=True)
-    print(f"  upstreams: {names}   database: {config.database.url}", flush=True)
+    print(f"  upstreams: {names}   database: {masked_url(config.database.url)}", flush=True)
     uvicorn.run(app, host=config.server.host, port=config.server.port,
                 log_level=args.log_level.lower())  # fmt: skip
     return 0
