@@ -429,11 +429,22 @@ def test_fuzz_only_body_error_and_json_compatible_results() -> None:
 # ------------------------------------------------------------------ other
 
 
-@pytest.mark.parametrize("content_type", ["application/xml", "text/plain; charset=utf-8"])
+@pytest.mark.parametrize("content_type", ["text/csv", "text/plain; charset=utf-8"])
 def test_unsupported_media_type(content_type: str) -> None:
     err = refused(b"<a>1</a>", content_type, status=415)
     assert err.title == "Unsupported Media Type"
-    assert "application/json" in err.detail and "application/yaml" in err.detail
+    for accepted in ("application/json", "application/yaml", "application/xml"):
+        assert accepted in err.detail
+
+
+@pytest.mark.parametrize("content_type", ["application/yml", "text/yml", "text/yml; charset=utf-8"])
+def test_yml_is_yaml(content_type: str) -> None:
+    assert is_yaml(media_type(content_type))
+    assert parse_body(b"a: 1\nb: [x]\n", content_type) == {"a": 1, "b": ["x"]}
+
+
+def test_sniffed_xml_without_content_type() -> None:
+    assert parse_body(b"  <doc><a>1</a></doc>", None) == {"a": "1"}
 
 
 def test_problem_details() -> None:

@@ -1,4 +1,4 @@
-"""Safe decoding of untrusted JSON and YAML request bodies.
+"""Safe decoding of untrusted JSON, YAML and XML request bodies (XML: see ``xml.py``).
 
 Everything here runs before any other code sees a request body, so it must refuse
 hostile input cheaply: oversized bodies, deep nesting (which makes recursive
@@ -32,7 +32,14 @@ _SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SafeDumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 JSON_TYPES = ("application/json", "application/problem+json", "text/json")
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+YAML_TYPES = (
+    "application/yaml",
+    "application/x-yaml",
+    "application/yml",
+    "text/yaml",
+    "text/x-yaml",
+    "text/yml",
+)
 
 _BAD_REQUEST = "Bad Request"
 _BOM = "\ufeff"
@@ -113,11 +120,20 @@ def is_yaml(mt: str) -> bool:
     return mt in YAML_TYPES or ("/" in mt and mt.endswith("+yaml"))
 
 
-def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits = BodyLimits()) -> Any:
-    """Decode a JSON or YAML request body into JSON-compatible Python data.
+def parse_body(
+    raw: bytes,
+    content_type: str | None,
+    limits: BodyLimits = BodyLimits(),
+    xml_schema: tuple[Any, Any] | None = None,
+) -> Any:
+    """Decode a JSON, YAML or XML request body into JSON-compatible Python data.
 
-    Raises only :class:`BodyError` (400, 413 or 415), whatever the input.
+    ``xml_schema`` is ``(Schemas, schema)`` (see ``xml.py``): XML text is turned into numbers,
+    booleans and lists where that schema says so. Raises only :class:`BodyError` (400, 413 or
+    415), whatever the input.
     """
+    from . import xml  # xml.py builds on this module
+
     if len(raw) > limits.max_bytes:
         raise BodyError(
             413,
@@ -125,17 +141,22 @@ def parse_body(raw: bytes, content_type: str | None, limits: BodyLimits = BodyLi
             f"request body is {len(raw)} bytes; the limit is {limits.max_bytes} bytes",
         )
     mt = media_type(content_type)
-    if mt and not (is_json(mt) or is_yaml(mt)):
-        accepted = ", ".join((*JSON_TYPES, "*/*+json", *YAML_TYPES, "*/*+yaml"))
+    if mt and not (is_json(mt) or is_yaml(mt) or xml.is_xml(mt)):
+        accepted = ", ".join(
+            (*JSON_TYPES, "*/*+json", *YAML_TYPES, "*/*+yaml", *xml.XML_TYPES, "*/*+xml")
+        )
         raise BodyError(
             415, "Unsupported Media Type", f"unsupported media type {mt!r}; accepted: {accepted}"
         )
     if not raw.strip():
         raise _bad("request body is empty")
-    if not mt:  # no Content-Type: JSON if it looks like a JSON object/array, else YAML
-        as_json = raw.lstrip().removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[")
-    else:
-        as_json = is_json(mt)
+    # no Content-Type: JSON if it looks like a JSON object/array, XML if it opens with "<",
+    # else YAML
+    first = raw.lstrip().removeprefix(b"\xef\xbb\xbf")[:1]
+    if (mt and xml.is_xml(mt)) or (not mt and first == b"<"):
+        schemas, schema = xml_schema if xml_schema is not None else (None, None)
+        return xml.parse_xml(raw, limits, schemas, schema)
+    as_json = is_json(mt) if mt else first in (b"{", b"[")
     try:
         text = raw.decode("utf-8").removeprefix(_BOM)
         return _parse_json(text, limits) if as_json else _parse_yaml(text, limits)

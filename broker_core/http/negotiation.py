@@ -1,9 +1,9 @@
-"""The content layer in front of connexion: limits, YAML, legacy forms, and YAML responses.
+"""The content layer in front of connexion: limits, YAML and XML, legacy forms, and answers.
 
 connexion only speaks JSON, so request bodies are decoded here (refusing oversized, deeply
 nested or bomb-like documents quickly), legacy documents are normalised to the canonical model,
-and the result is handed on as JSON. JSON responses are re-encoded as YAML when the client's
-Accept header prefers it.
+and the result is handed on as JSON. JSON responses are re-encoded as YAML or XML when the
+client's Accept header prefers it (problems too, as ``application/problem+xml``, for XML).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,9 +20,12 @@ from ..config import ServerConfig
 from ..kinds.legacy import normalise_request, normalise_update
 from ..kinds.registry import KindRegistry
 from .bodies import BodyError, BodyLimits, dump_yaml, is_yaml, media_type, parse_body
+from .xml import PROBLEM_NS, PROBLEM_XML, Schemas, dump_xml, is_xml
 
 JSON = "application/json"
 YAML = "application/yaml"
+XML = "application/xml"
+PROBLEM_JSON = "application/problem+json"
 _SESSION_PATH = re.compile(r"^/sessions/[^/]+/?$")
 _REQUEST_PATHS = {"/requests", "/offersets", "/direct", "/sessions"}
 
@@ -35,11 +39,14 @@ def _normaliser(path: str, registry: KindRegistry) -> Callable[[Any], Any] | Non
     return None
 
 
-def prefers_yaml(accept: str) -> bool:
-    """True when the Accept header ranks a YAML type above JSON."""
-    best_yaml = best_json = -1.0
-    for part in accept.split(","):
-        fields = [f.strip() for f in part.split(";")]
+def preferred_format(accept: str) -> str:
+    """``json``, ``yaml`` or ``xml``: what the Accept header ranks highest (JSON on a tie, then
+    YAML). A browser's header (one naming text/html) lists application/xml only as a
+    fallback for pages, so XML is never chosen for it."""
+    best = {"json": -1.0, "yaml": -1.0, "xml": -1.0}
+    parts = [[f.strip() for f in part.split(";")] for part in accept.split(",")]
+    browser = any(fields[0].lower() == "text/html" for fields in parts)
+    for fields in parts:
         kind = fields[0].lower()
         q = 1.0
         for param in fields[1:]:
@@ -49,10 +56,19 @@ def prefers_yaml(accept: str) -> bool:
                 except ValueError:
                     q = 0.0
         if is_yaml(kind):
-            best_yaml = max(best_yaml, q)
+            best["yaml"] = max(best["yaml"], q)
+        elif is_xml(kind):
+            if not browser:
+                best["xml"] = max(best["xml"], q)
         elif kind in (JSON, "application/*", "*/*") or kind.endswith("+json"):
-            best_json = max(best_json, q - (0.001 if "*" in kind else 0))
-    return best_yaml > 0 and best_yaml > best_json
+            best["json"] = max(best["json"], q - (0.001 if "*" in kind else 0))
+    winner = max(best, key=lambda name: best[name])  # dicts keep order: json, yaml, xml
+    return winner if winner != "json" and best[winner] > 0 else "json"
+
+
+def prefers_yaml(accept: str) -> bool:
+    """True when the Accept header ranks a YAML type above JSON (and XML)."""
+    return preferred_format(accept) == "yaml"
 
 
 def problem_body(status: int, title: str, detail: str, pointer: str | None = None) -> bytes:
@@ -77,6 +93,74 @@ def route_methods(paths: dict[str, dict[str, Any]]) -> list[tuple[re.Pattern[str
 
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+# What each answer is in XML: its root element (the standard's names where it has them) and
+# its schema in the spec, by method and path. Other JSON answers (the spec itself) stay JSON.
+_OFFER_SET = ("offers-response", "OfferSetResponse")
+_SESSION = ("execution", "ExecutionSession")
+_XML_ANSWERS: list[tuple[str, re.Pattern[str], tuple[str, str]]] = [
+    ("POST", re.compile(r"^/(?:requests|offersets)/?$"), _OFFER_SET),
+    ("GET", re.compile(r"^/offersets/[^/]+/?$"), _OFFER_SET),
+    ("*", _SESSION_PATH, _SESSION),
+    ("POST", re.compile(r"^/(?:direct|sessions)/?$"), _SESSION),
+    ("GET", re.compile(r"^/node/?$"), ("node", "NodeDescription")),
+    ("GET", re.compile(r"^/usage/?$"), ("usage", "UsageReport")),
+    ("GET", re.compile(r"^/projects/[^/]+/?$"), ("project", "ProjectReport")),
+    ("GET", re.compile(r"^/health/[^/]+/?$"), ("health", "Health")),
+    ("GET", re.compile(r"^/$"), ("service", "LandingPage")),
+]
+# The documents requests carry, with the legacy forms normalised after parsing (``computer``
+# for ``compute``, ``{update: …}``), so their XML text is typed by the schema too.
+XML_REQUEST_SCHEMA = {
+    "allOf": [
+        {"$ref": "#/components/schemas/ExecutionRequest"},
+        {"properties": {"computer": {"$ref": "#/components/schemas/Compute"}}},
+    ]
+}
+XML_UPDATE_SCHEMA = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Update"},
+        {"properties": {"update": {"$ref": "#/components/schemas/Update"}}},
+    ]
+}
+_INTEGER_UPDATES = ("uri:integer-value-update", "integer-value-update")
+
+
+@cache
+def spec_schemas() -> Schemas:
+    """The spec's component schemas (read once, from the spec the app serves)."""
+    from .app import SPEC_DOCUMENT  # the app imports this module
+
+    return Schemas(SPEC_DOCUMENT.get("components", {}).get("schemas", {}))
+
+
+def xml_answer(method: str, path: str) -> tuple[str, str] | None:
+    """(root element, schema name) of the answer to a request, for XML; None: not XML."""
+    for answer_method, pattern, answer in _XML_ANSWERS:
+        if answer_method in ("*", method) and pattern.match(path):
+            return answer
+    return None
+
+
+def _xml_request_schema(path: str) -> Any:
+    path = path.rstrip("/") or "/"
+    return XML_UPDATE_SCHEMA if _SESSION_PATH.match(path) else XML_REQUEST_SCHEMA
+
+
+def _typed_update_value(document: Any) -> Any:
+    """An integer update's value from XML, where text is all there is (``value`` may be a
+    string or an integer, so the schema cannot say which)."""
+    if isinstance(document, dict):
+        inner = document.get("update") if set(document) == {"update"} else document
+        if (
+            isinstance(inner, dict)
+            and isinstance(inner.get("value"), str)
+            and str(inner.get("kind", "")).endswith(_INTEGER_UPDATES)
+        ):
+            text = inner["value"].strip()
+            if re.fullmatch(r"[+-]?[0-9]{1,19}", text):
+                inner["value"] = int(text)
+    return document
 
 
 class ContentNegotiation:
@@ -104,19 +188,31 @@ class ContentNegotiation:
             return
         self.bind()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        accept = headers.get("accept", "")
         if scope["method"] == "POST":
             normalise = _normaliser(scope["path"], self.registry)
             if normalise is not None:
                 try:
                     raw = await self._read(receive, headers)
-                    document = normalise(parse_body(raw, headers.get("content-type"), self.limits))
+                    content_type = headers.get("content-type")
+                    xml_schema = (spec_schemas(), _xml_request_schema(scope["path"]))
+                    parsed = parse_body(raw, content_type, self.limits, xml_schema)
+                    if is_xml(media_type(content_type)) and _SESSION_PATH.match(scope["path"]):
+                        parsed = _typed_update_value(parsed)
+                    document = normalise(parsed)
                     body = json.dumps(document, ensure_ascii=False).encode("utf-8")
                 except BodyError as exc:
-                    await self._send_problem(send, exc.status, exc.title, exc.detail, exc.pointer)
+                    await self._send_problem(
+                        send, exc.status, exc.title, exc.detail, exc.pointer, accept
+                    )
                     return
                 except UnicodeEncodeError:
                     await self._send_problem(
-                        send, 400, "Bad Request", "the document contains unpaired surrogates"
+                        send,
+                        400,
+                        "Bad Request",
+                        "the document contains unpaired surrogates",
+                        accept=accept,
                     )
                     return
                 scope = dict(scope)
@@ -126,8 +222,11 @@ class ContentNegotiation:
                     if k.lower() not in (b"content-type", b"content-length")
                 ] + [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
                 receive = _replay(body)
-        if prefers_yaml(headers.get("accept", "")):
+        answer_format = preferred_format(accept)
+        if answer_format == "yaml":
             send = _yaml_sender(send)
+        elif answer_format == "xml":
+            send = _xml_sender(send, xml_answer(scope["method"], scope["path"]))
         allow = next((methods for rx, methods in self.routes if rx.match(scope["path"])), None)
         if allow:
             send = _allow_sender(send, allow)
@@ -158,13 +257,21 @@ class ContentNegotiation:
         return b"".join(chunks)
 
     async def _send_problem(
-        self, send: Send, status: int, title: str, detail: str, pointer: str | None = None
+        self,
+        send: Send,
+        status: int,
+        title: str,
+        detail: str,
+        pointer: str | None = None,
+        accept: str = "",
     ) -> None:
         body = problem_body(status, title, detail, pointer)
+        if preferred_format(accept) == "xml":
+            send = _xml_sender(send, None)
         await send({
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/problem+json"),
+            "headers": [(b"content-type", PROBLEM_JSON.encode()),
                         (b"content-length", str(len(body)).encode())],
         })  # fmt: skip
         await send({"type": "http.response.body", "body": body})
@@ -197,15 +304,45 @@ def _allow_sender(send: Send, allow: str) -> Send:
 
 def _yaml_sender(send: Send) -> Send:
     """Buffer a JSON response and send it as YAML; anything else passes through untouched."""
+    return _reencoding_sender(send, lambda mt, doc: (YAML, dump_yaml(doc)) if mt == JSON else None)
+
+
+def _xml_sender(send: Send, answer: tuple[str, str] | None) -> Send:
+    """Buffer a JSON answer (one of ``_XML_ANSWERS``) or a problem and send it as XML."""
+
+    def encode(mt: str, document: Any) -> tuple[str, bytes] | None:
+        schemas = spec_schemas()
+        if mt == PROBLEM_JSON:
+            body = dump_xml(
+                document,
+                "problem",
+                schemas,
+                schemas.named("Problem"),
+                namespace=PROBLEM_NS,
+                item_names={"errors": "i", "messages": "i"},  # RFC 9457 appendix B
+            )
+            return PROBLEM_XML, body
+        if mt == JSON and answer is not None:
+            root, schema = answer
+            return XML, dump_xml(document, root, schemas, schemas.named(schema))
+        return None
+
+    return _reencoding_sender(send, encode)
+
+
+def _reencoding_sender(send: Send, encode: Callable[[str, Any], tuple[str, bytes] | None]) -> Send:
+    """Buffer a JSON response and send what ``encode(media type, document)`` makes of it; a
+    response it declines (None) passes through untouched."""
     start: Message | None = None
+    media = ""
     chunks: list[bytes] = []
 
     async def wrapped(message: Message) -> None:
-        nonlocal start
+        nonlocal start, media
         if message["type"] == "http.response.start":
             headers = dict(message.get("headers", []))
-            content_type = headers.get(b"content-type", b"").decode("latin-1")
-            if media_type(content_type) == JSON:
+            media = media_type(headers.get(b"content-type", b"").decode("latin-1"))
+            if media in (JSON, PROBLEM_JSON):
                 start = message
                 return
             await send(message)
@@ -216,13 +353,25 @@ def _yaml_sender(send: Send) -> Send:
         chunks.append(message.get("body", b""))
         if message.get("more_body", False):
             return
-        body = dump_yaml(json.loads(b"".join(chunks) or b"null"))
+        raw = b"".join(chunks)
+        try:
+            encoded = encode(media, json.loads(raw or b"null"))
+        except ValueError:  # not JSON after all: as it came
+            encoded = None
+        if encoded is None:
+            await send(start)
+            await send({"type": "http.response.body", "body": raw})
+            return
+        content_type, body = encoded
         headers = [
             (k, v)
             for k, v in start.get("headers", [])
             if k.lower() not in (b"content-type", b"content-length")
         ]
-        headers += [(b"content-type", YAML.encode()), (b"content-length", str(len(body)).encode())]
+        headers += [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
