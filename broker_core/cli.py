@@ -142,6 +142,12 @@ def aggregator(args: argparse.Namespace) -> int:
     return 0
 
 
+def hash_password(args: argparse.Namespace) -> int:
+    from policies.identity.basic import hash_password_command
+
+    return hash_password_command()
+
+
 def demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -190,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a configuration file and exit")
     common(c)
     c.set_defaults(func=check_config)
+    h = sub.add_parser("hash-password", help="print an argon2id hash of a password for auth.basic "
+                       "(read from standard input, or asked for at a terminal)")  # fmt: skip
+    h.set_defaults(func=hash_password)
     return top
 
 

@@ -219,8 +219,62 @@ class IssuerConfig(Model):
         return algorithms
 
 
+BASIC_ISSUER = "basic"  # Basic users' owners are "basic:<name>"; no issuer may take the name
+# what argon2 (argon2-cffi's PHC strings) and bcrypt ($2a$/$2b$/$2y$) hashes look like; anything
+# else, a plaintext password above all, is refused at start-up (and never repeated in a message)
+_ARGON2_HASH = r"^\$argon2(id|i|d)\$(v=\d+\$)?m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$"
+_BCRYPT_HASH = r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"
+
+
+class BasicUserConfig(Model):
+    """A local user who authenticates with HTTP Basic: a name, a password hash, its groups."""
+
+    name: str = Field(
+        pattern=r"^[^:\s\x00-\x1f\x7f]{1,128}$",
+        description="the user name; owners are 'basic:<name>'",
+    )
+    password_hash: str = Field(description="an argon2 (argon2id) or bcrypt hash of the password")
+    groups: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_plaintext(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "'password': plaintext passwords are not accepted; put a hash in "
+                "'password_hash' instead (make one with 'ebroker hash-password')"
+            )
+        return data
+
+    @field_validator("password_hash")
+    @classmethod
+    def _a_hash(cls, value: str) -> str:
+        import re
+
+        if not (re.match(_ARGON2_HASH, value) or re.match(_BCRYPT_HASH, value)):
+            raise ValueError(
+                "is not an argon2 or bcrypt hash; plaintext passwords are not accepted "
+                "(make a hash with 'ebroker hash-password')"
+            )
+        return value
+
+
+class BasicAuthConfig(Model):
+    """Local users who send ``Authorization: Basic`` (as Calycopis-broker's clients do)."""
+
+    realm: str = Field(default="ebroker", pattern=r'^[^"\\\x00-\x1f\x7f]{1,100}$')
+    users: list[BasicUserConfig] = Field(default_factory=list)
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, users: list[BasicUserConfig]) -> list[BasicUserConfig]:
+        require_unique([u.name for u in users], "Basic user")
+        return users
+
+
 class AuthConfig(Model):
-    """Who may call this node: bearer JWTs from these issuers, and anonymous callers if on."""
+    """Who may call this node: bearer JWTs from these issuers, local Basic users, and anonymous
+    callers if on."""
 
     anonymous: bool = Field(
         default=True, description="allow calls without a token (the embedded demo default)"
@@ -229,12 +283,18 @@ class AuthConfig(Model):
         default_factory=list, description="members may see and change every session"
     )
     issuers: list[IssuerConfig] = Field(default_factory=list)
+    basic: BasicAuthConfig = BasicAuthConfig()
 
     @model_validator(mode="after")
     def _someone_may_call(self) -> AuthConfig:
-        if not self.anonymous and not self.issuers:
-            raise ValueError("anonymous access is off and no issuers are configured")
+        if not self.anonymous and not self.issuers and not self.basic.users:
+            raise ValueError("anonymous access is off and no issuers or Basic users are configured")
         require_unique([i.name for i in self.issuers], "issuer")
+        if self.basic.users and BASIC_ISSUER in (i.name for i in self.issuers):
+            raise ValueError(
+                f"issuer name {BASIC_ISSUER!r} is taken by the Basic users (their owners are "
+                f"'{BASIC_ISSUER}:<name>'); give the issuer another name"
+            )
         return self
 
 

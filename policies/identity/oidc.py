@@ -33,6 +33,8 @@ from broker_core.config import AuthConfig, ConfigError, IssuerConfig
 from broker_core.errors import IdentityUnavailable, Unauthenticated
 from policies.contract import ANONYMOUS_IDENTITY, Identity
 
+from .basic import CACHE_TTL, BasicUsers
+
 log = logging.getLogger(__name__)
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -266,28 +268,94 @@ def _token_error(exc: BaseException) -> Unauthenticated:
 
 
 class Authenticator:
-    """Turns an ``Authorization`` header into an :class:`Identity`.
+    """Turns an ``Authorization`` header into an :class:`Identity`: a bearer token of a
+    configured issuer, or the Basic credentials of a local user (:mod:`.basic`).
 
     Safe to call from many threads at once; keys are fetched lazily, on the first token of
     each issuer, so building one does no I/O. ``refetch_interval`` bounds the refetches caused by
     unknown kids and ``retry_interval`` the fetch attempts after a failure, per issuer (seconds).
+    Basic credentials are CPU-heavy to verify: call :meth:`authenticate` off the event loop, and
+    :meth:`cached` (cheap) first.
     """
 
     def __init__(
-        self, auth: AuthConfig, *, refetch_interval: float = 10.0, retry_interval: float = 5.0
-    ) -> None:
+        self, auth: AuthConfig, *, refetch_interval: float = 10.0, retry_interval: float = 5.0,
+        basic_cache_ttl: float = CACHE_TTL,
+    ) -> None:  # fmt: skip
         self.auth = auth
         self._issuers: dict[str, list[_IssuerKeys]] = {}  # by exact 'iss'
         for config in auth.issuers:
             keys = _IssuerKeys(config, refetch_interval, retry_interval)
             self._issuers.setdefault(config.issuer, []).append(keys)
+        self.basic: BasicUsers | None = None
+        if auth.basic.users:
+            self.basic = BasicUsers(auth.basic, cache_ttl=basic_cache_ttl)
+
+    def cached(self, authorization: str) -> Identity | None:
+        """The identity of Basic credentials verified moments ago; never verifies anything."""
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if self.basic is None or scheme.lower() != "basic":
+            return None
+        return self.basic.cached(credentials.strip())
+
+    def challenges(self, exc: Unauthenticated) -> list[str]:
+        """The ``WWW-Authenticate`` values of a 401: Bearer (RFC 6750; the error only when a
+        token was sent) where issuers are configured, or where nothing else is; Basic (RFC 7617)
+        where Basic users are."""
+        values = []
+        if self.auth.issuers or self.basic is None:
+            value = 'Bearer realm="ebroker"'
+            if exc.error:
+                detail = exc.detail.replace('"', "'").replace("\\", "/")[:200]
+                value += f', error="{exc.error}", error_description="{detail}"'
+            values.append(value)
+        if self.basic is not None:
+            values.append(f'Basic realm="{self.auth.basic.realm}", charset="UTF-8"')
+        return values
+
+    def _accepted(self) -> str:
+        """What this node accepts, for messages refusing what it does not."""
+        what = []
+        if self.auth.issuers:
+            names = ", ".join(i.name for i in self.auth.issuers)
+            plural = "s" if len(self.auth.issuers) > 1 else ""
+            what.append(f"bearer tokens from issuer{plural} {names}")
+        if self.basic is not None:
+            what.append("Basic credentials of its users")
+        if self.auth.anonymous:
+            what.append("anonymous calls (no Authorization header)")
+        return " and ".join(what)
 
     def authenticate(self, authorization: str | None) -> Identity:
         """The caller's identity; raises Unauthenticated (401) or IdentityUnavailable (503)."""
         if authorization is None:
             if self.auth.anonymous:
                 return ANONYMOUS_IDENTITY
-            raise Unauthenticated("this node requires a bearer token", error=None)
+            wanted = ["a bearer token"] if self.auth.issuers else []
+            if self.basic is not None:
+                wanted.append("Basic credentials (user name and password)")
+            raise Unauthenticated(f"this node requires {' or '.join(wanted)}", error=None)
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "basic":
+            if self.basic is None:
+                raise Unauthenticated(
+                    f"this node accepts no Basic credentials; it accepts {self._accepted()}",
+                    error="invalid_request",
+                )
+            return self.basic.authenticate(credentials.strip())
+        if scheme.lower() == "bearer" and not self.auth.issuers:
+            raise Unauthenticated(
+                f"this node accepts no bearer tokens; it accepts {self._accepted()}",
+                error="invalid_request" if self.basic is None else None,
+            )
+        if self.basic is not None and scheme.lower() != "bearer":
+            if self.auth.issuers:
+                raise Unauthenticated(
+                    "the Authorization header is not 'Bearer <token>' or 'Basic <credentials>'",
+                    error="invalid_request",
+                )
+            raise Unauthenticated("the Authorization header is not 'Basic <credentials>'",
+                                  error=None)  # fmt: skip
         token = _bearer(authorization)
         try:
             unverified = jwt.decode_complete(token, options={"verify_signature": False})
