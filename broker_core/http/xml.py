@@ -96,6 +96,20 @@ class Schemas:
 
     def __init__(self, components: Mapping[str, Any]):
         self.components = components
+        # answers by (question, id(schema), kind); the schemas are kept alive alongside, so
+        # an id is never reused for another schema while its answer is cached
+        self._cache: dict[tuple[str, int, Any], tuple[Any, Any]] = {}
+        self._named: dict[str, dict[str, Any]] = {}
+
+    def _cached(self, question: str, schema: Any, kind: Any, answer: Any) -> Any:
+        key = (question, id(schema), kind)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        value = answer()
+        if len(self._cache) < 4096 and isinstance(kind, str | None):
+            self._cache[key] = (schema, value)
+        return value
 
     def resolve(self, schema: Any) -> dict[str, Any]:
         seen = 0
@@ -105,10 +119,12 @@ class Schemas:
                 return {}
             schema = self.components.get(ref[len(_SCHEMAS) :], {})
             seen += 1
-        return dict(schema) if isinstance(schema, Mapping) else {}
+        return schema if isinstance(schema, Mapping) else {}  # type: ignore[return-value]
 
     def named(self, name: str) -> dict[str, Any]:
-        return {"$ref": _SCHEMAS + name}
+        """A reference to a component schema (the same object each time, so answers about it
+        are cached)."""
+        return self._named.setdefault(name, {"$ref": _SCHEMAS + name})
 
     def _alternatives(self, schema: Any) -> list[dict[str, Any]]:
         """The plain schemas a value may match (anyOf/oneOf flattened; allOf kept whole)."""
@@ -123,6 +139,9 @@ class Schemas:
 
     def types(self, schema: Any) -> set[str]:
         """The JSON types a schema allows; empty when it does not say."""
+        return self._cached("types", schema, None, lambda: self._types(schema))
+
+    def _types(self, schema: Any) -> set[str]:
         found: set[str] = set()
         for alt in self._alternatives(schema):
             if isinstance(alt.get("type"), str):
@@ -136,9 +155,15 @@ class Schemas:
         return found
 
     def nullable(self, schema: Any) -> bool:
+        return self._cached("nullable", schema, None, lambda: self._nullable(schema))
+
+    def _nullable(self, schema: Any) -> bool:
         return any(alt.get("nullable") for alt in self._alternatives(schema))
 
     def items(self, schema: Any) -> Any:
+        return self._cached("items", schema, None, lambda: self._items(schema))
+
+    def _items(self, schema: Any) -> Any:
         for alt in self._alternatives(schema):
             if alt.get("type") == "array" or "items" in alt:
                 return alt.get("items")
@@ -148,6 +173,9 @@ class Schemas:
         """(properties, additionalProperties) of the object a schema describes; None when it
         does not describe one. With several object alternatives, the one whose ``kind`` enum
         holds ``kind`` is taken; failing that, the properties of all of them."""
+        return self._cached("members", schema, kind, lambda: self._members(schema, kind))
+
+    def _members(self, schema: Any, kind: Any) -> tuple[dict[str, Any], Any] | None:
         objects = []
         for alt in self._alternatives(schema):
             merged = self._merge_all_of(alt)
