@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker_core.config import Duration, InventoryConfig, PlatformConfig, PoolConfig
 from broker_core.kinds.base import Message, message
+from broker_core.kinds.builtin import Network, Port
 from broker_core.kinds.request import ExecutionRequest
 
 WORK_PREFIX = "ebroker-"
@@ -282,10 +283,18 @@ class Platform(ABC):
         return None
 
 
-def published_ports(request: ExecutionRequest) -> list[Any]:
+def published_ports(request: ExecutionRequest) -> list[Port]:
     """The executable's ports that are to be reachable from outside."""
     network = getattr(request.executable, "network", None)
     return [p for p in (network.ports if network else []) if p.access]
+
+
+def executable_ports(executable: dict[str, Any]) -> list[Port]:
+    """The ports of an executable as offered (``Execution.executable``), as typed ports: the
+    port numbers are ``port.internal_port`` and ``port.external_port``. Documents stored before
+    ports were the schema's objects (bare numbers) read the same."""
+    network = executable.get("network") if isinstance(executable, dict) else None
+    return Network.model_validate(network or {}).ports
 
 
 def inventory(total: int, **kwargs: object) -> InventoryConfig:

@@ -52,6 +52,7 @@ from .contract import (
     PreparationOptions,
     WorkState,
     WorkStatus,
+    executable_ports,
     platform_step,
     published_ports,
 )
@@ -136,15 +137,15 @@ class LocalPlatform(Platform):
             )
         seen: set[tuple[int, str]] = set()
         for port in ports:
-            if port.external is None:
+            if port.external_port is None:
                 continue
-            key = (port.external, _transport(port.protocol))
+            key = (port.external_port, _transport(port.protocol))
             if key in seen:
                 messages.append(
                     message(
                         "external port {port} is requested twice",
                         level="WARN",
-                        port=port.external,
+                        port=port.external_port,
                     )
                 )
             seen.add(key)
@@ -394,22 +395,18 @@ class LocalPlatform(Platform):
 
     def _choose_ports(self, execution: Execution) -> list[dict[str, Any]]:
         """The published ports: the requested external port or a free one."""
-        network = execution.executable.get("network") or {}
         ports: list[dict[str, Any]] = []
-        for port in network.get("ports") or []:
-            if not port.get("access", True):
+        for port in executable_ports(execution.executable):
+            if not port.access:
                 continue
-            protocol = str(port.get("protocol") or "TCP").upper()
-            internal = int(port["internal"])
-            external = port.get("external")
+            external = port.external_port
             ports.append(
                 {
-                    "internal": internal,
-                    "external": int(external)
-                    if external
-                    else _free_port(self.options.publish_host, _transport(protocol)),
-                    "protocol": protocol,
-                    "path": port.get("path"),
+                    "internal": port.internal_port,
+                    "external": external
+                    or _free_port(self.options.publish_host, _transport(port.protocol)),
+                    "protocol": port.protocol,
+                    "path": port.path,
                 }
             )
         return ports
@@ -418,18 +415,16 @@ class LocalPlatform(Platform):
         """The published ports of an existing container (state lost in a crash)."""
         bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
         ports = []
-        network = execution.executable.get("network") or {}
-        for port in network.get("ports") or []:
-            protocol = str(port.get("protocol") or "TCP").upper()
-            key = f"{port['internal']}/{_transport(protocol)}"
+        for port in executable_ports(execution.executable):
+            key = f"{port.internal_port}/{_transport(port.protocol)}"
             for binding in bindings.get(key) or []:
                 if str(binding.get("HostPort") or "").isdigit():
                     ports.append(
                         {
-                            "internal": int(port["internal"]),
+                            "internal": port.internal_port,
                             "external": int(binding["HostPort"]),
-                            "protocol": protocol,
-                            "path": port.get("path"),
+                            "protocol": port.protocol,
+                            "path": port.path,
                         }
                     )
                     break

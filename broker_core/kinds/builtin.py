@@ -41,12 +41,48 @@ class ContainerImage(Strict):
         return locations
 
 
+def _port_object(value: Any) -> Any:
+    """A bare port number (this node's earlier form, and documents stored in it) is the
+    schema's ``{port: N}``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"port": value}
+    return value
+
+
+class InternalPort(Strict):
+    """The port on the container to publish (the schema's DockerInternalPort)."""
+
+    port: int = Field(ge=1, le=65535)
+
+
+class ExternalPort(Strict):
+    """The port (and, once known, the addresses) it is reachable on from outside (the
+    schema's DockerExternalPort); a client may ask for a particular port number."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    addresses: list[str] | None = Field(default=None, max_length=64)
+
+
 class Port(Strict):
-    internal: int = Field(ge=1, le=65535)
-    external: int | None = Field(default=None, ge=1, le=65535)
+    internal: InternalPort
+    external: ExternalPort | None = None
     protocol: Literal["TCP", "UDP", "HTTP", "HTTPS"] = "TCP"
     path: str | None = Field(default=None, max_length=2048)
     access: bool = True
+
+    @field_validator("internal", "external", mode="before")
+    @classmethod
+    def _objects(cls, value: Any) -> Any:
+        return _port_object(value)
+
+    @property
+    def internal_port(self) -> int:
+        return self.internal.port
+
+    @property
+    def external_port(self) -> int | None:
+        """The external port number asked for, if any."""
+        return self.external.port if self.external else None
 
 
 class Network(Strict):
@@ -141,22 +177,56 @@ class S3DataResource(DataComponent):
     object: str = Field(min_length=1, max_length=4096)
 
 
+ObjectType = Literal["FILE", "CONTAINER", "DATASET"]
+
+
 class RucioDataResource(DataComponent):
+    """Flat in this model; the schema's nested ``rucio: {endpoint, scope, object, type}`` block
+    is flattened on input (``object`` -> ``objectname``, ``type`` -> ``objecttype``)."""
+
     CATEGORY = "data"
     NAME = "rucio-data-resource"
     kind: Literal[kind_uri("data", "rucio-data-resource")] = _kind("data", "rucio-data-resource")  # type: ignore[valid-type]
     endpoint: str | None = Field(default=None, max_length=2048)
     scope: str = Field(min_length=1, max_length=256)
     objectname: str = Field(min_length=1, max_length=1024)
+    objecttype: ObjectType | None = None
+
+
+class IvoaDataLink(Strict):
+    """A row of DataLink metadata (the schema's IvoaDataLinkItem)."""
+
+    ID: str | None = Field(default=None, max_length=4096)
+    access_url: str | None = Field(default=None, max_length=4096)
+    service_def: str | None = Field(default=None, max_length=1024)
+    error_message: str | None = Field(default=None, max_length=4096)
+    description: str | None = Field(default=None, max_length=4096)
+    semantics: str | None = Field(default=None, max_length=1024)
+    content_type: str | None = Field(default=None, max_length=256)
+    content_length: int | None = Field(default=None, ge=0)
+    content_qualifier: str | None = Field(default=None, max_length=1024)
+    local_semantics: str | None = Field(default=None, max_length=1024)
+    link_auth: str | None = Field(default=None, max_length=256)
+    link_authorized: str | None = Field(default=None, max_length=256)
 
 
 class IvoaDataResource(DataComponent):
+    """Flat in this model; the schema's nested ``ivoa: {ivoid, obscore, datalink}`` block is
+    flattened on input. ``datalink`` is a URL (this node's form) or the schema's DataLink row."""
+
     CATEGORY = "data"
     NAME = "ivoa-data-resource"
     kind: Literal[kind_uri("data", "ivoa-data-resource")] = _kind("data", "ivoa-data-resource")  # type: ignore[valid-type]
     ivoid: str = Field(min_length=1, max_length=2048)
     obscore: dict[str, Any] | None = None
-    datalink: str | None = Field(default=None, max_length=4096)
+    datalink: str | IvoaDataLink | None = Field(default=None, union_mode="left_to_right")
+
+    @field_validator("datalink")
+    @classmethod
+    def _datalink_length(cls, value: str | IvoaDataLink | None) -> str | IvoaDataLink | None:
+        if isinstance(value, str) and len(value) > 4096:
+            raise ValueError("datalink URLs are at most 4096 characters")
+        return value
 
 
 class SkaoReplica(Strict):
@@ -164,14 +234,28 @@ class SkaoReplica(Strict):
     dataurl: str = Field(min_length=1, max_length=4096)
 
 
+class SkaoChecksum(Strict):
+    type: str | None = Field(default=None, max_length=64)
+    value: str | None = Field(default=None, max_length=1024)
+
+
 class SkaoDataResource(DataComponent):
+    """Flat in this model; the schema's nested ``skao: {namespace, objectname, objecttype,
+    datasize, checksum, replicas}`` and ``ivoa: {ivoid, obscore, datalink}`` blocks are
+    flattened on input."""
+
     CATEGORY = "data"
     NAME = "skao-data-resource"
     kind: Literal[kind_uri("data", "skao-data-resource")] = _kind("data", "skao-data-resource")  # type: ignore[valid-type]
     namespace: str = Field(min_length=1, max_length=256)
     objectname: str = Field(min_length=1, max_length=1024)
+    objecttype: ObjectType | None = None
     datasize: int | None = Field(default=None, ge=0)
+    checksum: SkaoChecksum | None = None
     replicas: list[SkaoReplica] = Field(default_factory=list, max_length=64)
+    ivoid: str | None = Field(default=None, min_length=1, max_length=2048)
+    obscore: dict[str, Any] | None = None
+    datalink: str | IvoaDataLink | None = Field(default=None, union_mode="left_to_right")
 
 
 KINDS: list[type[Component]] = [

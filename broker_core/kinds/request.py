@@ -22,7 +22,12 @@ class ScheduleBlock(Strict):
 
 
 class CostItem(Strict):
+    """A cost item; ``type`` (a URI for what is counted: money, energy, carbon) and
+    ``description`` are the schema's AbstractCostItem fields."""
+
     kind: str | None = None
+    type: str | None = Field(default=None, max_length=2048)
+    description: str | None = Field(default=None, max_length=4096)
     min: float | None = None
     max: float | None = None
     units: str | None = Field(default=None, max_length=64)

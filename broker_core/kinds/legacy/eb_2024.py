@@ -1,0 +1,288 @@
+"""The 2024 model: the IVOA ExecutionBroker drafts of 2023-2024 (ivoa-std/ExecutionBroker).
+
+Components were discriminated by ``type`` and carried ``name``/``uuid``/``href`` at their top
+level; kind URIs were ``urn:<name>-0.1``, ``uri:<name>-1.0`` or under ``.../EB/schema/types/``;
+an executable's settings could come as a ``properties`` map; amounts were
+``{requested: {min, max}, offered: ...}``; the schedule was a list of ``{start, duration:
+{min, max}}`` blocks; updates were wrapped as ``{update: {...}}``, had ``urn:`` kinds and set
+the session's ``state``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ...schedule import parse_duration
+from ..registry import KindRegistry
+from .base import META_KEYS, Doc, is_kind, move_into_meta
+from .kind_uris import canonical_kind
+
+# --- the request -----------------------------------------------------------------------------
+
+
+def request_type_is_kind(doc: Doc, registry: KindRegistry) -> Doc:
+    """``type`` was the discriminator: ``{type: X}`` -> ``{kind: X}`` (``kind`` wins)."""
+    if "kind" not in doc and isinstance(doc.get("type"), str):
+        doc["kind"] = doc.pop("type")
+    return doc
+
+
+def request_meta_at_top_level(doc: Doc, registry: KindRegistry) -> Doc:
+    """``{name: n, uuid: u, href: h}`` -> ``{meta: {name: n, uuid: u, url: h}}``."""
+    move_into_meta(doc, {META_KEYS[k]: doc.pop(k) for k in list(doc) if k in META_KEYS})
+    return doc
+
+
+def computer_is_compute(doc: Doc, registry: KindRegistry) -> Doc:
+    """``{computer: {...}}`` -> ``{compute: {...}}`` (``compute`` wins)."""
+    if "compute" not in doc and "computer" in doc:
+        doc["compute"] = doc.pop("computer")
+    return doc
+
+
+def schedule_blocks(doc: Doc, registry: KindRegistry) -> Doc:
+    """A list of schedule blocks, each with a start and a min/max duration::
+
+        schedule: [{start: S1, duration: {min: PT1H, max: PT2H}}, {start: S2}]
+        schedule: {requested: [{start: S1, duration: PT2H}, ...]}
+        ->
+        schedule: {requested: {start: [S1, S2], duration: PT2H}}
+
+    The starts become the list of start intervals. The one duration is the longest ``max`` of
+    the blocks (a block without a ``max`` gives its ``min``): booking the most the client said
+    the work may need means it is not cut short; the min/max of the amounts is the place for
+    "at least". A block without a start means "as soon as possible", so any such block drops
+    the start list (as soon as possible is the earliest of all). The same ``{min, max}``
+    duration in the present form (``schedule.requested.duration``) is reduced the same way.
+    """
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and isinstance(schedule.get("requested"), list):
+        blocks = schedule["requested"]
+    elif isinstance(schedule, list):
+        blocks = schedule
+    else:
+        if isinstance(schedule, dict) and isinstance(schedule.get("requested"), dict):
+            requested = schedule["requested"]
+            if isinstance(requested.get("duration"), dict):
+                duration = _one_duration([requested["duration"]])
+                if duration is None:
+                    requested.pop("duration")
+                else:
+                    requested["duration"] = duration
+        return doc
+    if not blocks or not all(
+        isinstance(b, dict) and b and set(b) <= {"start", "duration"} for b in blocks
+    ):
+        return doc  # not of this form: validation says what is wrong
+    starts: list[Any] = []
+    asap = False
+    for block in blocks:
+        start = block.get("start")
+        if start is None:
+            asap = True
+        else:
+            starts.extend(start if isinstance(start, list) else [start])
+    requested: Doc = {}
+    if starts and not asap:
+        requested["start"] = starts if len(starts) > 1 else starts[0]
+    duration = _one_duration([b.get("duration") for b in blocks])
+    if duration is not None:
+        requested["duration"] = duration
+    doc["schedule"] = {"requested": requested}
+    return doc
+
+
+def _one_duration(durations: list[Any]) -> Any:
+    """The longest of the blocks' durations (``max``, else ``min``, of each; or a plain one)."""
+    chosen: Any = None
+    longest = -1.0
+    for duration in durations:
+        if isinstance(duration, dict):
+            duration = duration.get("max") or duration.get("min")
+        if duration is None:
+            continue
+        try:
+            seconds = parse_duration(duration).total_seconds()
+        except Exception:  # validation reports a malformed duration
+            return duration
+        if seconds > longest:
+            chosen, longest = duration, seconds
+    return chosen
+
+
+REQUEST = [request_type_is_kind, request_meta_at_top_level, computer_is_compute, schedule_blocks]
+
+
+# --- components ------------------------------------------------------------------------------
+
+
+def type_is_kind(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """``{type: X}`` -> ``{kind: X}`` (``kind`` wins when both are there)."""
+    if "kind" not in doc and isinstance(doc.get("type"), str):
+        doc["kind"] = doc.pop("type")
+    return doc
+
+
+def meta_at_top_level(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """``{name: n, uuid: u, href: h}`` -> ``{meta: {name: n, uuid: u, url: h}}`` (what
+    ``meta`` already has wins)."""
+    move_into_meta(doc, {META_KEYS[k]: doc.pop(k) for k in list(doc) if k in META_KEYS})
+    return doc
+
+
+def older_kind_uri(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """``kind: urn:docker-container-0.1`` (or any spelling in ``kind_uris``) -> the canonical
+    ``kind: https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable/
+    docker-container.yaml``."""
+    if isinstance(doc.get("kind"), str):
+        doc["kind"] = canonical_kind(doc["kind"], category, registry)
+    return doc
+
+
+def executable_properties(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """The executable's kind-specific settings as a ``properties`` map (or a list of
+    ``{name, value}`` pairs), merged into the executable; fields set directly win::
+
+        {kind: K, properties: {location: L}}  ->  {kind: K, location: L}
+    """
+    if category != "executable" or "properties" not in doc:
+        return doc
+    properties = doc["properties"]
+    if isinstance(properties, list) and all(
+        isinstance(p, dict) and set(p) <= {"name", "key", "value"} for p in properties
+    ):
+        properties = {p.get("name", p.get("key")): p.get("value") for p in properties}
+    if not isinstance(properties, dict) or not all(isinstance(k, str) for k in properties):
+        return doc  # not of this form: validation reports the unknown field
+    del doc["properties"]
+    for key, value in properties.items():
+        doc.setdefault(key, value)
+    return doc
+
+
+def notebook_is_location(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """A Jupyter notebook's URL was ``notebook``: ``{notebook: U}`` -> ``{location: U}``."""
+    if (
+        is_kind(doc, "jupyter-notebook", "executable", registry)
+        and "location" not in doc
+        and isinstance(doc.get("notebook"), str)
+    ):
+        doc["location"] = doc.pop("notebook")
+    return doc
+
+
+def image_as_a_string(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """A container image was one string: ``{image: R}`` -> ``{image: {locations: [R]}}``."""
+    if category == "executable" and isinstance(doc.get("image"), str):
+        doc["image"] = {"locations": [doc["image"]]}
+    return doc
+
+
+def requested_and_offered_amounts(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """Amounts had a requested and an offered range; a request's is the requested one::
+
+        cores: {requested: {min: 1, max: 2}, offered: {...}}  ->  cores: {min: 1, max: 2}
+
+    (also ``memory``; ``size`` of storage; a ``minimal`` flag is dropped: the node offers
+    the most that fits up to the max, never below the min; ``units: GiB`` is what amounts
+    are counted in, other units are left for validation to refuse).
+    """
+    for field in ("cores", "memory", "size"):
+        amount = doc.get(field)
+        if (
+            isinstance(amount, dict)
+            and isinstance(amount.get("requested"), dict)
+            and set(amount) <= {"requested", "offered"}
+        ):
+            requested = dict(amount["requested"])
+            requested.pop("minimal", None)
+            if requested.get("units") == "GiB":  # the unit amounts are counted in
+                del requested["units"]
+            doc[field] = requested
+    return doc
+
+
+def port_numbers_as_strings(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """Ports were strings, with the external interface's ``address`` beside them::
+
+    {internal: "8080", external: "30080", address: "192.0.2.1"}
+    ->  {internal: 8080, external: {port: 30080, addresses: ["192.0.2.1"]}}
+    """
+    network = doc.get("network") if category == "executable" else None
+    for port in (network.get("ports") if isinstance(network, dict) else None) or []:
+        if not isinstance(port, dict):
+            continue
+        for side in ("internal", "external"):
+            if isinstance(port.get(side), str) and port[side].strip().isdigit():
+                port[side] = int(port[side])
+        if isinstance(port.get("address"), str):
+            external = port.get("external")
+            external = external if isinstance(external, dict) else {"port": external}
+            if external.get("port") is None:
+                external.pop("port")
+            external.setdefault("addresses", [port.pop("address")])
+            port["external"] = external
+    return doc
+
+
+def rucio_domain_and_object(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """A Rucio resource had ``domain`` and ``object``: -> ``scope`` and ``objectname``."""
+    if is_kind(doc, "rucio-data-resource", "data", registry):
+        for old, new in (("domain", "scope"), ("object", "objectname")):
+            if old in doc and new not in doc:
+                doc[new] = doc.pop(old)
+    return doc
+
+
+COMPONENT = [
+    type_is_kind,
+    meta_at_top_level,
+    older_kind_uri,
+    executable_properties,
+    notebook_is_location,
+    image_as_a_string,
+    requested_and_offered_amounts,
+    port_numbers_as_strings,
+    rucio_domain_and_object,
+]
+
+
+# --- updates ---------------------------------------------------------------------------------
+
+
+def update_wrapper(doc: Doc) -> Any:
+    """``{update: {kind: K, path: P, value: V}}`` -> ``{kind: K, path: P, value: V}`` (only
+    when ``update`` is all there is)."""
+    if set(doc) == {"update"} and isinstance(doc["update"], dict):
+        return dict(doc["update"])
+    return doc
+
+
+def update_type_is_kind(doc: Doc) -> Doc:
+    """``{type: uri:enum-value-update, ...}`` -> ``{kind: uri:enum-value-update, ...}``."""
+    if "kind" not in doc and isinstance(doc.get("type"), str):
+        doc["kind"] = doc.pop("type")
+    return doc
+
+
+_OLDER_UPDATE_KIND = re.compile(r"^(?:urn|uri):(?P<name>[a-z-]+?-update)(?:-\d+\.\d+)?$")
+
+
+def older_update_kind(doc: Doc) -> Doc:
+    """``urn:enum-value-update-0.1``, ``urn:enum-value-update``, ``uri:enum-value-update-1.0``
+    -> ``uri:enum-value-update`` (and so for every ``*-update``)."""
+    kind = doc.get("kind")
+    if isinstance(kind, str) and (match := _OLDER_UPDATE_KIND.match(kind)):
+        doc["kind"] = f"uri:{match['name']}"
+    return doc
+
+
+def state_is_phase(doc: Doc) -> Doc:
+    """A session's phase was its ``state``: ``{path: state}`` -> ``{path: phase}``."""
+    if doc.get("path") in ("state", "/state"):
+        doc["path"] = "phase"
+    return doc
+
+
+UPDATE = [update_wrapper, update_type_is_kind, older_update_kind, state_is_phase]
