@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from broker_core.schedule import ScheduleError, parse_interval
+from broker_core.sessions.views import OLD_SESSION_KIND, SESSION_KIND, wire_messages, wire_schedule
 
 
 class _Meta(BaseModel):
@@ -54,9 +56,13 @@ class Candidate:
 
 
 def _instant(value: Any) -> float:
+    """The earliest instant of a start: an instant (nodes before the standard's form) or an
+    ISO-8601 interval (``<instant>/PT0S``, ``start/end``, ``duration/end``), the standard's."""
+    if not isinstance(value, str):
+        return float("inf")
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return parse_interval(value).start.timestamp()
+    except (ScheduleError, ValueError, OverflowError):
         return float("inf")
 
 
@@ -96,7 +102,14 @@ def rewrite_session(
     """An upstream session as the aggregator serves it: its own uuid and URLs, and the site
     path it comes through (``site.upstream``: ``national/site-a`` through two levels)."""
     doc = dict(document)
+    # a node of the form before the standard's: its kind, start instants and message values
+    if doc.get("kind") == OLD_SESSION_KIND:
+        doc["kind"] = SESSION_KIND
+    if isinstance(doc.get("schedule"), dict):
+        doc["schedule"] = wire_schedule(doc["schedule"])
     meta = dict(doc.get("meta") or {})
+    if "messages" in meta:
+        meta["messages"] = wire_messages(meta["messages"])
     meta["uuid"] = local_uuid
     meta["url"] = f"{base_url}/sessions/{local_uuid}"
     doc["meta"] = meta

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from broker_core.errors import Conflict, NotFound, UpstreamUnavailable
 from broker_core.kinds.base import Message, message
-from broker_core.sessions.views import OFFERSET_KIND, instant
+from broker_core.sessions.views import OFFERSET_KIND, instant, wire_messages
 
 from .config import AggregatorConfig
 from .merge import (
@@ -50,7 +50,8 @@ def _project_query(project: str | None) -> str:
 
 
 def _dump(m: Message) -> dict[str, Any]:
-    return m.model_dump(exclude_none=True)
+    (dumped,) = wire_messages([m.model_dump(exclude_none=True)])  # values as strings
+    return dumped
 
 
 class Aggregator:
@@ -192,7 +193,7 @@ class Aggregator:
         fetched = await asyncio.gather(
             *(self._fetch(r, token) for r in remotes), return_exceptions=True
         )
-        messages = list(stored["messages"])
+        messages = list(wire_messages(stored["messages"]))
         offers = []
         for remote, result in zip(remotes, fetched, strict=True):
             if isinstance(result, BaseException):

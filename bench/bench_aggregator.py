@@ -78,7 +78,7 @@ KIND = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/"
 DOCKER = KIND + "executable/docker-container.yaml"
 COMPUTE = KIND + "compute/simple-compute-resource.yaml"
 OFFERSET_KIND = KIND + "offerset/offerset-response.yaml"
-SESSION_KIND = KIND + "session/execution-session.yaml"
+SESSION_KIND = KIND + "session/scheduled-execution-session.yaml"
 MAX_OFFERS = 16
 FANOUT_DEADLINE = 10.0  # seconds, fanout.deadline
 HANG = 30.0  # seconds the slow upstream sleeps
@@ -141,7 +141,7 @@ class Fakes:
                 "expires": iso(now + 300),
                 "schedule": {
                     "preparing": {"start": iso(start), "duration": "PT0S"},
-                    "available": {"start": iso(start), "duration": "PT1H"},
+                    "available": {"start": f"{iso(start)}/PT0S", "duration": "PT1H"},
                     "releasing": {"start": iso(start + 3600), "duration": "PT0S"},
                 },
                 "site": {"name": name},

@@ -173,3 +173,9 @@ def request_doc(
 
 
 ACCEPT = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
+
+
+def offered_start(offer: dict[str, Any]) -> str:
+    """The instant an offer starts at: its ``schedule.available.start`` is an ISO-8601
+    interval (``<instant>/PT0S``), as the standard's ScheduleStartDurationInterval has it."""
+    return offer["schedule"]["available"]["start"].split("/")[0]

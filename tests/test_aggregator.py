@@ -15,7 +15,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.conftest import ACCEPT, request_doc
+from tests.conftest import ACCEPT, offered_start, request_doc
 from tests.nodes import Node, free_port, start_node
 
 pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
@@ -174,7 +174,7 @@ def test_offers_are_merged_from_every_node_and_failures_named(federation):
     for offer in answer["offers"]:
         assert offer["meta"]["url"] == f"{national.url}/sessions/{offer['meta']['uuid']}"
         assert offer["offerset"]["uuid"] == answer["meta"]["uuid"]
-    starts = [o["schedule"]["available"]["start"] for o in answer["offers"]]
+    starts = [offered_start(o) for o in answer["offers"]]
     assert starts == sorted(starts)
     why = texts(answer)
     assert "upstream dead failed: cannot reach it" in why

@@ -111,6 +111,33 @@ def test_merge_orders_earliest_first_then_by_weight_or_by_cost():
     assert len(rank(candidates, "earliest", 2)) == 2
 
 
+def test_merge_reads_instant_and_interval_starts_of_nodes_of_either_form():
+    """Nodes of the standard's form give ``available.start`` as an interval, older nodes as an
+    instant: the aggregator federates both and orders them on one time line."""
+    answer = parse_offerset({"result": "YES", "offers": [
+        offer("interval-late", "2026-11-22T12:00:00Z/PT0S"),
+        offer("instant-mid", "2026-11-22T10:00:00Z"),
+        offer("interval-early", "2026-11-22T09:00:00Z/2026-11-22T09:30:00Z"),
+        offer("duration-end", "PT1H/2026-11-22T10:30:00Z"),  # from 09:30
+        offer("garbage", "not a time"),
+    ]})  # fmt: skip
+    candidates = [Candidate("a", 1.0, o) for o in answer.offers]
+    assert [c.offer.meta.uuid for c in rank(candidates, "earliest", 10)] == [
+        "interval-early", "duration-end", "instant-mid", "interval-late", "garbage",
+    ]  # fmt: skip
+
+
+def test_sessions_of_older_nodes_are_served_in_the_standards_form():
+    old = offer("r1", "2026-11-22T09:00:00Z")
+    old["kind"] = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/session/execution-session.yaml"
+    old["meta"]["messages"] = [{"template": "{n} cores", "values": {"n": 4}, "message": "4 cores"}]
+    doc = rewrite_session(old, local_uuid="l1", offerset_uuid="os", upstream="a",
+                          base_url="http://agg")  # fmt: skip
+    assert doc["kind"].endswith("/session/scheduled-execution-session.yaml")
+    assert doc["schedule"]["available"]["start"] == "2026-11-22T09:00:00Z/PT0S"
+    assert doc["meta"]["messages"][0]["values"] == {"n": "4"}
+
+
 def test_rewritten_sessions_point_at_the_aggregator_and_name_their_path():
     below = offer("r1", "2026-11-22T09:00:00Z")
     below["site"]["upstream"] = "site-a"  # it came through another aggregator

@@ -172,7 +172,7 @@ def test_compute_with_volumes_and_storage(client: TestClient) -> None:
         assert storage["size"]["min"] == storage["size"]["max"]
         assert 10 <= storage["size"]["min"] <= 20
         (data,) = offer["data"]
-        assert data["kind"] == SIMPLE_DATA and data["storage"] == "scratch"
+        assert data["kind"] == SIMPLE_DATA and data["storage"] == storage["meta"]["uuid"]  # by uuid
         assert data["location"] == "https://archive.example.org/in.fits"
         assert data["meta"]["uuid"]
     # a 16-core, 64 GiB pool has room for the most asked for
@@ -236,8 +236,9 @@ def test_data_kinds_accepted_and_echoed(client: TestClient, name: str) -> None:
     for offer in offers:
         (echoed,) = offer["data"]
         assert echoed["meta"]["uuid"] and echoed["meta"]["name"] == f"{name}-data"
+        assert echoed["storage"] == offer["storage"][0]["meta"]["uuid"]  # "scratch", by uuid
         for key, value in data.items():
-            if key != "meta":
+            if key not in ("meta", "storage"):
                 assert echoed[key] == value, key
 
 
@@ -445,10 +446,12 @@ def test_legacy_storage_data_and_volumes(client: TestClient) -> None:
     assert offer["meta"]["name"] == "old-style"
     assert offer["executable"]["kind"] == NOTEBOOK
     assert [v["kind"] for v in offer["compute"]["volumes"]] == [VOLUME, VOLUME]
-    assert [s["kind"] for s in offer["storage"]] == [STORAGE]
+    # the data resources that name no storage get one each (by uuid), as the standard's do
+    assert [s["kind"] for s in offer["storage"]] == [STORAGE, STORAGE, STORAGE]
     assert offer["storage"][0]["meta"]["name"] == "scratch"
     assert [d["kind"] for d in offer["data"]] == [SIMPLE_DATA, S3_DATA, SKAO_DATA]
     assert [d["meta"]["name"] for d in offer["data"]] == ["input", "s3", "skao"]
+    assert [d["storage"] for d in offer["data"]] == [s["meta"]["uuid"] for s in offer["storage"]]
 
 
 def test_legacy_single_component_where_a_list_is_expected(client: TestClient) -> None:

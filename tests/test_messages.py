@@ -24,7 +24,7 @@ from broker_core.schedule import instants_without_zone
 from broker_core.suggest import did_you_mean, duration_from_words, unknown_field
 from platforms.registry import build_platforms
 from policies.registry import build_policies
-from tests.conftest import ACCEPT, make_config, request_doc
+from tests.conftest import ACCEPT, make_config, offered_start, request_doc
 from tests.nodes import ROOT, start_node
 
 # --- did you mean: one helper for request documents and config keys -----------------------------
@@ -206,7 +206,7 @@ def test_a_window_partly_in_the_past_is_clipped_to_now_silently(client):
     start = _iso(now - timedelta(hours=1))
     answer = client.post("/requests", json=request_doc(start=f"{start}/PT4H")).json()
     assert answer["result"] == "YES" and _messages(answer) == []
-    first = answer["offers"][0]["schedule"]["available"]["start"]
+    first = offered_start(answer["offers"][0])
     assert datetime.fromisoformat(first) >= now - timedelta(seconds=1)
 
 
@@ -253,7 +253,7 @@ def test_a_time_without_a_zone_is_taken_as_utc_and_the_answer_says_so(client):
         f"start {day}T09:00:00 has no time zone: taken as UTC ({day}T09:00:00Z); add Z or an "
         "offset such as +01:00 to say which zone is meant"
     )
-    start = answer["offers"][0]["schedule"]["available"]["start"]
+    start = offered_start(answer["offers"][0])
     assert start.startswith(f"{day}T09:00:00")
     # with a zone: nothing to say
     answer = client.post("/requests", json=request_doc(start=f"{day}T09:00:00Z/PT4H")).json()

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from broker_core.offers.service import request_offers
-from tests.conftest import ACCEPT, request_doc
+from tests.conftest import ACCEPT, offered_start, request_doc
 
 
 def iso(dt: datetime) -> str:
@@ -32,7 +32,7 @@ def test_defaults_when_nothing_is_said(client):
     offer = answer["offers"][0]
     assert offer["compute"]["cores"] == {"min": 1, "max": 1}
     assert offer["schedule"]["available"]["duration"] == "PT1H"  # the default duration
-    start = parse(offer["schedule"]["available"]["start"])
+    start = parse(offered_start(offer))
     assert start - datetime.now(UTC) < timedelta(minutes=2)  # as soon as possible
     assert offer["meta"]["options"] == [
         {"kind": "uri:enum-value-option", "path": "phase", "values": ["ACCEPTED", "REJECTED"]}
@@ -45,7 +45,7 @@ def test_offers_lie_inside_the_requested_intervals(client):
     day = [tomorrow + timedelta(days=d) for d in range(3)]
     windows = [f"{iso(d + timedelta(hours=9))}/{iso(d + timedelta(hours=12))}" for d in day]
     answer = offers_of(client, request_doc((1, 2), duration="PT4H", start=windows))
-    starts = [parse(o["schedule"]["available"]["start"]) for o in answer["offers"]]
+    starts = [parse(offered_start(o)) for o in answer["offers"]]
     assert len(starts) == 3
     for day, start in enumerate(starts):
         assert tomorrow + timedelta(days=day, hours=9) <= start
@@ -57,13 +57,13 @@ def test_start_duration_and_duration_end_intervals(client):
     base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     for start in (f"{iso(base)}/PT2H", f"PT2H/{iso(base + timedelta(hours=2))}"):
         answer = offers_of(client, request_doc(start=start))
-        first = parse(answer["offers"][0]["schedule"]["available"]["start"])
+        first = parse(offered_start(answer["offers"][0]))
         assert base <= first <= base + timedelta(hours=2)
 
 
 def test_offers_are_distinct_alternatives_earliest_first(client):
     answer = offers_of(client, request_doc((2, 4)))
-    starts = [o["schedule"]["available"]["start"] for o in answer["offers"]]
+    starts = [offered_start(o) for o in answer["offers"]]
     assert starts == sorted(starts) and len(set(starts)) == len(starts) == 4
 
 

@@ -24,7 +24,7 @@ import yaml
 from broker_core.config import PlatformConfig
 from platforms.contract import Platform, work_name
 from platforms.registry import build_platforms
-from tests.conftest import ACCEPT, COMPUTE, DOCKER, unavailable
+from tests.conftest import ACCEPT, COMPUTE, DOCKER, offered_start, unavailable
 from tests.nodes import Node, start_node
 
 pytestmark = pytest.mark.slow  # real processes or fuzzing: `-m 'not slow'` leaves it out
@@ -256,7 +256,7 @@ def test_offers_avoid_a_slurm_maintenance_window(site, node, data_file):
         for offer in r.json()["offers"]:
             schedule = offer["schedule"]
             begins = utc(schedule["preparing"]["start"])
-            ends = utc(schedule["available"]["start"]) + 600
+            ends = utc(offered_start(offer)) + 600
             # no offer overlaps the maintenance window [start, start + 30 min)
             assert ends <= start or begins >= start + 1800, schedule
     finally:

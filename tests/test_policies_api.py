@@ -18,7 +18,7 @@ from broker_core.broker import Broker
 from broker_core.db.tables import Allocation, Booking, ResourcePool, UsageRecord
 from broker_core.schedule import parse_duration
 from policies.contract import Decision, PolicyBase
-from tests.conftest import ACCEPT, request_doc
+from tests.conftest import ACCEPT, offered_start, request_doc
 from tests.oidc_issuer import OidcIssuer, rsa_key
 from tests.policy_service import PolicyService, deny, limit, slow, unused_url
 
@@ -142,8 +142,8 @@ def test_a_local_user_in_the_federation_can_use_all_1000_cores_on_both_pools(sit
     other = ask(client, auth(issuer, "fed", "federation"),
                 request_doc(cores=(1, 1), duration="PT1H"))  # fmt: skip
     assert other["result"] == "YES"
-    booked_end = offer["schedule"]["available"]["start"]
-    assert all(o["schedule"]["available"]["start"] > booked_end for o in other["offers"])
+    booked_end = offered_start(offer)
+    assert all(offered_start(o) > booked_end for o in other["offers"])
 
 
 def test_a_national_user_gets_the_local_share_and_a_stranger_nothing(site, issuer):
@@ -171,7 +171,7 @@ def test_time_windows_keep_sessions_inside_the_permitted_hours(site, issuer):
     answer = ask(client, headers, request_doc(cores=(1, 1), duration="PT1H"))
     assert answer["result"] == "YES", texts(answer)
     for offer in answer["offers"]:
-        start = offer["schedule"]["available"]["start"]  # e.g. 2026-11-22T02:00:00Z
+        start = offered_start(offer)  # e.g. 2026-11-22T02:00:00Z
         hour, minute = int(start[11:13]), int(start[14:16])
         assert (2, 0) <= (hour, minute) <= (3, 0), start
 
@@ -341,7 +341,7 @@ def test_a_project_named_by_the_caller_must_be_theirs(accounted, issuer):
 
 def window(offer: dict[str, Any]) -> tuple[float, float]:
     available = offer["schedule"]["available"]
-    start = datetime.fromisoformat(available["start"].replace("Z", "+00:00")).timestamp()
+    start = datetime.fromisoformat(offered_start(offer).replace("Z", "+00:00")).timestamp()
     return start, start + parse_duration(available["duration"]).total_seconds()
 
 
@@ -499,7 +499,7 @@ def test_direct_execution_outside_the_permitted_times_is_refused(
     answer = ask(client, headers, request_doc(duration="PT1H"))
     assert answer["result"] == "YES"
     for offer in answer["offers"]:
-        start = offer["schedule"]["available"]["start"][11:16]  # "HH:MM", the session lasts 1 h
+        start = offered_start(offer)[11:16]  # "HH:MM", the session lasts 1 h
         assert start[:2] == f"{later:02d}" or start == f"{(later + 1) % 24:02d}:00", start
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from tests.conftest import offered_start
 from tests.nodes import Node, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +122,7 @@ def test_readme_window_command_gets_offers_in_tomorrows_window(tmp_path: Path) -
         assert answer["result"] == "YES", answer["meta"].get("messages")
         tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
         for offer in answer["offers"]:
-            start = offer["schedule"]["available"]["start"]
+            start = offered_start(offer)
             assert start.startswith(tomorrow) and "T08:00:00Z" <= start[10:] <= "T12:00:00Z"
     finally:
         node.stop()

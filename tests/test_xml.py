@@ -112,7 +112,12 @@ VOLATILE = {"uuid", "url", "created", "modified", "expires", "time", "start", "o
 def essentials(offer_set: Any) -> Any:
     """What two answers to the same request share (not their uuids, times or holds)."""
     if isinstance(offer_set, dict):
-        return {k: essentials(v) for k, v in offer_set.items() if k not in VOLATILE}
+        return {
+            k: essentials(v)
+            for k, v in offer_set.items()
+            # a data resource names its storage by the storage's uuid, which differs too
+            if k not in VOLATILE and not (k == "storage" and isinstance(v, str))
+        }
     if isinstance(offer_set, list):
         return [essentials(v) for v in offer_set]
     return offer_set

@@ -533,6 +533,7 @@ def _session_document(
         storage, _share(slot.totals.get("storage", 0), demand.storage_sizes), strict=True
     ):
         doc["size"] = {"min": size, "max": size}
+    data = _link_storage(broker, [dump(d) for d in components["data"]], storage)
     pools = sorted({p.name for p in slot.pools})
     granted = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
     return {
@@ -559,9 +560,30 @@ def _session_document(
         "executable": dump(components["executable"]),
         "compute": compute,
         "storage": storage,
-        "data": [dump(d) for d in components["data"]],
+        "data": data,
         "costs": [c.model_dump(exclude_none=True) for c in request.costs],
     }
+
+
+def _link_storage(
+    broker: Broker, data: list[dict[str, Any]], storage: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each data resource names its storage by uuid, as the standard's answers do; a data
+    resource that names none gets a storage resource of its own (appended to ``storage``; no
+    size is booked for it), as the standard's brokers make one."""
+    uuids = {(s.get("meta") or {}).get("name"): s["meta"]["uuid"] for s in storage}
+    for doc in data:
+        target = doc.get("storage")
+        if isinstance(target, str) and target in uuids:
+            doc["storage"] = uuids[target]
+        elif not target:
+            made = {
+                "kind": broker.registry.find_by_name("simple-storage-resource", "storage"),
+                "meta": {"uuid": str(uuidlib.uuid4())},
+            }
+            storage.append(made)
+            doc["storage"] = made["meta"]["uuid"]
+    return data
 
 
 def _share(total: int, sizes: list[Range]) -> list[int]:

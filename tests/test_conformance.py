@@ -1,0 +1,392 @@
+"""Every answer of every endpoint validates against the IVOA ExecutionBroker schema.
+
+The schema is the standard's own (Calycopis-openapi v1.0, OpenAPI 3.1 with relative ``$ref``s
+between its files), read from the folder ``EBROKER_STANDARD_SCHEMA`` names (CI sets it to
+``../shared/standard/calycopis-openapi-v1.0``); without it these tests skip, and under
+``EBROKER_REQUIRE_INTEGRATION=1`` fail. Each answer is checked against the schema of the
+operation's 200 answer in the standard's ``execution-broker.yaml``, in JSON and in YAML.
+
+JSON Schema itself ignores OpenAPI's ``discriminator``, but the standard's generated clients
+pick the class of a document by it, so the validator here does too: a ``kind`` must be one the
+mapping names, and the document must then validate against the schema it maps to.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator, ValidationError
+from jsonschema.validators import extend
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from starlette.testclient import TestClient
+
+from broker_core.http.app import create_app
+from tests.conftest import ACCEPT, DOCKER, POOL_CONFIG, request_doc, unavailable
+
+SCHEMA_ENV = "EBROKER_STANDARD_SCHEMA"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REQUEST_FILES = sorted(p.name for p in (EXAMPLES / "requests").glob("*.yaml"))
+YAML_CT = {"Content-Type": "application/yaml"}
+FORMATS = ("application/json", "application/yaml")
+REJECT = {**ACCEPT, "value": "REJECTED"}
+CANCEL = {**ACCEPT, "value": "CANCELLED"}
+
+OFFERSET = ("/requests", "post")  # the standard's operations whose answers are checked
+OFFERSET_GET = ("/offersets/{uuid}", "get")
+SESSION_GET = ("/sessions/{uuid}", "get")
+SESSION_POST = ("/sessions/{uuid}", "post")
+DIRECT = ("/direct", "post")
+
+
+# --- the standard's schema ---------------------------------------------------------------------
+
+
+class Standard:
+    """The standard's schema files in one registry, and a validator per operation's answer."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder.resolve()
+        self.base = self.folder.as_uri() + "/"
+        resources = []
+        for path in sorted(self.folder.rglob("*.yaml")):
+            uri = path.as_uri()
+            contents = yaml.safe_load(path.read_text())
+            _absolute_mappings(contents, uri)
+            resources.append((uri, Resource.from_contents(contents, DRAFT202012)))
+        self.registry: Registry = Registry().with_resources(resources)
+        self.validator_class = extend(Draft202012Validator, {"discriminator": _discriminator})
+
+    def answer_schema(self, operation: tuple[str, str], media: str) -> dict[str, Any]:
+        path, method = operation
+        pointer = "/".join(
+            part.replace("~", "~0").replace("/", "~1")
+            for part in ("paths", path, method, "responses", "200", "content", media, "schema")
+        )
+        return {"$ref": f"{self.base}execution-broker.yaml#/{pointer}"}
+
+    def schema(self, name: str) -> dict[str, Any]:
+        return {"$ref": f"{self.base}components.yaml#/components/schemas/{name}"}
+
+    def errors(self, schema: dict[str, Any], document: Any) -> list[str]:
+        validator = self.validator_class(
+            schema,
+            registry=self.registry,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+        )
+        found = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+        return [_describe(e) for e in found]
+
+
+def _absolute_mappings(node: Any, uri: str) -> None:
+    """Make every discriminator mapping an absolute URI (relative to the file it is in)."""
+    if isinstance(node, dict):
+        mapping = (node.get("discriminator") or {}).get("mapping")
+        if isinstance(mapping, dict):
+            for key, ref in mapping.items():
+                mapping[key] = urljoin(uri, ref)
+        for value in node.values():
+            _absolute_mappings(value, uri)
+    elif isinstance(node, list):
+        for value in node:
+            _absolute_mappings(value, uri)
+
+
+_dispatching: set[tuple[int, str]] = set()  # (instance, mapped schema) being validated now
+
+
+def _discriminator(
+    validator: Any, discriminator: dict[str, Any], instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """OpenAPI's discriminator as the standard's generated clients read it."""
+    if not isinstance(instance, dict):
+        return
+    name = discriminator.get("propertyName")
+    mapping = discriminator.get("mapping") or {}
+    if not name or not mapping:
+        return
+    value = instance.get(name)
+    if value not in mapping:
+        yield ValidationError(
+            f"{name} {value!r} is none of the discriminator's mapping: {sorted(mapping)}"
+        )
+        return
+    key = (id(instance), mapping[value])
+    if key in _dispatching:  # the mapped schema is a subtype of this one: checked already
+        return
+    _dispatching.add(key)
+    try:
+        yield from validator.descend(instance, {"$ref": mapping[value]})
+    finally:
+        _dispatching.discard(key)
+
+
+def _describe(error: ValidationError) -> str:
+    where = "/" + "/".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message[:300]}"
+
+
+@pytest.fixture(scope="module")
+def standard() -> Standard:
+    folder = os.environ.get(SCHEMA_ENV)
+    if not folder:
+        unavailable(f"{SCHEMA_ENV} names no folder with the standard's schema")
+    path = Path(folder)
+    if not (path / "execution-broker.yaml").is_file():
+        unavailable(f"{SCHEMA_ENV}={folder} holds no execution-broker.yaml")
+    return Standard(path)
+
+
+# --- a node and its answers --------------------------------------------------------------------
+
+
+@pytest.fixture
+def node(broker_factory, sqlite_url, tmp_path) -> Iterator[Any]:
+    """A node whose simulated work runs for ``run_time`` (the lifecycle on short timers)."""
+    clients: list[TestClient] = []
+
+    def make(run_time: str = "PT1S", exit_code: int = 0) -> TestClient:
+        platform = POOL_CONFIG["platforms"][0]
+        options = {**platform["options"], "run_time": run_time, "exit_code": exit_code}
+        broker = broker_factory(
+            sqlite_url,
+            platforms=[{**platform, "options": options}],
+            lifecycle={"workdir": str(tmp_path / "sessions"), "poll_interval": "PT1S"},
+            offers={"granularity": "PT1S"},
+        )
+        client = TestClient(create_app(broker), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def conforms(
+    standard: Standard,
+    client: TestClient,
+    method: str,
+    url: str,
+    operation: tuple[str, str],
+    *,
+    status: int = 200,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Ask in JSON and in YAML; both answers must validate. The JSON answer."""
+    answers = {}
+    headers = kwargs.pop("headers", {})
+    for media in FORMATS:
+        if media == "application/yaml" and method == "POST" and operation != SESSION_POST:
+            continue  # a second POST would make a second offer set: its YAML is checked below
+        r = client.request(method, url, headers={"Accept": media, **headers}, **kwargs)
+        assert r.status_code == status, r.text
+        document = r.json() if media == "application/json" else yaml.safe_load(r.text)
+        check(standard, operation, media, document)
+        answers[media] = document
+    return answers["application/json"]
+
+
+def check(standard: Standard, operation: tuple[str, str], media: str, document: Any) -> None:
+    if operation == DIRECT:  # the node answers 201 with an offer set; each session is checked
+        schema = standard.schema("AbstractExecutionSession")
+        errors = [e for offer in document["offers"] for e in standard.errors(schema, offer)]
+    else:
+        errors = standard.errors(standard.answer_schema(operation, media), document)
+    assert not errors, f"{operation} {media}: " + "\n".join(errors)
+
+
+def post_yaml_too(standard: Standard, client: TestClient, url: str, body: bytes) -> None:
+    """The YAML answer of a POST that makes an offer set."""
+    r = client.post(url, content=body, headers={**YAML_CT, "Accept": "application/yaml"})
+    assert r.status_code == 200, r.text
+    check(standard, OFFERSET, "application/yaml", yaml.safe_load(r.text))
+
+
+def sessions_conform(standard: Standard, client: TestClient, offerset: dict[str, Any]) -> None:
+    conforms(standard, client, "GET", f"/offersets/{offerset['meta']['uuid']}", OFFERSET_GET)
+    for offer in offerset["offers"]:
+        conforms(standard, client, "GET", f"/sessions/{offer['meta']['uuid']}", SESSION_GET)
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+def test_the_standard_is_read_and_its_discriminators_apply(standard: Standard) -> None:
+    """The validator is no rubber stamp: a wrong session kind and an integer message value fail."""
+    session = {"kind": "https://example.org/not-a-session-kind", "phase": "OFFERED"}
+    assert standard.errors(standard.schema("AbstractExecutionSession"), session)
+    offerset = {"result": "NO", "meta": {"messages": [{"template": "{n}", "values": {"n": 1}}]}}
+    assert standard.errors(standard.answer_schema(OFFERSET, "application/json"), offerset)
+    assert not standard.errors(
+        standard.answer_schema(OFFERSET, "application/json"), {"result": "NO", "offers": []}
+    )
+    scheduled = {
+        "kind": "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/session/"
+        "scheduled-execution-session.yaml",
+        "schedule": {"available": {"start": "2026-12-01T09:00:00Z/PT0S", "duration": "PT1H"}},
+    }
+    assert not standard.errors(standard.schema("AbstractExecutionSession"), scheduled)
+    scheduled["schedule"]["available"]["start"] = "2026-12-01T09:00:00Z"  # an instant
+    assert standard.errors(standard.schema("AbstractExecutionSession"), scheduled)
+
+
+@pytest.mark.parametrize("name", REQUEST_FILES)
+def test_offers_for_every_example_conform(standard: Standard, client: TestClient, name: str):
+    body = (EXAMPLES / "requests" / name).read_bytes()
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, content=body,
+                      headers=YAML_CT)  # fmt: skip
+    assert answer["result"] == "YES", answer["meta"].get("messages")
+    post_yaml_too(standard, client, "/requests", body)
+    sessions_conform(standard, client, answer)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        request_doc(cores=(4096, 4096)),  # far more cores than the node has
+        request_doc(memory=(10**6, 10**6)),
+        request_doc(start="2020-01-01T00:00:00Z/PT1H"),  # in the past
+        request_doc(start="2099-01-01T00:00:00Z/PT1H"),  # beyond the look-ahead
+        {**request_doc(), "executable": {"kind": "https://example.org/unknown-executable"}},
+        request_doc(start="2030-01-01T09:00:00/PT1H"),  # no zone: WARN, and NO (too far)
+    ],
+    ids=["cores", "memory", "past", "beyond-look-ahead", "unknown-kind", "no-zone"],
+)
+def test_no_answers_conform(standard: Standard, client: TestClient, document: dict[str, Any]):
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=document)
+    assert answer["result"] == "NO"
+    assert answer["meta"]["messages"]
+    post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
+    conforms(standard, client, "GET", f"/offersets/{answer['meta']['uuid']}", OFFERSET_GET)
+
+
+def test_the_legacy_offersets_path_conforms(standard: Standard, client: TestClient) -> None:
+    body = (EXAMPLES / "requests" / "05-legacy-types.yaml").read_bytes()
+    answer = conforms(standard, client, "POST", "/offersets", OFFERSET, content=body,
+                      headers=YAML_CT)  # fmt: skip
+    post_yaml_too(standard, client, "/offersets", body)
+    sessions_conform(standard, client, answer)
+
+
+def test_accept_reject_and_cancel_answers_conform(standard: Standard, node: Any) -> None:
+    client = node(run_time="PT1H")
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET,
+                      json=request_doc(start="2030-01-01T00:00:00Z/PT1H"))  # fmt: skip
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=request_doc())
+    first, *others = answer["offers"]
+    assert others, "the node offers more than one slot"
+    url = f"/sessions/{first['meta']['uuid']}"
+    accepted = conforms(standard, client, "POST", url, SESSION_POST, json=ACCEPT)
+    assert accepted["phase"] in ("ACCEPTED", "WAITING", "PREPARING", "AVAILABLE", "RUNNING")
+    sessions_conform(standard, client, answer)  # the siblings are REJECTED now
+    extended = {"kind": "uri:integer-delta-update", "path": "schedule.duration", "delta": 60}
+    conforms(standard, client, "POST", url, SESSION_POST, json=extended)
+    cancelled = conforms(standard, client, "POST", url, SESSION_POST, json=CANCEL)
+    assert cancelled["phase"] == "CANCELLED"
+
+    second = conforms(standard, client, "POST", "/requests", OFFERSET, json=request_doc())
+    other = f"/sessions/{second['offers'][0]['meta']['uuid']}"
+    rejected = conforms(standard, client, "POST", other, SESSION_POST, json=REJECT)
+    assert rejected["phase"] == "REJECTED"
+    wait_until(standard, client, url, {"CANCELLED"}, final=True)
+    sessions_conform(standard, client, second)
+
+
+def wait_until(
+    standard: Standard, client: TestClient, url: str, phases: set[str], *, final: bool = False
+) -> set[str]:
+    """Follow a session, validating every answer; the phases seen."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while True:
+        doc = conforms(standard, client, "GET", url, SESSION_GET)
+        seen.add(doc["phase"])
+        if doc["phase"] in phases and (not final or not doc.get("components") or all(
+            c["phase"] != "PREPARING" for c in doc["components"]
+        )):  # fmt: skip
+            return seen
+        assert time.monotonic() < deadline, f"still {doc['phase']}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("exit_code", "end"), [(0, "COMPLETED"), (3, "FAILED")])
+def test_sessions_the_lifecycle_moved_on_conform(
+    standard: Standard, node: Any, exit_code: int, end: str
+) -> None:
+    client = node(run_time="PT1S", exit_code=exit_code)
+    body = (EXAMPLES / "requests" / "03-notebook-with-data.yaml").read_bytes()
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, content=body,
+                      headers=YAML_CT)  # fmt: skip
+    offer = answer["offers"][0]
+    url = f"/sessions/{offer['meta']['uuid']}"
+    conforms(standard, client, "POST", url, SESSION_POST, json=ACCEPT)
+    seen = wait_until(standard, client, url, {end}, final=True)
+    done = conforms(standard, client, "GET", url, SESSION_GET)
+    assert done["phase"] == end, seen
+    assert done["executable"]["phase"] == end
+    sessions_conform(standard, client, answer)
+
+
+def test_direct_sessions_conform(standard: Standard, node: Any) -> None:
+    client = node(run_time="PT1S")
+    answer = conforms(standard, client, "POST", "/direct", DIRECT, status=201,
+                      json=request_doc(duration="PT1M"))  # fmt: skip
+    url = f"/sessions/{answer['offers'][0]['meta']['uuid']}"
+    wait_until(standard, client, url, {"COMPLETED", "FAILED"}, final=True)
+    r = client.post("/direct", json=request_doc(cores=(4096, 4096)))
+    assert r.status_code == 409  # POST /direct's refusals are not this round's concern
+
+
+def test_components_carry_their_own_phase_and_schedule(standard: Standard, client: TestClient):
+    body = (EXAMPLES / "requests" / "03-notebook-with-data.yaml").read_bytes()
+    offer = conforms(standard, client, "POST", "/requests", OFFERSET, content=body,
+                     headers=YAML_CT)["offers"][0]  # fmt: skip
+    assert offer["kind"].endswith("/session/scheduled-execution-session.yaml")
+    for part in (offer["executable"], offer["compute"], *offer["storage"], *offer["data"]):
+        assert part["phase"] == "WAITING"
+        assert part["schedule"]["available"] == offer["schedule"]["available"]
+    assert offer["schedule"]["available"]["start"].endswith("/PT0S")
+    (storage,) = offer["storage"]
+    (data,) = offer["data"]
+    assert data["storage"] == storage["meta"]["uuid"]
+
+
+def test_a_data_resource_without_storage_gets_one(standard: Standard, client: TestClient):
+    doc = {**request_doc(), "data": [{
+        "kind": "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/data/"
+                "simple-data-resource.yaml",
+        "meta": {"name": "input"}, "location": "https://archive.example.org/a.fits",
+    }]}  # fmt: skip
+    offer = conforms(standard, client, "POST", "/requests", OFFERSET, json=doc)["offers"][0]
+    (storage,) = offer["storage"]
+    assert offer["data"][0]["storage"] == storage["meta"]["uuid"]
+    assert storage["kind"].endswith("/storage/simple-storage-resource.yaml")
+
+
+def test_a_request_with_costs_conforms(standard: Standard, client: TestClient) -> None:
+    doc = {**request_doc(), "costs": [{"min": 1.0, "max": 2.5, "units": "GBP"}]}
+    offer = conforms(standard, client, "POST", "/requests", OFFERSET, json=doc)["offers"][0]
+    (cost,) = offer["costs"]
+    assert cost["kind"].endswith("/costs/simple-minmax-float-cost.yaml")
+
+
+def test_published_ports_conform(standard: Standard, client: TestClient) -> None:
+    """The executable's ports as the standard's DockerNetworkPort: ``{port: N}`` objects."""
+    executable = {
+        "kind": DOCKER,
+        "image": {"locations": ["localhost/busybox:latest"]},
+        "network": {"ports": [{"internal": {"port": 8080}, "protocol": "HTTP", "path": "/"}]},
+    }
+    doc = {**request_doc(), "executable": executable}
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=doc)
+    (port,) = answer["offers"][0]["executable"]["network"]["ports"]
+    assert port["internal"] == {"port": 8080}
