@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from broker_core.config import PlatformConfig
 from broker_core.kinds.base import kind_uri
 from broker_core.kinds.builtin import KINDS
 from broker_core.kinds.legacy import (
@@ -26,7 +27,9 @@ from broker_core.kinds.legacy import (
 )
 from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import parse_request
-from platforms.contract import executable_ports, published_ports
+from broker_core.lifecycle.engine import publish_ports
+from platforms.contract import Execution, executable_ports, published_ports
+from platforms.local import LocalPlatform
 from tests.conftest import ACCEPT, COMPUTE, DOCKER
 
 REGISTRY = KindRegistry(KINDS)
@@ -655,3 +658,52 @@ def test_update_paths_as_json_pointers(client: TestClient, path: str) -> None:
     r = client.post(f"/sessions/{uuid}", json=extend)
     assert r.status_code == 200, r.text
     assert r.json()["schedule"]["available"]["duration"] == "PT1H30M"
+
+
+def test_published_ports_say_where_they_are() -> None:
+    document: dict[str, Any] = {
+        "executable": executable(network={"ports": [
+            {"internal": {"port": 8080}, "protocol": "HTTP"},
+            {"internal": {"port": 5432}, "protocol": "TCP"},
+            {"internal": {"port": 9000}, "protocol": "UDP", "access": False},
+        ]}),
+        "connectors": [
+            {"kind": "http-connector", "protocol": "HTTP", "host": "127.0.0.1", "port": 18080,
+             "internal": 8080, "url": "http://127.0.0.1:18080/"},
+            {"kind": "port-connector", "protocol": "TCP", "host": "127.0.0.1", "port": 15432,
+             "internal": 5432},
+        ],
+    }  # fmt: skip
+    publish_ports(document)
+    ports = document["executable"]["network"]["ports"]
+    assert ports[0]["external"] == {"port": 18080, "addresses": ["127.0.0.1"]}
+    assert ports[1]["external"] == {"port": 15432, "addresses": ["127.0.0.1"]}
+    assert "external" not in ports[2]
+    # and the document still reads as typed ports
+    assert [p.external_port for p in executable_ports(document["executable"])] == [
+        18080,
+        15432,
+        None,
+    ]
+
+
+def test_the_local_platform_reads_ports_of_either_form(tmp_path: Any) -> None:
+    platform = LocalPlatform(PlatformConfig(name="local", type="local", options={}))
+    for internal, external in (({"port": 8080}, {"port": 30080}), (8080, 30080)):
+        ports = [{"internal": internal, "external": external, "protocol": "HTTP"},
+                 {"internal": {"port": 5432}}]  # fmt: skip
+        execution = Execution(
+            session="s", executable=executable(network={"ports": ports}), compute={}, storage=[],
+            data=[], granted={}, prepare_at=0, start_at=0, end_at=1, workdir=tmp_path,
+        )  # fmt: skip
+        chosen = platform._choose_ports(execution)
+        assert chosen[0] == {"internal": 8080, "external": 30080, "protocol": "HTTP", "path": None}
+        assert chosen[1]["internal"] == 5432 and chosen[1]["external"] > 0
+        bindings = {"HostConfig": {"PortBindings": {"8080/tcp": [{"HostPort": "30080"}]}}}
+        assert [p["external"] for p in platform._recover_ports(execution, bindings)] == [30080]
+    twice = {"internal": {"port": 80}, "external": {"port": 30080}}
+    doc = {"executable": executable(network={"ports": [twice, {**twice, "internal": 81}]})}
+    parsed = parse_request(normalised(doc), REGISTRY).request
+    assert parsed is not None
+    (warning,) = [m for m in platform.validate(parsed) if "30080" in m.message]
+    assert warning.level == "WARN"

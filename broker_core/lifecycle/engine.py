@@ -271,6 +271,7 @@ class Lifecycle:
             return Outcome(PREPARING, row.start_at)
         platform.start(execution)
         document["connectors"] = platform.connectors(execution)
+        publish_ports(document)
         _entered(document, AVAILABLE, now)
         return Outcome(AVAILABLE, now)
 
@@ -296,6 +297,7 @@ class Lifecycle:
             if status.state == WorkState.RUNNING and row.phase != RUNNING:
                 _entered(document, RUNNING, now)
                 document["connectors"] = platform.connectors(execution)
+                publish_ports(document)
                 return Outcome(RUNNING, next_look)
             return Outcome(row.phase, next_look)
         if status.state == WorkState.SUCCEEDED:
@@ -443,6 +445,31 @@ def add_note(broker: Broker, uuid: str, template: str, level: str = "INFO", **va
 
 def _copy(document: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(document)
+
+
+def publish_ports(document: dict[str, Any]) -> None:
+    """Once the platform has published the executable's ports, the session's executable says
+    where (the schema's DockerExternalPort: ``external: {port: N, addresses: [host]}``), from
+    the connectors that name the ``internal`` port they reach."""
+    network = (document.get("executable") or {}).get("network")
+    ports = network.get("ports") if isinstance(network, dict) else None
+    if not isinstance(ports, list):
+        return
+    published = {
+        (c.get("internal"), str(c.get("protocol") or "").upper()): c
+        for c in document.get("connectors") or []
+        if isinstance(c, dict) and isinstance(c.get("port"), int)
+    }
+    for port in ports:
+        internal = port.get("internal") if isinstance(port, dict) else None
+        number = internal.get("port") if isinstance(internal, dict) else internal
+        connector = published.get((number, str(port.get("protocol") or "TCP").upper()))
+        if connector is None:
+            continue
+        external = {"port": connector["port"]}
+        if connector.get("host"):
+            external["addresses"] = [connector["host"]]
+        port["external"] = external
 
 
 def _lifecycle(document: dict[str, Any]) -> dict[str, Any]:
