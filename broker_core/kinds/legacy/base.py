@@ -36,7 +36,3 @@ def move_into_meta(doc: Doc, moved: dict[str, Any]) -> None:
 def is_kind(doc: Doc, name: str, category: str, registry: KindRegistry) -> bool:
     """Whether the (already canonicalised) kind of ``doc`` is the built-in kind ``name``."""
     return bool(doc.get("kind")) and doc.get("kind") == registry.find_by_name(name, category)
-
-
-def default_kind(category: str, name: str, registry: KindRegistry) -> str | None:
-    return registry.find_by_name(name, category)

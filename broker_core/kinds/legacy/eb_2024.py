@@ -49,12 +49,13 @@ def schedule_blocks(doc: Doc, registry: KindRegistry) -> Doc:
         ->
         schedule: {requested: {start: [S1, S2], duration: PT2H}}
 
-    The starts become the list of start intervals. The one duration is the longest ``max`` of
-    the blocks (a block without a ``max`` gives its ``min``): booking the most the client said
-    the work may need means it is not cut short; the min/max of the amounts is the place for
-    "at least". A block without a start means "as soon as possible", so any such block drops
-    the start list (as soon as possible is the earliest of all). The same ``{min, max}``
-    duration in the present form (``schedule.requested.duration``) is reduced the same way.
+    The starts become the list of start intervals. The present model has one duration per
+    request, not a range: it is the longest ``max`` of the blocks (a block without a ``max``
+    gives its ``min``), because booking the most the client said the work may need means the
+    work is not stopped at the end of a window it outgrows. A block without a start means "as
+    soon as possible", so any such block drops the start list (as soon as possible is the
+    earliest start of all). A ``{min, max}`` duration in the present form
+    (``schedule.requested.duration``) is reduced the same way.
     """
     schedule = doc.get("schedule")
     if isinstance(schedule, dict) and isinstance(schedule.get("requested"), list):
@@ -64,16 +65,10 @@ def schedule_blocks(doc: Doc, registry: KindRegistry) -> Doc:
     else:
         if isinstance(schedule, dict) and isinstance(schedule.get("requested"), dict):
             requested = schedule["requested"]
-            if isinstance(requested.get("duration"), dict):
-                duration = _one_duration([requested["duration"]])
-                if duration is None:
-                    requested.pop("duration")
-                else:
-                    requested["duration"] = duration
+            if _is_min_max(requested.get("duration")):
+                requested["duration"] = _one_duration([requested["duration"]])
         return doc
-    if not blocks or not all(
-        isinstance(b, dict) and b and set(b) <= {"start", "duration"} for b in blocks
-    ):
+    if not blocks or not all(_is_block(b) for b in blocks):
         return doc  # not of this form: validation says what is wrong
     starts: list[Any] = []
     asap = False
@@ -91,6 +86,20 @@ def schedule_blocks(doc: Doc, registry: KindRegistry) -> Doc:
         requested["duration"] = duration
     doc["schedule"] = {"requested": requested}
     return doc
+
+
+def _is_block(block: Any) -> bool:
+    """``{start?, duration?}`` with a duration that is text or ``{min?, max?}``."""
+    return (
+        isinstance(block, dict)
+        and bool(block)
+        and set(block) <= {"start", "duration"}
+        and (not isinstance(block.get("duration"), dict) or _is_min_max(block["duration"]))
+    )
+
+
+def _is_min_max(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and set(value) <= {"min", "max"}
 
 
 def _one_duration(durations: list[Any]) -> Any:
