@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,6 +21,8 @@ class DocumentInvalid(BrokerError):
     """The document is malformed: 400, naming the offending fields."""
 
     errors: list[FieldError]
+    # the session the refused update was for, rendered (the problem's ``session`` member)
+    session: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return "; ".join(f"{e.pointer or '/'}: {e.detail}" for e in self.errors)
@@ -41,9 +44,19 @@ class Conflict(BrokerError):
     detail: str
     phase: str | None = None
     messages: list[str] = field(default_factory=list)
+    # the session the refused update was for, rendered (the problem's ``session`` member)
+    session: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return self.detail
+
+
+@dataclass
+class CannotStart(Conflict):
+    """A direct execution that cannot start now. ``reasons`` are the messages saying why, as
+    message documents (``{level, template, values}``); the node answers with a FAILED session."""
+
+    reasons: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

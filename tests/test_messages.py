@@ -329,8 +329,8 @@ def test_impossible_transitions_between_phases_stay_409(client):
     chosen = _offer(client)
     r = client.post(f"/sessions/{chosen}", json=_phase("RUNNING"))
     assert r.status_code == 409 and r.json()["phase"] == "OFFERED"
-    r = client.post(f"/sessions/{chosen}", json=_phase("CANCELLED"))
-    assert r.status_code == 409
+    r = client.post(f"/sessions/{chosen}", json=_phase("FAILED"))
+    assert r.status_code == 409 and r.json()["session"]["phase"] == "OFFERED"
 
 
 # --- an unreachable database ----------------------------------------------------------------------

@@ -73,6 +73,10 @@ def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespons
     if isinstance(exc, Conflict):
         extensions["phase"] = exc.phase
         extensions["messages"] = exc.messages or None
+    if isinstance(exc, Conflict | DocumentInvalid):
+        # a refused update shows the session as it is now (the standard's other implementation
+        # answers 200 with it; here the fault keeps its 4xx and the session comes along)
+        extensions["session"] = exc.session
     return problem_response(status, title, str(exc), **extensions)
 
 

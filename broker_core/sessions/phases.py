@@ -16,9 +16,10 @@ AFTER_ACCEPTANCE = frozenset({ACCEPTED, WAITING, PREPARING, AVAILABLE, RUNNING, 
                               COMPLETED, FAILED})  # fmt: skip
 FINAL = frozenset({REJECTED, EXPIRED, COMPLETED, FAILED, CANCELLED})
 
-# phase -> phases a client may ask for
+# phase -> phases a client may ask for. CANCELLED on an OFFERED session withdraws that offer, as
+# REJECTED does (the standard's other implementation accepts both); its siblings stay OFFERED
 CLIENT_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    OFFERED: (ACCEPTED, REJECTED),
+    OFFERED: (ACCEPTED, REJECTED, CANCELLED),
     ACCEPTED: (CANCELLED,),
     WAITING: (CANCELLED,),
     PREPARING: (CANCELLED,),

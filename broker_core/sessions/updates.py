@@ -8,6 +8,7 @@ never overbook; the pool locks only serialise the generation bumps that let cach
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -52,9 +53,30 @@ def update_session(
     update_doc: dict[str, Any],
     identity: Identity = ANONYMOUS_IDENTITY,
 ) -> dict[str, Any]:
+    """Apply a client's update; the session as it is then.
+
+    A refused update (a 400 for a value that is no phase, a 409 for one the session does not
+    allow now, an expired offer) carries the session as it is after the refusal in the
+    exception's ``session``, so the problem shows it: the standard's other implementation
+    answers such updates 200 with the session, hiding the fault; here the 4xx stays."""
+    try:
+        return _update_session(broker, session_uuid, update_doc, identity)
+    except (Conflict, DocumentInvalid) as exc:
+        if exc.session is None:
+            # read afresh: what the refused transaction tried was rolled back
+            with contextlib.suppress(NotFound):
+                exc.session = get_session(broker, session_uuid, identity)
+        raise
+
+
+def _update_session(
+    broker: Broker,
+    session_uuid: str,
+    update_doc: dict[str, Any],
+    identity: Identity,
+) -> dict[str, Any]:
     now = int(time.time())
     expired = False
-    _check_phase_value(update_doc)
     with broker.db.write() as session:
         row = _locked(broker, session, session_uuid)
         if not broker.may_see(identity, row.owner):
@@ -64,6 +86,7 @@ def update_session(
             rendered = render_session(row, broker.base_url)
             broker.session_changed()
             return rendered
+        _check_phase_value(update_doc)
         value = _phase_update(update_doc, row.phase)
         if row.phase == value or (value == ACCEPTED and row.phase in AFTER_ACCEPTANCE):
             return render_session(row, broker.base_url)  # repeating an update is harmless
@@ -79,8 +102,9 @@ def update_session(
             expired = True
         elif value == ACCEPTED:
             _accept(broker, session, row, now)
-        elif value == REJECTED:
-            _finish(session, row, REJECTED, (HELD,), now)
+        elif value == REJECTED or (value == CANCELLED and row.phase == OFFERED):
+            # withdrawing one offer frees its hold; its siblings stay OFFERED
+            _finish(session, row, value, (HELD,), now)
         elif value == CANCELLED:
             _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
         if not expired:
