@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broker_core.schedule import ScheduleError, parse_interval
-from broker_core.sessions.views import OLD_SESSION_KIND, SESSION_KIND, wire_messages, wire_schedule
+from broker_core.sessions.views import (
+    OLD_SESSION_KIND,
+    SESSION_KIND,
+    instant,
+    wire_messages,
+    wire_schedule,
+)
 
 
 class _Meta(BaseModel):
@@ -33,6 +41,26 @@ class UpstreamOfferSet(BaseModel):
     result: Literal["YES", "NO"]
     offers: list[UpstreamOffer] = Field(default_factory=list, max_length=1024)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def locate_offers(document: Any, base: str) -> Any:
+    """An offer set whose offers' ``meta.url`` are absolute: a node of another implementation
+    may give a relative one (resolved against ``base``, the upstream's URL) or none (then it is
+    ``{base}/sessions/{uuid}``, where the standard serves sessions)."""
+    if not isinstance(document, dict) or not isinstance(document.get("offers"), list):
+        return document
+    offers = []
+    for offer in document["offers"]:
+        meta = offer.get("meta") if isinstance(offer, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("uuid"), str):
+            url = meta.get("url")
+            if not isinstance(url, str) or not url:
+                url = f"{base}/sessions/{meta['uuid']}"
+            elif not url.startswith(("http://", "https://")):
+                url = urljoin(f"{base}/", url)
+            offer = {**offer, "meta": {**meta, "url": url}}
+        offers.append(offer)
+    return {**document, "offers": offers}
 
 
 def parse_offerset(document: Any) -> UpstreamOfferSet:
@@ -67,7 +95,21 @@ def _instant(value: Any) -> float:
 
 
 def start_of(offer: UpstreamOffer) -> float:
-    schedule = offer.schedule or {}
+    """When an offer becomes available: its schedule's, or (a simple-execution-session, which
+    has no schedule of its own) the latest of its executable's and compute's."""
+    start = _start(offer.schedule)
+    if start != float("inf"):
+        return start
+    extra = offer.model_extra or {}
+    parts = [_start(part.get("schedule")) for key in ("executable", "compute")
+             if isinstance(part := extra.get(key), dict)]  # fmt: skip
+    known = [p for p in parts if p != float("inf")]
+    return max(known) if known else float("inf")
+
+
+def _start(schedule: Any) -> float:
+    if not isinstance(schedule, dict):
+        return float("inf")
     for key in ("available", "preparing"):
         span = schedule.get(key)
         if isinstance(span, dict) and "start" in span:
@@ -107,9 +149,17 @@ def rewrite_session(
         doc["kind"] = SESSION_KIND
     if isinstance(doc.get("schedule"), dict):
         doc["schedule"] = wire_schedule(doc["schedule"])
-    meta = dict(doc.get("meta") or {})
+    # a node of another implementation may leave out what a session of ours always has: a
+    # simple-execution-session has no schedule, one no longer OFFERED may have no expiry
+    if not isinstance(doc.get("schedule"), dict):
+        doc["schedule"] = {}
+    if not isinstance(doc.get("expires"), str):
+        meta_in = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        created = meta_in.get("created")
+        doc["expires"] = created if isinstance(created, str) else instant(int(time.time()))
+    meta = {k: v for k, v in dict(doc.get("meta") or {}).items() if k in META_KEYS}
     if "messages" in meta:
-        meta["messages"] = wire_messages(meta["messages"])
+        meta["messages"] = own_messages(meta["messages"])
     meta["uuid"] = local_uuid
     meta["url"] = f"{base_url}/sessions/{local_uuid}"
     doc["meta"] = meta
@@ -119,6 +169,48 @@ def rewrite_session(
     site["upstream"] = f"{upstream}/{below}" if isinstance(below, str) and below else upstream
     doc["site"] = site
     return doc
+
+
+META_KEYS = frozenset(
+    {"uuid", "name", "url", "description", "created", "modified", "messages", "options"}
+)
+LEVELS = frozenset({"DEBUG", "INFO", "WARN", "ERROR"})
+
+
+def own_messages(messages: Any) -> list[dict[str, Any]]:
+    """Upstream messages in the form the aggregator serves: values as strings, a template
+    always (the message itself when the upstream gives none), one of our levels (the
+    standard's ``OTHER`` is ``INFO``), and no fields a message of ours does not have (the
+    standard's ``kind``)."""
+    if not isinstance(messages, list):
+        return []
+    out = []
+    for m in wire_messages([m for m in messages if isinstance(m, dict)]):
+        text = m.get("message")
+        template = m.get("template")
+        own: dict[str, Any] = {
+            "template": template if isinstance(template, str) else str(text or ""),
+        }
+        if "level" in m:
+            own["level"] = m["level"] if m["level"] in LEVELS else "INFO"
+        if isinstance(m.get("values"), dict):
+            own["values"] = m["values"]
+        if text is not None:
+            own["message"] = str(text)
+        if isinstance(m.get("time"), str):
+            own["time"] = m["time"]
+        out.append(own)
+    return out
+
+
+def is_session(document: Any) -> bool:
+    """A session document (of either implementation), not a problem or an offer set."""
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("phase"), str)
+        and isinstance(document.get("meta"), dict)
+        and "offers" not in document
+    )
 
 
 def new_uuid() -> str:

@@ -9,15 +9,28 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from broker_core.errors import Conflict, NotFound, UpstreamUnavailable
+from pydantic import ValidationError
+
+from broker_core.errors import (
+    Conflict,
+    DocumentInvalid,
+    FieldError,
+    Forbidden,
+    NotFound,
+    UpstreamUnavailable,
+)
+from broker_core.http.app import SPEC_DOCUMENT
 from broker_core.kinds.base import Message, message
-from broker_core.sessions.views import OFFERSET_KIND, instant, wire_messages
+from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, instant, wire_messages
 
 from .config import AggregatorConfig
 from .merge import (
     Candidate,
     UpstreamOffer,
+    is_session,
+    locate_offers,
     new_uuid,
+    own_messages,
     parse_offerset,
     rank,
     rewrite_session,
@@ -26,6 +39,9 @@ from .store import RemoteSession, Store
 from .upstreams import Answer, Upstream, UpstreamError, Upstreams
 
 ACCEPTED = "ACCEPTED"
+# the spec (the node's own, which the aggregator serves) answers POST /direct in the standard's
+# form, 303 See Other to the session, or (before that) 201 with an offer set
+DIRECT_SEE_OTHER = "303" in SPEC_DOCUMENT["paths"]["/direct"]["post"]["responses"]
 REJECT = {"kind": "uri:enum-value-update", "path": "phase", "value": "REJECTED"}
 
 
@@ -92,7 +108,9 @@ class Aggregator:
                 continue
             outcome, detail = task.result()
             if outcome == "offers":
-                candidates += [Candidate(upstream.name, upstream.config.weight, o) for o in detail]
+                offers, degraded = detail
+                candidates += [Candidate(upstream.name, upstream.config.weight, o) for o in offers]
+                notes += degraded
             else:
                 notes.append(detail)
         chosen = rank(candidates, fanout.order, fanout.max_offers)
@@ -117,16 +135,16 @@ class Aggregator:
         try:
             answer = await self.upstreams.call(
                 upstream, "POST", f"{upstream.config.base}{path}",
-                body=body, token=token, deadline=deadline,
+                body=body, token=token, deadline=deadline, follow=True,
             )  # fmt: skip
         except UpstreamError as exc:
             return "failed", _failed(name, str(exc))
-        if answer.status != 200:
+        if answer.status not in (200, 303):  # 303: the offer set was fetched from its Location
             return "failed", message("upstream {upstream} refused the request ({status}): "
                                      "{detail}", level="WARN", upstream=name,
                                      status=answer.status, detail=_detail(answer))  # fmt: skip
         try:
-            offerset = parse_offerset(answer.document)
+            offerset = parse_offerset(locate_offers(answer.document, upstream.config.base))
         except ValueError as exc:
             upstream.breaker.failure(time.monotonic())
             return "failed", _failed(name, str(exc))
@@ -138,7 +156,26 @@ class Aggregator:
                 upstream=name,
                 reasons="; ".join(str(r) for r in reasons) or "no reason given",
             )
-        return "offers", offerset.offers
+        return "offers", (offerset.offers, self._degraded(upstream, offerset.offers, kinds))
+
+    def _degraded(
+        self, upstream: Upstream, offers: list[UpstreamOffer], kinds: set[str]
+    ) -> list[Message]:
+        """What the aggregator could not know about an upstream's offers, as messages: a node
+        without a description (of another implementation) is asked whatever the kinds, and
+        offers without a site are named by the upstream alone."""
+        notes = []
+        if upstream.undescribed and kinds:
+            notes.append(message(
+                "upstream {upstream} does not describe itself (no /node): asked without "
+                "checking the kinds it accepts", upstream=upstream.name,
+            ))  # fmt: skip
+        if any(not (o.model_extra or {}).get("site") for o in offers):
+            notes.append(message(
+                "upstream {upstream} names no site in its offers: they are known by the "
+                "upstream's name alone", upstream=upstream.name,
+            ))  # fmt: skip
+        return notes
 
     async def _missing_kinds(self, upstream: Upstream, kinds: set[str], deadline: float) -> str:
         """The requested kinds the upstream's description says it does not accept, if any."""
@@ -256,9 +293,7 @@ class Aggregator:
                 )
             if answer.status == 404:
                 raise NotFound("session", session_uuid)
-            if answer.status == 409 and isinstance(answer.document, dict):
-                raise Conflict(str(answer.document.get("detail") or "conflict"),
-                               phase=answer.document.get("phase"))  # fmt: skip
+            refused(answer, remote.upstream)
             raise UpstreamUnavailable(f"upstream {remote.upstream} answered {answer.status}")
         document = self._rewrite(remote, answer.document)
         if accepting:
@@ -280,7 +315,7 @@ class Aggregator:
                 return message("could not reject offer {uuid} at upstream {upstream}: {error}",
                                level="WARN", uuid=sibling.uuid, upstream=sibling.upstream,
                                error=exc.detail)  # fmt: skip
-            phase = answer.document.get("phase") if isinstance(answer.document, dict) else None
+            phase = phase_of(answer.document)
             if answer.status == 200 or (answer.status == 409 and phase in ("REJECTED", "EXPIRED")):
                 return None  # rejected now, or already (the node rejects its own siblings)
             return message("could not reject offer {uuid} at upstream {upstream}: it answered "
@@ -331,8 +366,14 @@ class Aggregator:
 
     async def direct(
         self, document: Any, token: str | None, project: str | None = None
-    ) -> tuple[dict[str, Any], int]:
-        """Start now on the first upstream (by weight) that can; NO or 409 when none can."""
+    ) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Start now on the first upstream (by weight) that can; NO or 409 when none can.
+
+        An upstream answers in one of the forms either implementation has: ``303 See Other`` to
+        ``/sessions/{uuid}`` (with the session as its body, or followed), ``200`` with the
+        session, ``400`` with a FAILED session (it cannot start it), or, from ebroker nodes
+        before the standard's form, ``201`` with an offer set. The aggregator answers in the
+        form its spec declares (see ``DIRECT_SEE_OTHER``)."""
         deadline = time.monotonic() + self.config.fanout.deadline.total_seconds()
         kinds = requested_kinds(document)
         notes: list[Message] = []
@@ -344,22 +385,19 @@ class Aggregator:
             try:
                 answer = await self.upstreams.call(
                     upstream, "POST", f"{upstream.config.base}/direct{_project_query(project)}",
-                    document=document, token=token, deadline=deadline,
+                    document=document, token=token, deadline=deadline, follow=True,
                 )  # fmt: skip
             except UpstreamError as exc:
                 notes.append(_failed(upstream.name, str(exc)))
                 continue
-            if answer.status == 201:
-                try:
-                    offerset = parse_offerset(answer.document)
-                except ValueError as exc:
-                    notes.append(_failed(upstream.name, str(exc)))
-                    continue
+            started = self._started(upstream, answer, notes)
+            if started:
                 merged = await self._store_merged(
-                    [Candidate(upstream.name, upstream.config.weight, o) for o in offerset.offers],
-                    notes,
+                    [Candidate(upstream.name, upstream.config.weight, o) for o in started], notes
                 )
-                return merged, 201
+                return self._direct_answer(merged)
+            if started is not None:
+                continue  # malformed: noted
             if answer.status == 409:
                 conflicts.append(f"{upstream.name}: {_detail(answer)}")
             else:
@@ -368,7 +406,69 @@ class Aggregator:
         if conflicts:
             raise Conflict("no upstream can start it now: " + "; ".join(conflicts),
                            messages=conflicts + [n.message for n in notes])  # fmt: skip
-        return await self._store_merged([], notes), 200
+        merged = await self._store_merged([], notes)
+        if not DIRECT_SEE_OTHER:
+            return merged, 200, {}
+        return self._failed_session(document, merged), 400, {}
+
+    def _started(
+        self, upstream: Upstream, answer: Answer, notes: list[Message]
+    ) -> list[UpstreamOffer] | None:
+        """The session(s) an upstream's answer to ``/direct`` started: a list (empty when the
+        answer was malformed, which is noted), or None when it did not start one."""
+        doc = answer.document
+        try:
+            if answer.status == 201 or (answer.status == 200 and isinstance(doc, dict)
+                                        and "offers" in doc):  # fmt: skip
+                offerset = parse_offerset(locate_offers(doc, upstream.config.base))
+                if offerset.result == "YES":
+                    return offerset.offers
+                return None if answer.status == 200 else []
+            if answer.status in (200, 303) and is_session(doc) and doc.get("phase") != "FAILED":
+                meta = dict(doc["meta"])
+                if not meta.get("url") and answer.location:
+                    meta["url"] = answer.location
+                wrapped = locate_offers({"offers": [{**doc, "meta": meta}]}, upstream.config.base)
+                return [UpstreamOffer.model_validate(wrapped["offers"][0])]
+        except (ValueError, ValidationError) as exc:
+            notes.append(_failed(upstream.name, f"malformed session ({str(exc)[:200]})"))
+            return []
+        if answer.status in (200, 303):
+            notes.append(_failed(upstream.name, f"its answer ({answer.status}) is no session"))
+            return []
+        return None
+
+    def _direct_answer(self, merged: dict[str, Any]) -> tuple[dict[str, Any], int, dict]:
+        if not DIRECT_SEE_OTHER:
+            return merged, 201, {}
+        (session,) = merged["offers"][:1] or [None]
+        if session is None:
+            return merged, 201, {}
+        meta = session.setdefault("meta", {})
+        meta["messages"] = list(meta.get("messages") or []) + merged["meta"]["messages"]
+        return session, 303, {"Location": session["meta"]["url"]}
+
+    def _failed_session(self, document: Any, merged: dict[str, Any]) -> dict[str, Any]:
+        """No upstream could start it: a FAILED session (the standard's 400 answer) whose
+        messages say why; it is not kept (its uuid names nothing to GET)."""
+        request = document if isinstance(document, dict) else {}
+        session: dict[str, Any] = {
+            "kind": SESSION_KIND,
+            "meta": {
+                "uuid": new_uuid(),
+                "created": merged["meta"]["created"],
+                "messages": merged["meta"]["messages"],
+            },
+            "phase": "FAILED",
+            "expires": merged["expires"],
+            "schedule": {},
+            "executable": request.get("executable") or {},
+            "offerset": {"uuid": merged["meta"]["uuid"], "url": merged["meta"]["url"]},
+        }
+        for key in ("compute", "storage", "data"):
+            if request.get(key):
+                session[key] = request[key]
+        return session
 
     # --- the aggregator itself ---------------------------------------------------------------
 
@@ -408,7 +508,40 @@ def _failed(upstream: str, error: str) -> Message:
 
 
 def _detail(answer: Answer) -> str:
+    """What an upstream's refusal says: a problem's detail, or a session's (the standard's
+    FAILED session) or offer set's messages."""
     doc = answer.document
-    if isinstance(doc, dict):
-        return str(doc.get("detail") or doc.get("title") or "")[:500]
-    return ""
+    if not isinstance(doc, dict):
+        return ""
+    said = doc.get("detail") or doc.get("title")
+    if not said:
+        meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+        texts = [m.get("message") or m.get("template") for m in own_messages(meta.get("messages"))]
+        said = "; ".join(t for t in texts if t)
+    return str(said or f"it answered {answer.status}")[:500]
+
+
+def phase_of(document: Any) -> str | None:
+    """The session phase an answer carries: a session's own, a problem's ``phase``, or the
+    phase of the session a problem carries (``session``)."""
+    if not isinstance(document, dict):
+        return None
+    if isinstance(document.get("phase"), str):
+        return document["phase"]
+    session = document.get("session")
+    return session.get("phase") if is_session(session) else None
+
+
+def refused(answer: Answer, upstream: str) -> None:
+    """Raise the problem of our own for an upstream's 4xx to an update: a conflict (409, or
+    a 4xx carrying the session as it is), a bad update (400, 422), or forbidden (403)."""
+    status, doc = answer.status, answer.document
+    if not 400 <= status < 500:
+        return
+    detail = f"upstream {upstream}: {_detail(answer)}"
+    if status == 409 or (status not in (400, 403, 422) and phase_of(doc)):
+        raise Conflict(detail, phase=phase_of(doc))
+    if status in (400, 422):
+        raise DocumentInvalid([FieldError("", detail)])
+    if status == 403:
+        raise Forbidden(detail)

@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -24,6 +25,8 @@ class UpstreamError(Exception):
 class Answer:
     status: int
     document: Any
+    location: str | None = None  # a redirect's target, absolute
+    followed: bool = False  # the document is the redirect target's (a 303 followed)
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Upstream:
     breaker: Breaker
     kinds: frozenset[str] | None = None  # from its node description, when known
     described_at: float = 0.0
+    # it has no node description (a 404 on /node, as a node of another implementation may
+    # answer): it is taken to accept anything
+    undescribed: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -100,9 +106,37 @@ class Upstreams:
         body: bytes | None = None,
         token: str | None = None,
         deadline: float | None = None,
+        follow: bool = False,
     ) -> Answer:
         """One call within the upstream's timeout (and the overall deadline, if sooner); a
-        failure to connect, a timeout, a 5xx or an unreadable body counts against its breaker."""
+        failure to connect, a timeout, a 5xx or an unreadable success counts against its
+        breaker. A 4xx whose body is empty or not JSON (a bare 404) has no document. With
+        ``follow``, a ``303 See Other`` is followed with a GET within the same deadline unless
+        its body already is the document (the status stays 303, ``followed`` says which)."""
+        answer = await self._once(upstream, method, url, document=document, body=body,
+                                  token=token, deadline=deadline)  # fmt: skip
+        if not follow or answer.status != 303 or answer.location is None:
+            return answer
+        if isinstance(answer.document, dict) and answer.document.get("kind"):
+            return answer  # the session (or offer set) came with the redirect
+        target = await self._once(upstream, "GET", answer.location, token=token,
+                                  deadline=deadline)  # fmt: skip
+        if target.status != 200:
+            raise UpstreamError(f"it redirected to {answer.location}, which answered "
+                                f"{target.status}")  # fmt: skip
+        return Answer(303, target.document, answer.location, followed=True)
+
+    async def _once(
+        self,
+        upstream: Upstream,
+        method: str,
+        url: str,
+        *,
+        document: Any = None,
+        body: bytes | None = None,
+        token: str | None = None,
+        deadline: float | None = None,
+    ) -> Answer:
         now = time.monotonic()
         if not upstream.breaker.allows(now):
             raise UpstreamError(upstream.breaker.state(now))
@@ -127,6 +161,8 @@ class Upstreams:
             ) as response:
                 raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                 status = response.status
+                location = response.headers.get("Location")
+                content_type = response.content_type
         except TimeoutError:
             upstream.breaker.failure(time.monotonic())
             raise UpstreamError(f"no answer within {timeout:.1f} s") from None
@@ -140,12 +176,15 @@ class Upstreams:
             upstream.breaker.failure(time.monotonic())
             raise UpstreamError("its answer is too large")
         try:
-            document = json.loads(raw) if raw else None
+            document = json.loads(raw) if raw.strip() else None
         except ValueError:
-            upstream.breaker.failure(time.monotonic())
-            raise UpstreamError(f"its answer ({status}) is not JSON") from None
+            if status >= 300:  # a bare 404, an HTML error page: the status says enough
+                document = None
+            else:
+                upstream.breaker.failure(time.monotonic())
+                raise UpstreamError(f"its answer ({status}, {content_type}) is not JSON") from None
         upstream.breaker.success()
-        return Answer(status, document)
+        return Answer(status, document, urljoin(url, location) if location else None)
 
     async def text(self, upstream: Upstream, url: str, *, token: str | None) -> str | None:
         """A text resource (session logs); None when the upstream has no such resource."""
@@ -189,4 +228,7 @@ class Upstreams:
             kinds = answer.document.get("kinds") if isinstance(answer.document, dict) else None
             if answer.status == 200 and isinstance(kinds, list):
                 upstream.kinds = frozenset(k for k in kinds if isinstance(k, str))
+                upstream.undescribed = False
+            elif answer.status in (404, 405, 501):
+                upstream.kinds, upstream.undescribed = None, True
             return upstream.kinds
