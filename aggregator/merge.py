@@ -117,19 +117,49 @@ def _start(schedule: Any) -> float:
     return float("inf")
 
 
-def cost_of(offer: UpstreamOffer) -> float:
-    costs = (offer.model_extra or {}).get("costs") or []
-    values = [c.get("min", c.get("max")) for c in costs if isinstance(c, dict)]
-    numbers = [v for v in values if isinstance(v, int | float)]
-    return min(numbers) if numbers else float("inf")
+MONEY_TYPE = "urn:ebroker:cost:money:"  # + the currency, as nodes quote it
+
+
+def cost_of(offer: UpstreamOffer) -> tuple[str, float] | None:
+    """The offer's price as (currency, least value): its first money cost item (``type``
+    ``urn:ebroker:cost:money:<currency>``, or a cost with no type, as older nodes sent, in its
+    ``units``); None when it has none. Energy and carbon items are no price."""
+    for c in (offer.model_extra or {}).get("costs") or []:
+        if not isinstance(c, dict):
+            continue
+        kind = c.get("type")
+        if kind is not None and not (isinstance(kind, str) and kind.startswith(MONEY_TYPE)):
+            continue
+        value = c.get("min", c.get("max"))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            units = c.get("units") or (kind[len(MONEY_TYPE) :] if kind else "")
+            return str(units), float(value)
+    return None
+
+
+def _cost_key(candidates: list[Candidate]) -> Any:
+    """Prices compare only in one currency: the most common one among the candidates first,
+    cheapest first; then the others, currency by currency; then offers with no price."""
+    prices = [cost_of(c.offer) for c in candidates]
+    currencies = [p[0] for p in prices if p is not None]
+    main = min(set(currencies), key=lambda u: (-currencies.count(u), u)) if currencies else ""
+
+    def key(c: Candidate) -> tuple[int, str, float]:
+        price = cost_of(c.offer)
+        if price is None:
+            return (2, "", 0.0)
+        return (0 if price[0] == main else 1, price[0], price[1])
+
+    return key
 
 
 def rank(candidates: list[Candidate], order: str, limit: int) -> list[Candidate]:
     """Earliest start first (or cheapest first), heavier upstreams first among equals."""
+    cost = _cost_key(candidates)
     if order == "cost":
-        key = lambda c: (cost_of(c.offer), start_of(c.offer), -c.weight, c.upstream)  # noqa: E731
+        key = lambda c: (cost(c), start_of(c.offer), -c.weight, c.upstream)  # noqa: E731
     else:
-        key = lambda c: (start_of(c.offer), -c.weight, cost_of(c.offer), c.upstream)  # noqa: E731
+        key = lambda c: (start_of(c.offer), -c.weight, cost(c), c.upstream)  # noqa: E731
     return sorted(candidates, key=key)[:limit]
 
 

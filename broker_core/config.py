@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from .pricing import Pricing, check_platform
 from .suggest import iso_duration_hint, unknown_field_at
 
 RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
@@ -104,6 +105,9 @@ class InventoryConfig(Model):
 class PoolConfig(Model):
     name: str = Field(pattern=NAME_PATTERN)
     inventories: dict[ResourceClass, InventoryConfig]
+    pricing: Pricing | None = Field(
+        default=None, description="sections that replace the platform's pricing for this pool"
+    )
 
     @field_validator("inventories")
     @classmethod
@@ -122,6 +126,14 @@ class PlatformConfig(Model):
         description="the pools are shares of the same machines: one session may draw on several",
     )
     options: dict[str, Any] = Field(default_factory=dict)
+    pricing: Pricing | None = Field(
+        default=None, description="money, energy and carbon per resource-hour; metrics"
+    )
+
+    @model_validator(mode="after")
+    def _pricing_consistent(self) -> PlatformConfig:
+        check_platform(self)
+        return self
 
 
 class RangeDefault(Model):

@@ -373,10 +373,34 @@ def test_a_data_resource_without_storage_gets_one(standard: Standard, client: Te
 
 
 def test_a_request_with_costs_conforms(standard: Standard, client: TestClient) -> None:
+    """A request's costs are limits; a node with no price list quotes no costs."""
     doc = {**request_doc(), "costs": [{"min": 1.0, "max": 2.5, "units": "GBP"}]}
     offer = conforms(standard, client, "POST", "/requests", OFFERSET, json=doc)["offers"][0]
-    (cost,) = offer["costs"]
-    assert cost["kind"].endswith("/costs/simple-minmax-float-cost.yaml")
+    assert offer["costs"] == [] and offer["metrics"] == []
+
+
+def test_offers_with_costs_and_metrics_conform(
+    standard: Standard, broker_factory, client_factory, sqlite_url
+) -> None:
+    platform = {**POOL_CONFIG["platforms"][0], "pricing": {
+        "money": {"currency": "EUR", "per_hour": {"cores": 0.05, "memory": 0.01}},
+        "energy": {"per_hour": {"cores": 0.01}},
+        "carbon": {"per_kwh": 200},
+        "metrics": [{"name": "speed", "value": 1.5, "units": "x", "description": "relative"}],
+    }}  # fmt: skip
+    client = client_factory(broker_factory(sqlite_url, platforms=[platform]))
+    doc = {**request_doc(cores=(2, 2)), "costs": [{"max": 10, "units": "EUR"}]}
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=doc)
+    offer = answer["offers"][0]
+    assert [c["kind"].rsplit("/", 1)[1] for c in offer["costs"]] == [
+        "simple-minmax-float-cost.yaml"] * 3  # fmt: skip
+    (metric,) = offer["metrics"]
+    assert metric["kind"].endswith("/metrics/simple-minmax-float-metric.yaml")
+    session = standard.schema("AbstractExecutionSession")
+    bad = {**offer, "costs": [{**offer["costs"][0], "min": "0.1"}]}  # the costs are checked
+    assert not standard.errors(session, offer) and standard.errors(session, bad)
+    post_yaml_too(standard, client, "/requests", yaml.safe_dump(doc).encode())
+    sessions_conform(standard, client, answer)
 
 
 def test_published_ports_conform(standard: Standard, client: TestClient) -> None:

@@ -569,10 +569,14 @@ def test_ports_are_answered_as_the_schemas_objects(client: TestClient, name: str
             assert got.get("external") == sent.get("external")
 
 
-def test_costs_are_echoed_with_type_and_description(client: TestClient) -> None:
+def test_costs_with_type_and_description_are_read_as_limits(client: TestClient) -> None:
+    """A request's costs are limits, not the offer's costs (a node without a price list quotes
+    none): a limit in a type this node does not price in is said not to be applied."""
     doc, _ = FORMS["costs_and_metrics_with_type_and_description"]
-    (cost,) = offers(client, doc)[0]["costs"]
-    assert cost["type"] == "urn:example:money" and cost["description"] == "euros"
+    answer = client.post("/requests", json=doc).json()
+    assert answer["result"] == "YES" and answer["offers"][0]["costs"] == []
+    (note,) = answer["meta"]["messages"]
+    assert note["values"]["limit"] == "10 (urn:example:money)"
 
 
 def test_platforms_read_typed_port_numbers() -> None:

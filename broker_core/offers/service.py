@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid as uuidlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..errors import Conflict, NotFound
 from ..kinds.base import Message, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
+from ..pricing import Budget, budget_for, price_lists, quote_slot
 from ..schedule import format_seconds
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
@@ -85,12 +86,13 @@ def request_offers(
         return _refuse(broker, document, notes + verdict.refusals, now, owner)
     demand = verdict.demand
     verdict.notes = notes + verdict.notes
+    budget = budget_for(broker.config, request.costs)  # the request's cost limits
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...
     with broker.db.snapshot() as session:
-        outcome, searches = _search(
-            broker, session, demand, plans, direct, int(time.time()), verdict
+        outcome, searches = _search_within(
+            broker, session, demand, plans, direct, int(time.time()), verdict, budget
         )
     # ... then claim, as placement does: lock the pools and compare their generations with the
     # snapshot's. Pools claimed on since then are read again and the chosen slots that still
@@ -102,16 +104,21 @@ def request_offers(
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
         slots = _still_fitting(broker, session, searches, outcome.slots, generations, now)
         if outcome.slots and not slots:
-            outcome, searches = _search(broker, session, demand, plans, direct, now, verdict)
+            outcome, searches = _search_within(
+                broker, session, demand, plans, direct, now, verdict, budget
+            )
             slots = outcome.slots
         if slots:
             outcome = Outcome(slots, outcome.best, outcome.candidates)
+            verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
             answer, claims = _store(
                 broker, session, request, document, demand, outcome, now, verdict, owner,
                 direct, generations,
             )  # fmt: skip
         else:
             reasons = _explain(broker, demand, outcome, searches, now, verdict)
+            if budget.cheapest:  # there was room, but only above the client's limit
+                reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
             if direct:  # capacity, not the request, is the problem: the client may retry
                 raise Conflict(
                     "nothing can be started now: " + "; ".join(m.message for m in reasons),
@@ -207,6 +214,7 @@ def _search(
     direct: bool,
     now: int,
     verdict: Verdict,
+    budget: Budget | None = None,
 ) -> tuple[Outcome, list[Search]]:
     """Search the requested windows; "as soon as possible" looks at the next day first and
     only sweeps the whole look-ahead when that did not give enough offers."""
@@ -217,11 +225,39 @@ def _search(
         if near < lookahead:
             nearby = Demand(demand.amounts, demand.duration, [(now, now + near)])
             outcome, searches = _search_windows(
-                broker, session, nearby, plans, direct, now, verdict
+                broker, session, nearby, plans, direct, now, verdict, budget
             )
             if len(outcome.slots) >= offers.max_offers:
                 return outcome, searches
-    return _search_windows(broker, session, demand, plans, direct, now, verdict)
+    return _search_windows(broker, session, demand, plans, direct, now, verdict, budget)
+
+
+def _search_within(
+    broker: Broker,
+    session: Session,
+    demand: Demand,
+    plans: list[Plan],
+    direct: bool,
+    now: int,
+    verdict: Verdict,
+    budget: Budget,
+) -> tuple[Outcome, list[Search]]:
+    """The search, keeping only slots within the request's cost limits; when some were above
+    them and the request allows less, the least it allows is searched too (cheaper offers)."""
+    outcome, searches = _search(broker, session, demand, plans, direct, now, verdict, budget)
+    wanted = 1 if direct else broker.config.offers.max_offers
+    if not budget.refused or len(outcome.slots) >= wanted:
+        return outcome, searches
+    if all(r.min == r.max for r in demand.amounts.values()):
+        return outcome, searches
+    least = replace(demand, amounts={c: Range(r.min, r.min) for c, r in demand.amounts.items()})
+    more, more_searches = _search(broker, session, least, plans, direct, now, verdict, budget)
+    slots = select_distinct(
+        sorted(outcome.slots + more.slots, key=lambda s: s.start_at), searches[0].max_offers
+    )
+    best = {c: max(outcome.best.get(c, 0), more.best.get(c, 0)) for c in demand.amounts}
+    candidates = outcome.candidates + more.candidates
+    return Outcome(slots, best, candidates, outcome.notes), searches + more_searches
 
 
 ASAP_FIRST_LOOK = 24 * 3600
@@ -235,6 +271,7 @@ def _search_windows(
     direct: bool,
     now: int,
     verdict: Verdict,
+    budget: Budget | None = None,
 ) -> tuple[Outcome, list[Search]]:
     offers = broker.config.offers
     granularity = int(offers.granularity.total_seconds())
@@ -299,6 +336,8 @@ def _search_windows(
         candidates += outcome.candidates
         for c, v in outcome.best.items():
             best[c] = max(best.get(c, 0), v)
+    if budget is not None:
+        slots = budget.affordable(slots)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates, notes), searches
 
@@ -561,7 +600,8 @@ def _session_document(
         "compute": compute,
         "storage": storage,
         "data": data,
-        "costs": [c.model_dump(exclude_none=True) for c in request.costs],
+        # the node's quote: its price list times the granted amounts and available window
+        **quote_slot(price_lists(broker.config), slot).__dict__,
     }
 
 
