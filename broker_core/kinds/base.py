@@ -7,6 +7,7 @@ block. Kind-specific models derive from :class:`Component` and are registered by
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -67,17 +68,50 @@ class Meta(Strict):
     options: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A semantic problem with a well-formed request: the field it is in (an RFC 6901 pointer
+    into the document) and a message template saying what is wrong and what would work. The
+    answer is ``result: NO`` carrying it as an ERROR message, not a 400."""
+
+    pointer: str
+    template: str
+    values: dict[str, str] = field(default_factory=dict)
+
+    def message(self) -> Message:
+        values = {"pointer": self.pointer, **self.values}
+        return Message(level="ERROR", template="{pointer}: " + self.template, values=values)
+
+
+RANGE_LIMIT = 10**9
+
+
 class MinMax(Strict):
-    """An integer range; either bound may be left to the node's defaults."""
+    """An integer range; either bound may be left to the node's defaults. Negative bounds and
+    min > max are well-formed, and answered NO (see :meth:`problems`)."""
 
-    min: int | None = Field(default=None, ge=0, le=10**9)
-    max: int | None = Field(default=None, ge=0, le=10**9)
+    min: int | None = None
+    max: int | None = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> MinMax:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
-        return self
+    def problems(self, at: str) -> list[Problem]:
+        found = [
+            Problem(
+                f"{at}/{name}",
+                "{value} is out of range; {name} must be 0..{limit}",
+                {"value": str(value), "name": name, "limit": str(RANGE_LIMIT)},
+            )
+            for name, value in (("min", self.min), ("max", self.max))
+            if value is not None and not 0 <= value <= RANGE_LIMIT
+        ]
+        if not found and self.min is not None and self.max is not None and self.min > self.max:
+            found.append(
+                Problem(
+                    at,
+                    "min ({min}) is greater than max ({max}); min must be at most max",
+                    {"min": str(self.min), "max": str(self.max)},
+                )
+            )
+        return found
 
 
 class Component(Strict):
@@ -96,3 +130,8 @@ class Component(Strict):
     @property
     def name(self) -> str | None:
         return self.meta.name if self.meta else None
+
+    def problems(self, at: str) -> list[Problem]:
+        """What makes this well-formed component unservable, pointed at from ``at`` (its own
+        pointer in the request); kinds with rules of their own override this."""
+        return []

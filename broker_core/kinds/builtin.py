@@ -9,9 +9,60 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .base import Component, MinMax, Strict, kind_uri
+from .base import Component, MinMax, Problem, Strict, kind_uri
 
 EXEC = "executable"
+PROTOCOLS = ("TCP", "UDP", "HTTP", "HTTPS")
+MODES = ("READONLY", "READWRITE")
+OBJECT_TYPES = ("FILE", "CONTAINER", "DATASET")
+PORTS = (1, 65535)
+
+# The standard's schema gives these fields types only: a value of the right type that breaks a
+# rule (a port out of range, a protocol no platform speaks, a missing location) is well-formed,
+# and answered NO with a message pointing at the field (``problems``), not refused with a 400.
+
+
+def _missing(at: str, name: str, what: str) -> Problem:
+    return Problem(f"{at}/{name}", "{name} is missing or empty; give " + what, {"name": name})
+
+
+def _required(component: Any, at: str, **wanted: str) -> list[Problem]:
+    """Problems for each named field that is absent or blank; ``wanted`` says what would do."""
+    return [
+        _missing(at, name, what)
+        for name, what in wanted.items()
+        if not (getattr(component, name) or "").strip()
+    ]
+
+
+def _one_of(at: str, value: str | None, allowed: tuple[str, ...], name: str) -> list[Problem]:
+    if value is None or value in allowed:
+        return []
+    return [
+        Problem(
+            at,
+            "{name} '{value}' is not known; {name} must be one of {allowed}",
+            {"name": name, "value": value, "allowed": ", ".join(allowed)},
+        )
+    ]
+
+
+def _port_problems(at: str, port: int | None, required: bool) -> list[Problem]:
+    low, high = PORTS
+    if port is None:
+        if not required:
+            return []
+        return [Problem(at, "no port number; give the container's port, {low}..{high}",
+                        {"low": str(low), "high": str(high)})]  # fmt: skip
+    if low <= port <= high:
+        return []
+    return [
+        Problem(
+            at,
+            "port {value} is out of range; a port must be {low}..{high}",
+            {"value": str(port), "low": str(low), "high": str(high)},
+        )
+    ]
 
 
 def _kind(category: str, name: str) -> Any:
@@ -28,17 +79,32 @@ class ImagePlatform(Strict):
 
 
 class ContainerImage(Strict):
-    locations: list[str] = Field(min_length=1, max_length=32)
+    locations: list[str] = Field(default_factory=list, max_length=32)
     digest: str | None = Field(default=None, max_length=256)
     platform: ImagePlatform | None = None
 
     @field_validator("locations")
     @classmethod
-    def _non_empty(cls, locations: list[str]) -> list[str]:
-        for location in locations:
-            if not location.strip() or len(location) > 2048:
-                raise ValueError("image locations must be non-empty strings of at most 2048 chars")
+    def _length(cls, locations: list[str]) -> list[str]:
+        if any(len(location) > 2048 for location in locations):
+            raise ValueError("image locations are at most 2048 characters")
         return locations
+
+    def problems(self, at: str) -> list[Problem]:
+        if not self.locations:
+            return [
+                Problem(
+                    f"{at}/locations",
+                    "the image has no locations; give at least one, e.g. "
+                    "docker.io/library/python:3.12",
+                )
+            ]
+        return [
+            Problem(f"{at}/locations/{i}", "the image location is empty; give one, e.g. "
+                    "docker.io/library/python:3.12")
+            for i, location in enumerate(self.locations)
+            if not location.strip()
+        ]  # fmt: skip
 
 
 def _port_object(value: Any) -> Any:
@@ -52,21 +118,21 @@ def _port_object(value: Any) -> Any:
 class InternalPort(Strict):
     """The port on the container to publish (the schema's DockerInternalPort)."""
 
-    port: int = Field(ge=1, le=65535)
+    port: int | None = None
 
 
 class ExternalPort(Strict):
     """The port (and, once known, the addresses) it is reachable on from outside (the
     schema's DockerExternalPort); a client may ask for a particular port number."""
 
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: int | None = None
     addresses: list[str] | None = Field(default=None, max_length=64)
 
 
 class Port(Strict):
-    internal: InternalPort
+    internal: InternalPort | None = None
     external: ExternalPort | None = None
-    protocol: Literal["TCP", "UDP", "HTTP", "HTTPS"] = "TCP"
+    protocol: str = "TCP"
     path: str | None = Field(default=None, max_length=2048)
     access: bool = True
 
@@ -77,7 +143,16 @@ class Port(Strict):
 
     @property
     def internal_port(self) -> int:
-        return self.internal.port
+        """The container's port; a port without one is answered NO before anything is booked."""
+        port = self.internal.port if self.internal else None
+        if port is None:
+            raise ValueError("a port without an internal port number cannot be published")
+        return port
+
+    def problems(self, at: str) -> list[Problem]:
+        found = _port_problems(f"{at}/internal/port", self.internal and self.internal.port, True)
+        found += _port_problems(f"{at}/external/port", self.external and self.external.port, False)
+        return found + _one_of(f"{at}/protocol", self.protocol, PROTOCOLS, "protocol")
 
     @property
     def external_port(self) -> int | None:
@@ -88,33 +163,52 @@ class Port(Strict):
 class Network(Strict):
     ports: list[Port] = Field(default_factory=list, max_length=64)
 
+    def problems(self, at: str) -> list[Problem]:
+        return [p for i, port in enumerate(self.ports) for p in port.problems(f"{at}/ports/{i}")]
+
+
+def _image_problems(at: str, image: ContainerImage | None) -> list[Problem]:
+    if image is None:
+        return [Problem(at, "no image; give one with its locations, e.g. docker.io/library/python")]
+    return image.problems(at)
+
 
 class DockerContainer(Component):
     CATEGORY = EXEC
     NAME = "docker-container"
     kind: Literal[kind_uri(EXEC, "docker-container")] = _kind(EXEC, "docker-container")  # type: ignore[valid-type]
-    image: ContainerImage
+    image: ContainerImage | None = None
     command: list[str] | None = Field(default=None, max_length=1024)
     entrypoint: str | list[str] | None = None
     environment: dict[str, str] | None = None
     privileged: bool = False
     network: Network | None = None
 
+    def problems(self, at: str) -> list[Problem]:
+        found = _image_problems(f"{at}/image", self.image)
+        return found + (self.network.problems(f"{at}/network") if self.network else [])
+
 
 class SingularityContainer(Component):
     CATEGORY = EXEC
     NAME = "singularity-container"
     kind: Literal[kind_uri(EXEC, "singularity-container")] = _kind(EXEC, "singularity-container")  # type: ignore[valid-type]
-    image: ContainerImage
+    image: ContainerImage | None = None
     command: list[str] | None = Field(default=None, max_length=1024)
     environment: dict[str, str] | None = None
+
+    def problems(self, at: str) -> list[Problem]:
+        return _image_problems(f"{at}/image", self.image)
 
 
 class JupyterNotebook(Component):
     CATEGORY = EXEC
     NAME = "jupyter-notebook"
     kind: Literal[kind_uri(EXEC, "jupyter-notebook")] = _kind(EXEC, "jupyter-notebook")  # type: ignore[valid-type]
-    location: str = Field(min_length=1, max_length=2048)
+    location: str | None = Field(default=None, max_length=2048)
+
+    def problems(self, at: str) -> list[Problem]:
+        return _required(self, at, location="the notebook's URL")
 
 
 # --- volumes and compute -----------------------------------------------------------------------
@@ -126,9 +220,21 @@ class SimpleVolumeMount(Component):
     kind: Literal[kind_uri("volume", "simple-volume-mount")] = _kind(
         "volume", "simple-volume-mount"
     )  # type: ignore[valid-type]
-    path: str = Field(min_length=1, max_length=1024, pattern=r"^/")
-    mode: Literal["READONLY", "READWRITE"] = "READONLY"
-    resource: str = Field(min_length=1, max_length=256)
+    path: str | None = Field(default=None, max_length=1024)
+    mode: str = "READONLY"
+    resource: str | None = Field(default=None, max_length=256)
+
+    def problems(self, at: str) -> list[Problem]:
+        found = _required(self, at, path="an absolute path in the container, e.g. /data")
+        if self.path and self.path.strip() and not self.path.startswith("/"):
+            found.append(
+                Problem(f"{at}/path", "path '{value}' is relative; give an absolute path in the "
+                        "container, starting with /, e.g. /{value}", {"value": self.path})
+            )  # fmt: skip
+        found += _one_of(f"{at}/mode", self.mode, MODES, "mode")
+        return found + _required(
+            self, at, resource="the meta.name of a data or storage resource of this request"
+        )
 
 
 class SimpleComputeResource(Component):
@@ -140,6 +246,13 @@ class SimpleComputeResource(Component):
     cores: MinMax | None = None
     memory: MinMax | None = None
     volumes: list[SimpleVolumeMount] = Field(default_factory=list, max_length=64)
+
+    def problems(self, at: str) -> list[Problem]:
+        found = self.cores.problems(f"{at}/cores") if self.cores else []
+        found += self.memory.problems(f"{at}/memory") if self.memory else []
+        return found + [
+            p for i, v in enumerate(self.volumes) for p in v.problems(f"{at}/volumes/{i}")
+        ]
 
 
 # --- storage and data --------------------------------------------------------------------------
@@ -153,6 +266,9 @@ class SimpleStorageResource(Component):
     )
     size: MinMax | None = None
 
+    def problems(self, at: str) -> list[Problem]:
+        return self.size.problems(f"{at}/size") if self.size else []
+
 
 class DataComponent(Component):
     """Data resources name the storage they are staged into (by its meta.name)."""
@@ -164,20 +280,26 @@ class SimpleDataResource(DataComponent):
     CATEGORY = "data"
     NAME = "simple-data-resource"
     kind: Literal[kind_uri("data", "simple-data-resource")] = _kind("data", "simple-data-resource")  # type: ignore[valid-type]
-    location: str = Field(min_length=1, max_length=4096)
+    location: str | None = Field(default=None, max_length=4096)
+
+    def problems(self, at: str) -> list[Problem]:
+        return _required(self, at, location="the URL the data is fetched from")
 
 
 class S3DataResource(DataComponent):
     CATEGORY = "data"
     NAME = "S3-data-resource"
     kind: Literal[kind_uri("data", "S3-data-resource")] = _kind("data", "S3-data-resource")  # type: ignore[valid-type]
-    endpoint: str = Field(min_length=1, max_length=2048)
+    endpoint: str | None = Field(default=None, max_length=2048)
     template: str | None = Field(default=None, max_length=2048)
-    bucket: str = Field(min_length=1, max_length=256)
-    object: str = Field(min_length=1, max_length=4096)
+    bucket: str | None = Field(default=None, max_length=256)
+    object: str | None = Field(default=None, max_length=4096)
 
-
-ObjectType = Literal["FILE", "CONTAINER", "DATASET"]
+    def problems(self, at: str) -> list[Problem]:
+        return _required(
+            self, at, endpoint="the S3 service's URL", bucket="the bucket's name",
+            object="the object's key in the bucket",
+        )  # fmt: skip
 
 
 class RucioDataResource(DataComponent):
@@ -188,9 +310,13 @@ class RucioDataResource(DataComponent):
     NAME = "rucio-data-resource"
     kind: Literal[kind_uri("data", "rucio-data-resource")] = _kind("data", "rucio-data-resource")  # type: ignore[valid-type]
     endpoint: str | None = Field(default=None, max_length=2048)
-    scope: str = Field(min_length=1, max_length=256)
-    objectname: str = Field(min_length=1, max_length=1024)
-    objecttype: ObjectType | None = None
+    scope: str | None = Field(default=None, max_length=256)
+    objectname: str | None = Field(default=None, max_length=1024)
+    objecttype: str | None = None
+
+    def problems(self, at: str) -> list[Problem]:
+        found = _required(self, at, scope="the Rucio scope", objectname="the object's name")
+        return found + _one_of(f"{at}/objecttype", self.objecttype, OBJECT_TYPES, "objecttype")
 
 
 class IvoaDataLink(Strict):
@@ -203,7 +329,7 @@ class IvoaDataLink(Strict):
     description: str | None = Field(default=None, max_length=4096)
     semantics: str | None = Field(default=None, max_length=1024)
     content_type: str | None = Field(default=None, max_length=256)
-    content_length: int | None = Field(default=None, ge=0)
+    content_length: int | None = None
     content_qualifier: str | None = Field(default=None, max_length=1024)
     local_semantics: str | None = Field(default=None, max_length=1024)
     link_auth: str | None = Field(default=None, max_length=256)
@@ -217,9 +343,13 @@ class IvoaDataResource(DataComponent):
     CATEGORY = "data"
     NAME = "ivoa-data-resource"
     kind: Literal[kind_uri("data", "ivoa-data-resource")] = _kind("data", "ivoa-data-resource")  # type: ignore[valid-type]
-    ivoid: str = Field(min_length=1, max_length=2048)
+    ivoid: str | None = Field(default=None, max_length=2048)
     obscore: dict[str, Any] | None = None
     datalink: str | IvoaDataLink | None = Field(default=None, union_mode="left_to_right")
+
+    def problems(self, at: str) -> list[Problem]:
+        found = _required(self, at, ivoid="the dataset's IVOA identifier, ivo://...")
+        return found + _datalink_problems(f"{at}/datalink", self.datalink)
 
     @field_validator("datalink")
     @classmethod
@@ -229,9 +359,17 @@ class IvoaDataResource(DataComponent):
         return value
 
 
+def _datalink_problems(at: str, datalink: str | IvoaDataLink | None) -> list[Problem]:
+    length = datalink.content_length if isinstance(datalink, IvoaDataLink) else None
+    if length is None or length >= 0:
+        return []
+    return [Problem(f"{at}/content_length", "content_length {value} is negative; give the size "
+                    "in bytes, 0 or more", {"value": str(length)})]  # fmt: skip
+
+
 class SkaoReplica(Strict):
-    rsename: str = Field(min_length=1, max_length=256)
-    dataurl: str = Field(min_length=1, max_length=4096)
+    rsename: str | None = Field(default=None, max_length=256)
+    dataurl: str | None = Field(default=None, max_length=4096)
 
 
 class SkaoChecksum(Strict):
@@ -247,15 +385,29 @@ class SkaoDataResource(DataComponent):
     CATEGORY = "data"
     NAME = "skao-data-resource"
     kind: Literal[kind_uri("data", "skao-data-resource")] = _kind("data", "skao-data-resource")  # type: ignore[valid-type]
-    namespace: str = Field(min_length=1, max_length=256)
-    objectname: str = Field(min_length=1, max_length=1024)
-    objecttype: ObjectType | None = None
-    datasize: int | None = Field(default=None, ge=0)
+    namespace: str | None = Field(default=None, max_length=256)
+    objectname: str | None = Field(default=None, max_length=1024)
+    objecttype: str | None = None
+    datasize: int | None = None
     checksum: SkaoChecksum | None = None
     replicas: list[SkaoReplica] = Field(default_factory=list, max_length=64)
-    ivoid: str | None = Field(default=None, min_length=1, max_length=2048)
+    ivoid: str | None = Field(default=None, max_length=2048)
     obscore: dict[str, Any] | None = None
     datalink: str | IvoaDataLink | None = Field(default=None, union_mode="left_to_right")
+
+    def problems(self, at: str) -> list[Problem]:
+        found = _required(self, at, namespace="the SKAO namespace", objectname="the object's name")
+        found += _one_of(f"{at}/objecttype", self.objecttype, OBJECT_TYPES, "objecttype")
+        if self.datasize is not None and self.datasize < 0:
+            template = "datasize {value} is negative; give the size in bytes, 0 or more"
+            found.append(Problem(f"{at}/datasize", template, {"value": str(self.datasize)}))
+        if self.ivoid is not None and not self.ivoid.strip():
+            found.append(_missing(at, "ivoid", "the dataset's IVOA identifier, or leave it out"))
+        found += _datalink_problems(f"{at}/datalink", self.datalink)
+        for i, replica in enumerate(self.replicas):
+            found += _required(replica, f"{at}/replicas/{i}", rsename="the RSE's name",
+                               dataurl="the replica's URL")  # fmt: skip
+        return found
 
 
 KINDS: list[type[Component]] = [

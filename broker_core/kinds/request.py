@@ -67,7 +67,9 @@ class ExecutionRequest:
 
 @dataclass
 class ParsedRequest:
-    """A request that is well-formed; ``unknown`` lists kinds this node has no model for."""
+    """A request that is well-formed; ``unknown`` lists kinds this node has no model for. A
+    well-formed request may still break a rule of the data model (a port out of range, a volume
+    naming no resource): ``broker_core.offers.checks`` finds those, to answer NO."""
 
     request: ExecutionRequest | None
     unknown: list[UnknownKind]
@@ -99,7 +101,6 @@ def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
         raise DocumentInvalid(errors)
     if unknown:
         return ParsedRequest(None, unknown)
-    _check_references(storage, data, compute)  # type: ignore[arg-type]
     assert executable is not None
     return ParsedRequest(
         ExecutionRequest(
@@ -113,26 +114,3 @@ def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
         ),
         [],
     )
-
-
-def _check_references(
-    storage: list[Component], data: list[Component], compute: Component | None
-) -> None:
-    """Names that components use to point at each other must resolve."""
-    errors: list[FieldError] = []
-    storage_names = {s.name for s in storage if s.name}
-    data_names = {d.name for d in data if d.name}
-    for i, d in enumerate(data):
-        target = getattr(d, "storage", None)
-        if target and target not in storage_names:
-            errors.append(FieldError(f"/data/{i}/storage", f"no storage resource named {target!r}"))
-    for i, volume in enumerate(getattr(compute, "volumes", None) or []):
-        if volume.resource not in data_names | storage_names:
-            errors.append(
-                FieldError(
-                    f"/compute/volumes/{i}/resource",
-                    f"no data or storage resource named {volume.resource!r}",
-                )
-            )
-    if errors:
-        raise DocumentInvalid(errors)
