@@ -268,6 +268,34 @@ def test_no_answers_conform(standard: Standard, client: TestClient, document: di
     post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
     conforms(standard, client, "GET", f"/offersets/{answer['meta']['uuid']}", OFFERSET_GET)
 
+def _semantic(change: str) -> dict[str, Any]:
+    """A request of the standard's types that breaks one of its rules."""
+    doc = request_doc()
+    kinds = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/"
+    if change == "port":
+        doc["executable"]["network"] = {"ports": [{"internal": {"port": 70000}, "protocol": "FTP"}]}
+    elif change == "data":
+        doc["data"] = [{"kind": kinds + "data/simple-data-resource.yaml"}]
+    elif change == "volume":
+        doc["compute"]["volumes"] = [
+            {"kind": kinds + "volume/simple-volume-mount.yaml", "path": "/x", "resource": "none"}
+        ]
+    elif change == "range":
+        doc["compute"]["cores"] = {"min": 8, "max": 2}
+    return doc
+
+
+@pytest.mark.parametrize("change", ["port", "data", "volume", "range"])
+def test_semantic_no_answers_conform(standard: Standard, client: TestClient, change: str):
+    """The standard's schema accepts the request; the answer is a NO pointing at the field."""
+    document = _semantic(change)
+    assert not standard.errors(standard.schema("ExecutionRequest"), document)
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=document)
+    assert answer["result"] == "NO"
+    assert all(m["values"]["pointer"].startswith("/") for m in answer["meta"]["messages"])
+    post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
+
+
 
 def test_the_legacy_offersets_path_conforms(standard: Standard, client: TestClient) -> None:
     body = (EXAMPLES / "requests" / "05-legacy-types.yaml").read_bytes()
