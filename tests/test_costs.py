@@ -4,6 +4,7 @@ a request's cost limits, and the aggregator's ``order: cost``."""
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -168,6 +169,23 @@ def test_a_combined_offer_is_not_priced_in_part(node) -> None:
     assert [c["type"] for c in offer["costs"]] == [
         "urn:ebroker:cost:energy:kWh", "urn:ebroker:cost:carbon:gCO2e",
     ]  # fmt: skip
+
+
+def test_an_extension_is_quoted_again(node) -> None:
+    client = node(platform({"money": MONEY}))
+    tomorrow = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(time.time() + 86400))
+    doc = request_doc(cores=(2, 2), start=f"{tomorrow}/PT1H", duration="PT1H")
+    (offer, *_) = ask(client, doc)["offers"]
+    url = f"/sessions/{offer['meta']['uuid']}"
+    accept = {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
+    assert client.post(url, json=accept).status_code == 200
+    longer = {"kind": "uri:integer-delta-update", "path": "schedule.duration", "delta": 3600}
+    r = client.post(url, json=longer)
+    assert r.status_code == 200, r.text
+    (money,) = r.json()["costs"]
+    assert money["max"] == pytest.approx(0.20)  # 2 cores x 2 h
+    (money,) = client.get(url).json()["costs"]
+    assert money["max"] == pytest.approx(0.20)
 
 
 # --- a request's cost limits --------------------------------------------------------------------

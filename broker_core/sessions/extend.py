@@ -19,6 +19,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ExecutionSession
 from ..errors import Conflict
+from ..pricing import price_lists, quote
 from ..schedule import format_duration, format_seconds
 from .phases import DURATION_PATH, EXTENDABLE
 from .views import instant, span
@@ -90,6 +91,10 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     schedule["available"] = span(row.start_at, end_at - row.start_at)
     schedule["releasing"] = span(end_at, 0)
     document["schedule"] = schedule
+    # the quote follows the window: the granted amounts for the longer available time
+    names = {pool_id: view.name for pool_id, view in views.items()}
+    priced = [(names.get(pool_id, ""), c, amount) for pool_id, c, amount in allocations]
+    document.update(quote(price_lists(broker.config), priced, end_at - row.start_at).__dict__)
     row.document, row.end_at = document, end_at
     row.modified_at, row.generation = now, row.generation + 1
     if row.due_at is not None:
