@@ -165,8 +165,10 @@ def test_a_session_runs_for_real_and_completes(site, node, data_file):
     doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"})
     assert doc["phase"] == "COMPLETED", messages(doc) + node.output()[-3000:]
     assert "running" in doc["schedule"]["actual"], doc["seen"]
-    assert [c["phase"] for c in doc["components"]] == ["AVAILABLE", "AVAILABLE"]
-    assert [c["category"] for c in doc["components"]] == ["data", "executable"]
+    # the data resource names no storage, so it gets a storage resource of its own, prepared first
+    assert [c["phase"] for c in doc["components"]] == ["AVAILABLE"] * 3
+    assert [c["category"] for c in doc["components"]] == ["storage", "data", "executable"]
+    assert doc["data"][0]["storage"] == doc["storage"][0]["meta"]["uuid"]
     text = output(site, uuid)
     assert "hello-from-ebroker" in text and "staged-data-42" in text, text
     served = httpx.get(f"{node.url}/sessions/{uuid}/logs", timeout=30)
