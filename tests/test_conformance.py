@@ -196,9 +196,8 @@ def conforms(
 
 
 def check(standard: Standard, operation: tuple[str, str], media: str, document: Any) -> None:
-    if operation == DIRECT:  # the node answers 201 with an offer set; each session is checked
-        schema = standard.schema("AbstractExecutionSession")
-        errors = [e for offer in document["offers"] for e in standard.errors(schema, offer)]
+    if operation == DIRECT:  # 303 (the standard's 200 body) or 400: a session either way
+        errors = standard.errors(standard.schema("AbstractExecutionSession"), document)
     else:
         errors = standard.errors(standard.answer_schema(operation, media), document)
     assert not errors, f"{operation} {media}: " + "\n".join(errors)
@@ -365,13 +364,39 @@ def test_sessions_the_lifecycle_moved_on_conform(
 
 
 def test_direct_sessions_conform(standard: Standard, node: Any) -> None:
+    """303 See Other to the session, the session as the body; 400 with a FAILED session."""
     client = node(run_time="PT1S")
-    answer = conforms(standard, client, "POST", "/direct", DIRECT, status=201,
-                      json=request_doc(duration="PT1M"))  # fmt: skip
+    for media in FORMATS:
+        r = client.post("/direct", json=request_doc(duration="PT1M"),
+                        headers={"Accept": media}, follow_redirects=False)  # fmt: skip
+        assert r.status_code == 303, r.text
+        document = r.json() if media == "application/json" else yaml.safe_load(r.text)
+        check(standard, DIRECT, media, document)
+        assert r.headers["location"] == document["meta"]["url"]
+        assert r.headers["location"].startswith(("http://", "https://"))  # format: url
+    wait_until(standard, client, r.headers["location"], {"COMPLETED", "FAILED"}, final=True)
+    failed = conforms(standard, client, "POST", "/direct", DIRECT, status=400,
+                      json=request_doc(cores=(4096, 4096)))  # fmt: skip
+    assert failed["phase"] == "FAILED" and failed["meta"]["messages"]
+    conforms(standard, client, "GET", f"/sessions/{failed['meta']['uuid']}", SESSION_GET)
+    r = client.post("/direct", json=request_doc(cores=(4096, 4096)),
+                    headers={"Accept": "application/yaml"})  # fmt: skip
+    assert r.status_code == 400
+    check(standard, DIRECT, "application/yaml", yaml.safe_load(r.text))
+
+
+def test_the_sessions_of_refused_updates_conform(standard: Standard, client: TestClient) -> None:
+    """A refused update's problem carries the session, in the standard's form."""
+    answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=request_doc())
     url = f"/sessions/{answer['offers'][0]['meta']['uuid']}"
-    wait_until(standard, client, url, {"COMPLETED", "FAILED"}, final=True)
-    r = client.post("/direct", json=request_doc(cores=(4096, 4096)))
-    assert r.status_code == 409  # POST /direct's refusals are not this round's concern
+    schema = standard.schema("AbstractExecutionSession")
+    for value, status in (("FAILED", 409), ("BANANA", 400)):
+        r = client.post(url, json={**ACCEPT, "value": value})
+        assert r.status_code == status, r.text
+        assert not standard.errors(schema, r.json()["session"])
+    withdrawn = conforms(standard, client, "POST", url, SESSION_POST, json=CANCEL)
+    assert withdrawn["phase"] == "CANCELLED"
+    sessions_conform(standard, client, answer)
 
 
 def test_components_carry_their_own_phase_and_schedule(standard: Standard, client: TestClient):

@@ -2,7 +2,7 @@
 
 A real ``ebroker serve`` process serves twenty client threads that request offers and accept
 one, book with ``POST /direct`` and cancel some of what they booked. Whatever a client was told
-is confirmed (accept 200, direct 201) or cancelled (cancel 200) is recorded. After a random 1-3 s
+is confirmed (accept 200, direct 303) or cancelled (cancel 200) is recorded. After a random 1-3 s
 the node is SIGKILLed with requests in flight, then restarted on the same database, and every
 recorded outcome must read back, over HTTP and in the booking table; the table must satisfy its
 invariants (``tests/invariants.py``), SQLite's file must pass ``PRAGMA integrity_check``, and the
@@ -77,7 +77,7 @@ def node_config(database_url: str) -> dict[str, Any]:
 class Ledger(Tally):
     """What the clients were told, across all cycles."""
 
-    confirmed: set[str] = field(default_factory=set)  # told ACCEPTED (accept 200, direct 201)
+    confirmed: set[str] = field(default_factory=set)  # told ACCEPTED (accept 200, direct 303)
     cancelled: set[str] = field(default_factory=set)  # told CANCELLED after that
     in_doubt: set[str] = field(default_factory=set)  # a cancel whose answer the crash ate
     open: list[str] = field(default_factory=list)  # confirmed, not cancelled: may be cancelled
@@ -159,13 +159,15 @@ class Client:
         cores, memory = self.demand()
         doc = request_doc(cores, memory, duration=self.rng.choice(["PT10M", "PT20M"]))
         r = self.post("/direct", doc, "direct")
-        if r.status_code == 201:
-            offers = r.json()["offers"]
-            if len(offers) != 1 or offers[0]["phase"] != "ACCEPTED":
-                self.unexpected("direct 201 without one ACCEPTED session", r)
-            self.confirmed(offers[0]["meta"]["uuid"], "direct-201")
-        elif r.status_code == 409:
-            self.ledger.count("direct-409")
+        if r.status_code == 303:
+            session = r.json()
+            if session.get("phase") != "ACCEPTED" or r.headers.get("location") != session[
+                "meta"
+            ].get("url"):
+                self.unexpected("direct 303 without an ACCEPTED session", r)
+            self.confirmed(session["meta"]["uuid"], "direct-303")
+        elif r.status_code == 400 and r.json().get("phase") == "FAILED":
+            self.ledger.count("direct-400")
         else:
             self.unexpected("direct", r)
 
@@ -318,13 +320,13 @@ def test_sigkill_loses_no_confirmed_booking(
             assert not ledger.failures, "\n".join(ledger.failures[:20])
             assert "Traceback" not in node.output(), node.output()[-5000:]
             made = ledger.counts - before
-            assert made["accept-200"] + made["direct-201"] > 0, f"cycle {cycle}: {made}"
+            assert made["accept-200"] + made["direct-303"] > 0, f"cycle {cycle}: {made}"
 
             node = start_node(config_file, tmp_path, f"node{cycle}")
             check_recovered(node, engine, ledger, cycle)
             check_serves(node, ledger, cycle)
             report.append(
-                f"  cycle {cycle}: confirmed {made['accept-200'] + made['direct-201']} "
+                f"  cycle {cycle}: confirmed {made['accept-200'] + made['direct-303']} "
                 f"(total {len(ledger.confirmed)}, {len(ledger.cancelled)} cancelled); "
                 + ", ".join(f"{k}={v}" for k, v in sorted(made.items()))
             )

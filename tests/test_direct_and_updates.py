@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+import yaml
 from sqlmodel import select
 
 from broker_core.db.tables import Booking, ExecutionSession
@@ -160,3 +161,89 @@ def test_a_value_that_is_no_phase_is_a_400_with_the_session(client):
 def test_a_refusal_for_no_session_is_a_404_without_one(client):
     r = client.post("/sessions/00000000-0000-4000-8000-000000000000", json=phase("BANANA"))
     assert r.status_code == 404 and "session" not in r.json()
+
+
+# --- direct execution ----------------------------------------------------------------------------
+
+
+def direct(client, doc, path="/direct", **kwargs):
+    return client.post(path, json=doc, follow_redirects=False, **kwargs)
+
+
+def test_direct_is_a_303_to_the_session_with_the_session_as_body(client, broker):
+    for path in ("/direct", "/sessions"):  # the older alias answers the same
+        r = direct(client, request_doc((4, 4), duration="PT1H"), path)
+        assert r.status_code == 303, r.text
+        assert r.headers["content-type"] == "application/json"
+        session = r.json()
+        assert session["kind"].endswith("/session/scheduled-execution-session.yaml")
+        assert session["phase"] == "ACCEPTED"
+        assert session["compute"]["cores"] == {"min": 4, "max": 4}
+        uuid = session["meta"]["uuid"]
+        # an absolute URL (the standard's format: url), the session's own
+        assert r.headers["location"] == f"{BASE}/sessions/{uuid}" == session["meta"]["url"]
+        assert options(session) == [["CANCELLED"]]
+        booked = set(bookings(broker, session["offerset"]["uuid"]).values())
+        assert booked <= {"CONFIRMED", "ACTIVE"}
+        followed = client.get(path_of(r.headers["location"]))
+        assert followed.status_code == 200 and followed.json()["meta"]["uuid"] == uuid
+
+
+def test_a_client_following_the_redirect_gets_the_session(client):
+    r = client.post("/direct", json=request_doc((1, 1)))  # the test client follows 303s
+    assert r.status_code == 200 and r.json()["phase"] in ("ACCEPTED", "WAITING", "PREPARING")
+    assert r.history and r.history[0].status_code == 303
+
+
+def test_direct_answers_yaml_too(client):
+    r = direct(client, request_doc((1, 1)), headers={"Accept": "application/yaml"})
+    assert r.status_code == 303 and r.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(r.text)["meta"]["url"] == r.headers["location"]
+
+
+def test_a_direct_that_cannot_start_is_a_400_with_a_stored_failed_session(client, broker):
+    assert direct(client, request_doc((16, 16))).status_code == 303  # the node is full now
+    r = direct(client, request_doc((2, 2)))
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    failed = r.json()
+    assert failed["phase"] == "FAILED" and failed["meta"]["options"] == []
+    texts = [m["message"] for m in failed["meta"]["messages"]]
+    assert any("at most 0 cores free" in t for t in texts), texts
+    assert failed["executable"]["kind"].endswith("/executable/docker-container.yaml")
+    # it is kept: GET finds it, as the standard's clients may ask; nothing is booked for it
+    got = client.get(path_of(failed["meta"]["url"]))
+    assert got.status_code == 200 and got.json()["phase"] == "FAILED"
+    assert got.json()["meta"]["messages"] == failed["meta"]["messages"]
+    assert bookings(broker, failed["offerset"]["uuid"]) == {}
+    offerset = client.get(path_of(failed["offerset"]["url"])).json()
+    assert offerset["result"] == "NO"
+    assert [o["meta"]["uuid"] for o in offerset["offers"]] == [failed["meta"]["uuid"]]
+    # a FAILED session takes no update but harmless repeats
+    r = client.post(path_of(failed["meta"]["url"]), json=phase("CANCELLED"))
+    assert r.status_code == 409 and r.json()["session"]["phase"] == "FAILED"
+
+
+def test_a_direct_execution_the_node_cannot_serve_is_a_failed_session_saying_why(client):
+    cases = {
+        "unknown executable kind": {**request_doc(), "executable": {
+            "kind": "https://example.org/kinds/executable/quantum.yaml"}},
+        "cores": request_doc(cores=(4096, 4096)),  # more than the node has at all
+    }  # fmt: skip
+    for said, doc in cases.items():
+        r = direct(client, doc)
+        assert r.status_code == 400, r.text
+        failed = r.json()
+        assert failed["phase"] == "FAILED"
+        texts = " ".join(m["message"] for m in failed["meta"]["messages"])
+        assert said in texts, texts
+        assert client.get(path_of(failed["meta"]["url"])).json()["phase"] == "FAILED"
+    # the unknown executable is shown as it was sent, with the session's phase
+    r = direct(client, cases["unknown executable kind"])
+    assert r.json()["executable"]["kind"] == "https://example.org/kinds/executable/quantum.yaml"
+    assert r.json()["executable"]["phase"] == "FAILED"
+
+
+def test_a_malformed_direct_request_is_still_a_problem(client):
+    r = direct(client, {"executable": {"kind": 7}})
+    assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
+    assert r.json()["errors"]

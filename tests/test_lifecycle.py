@@ -60,9 +60,10 @@ def wait_for(client: TestClient, uuid: str, phases: set[str], seconds: float = 1
 
 
 def direct(client: TestClient, duration: str = "PT1M") -> str:
-    r = client.post("/direct", json=request_doc(cores=(2, 2), duration=duration))
-    assert r.status_code == 201, r.text
-    return r.json()["offers"][0]["meta"]["uuid"]
+    r = client.post("/direct", json=request_doc(cores=(2, 2), duration=duration),
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303, r.text
+    return r.json()["meta"]["uuid"]
 
 
 def booking_state(broker, uuid: str) -> str:

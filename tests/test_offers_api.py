@@ -35,8 +35,11 @@ def test_defaults_when_nothing_is_said(client):
     start = parse(offered_start(offer))
     assert start - datetime.now(UTC) < timedelta(minutes=2)  # as soon as possible
     assert offer["meta"]["options"] == [
-        {"kind": "uri:enum-value-option", "path": "phase",
-         "values": ["ACCEPTED", "REJECTED", "CANCELLED"]}
+        {
+            "kind": "uri:enum-value-option",
+            "path": "phase",
+            "values": ["ACCEPTED", "REJECTED", "CANCELLED"],
+        }
     ]
     assert parse(offer["expires"]) > datetime.now(UTC)
 

@@ -162,8 +162,9 @@ def test_the_examples_work_unedited_on_a_default_node(node):
     assert update == {"kind": "uri:enum-value-update", "path": "phase", "value": "ACCEPTED"}
     session = node.post(f"/sessions/{offerset['offers'][0]['meta']['uuid']}", json=update)
     assert session.status_code == 200 and session.json()["phase"] == "ACCEPTED"
-    direct = node.post("/direct", json=request)
-    assert direct.status_code == 201 and direct.json()["result"] == "YES", direct.text
+    direct = node.post("/direct", json=request, follow_redirects=False)
+    assert direct.status_code == 303 and direct.json()["phase"] == "ACCEPTED", direct.text
+    assert direct.headers["location"] == direct.json()["meta"]["url"]
 
 
 def snake(name: str) -> str:

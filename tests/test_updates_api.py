@@ -201,22 +201,24 @@ def test_many_offer_sets_expire_together_in_a_few_statements(database_url, broke
 
 
 def test_direct_books_and_accepts_a_slot_starting_now(client, broker):
-    r = client.post("/direct", json=request_doc((16, 16)))
-    assert r.status_code == 201, r.text
-    (session,) = r.json()["offers"]
+    r = client.post("/direct", json=request_doc((16, 16)), follow_redirects=False)
+    assert r.status_code == 303, r.text
+    session = r.json()
     assert session["phase"] == "ACCEPTED"
+    assert r.headers["location"] == session["meta"]["url"]
     # (ACTIVE once the lifecycle engine starts preparing it, at the next minute at the latest)
-    assert set(bookings(broker, r.json()["meta"]["uuid"]).values()) <= {"CONFIRMED", "ACTIVE"}
-    # nothing is left for a second direct request now: 409 with the reason
+    assert set(bookings(broker, session["offerset"]["uuid"]).values()) <= {"CONFIRMED", "ACTIVE"}
+    # nothing is left for a second direct request now: a FAILED session with the reason
     r = client.post("/sessions", json=request_doc((1, 1)))  # the older alias
-    assert r.status_code == 409
-    assert "at most 0 cores free" in r.json()["detail"]
+    assert r.status_code == 400
+    assert r.json()["phase"] == "FAILED"
+    assert "at most 0 cores free" in r.json()["meta"]["messages"][0]["message"]
 
 
-def test_direct_with_an_unknown_kind_is_a_no(client):
+def test_direct_with_an_unknown_kind_is_a_failed_session(client):
     doc = request_doc()
     doc["executable"]["kind"] = "https://example.org/kinds/executable/quantum.yaml"
     doc["executable"].pop("image")
     r = client.post("/direct", json=doc)
-    assert r.status_code == 200 and r.json()["result"] == "NO"
+    assert r.status_code == 400 and r.json()["phase"] == "FAILED"
     assert "unknown executable kind" in r.json()["meta"]["messages"][0]["message"]

@@ -19,7 +19,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
-from ..errors import Conflict, NotFound
+from ..errors import CannotStart, NotFound
 from ..kinds.base import Message, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
@@ -64,7 +64,7 @@ def request_offers(
     The caller's ``identity`` owns what is booked; the node's policies decide what it may be
     offered (``project`` names the project to charge, when the caller has several).
     With ``direct`` the single earliest slot starting now is booked and accepted at once; when
-    there is none a :class:`Conflict` says why.
+    there is none a :class:`CannotStart` (a Conflict) says why.
     """
     now = int(time.time())
     owner = identity.owner
@@ -124,9 +124,10 @@ def request_offers(
             if budget.cheapest:  # there was room, but only above the client's limit
                 reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
             if direct:  # capacity, not the request, is the problem: the client may retry
-                raise Conflict(
+                raise CannotStart(
                     "nothing can be started now: " + "; ".join(m.message for m in reasons),
                     messages=[m.message for m in reasons],
+                    reasons=[m.model_dump(exclude_none=True) for m in notes + reasons],
                 )
             offerset = _store_refusal(session, document, notes + reasons, now, owner)
             answer = render_offerset(offerset, [], broker.base_url)

@@ -1,0 +1,118 @@
+"""Direct execution as the standard defines it: the session started, or a FAILED one saying why.
+
+``POST /direct`` books and accepts the earliest slot starting now (``request_offers`` with
+``direct``). The standard answers that with the session (``303 See Other`` to it); a direct
+execution that cannot start is answered with a session in phase ``FAILED`` whose
+``meta.messages`` say why: the same reasons a NO offer set gives. That session is stored (with
+the NO offer set it belongs to, and no booking), so ``GET /sessions/{uuid}`` finds it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from typing import Any
+
+from policies.contract import ANONYMOUS_IDENTITY, Identity
+
+from ..broker import Broker
+from ..db.tables import ExecutionSession, OfferSet
+from ..errors import CannotStart, DocumentInvalid
+from ..kinds.request import parse_request
+from ..sessions.phases import FAILED
+from ..sessions.views import render_session
+from .service import request_offers
+
+
+def execute_direct(
+    broker: Broker,
+    document: Any,
+    *,
+    identity: Identity = ANONYMOUS_IDENTITY,
+    project: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """The rendered session, and whether it was started (else it is FAILED)."""
+    try:
+        answer = request_offers(broker, document, direct=True, identity=identity, project=project)
+    except CannotStart as exc:  # nothing fits now: no offer set was kept
+        return _failed(broker, document, exc.reasons, identity.owner, None), False
+    if answer["result"] == "YES":
+        return answer["offers"][0], True
+    reasons = (answer.get("meta") or {}).get("messages") or []
+    return _failed(broker, document, reasons, identity.owner, answer["meta"]["uuid"]), False
+
+
+def _failed(
+    broker: Broker,
+    document: Any,
+    reasons: list[dict[str, Any]],
+    owner: str | None,
+    offerset_uuid: str | None,
+) -> dict[str, Any]:
+    """Store and render a FAILED session for a direct execution that could not start."""
+    now = int(time.time())
+    request = document if isinstance(document, dict) else {}
+    meta: dict[str, Any] = {"messages": list(reasons)}
+    asked = request.get("meta") if isinstance(request.get("meta"), dict) else {}
+    name = asked.get("name")
+    if name:
+        meta["name"] = name
+    row = ExecutionSession(
+        uuid=str(uuidlib.uuid4()),
+        offerset_uuid=offerset_uuid or str(uuidlib.uuid4()),
+        phase=FAILED,
+        platform="",
+        owner=owner,
+        created_at=now,
+        modified_at=now,
+        expires_at=now,
+        prepare_at=now,
+        start_at=now,
+        end_at=now,
+        document={"meta": meta, "schedule": {}, **_components(broker, request)},
+    )
+    with broker.db.write(durable=False) as session:
+        if offerset_uuid is None:
+            session.add(
+                OfferSet(
+                    uuid=row.offerset_uuid,
+                    result="NO",
+                    owner=owner,
+                    created_at=now,
+                    expires_at=now,
+                    document={"meta": {"messages": list(reasons)}, "request": {}},
+                )
+            )
+            session.flush()  # the offer set first: the session refers to it
+        session.add(row)
+        session.flush()
+        rendered = render_session(row, broker.base_url)
+    return rendered
+
+
+def _components(broker: Broker, request: dict[str, Any]) -> dict[str, Any]:
+    """What was asked for: the node's form of each component when it knows their kinds, else
+    the executable and the rest as the client sent them (they passed the spec's validation)."""
+    try:
+        parsed = parse_request(request, broker.registry).request
+    except DocumentInvalid:  # (it parsed before) the session shows what was sent
+        parsed = None
+    if parsed is None:
+        parts: dict[str, Any] = {"executable": request.get("executable") or {}}
+        for key in ("compute", "storage", "data"):
+            if request.get(key):
+                parts[key] = request[key]
+        return parts
+
+    def dump(component: Any) -> dict[str, Any]:
+        doc = component.model_dump(mode="json", exclude_none=True)
+        return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
+
+    parts = {"executable": dump(parsed.executable)}
+    if parsed.compute:
+        parts["compute"] = dump(parsed.compute)
+    if parsed.storage:
+        parts["storage"] = [dump(s) for s in parsed.storage]
+    if parsed.data:
+        parts["data"] = [dump(d) for d in parsed.data]
+    return parts
