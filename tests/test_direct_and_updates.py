@@ -247,3 +247,17 @@ def test_a_malformed_direct_request_is_still_a_problem(client):
     r = direct(client, {"executable": {"kind": 7}})
     assert r.status_code == 400 and r.headers["content-type"] == PROBLEM
     assert r.json()["errors"]
+
+
+def test_refusals_and_direct_answers_in_xml(client):
+    chosen = ask(client, request_doc((1, 1)))["offers"][0]["meta"]["uuid"]
+    xml = {"Accept": "application/xml"}
+    r = client.post(f"/sessions/{chosen}", json=phase("FAILED"), headers=xml)
+    assert r.status_code == 409
+    assert r.headers["content-type"].startswith("application/problem+xml")
+    assert chosen.encode() in r.content  # the session is in the problem
+    r = direct(client, request_doc((1, 1)), headers=xml)
+    assert r.status_code == 303 and r.headers["content-type"].startswith("application/xml")
+    r = direct(client, request_doc((4096, 4096)), headers=xml)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/xml")
+    assert b"FAILED" in r.content
