@@ -317,6 +317,36 @@ class Budget:
     def affordable(self, slots: Sequence[Any]) -> list[Any]:
         return [s for s in slots if self.within(s)]
 
+    def most_within(
+        self, ranges: dict[str, tuple[int, int]], seconds: int
+    ) -> dict[str, int] | None:
+        """The most of ``ranges`` (class -> (min, max), every class the same fraction of the
+        way from its min to its max) that some price list keeps within every limit; None when
+        that is no more than the mins. An estimate for one pool: the search still checks."""
+
+        def amounts(t: float) -> dict[str, int]:
+            return {c: low + int(t * (high - low)) for c, (low, high) in ranges.items()}
+
+        def fits(key: str, t: float) -> bool:
+            q = quote(self.lists, [(key, c, a) for c, a in amounts(t).items()], seconds)
+            return all(
+                c["max"] <= limit.max for limit in self.limits for c in q.costs if limit.matches(c)
+            )
+
+        best = 0.0
+        for key in self.lists:
+            if not fits(key, 0.0):
+                continue
+            low, high = 0.0, 1.0
+            if fits(key, 1.0):
+                return None  # the whole range fits there: nothing to narrow
+            for _ in range(30):
+                mid = (low + high) / 2
+                low, high = (mid, high) if fits(key, mid) else (low, mid)
+            best = max(best, low)
+        most = amounts(best)
+        return most if any(most[c] > ranges[c][0] for c in ranges) else None
+
     def reasons(self) -> list[tuple[str, dict[str, str]]]:
         """Why offers were not made: the cheapest refused and the limit, per limit."""
         template = (

@@ -207,13 +207,26 @@ def test_offers_above_the_limit_are_not_made(node) -> None:
     assert {o["site"]["pools"][0] for o in answer["offers"]} == {"sim/main"}
 
 
-def test_a_limit_gets_the_least_the_request_allows(node) -> None:
-    doc = {**request_doc(cores=(1, 8), duration="PT1H"), "costs": [{"max": 0.1, "units": "EUR"}]}
+def test_a_limit_gets_the_most_within_it(node) -> None:
+    doc = {**request_doc(cores=(1, 8), duration="PT1H"), "costs": [{"max": 0.16, "units": "EUR"}]}
     answer = ask(node(platform(PRICED)), doc)
     assert answer["result"] == "YES"
-    for offer in answer["offers"]:
-        assert offer["compute"]["cores"] == {"min": 1, "max": 1}
-        assert by_type(offer["costs"])["urn:ebroker:cost:money:EUR"]["max"] <= 0.1
+    for offer in answer["offers"]:  # 3 cores x 0.05 = 0.15; 4 would cost 0.20
+        assert offer["compute"]["cores"] == {"min": 3, "max": 3}
+        assert by_type(offer["costs"])["urn:ebroker:cost:money:EUR"]["max"] <= 0.16
+
+
+def test_a_limit_gets_the_least_when_nothing_more_fits(node) -> None:
+    """The cheap pool is full: the dear one's least (2 cores, 0.16 EUR) is within the limit."""
+    dear = {"money": {"currency": "EUR", "per_hour": {"cores": 0.08}}}
+    client = node(platform(PRICED, pools(("cheap", 2, None), ("dear", 8, dear))))
+    held = ask(client, request_doc(cores=(2, 2), duration="PT2H"))
+    assert {o["site"]["pools"][0] for o in held["offers"]} == {"sim/cheap"}
+    doc = {**request_doc(cores=(2, 8), duration="PT1H"), "costs": [{"max": 0.2, "units": "EUR"}]}
+    answer = ask(client, doc)
+    assert answer["result"] == "YES"
+    first = answer["offers"][0]
+    assert first["site"]["pools"] == ["sim/dear"] and first["compute"]["cores"]["max"] == 2
 
 
 def test_a_request_over_its_limit_is_no_with_the_cheapest_cost(node) -> None:

@@ -253,16 +253,26 @@ def _search_within(
     wanted = 1 if direct else broker.config.offers.max_offers
     if not budget.refused or len(outcome.slots) >= wanted:
         return outcome, searches
-    if all(r.min == r.max for r in demand.amounts.values()):
-        return outcome, searches
-    least = replace(demand, amounts={c: Range(r.min, r.min) for c, r in demand.amounts.items()})
-    more, more_searches = _search(broker, session, least, plans, direct, now, verdict, budget)
-    slots = select_distinct(
-        sorted(outcome.slots + more.slots, key=lambda s: s.start_at), searches[0].max_offers
-    )
-    best = {c: max(outcome.best.get(c, 0), more.best.get(c, 0)) for c in demand.amounts}
-    candidates = outcome.candidates + more.candidates
-    return Outcome(slots, best, candidates, outcome.notes), searches + more_searches
+    ranges = {c: (r.min, r.max) for c, r in demand.amounts.items()}
+    most = budget.most_within(ranges, demand.duration)
+    narrower = [{c: Range(r.min, r.min) for c, r in demand.amounts.items()}]  # the least
+    if most is not None:  # first the most that a price list keeps within the limits
+        narrower.insert(0, {c: Range(r.min, most[c]) for c, r in demand.amounts.items()})
+    for amounts in narrower:
+        if all(r.min == r.max == demand.amounts[c].max for c, r in amounts.items()):
+            continue  # the request as it was
+        more, more_searches = _search(
+            broker, session, replace(demand, amounts=amounts), plans, direct, now, verdict, budget
+        )
+        slots = select_distinct(
+            sorted(outcome.slots + more.slots, key=lambda s: s.start_at), searches[0].max_offers
+        )
+        best = {c: max(outcome.best.get(c, 0), more.best.get(c, 0)) for c in demand.amounts}
+        outcome = Outcome(slots, best, outcome.candidates + more.candidates, outcome.notes)
+        searches = searches + more_searches
+        if len(outcome.slots) >= wanted:
+            break
+    return outcome, searches
 
 
 ASAP_FIRST_LOOK = 24 * 3600
