@@ -453,9 +453,11 @@ def test_legacy_update_in_xml(client: TestClient) -> None:
 
 
 def test_problems_in_xml(client: TestClient) -> None:
-    r = client.post("/requests", json=request_doc((4, 2)), headers=ACCEPT_XML)
+    document = request_doc()
+    document["compute"]["cores"]["min"] = "four"  # a type error: min > max would be a NO
+    r = client.post("/requests", json=document, headers=ACCEPT_XML)
     doc = xml_problem(r, 400)
-    assert [e["pointer"] for e in doc["errors"]] == ["/compute/cores"]
+    assert [e["pointer"] for e in doc["errors"]] == ["/compute/cores/min"]
     assert b"<errors><i>" in r.content  # RFC 9457 appendix B: array members are <i>
     missing = client.get("/sessions/00000000-0000-4000-8000-000000000000", headers=ACCEPT_XML)
     xml_problem(missing, 404)
