@@ -181,3 +181,18 @@ def test_direct_falls_through_failed_sessions_to_an_ebroker_node(mixed):
     assert "upstream caly303 cannot start it" in why
     got = httpx.get(f"{agg}/sessions/{session['meta']['uuid']}", timeout=30)
     assert got.status_code == 200 and got.json()["site"]["upstream"] == "eb"
+
+
+def test_direct_that_no_upstream_can_start_says_why_from_each(mixed):
+    agg, caly = mixed["agg"], mixed["caly"]
+    caly.direct = "400"
+    doc = request_doc(cores=(1000, 1000))  # more than the ebroker node has
+    r = httpx.post(f"{agg}/direct", json=doc, timeout=30, follow_redirects=False)
+    if DIRECT_SEE_OTHER:
+        assert r.status_code == 400, r.text
+        assert r.json()["phase"] == "FAILED"
+    else:
+        assert r.status_code == 200 and r.json()["result"] == "NO", r.text
+    why = texts(r.json())
+    assert "upstream caly cannot start it: No resources available now" in why
+    assert "upstream eb cannot start it" in why
