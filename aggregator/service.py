@@ -182,7 +182,9 @@ class Aggregator:
         accepted = await self.upstreams.kinds(upstream, deadline)
         return "" if accepted is None else ", ".join(sorted(kinds - accepted))
 
-    async def _store_merged(self, chosen: list[Candidate], notes: list[Message]) -> dict[str, Any]:
+    async def _store_merged(
+        self, chosen: list[Candidate], notes: list[Message], result: str | None = None
+    ) -> dict[str, Any]:
         now = int(time.time())
         offerset_uuid = new_uuid()
         offers, sessions = [], []
@@ -200,7 +202,7 @@ class Aggregator:
             ))  # fmt: skip
             if offer.expires:
                 expires.append(offer.expires)
-        result = "YES" if offers else "NO"
+        result = result or ("YES" if offers else "NO")
         dumped = [_dump(m) for m in notes]
         await asyncio.to_thread(
             self.store.save_offerset,
@@ -378,6 +380,7 @@ class Aggregator:
         kinds = requested_kinds(document)
         notes: list[Message] = []
         conflicts = []
+        failed: list[Candidate] = []  # the FAILED sessions upstreams kept, by weight
         ups = sorted(self.upstreams.by_name.values(), key=lambda u: -u.config.weight)
         for upstream in ups:
             if await self._missing_kinds(upstream, kinds, deadline):
@@ -400,15 +403,25 @@ class Aggregator:
                 continue  # malformed: noted
             if answer.status == 409:
                 conflicts.append(f"{upstream.name}: {_detail(answer)}")
-            else:
-                notes.append(message("upstream {upstream} cannot start it: {detail}",
-                                     upstream=upstream.name, detail=_detail(answer)))  # fmt: skip
+                continue
+            notes.append(message("upstream {upstream} cannot start it: {detail}",
+                                 upstream=upstream.name, detail=_detail(answer)))  # fmt: skip
+            kept = _failed_session_of(upstream, answer)
+            if kept is not None:
+                failed.append(Candidate(upstream.name, upstream.config.weight, kept))
         if conflicts:
             raise Conflict("no upstream can start it now: " + "; ".join(conflicts),
                            messages=conflicts + [n.message for n in notes])  # fmt: skip
-        merged = await self._store_merged([], notes)
         if not DIRECT_SEE_OTHER:
-            return merged, 200, {}
+            return await self._store_merged([], notes), 200, {}
+        if failed:
+            # the first FAILED session an upstream kept is ours too: GET finds it there
+            merged = await self._store_merged(failed[:1], notes, result="NO")
+            session = merged["offers"][0]
+            meta = session.setdefault("meta", {})
+            meta["messages"] = list(meta.get("messages") or []) + merged["meta"]["messages"]
+            return session, 400, {}
+        merged = await self._store_merged([], notes)
         return self._failed_session(document, merged), 400, {}
 
     def _started(
@@ -449,8 +462,9 @@ class Aggregator:
         return session, 303, {"Location": session["meta"]["url"]}
 
     def _failed_session(self, document: Any, merged: dict[str, Any]) -> dict[str, Any]:
-        """No upstream could start it: a FAILED session (the standard's 400 answer) whose
-        messages say why; it is not kept (its uuid names nothing to GET)."""
+        """No upstream could start it, and none kept a FAILED session: one of the aggregator's
+        own (the standard's 400 answer) whose messages say why; it is not kept (its uuid names
+        nothing to GET; its offer set, a NO, is)."""
         request = document if isinstance(document, dict) else {}
         session: dict[str, Any] = {
             "kind": SESSION_KIND,
@@ -519,6 +533,19 @@ def _detail(answer: Answer) -> str:
         texts = [m.get("message") or m.get("template") for m in own_messages(meta.get("messages"))]
         said = "; ".join(t for t in texts if t)
     return str(said or f"it answered {answer.status}")[:500]
+
+
+def _failed_session_of(upstream: Upstream, answer: Answer) -> UpstreamOffer | None:
+    """The FAILED session an upstream's 400 carries (the standard's answer to a direct
+    execution that cannot start), if it names one the aggregator can point at."""
+    doc = answer.document
+    if answer.status != 400 or not is_session(doc) or doc.get("phase") != "FAILED":
+        return None
+    located = locate_offers({"offers": [doc]}, upstream.config.base)["offers"][0]
+    try:
+        return UpstreamOffer.model_validate(located)
+    except ValidationError:
+        return None
 
 
 def phase_of(document: Any) -> str | None:

@@ -196,3 +196,8 @@ def test_direct_that_no_upstream_can_start_says_why_from_each(mixed):
     why = texts(r.json())
     assert "upstream caly cannot start it: No resources available now" in why
     assert "upstream eb cannot start it" in why
+    if DIRECT_SEE_OTHER:  # a FAILED session an upstream kept: GET finds it through us
+        got = httpx.get(f"{agg}/sessions/{r.json()['meta']['uuid']}", timeout=30)
+        assert got.status_code == 200, got.text
+        assert got.json()["phase"] == "FAILED"
+        assert got.json()["site"]["upstream"] == r.json()["site"]["upstream"]
