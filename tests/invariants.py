@@ -112,11 +112,25 @@ def state_problems(conn: Connection) -> list[str]:
         if due is not None:
             cleaning.add(uuid)
     phases = {uuid: phase for uuid, _, phase, _, _ in rows}
+    # a direct execution that could not start is a FAILED session of a NO offer set, never booked
+    refused = {
+        uuid
+        for (uuid,) in conn.execute(
+            text(
+                "SELECT s.uuid FROM execution_session s JOIN offer_set o "
+                "ON o.uuid = s.offerset_uuid WHERE o.result = 'NO' AND s.phase = 'FAILED'"
+            )
+        )
+    }
     for offerset, uuids in accepted.items():
         if len(uuids) > 1:
             problems.append(f"offer set {offerset} has {len(uuids)} accepted sessions")
     for uuid, phase in phases.items():
         states = bookings[uuid]
+        if uuid in refused:
+            if states != [None]:
+                problems.append(f"refused direct session {uuid} has bookings {states}")
+            continue
         wanted = EXPECTED_BOOKING.get(phase)
         if wanted is not None and states != [wanted]:
             problems.append(f"{phase} session {uuid} has bookings {states}")
