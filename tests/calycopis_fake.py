@@ -210,7 +210,7 @@ class CalycopisFake:
         app.router.add_post("/sessions/{uuid}", self._update)
         app.router.add_post("/direct", self._direct)
         app.router.add_get("/broken", self._broken)
-        runner = web.AppRunner(app)
+        runner = self.runner = web.AppRunner(app)
         self.loop.run_until_complete(runner.setup())
         self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
         self.started.set()
@@ -223,5 +223,7 @@ class CalycopisFake:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        done = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        done.result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
