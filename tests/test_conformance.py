@@ -267,6 +267,7 @@ def test_no_answers_conform(standard: Standard, client: TestClient, document: di
     post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
     conforms(standard, client, "GET", f"/offersets/{answer['meta']['uuid']}", OFFERSET_GET)
 
+
 def _semantic(change: str) -> dict[str, Any]:
     """A request of the standard's types that breaks one of its rules."""
     doc = request_doc()
@@ -293,7 +294,6 @@ def test_semantic_no_answers_conform(standard: Standard, client: TestClient, cha
     assert answer["result"] == "NO"
     assert all(m["values"]["pointer"].startswith("/") for m in answer["meta"]["messages"])
     post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
-
 
 
 def test_the_legacy_offersets_path_conforms(standard: Standard, client: TestClient) -> None:
