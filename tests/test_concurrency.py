@@ -47,7 +47,7 @@ GOALS = {
     "requests": 120, "request-YES": 40, "request-NO": 1,
     "accepted": 20, "race-paired": 10,
     "lost-race": 3, "lost-race-paired": 2,  # accepts that lost to a sibling's acceptance
-    "cancel-200": 10, "reject-200": 1, "cancel-offer-409": 1, "conflict-EXPIRED": 1,
+    "cancel-200": 10, "reject-200": 1, "cancel-offer-200": 1, "conflict-EXPIRED": 1,
 }  # fmt: skip
 # what a client does with an offer set it got (weights); a walk-away leaves it to expire
 ACTIONS = [("share", 40), ("accept", 38), ("reject-then-accept", 10), ("cancel-offer", 5),
@@ -248,9 +248,12 @@ class Client:
             self.update(offers[0]["meta"]["uuid"], REJECT, "reject")
             if len(offers) > 1:
                 self.accept(rng.choice(offers[1:]))
-        elif action == "cancel-offer":  # not allowed for an open offer: a 409
-            self.update(rng.choice(offers)["meta"]["uuid"], CANCEL, "cancel-offer")
-            self.accept(rng.choice(offers))
+        elif action == "cancel-offer":  # withdraw one open offer (its hold freed), take another
+            withdrawn = rng.choice(offers)
+            self.update(withdrawn["meta"]["uuid"], CANCEL, "cancel-offer")
+            others = [offer for offer in offers if offer is not withdrawn]
+            if others:
+                self.accept(rng.choice(others))
         elif action == "late":  # let the offers expire, then try
             time.sleep(HOLD_SECONDS + 1.2)
             self.accept(rng.choice(offers), "late")
