@@ -255,3 +255,20 @@ def test_examples_are_the_ones_the_readme_names() -> None:
     for name in ("01-minimal.yaml", "02-compute.yaml"):
         assert f"examples/requests/{name}" in readme
     assert "examples/updates/accept.yaml" in readme
+
+
+def test_offer_sets_and_sessions_carry_a_name(client: TestClient) -> None:
+    """The standard's clients show ``meta.name``: the request's, else the executable's."""
+    named = post_request(client, "05-legacy-types.yaml")  # names the request
+    assert {o["meta"]["name"] for o in named["offers"]} == {"legacy-request"}
+    assert named["meta"]["name"] == "legacy-request"
+    body = post_request(client, "01-minimal.yaml")  # names only its executable
+    assert {o["meta"]["name"] for o in body["offers"]} == {"hello"}
+    assert body["meta"]["name"]
+    unnamed = post_request(client, "06-legacy-urn.yaml")  # names nothing
+    for offer in unnamed["offers"]:
+        assert offer["meta"]["name"] == "docker-container"  # its executable's kind
+        again = client.get(urlparse(offer["meta"]["url"]).path).json()
+        assert again["meta"]["name"] == offer["meta"]["name"]
+    offerset = client.get(urlparse(unnamed["meta"]["url"]).path).json()
+    assert offerset["meta"]["name"] == unnamed["meta"]["name"]

@@ -176,6 +176,21 @@ def _connector(connector: Any) -> Any:
     return connector
 
 
+def default_name(doc: dict[str, Any], what: str) -> str:
+    """A name for a document the client named nothing of, since the standard's clients show
+    ``meta.name``: the executable's name, else its kind's (``docker-container``), else ``what``.
+    Never a uuid, so that two answers to one request read the same."""
+    executable = doc.get("executable")
+    if isinstance(executable, dict):
+        name = (executable.get("meta") or {}).get("name")
+        if isinstance(name, str) and name:
+            return name
+        kind = executable.get("kind")
+        if isinstance(kind, str) and kind:
+            return kind.rstrip("/").rsplit("/", 1)[-1].removesuffix(".yaml")
+    return what
+
+
 def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
     doc = row.document
     stored_meta = doc.get("meta", {})
@@ -187,6 +202,7 @@ def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
         "modified": instant(row.modified_at),
         "options": phase_options(row.phase),
     }
+    meta["name"] = meta.get("name") or default_name(doc, "execution-session")
     if "messages" in stored_meta:
         meta["messages"] = wire_messages(stored_meta["messages"])
     body = {k: v for k, v in doc.items() if k not in HIDDEN}
@@ -248,6 +264,13 @@ def render_offerset(
         "url": f"{base_url}/offersets/{row.uuid}",
         "created": instant(row.created_at),
     }
+    # the request's name lives with its offers; an offer set of none is just "offerset"
+    first = sessions[0].document if sessions else {}
+    meta["name"] = (
+        meta.get("name")
+        or (first.get("meta") or {}).get("name")
+        or default_name(first, "offerset")
+    )
     if "messages" in stored_meta:
         meta["messages"] = wire_messages(stored_meta["messages"])
     return {
