@@ -1,9 +1,9 @@
 """Every answer of every endpoint validates against the IVOA ExecutionBroker schema.
 
 The schema is the standard's own (Calycopis-openapi v1.0, OpenAPI 3.1 with relative ``$ref``s
-between its files), read from the folder ``EBROKER_STANDARD_SCHEMA`` names (CI sets it to
-``../shared/standard/calycopis-openapi-v1.0``); without it these tests skip, and under
-``EBROKER_REQUIRE_INTEGRATION=1`` fail. Each answer is checked against the schema of the
+between its files), read from the folder ``EBROKER_STANDARD_SCHEMA`` names (``.ci/run``
+points it at the copy beside the repository on the CI machine); without it these tests skip,
+and under ``EBROKER_REQUIRE_INTEGRATION=1`` fail. Each answer is checked against the schema of the
 operation's 200 answer in the standard's ``execution-broker.yaml``, in JSON and in YAML.
 
 JSON Schema itself ignores OpenAPI's ``discriminator``, but the standard's generated clients
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -28,7 +28,6 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from starlette.testclient import TestClient
 
-from broker_core.http.app import create_app
 from tests.conftest import ACCEPT, DOCKER, POOL_CONFIG, request_doc, unavailable
 
 SCHEMA_ENV = "EBROKER_STANDARD_SCHEMA"
@@ -148,9 +147,8 @@ def standard() -> Standard:
 
 
 @pytest.fixture
-def node(broker_factory, sqlite_url, tmp_path) -> Iterator[Any]:
+def node(broker_factory, client_factory, sqlite_url, tmp_path) -> Callable[..., TestClient]:
     """A node whose simulated work runs for ``run_time`` (the lifecycle on short timers)."""
-    clients: list[TestClient] = []
 
     def make(run_time: str = "PT1S", exit_code: int = 0) -> TestClient:
         platform = POOL_CONFIG["platforms"][0]
@@ -161,14 +159,9 @@ def node(broker_factory, sqlite_url, tmp_path) -> Iterator[Any]:
             lifecycle={"workdir": str(tmp_path / "sessions"), "poll_interval": "PT1S"},
             offers={"granularity": "PT1S"},
         )
-        client = TestClient(create_app(broker), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
+        return client_factory(broker)
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return make
 
 
 def conforms(
