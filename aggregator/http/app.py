@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-from broker_core.http.app import serve_spec
+from broker_core.http.app import handlers_in, serve_spec
 from broker_core.kinds.registry import load_registry
 
 from ..config import AggregatorConfig
@@ -15,25 +15,9 @@ from ..service import Aggregator
 from ..store import Store
 from ..upstreams import Upstreams
 from .context import current_aggregator
-from .handlers import accounting, direct, health, landing, node, offersets, requests, sessions
 
-# the aggregator's handler of each operation of the spec (the node's own), by operationId
-HANDLERS: dict[str, Callable[..., Any]] = {
-    "getLandingPage": landing.get,
-    "requestOffers": requests.post,
-    "requestOffersLegacy": requests.post,
-    "getOfferSet": offersets.get,
-    "getSession": sessions.get,
-    "updateSession": sessions.post,
-    "getSessionLogs": sessions.logs,
-    "executeDirect": direct.post,
-    "executeDirectLegacy": direct.post,
-    "getLiveness": health.live,
-    "getReadiness": health.ready,
-    "getNode": node.get,
-    "getUsage": accounting.usage,
-    "getProject": accounting.project,
-}
+# the aggregator's handler of each operation of the spec (the node's own)
+HANDLERS = handlers_in("aggregator.http.handlers")
 
 
 def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) -> Any:

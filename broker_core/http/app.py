@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -25,7 +26,6 @@ from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .context import current_broker
-from .handlers import accounting, direct, health, landing, node, offersets, requests, sessions
 from .identity import Authentication
 from .landing import SpecFiles
 from .negotiation import ContentNegotiation
@@ -48,23 +48,36 @@ OPERATION_IDS = frozenset(
     if method in _HTTP_METHODS
 )
 
-# the node's handler of each operation of the spec, by operationId
-HANDLERS: dict[str, Callable[..., Any]] = {
-    "getLandingPage": landing.get,
-    "requestOffers": requests.post,
-    "requestOffersLegacy": requests.post,
-    "getOfferSet": offersets.get,
-    "getSession": sessions.get,
-    "updateSession": sessions.post,
-    "getSessionLogs": sessions.logs,
-    "executeDirect": direct.post,
-    "executeDirectLegacy": direct.post,
-    "getLiveness": health.live,
-    "getReadiness": health.ready,
-    "getNode": node.get,
-    "getUsage": accounting.usage,
-    "getProject": accounting.project,
+# each operation of the spec, by operationId: the handler module and function that serve it. A
+# node and an aggregator have handler packages of the same shape, each serving every operation
+OPERATIONS: dict[str, tuple[str, str]] = {
+    "getLandingPage": ("landing", "get"),
+    "requestOffers": ("requests", "post"),
+    "requestOffersLegacy": ("requests", "post"),
+    "getOfferSet": ("offersets", "get"),
+    "getSession": ("sessions", "get"),
+    "updateSession": ("sessions", "post"),
+    "getSessionLogs": ("sessions", "logs"),
+    "executeDirect": ("direct", "post"),
+    "executeDirectLegacy": ("direct", "post"),
+    "getLiveness": ("health", "live"),
+    "getReadiness": ("health", "ready"),
+    "getNode": ("node", "get"),
+    "getUsage": ("accounting", "usage"),
+    "getProject": ("accounting", "project"),
 }
+
+
+def handlers_in(package: str) -> dict[str, Callable[..., Any]]:
+    """The table from operationId to handler for a package of handler modules."""
+    return {
+        operation: getattr(importlib.import_module(f"{package}.{module}"), function)
+        for operation, (module, function) in OPERATIONS.items()
+    }
+
+
+# the node's handler of each operation
+HANDLERS = handlers_in("broker_core.http.handlers")
 
 
 def operation_resolver(handlers: Mapping[str, Callable[..., Any]]) -> Resolver:
