@@ -99,6 +99,21 @@ class BodyError(Exception):
         return doc
 
 
+def refuse_oversized(raw: bytes, limits: BodyLimits) -> None:
+    """A 413 for a body over the limit, before any parser sees it."""
+    if len(raw) > limits.max_bytes:
+        raise BodyError(
+            413,
+            "Payload Too Large",
+            f"request body is {len(raw)} bytes; the limit is {limits.max_bytes} bytes",
+        )
+
+
+def too_large_to_decode() -> BodyError:
+    """The 413 for a body whose parser ran out of memory."""
+    return BodyError(413, "Payload Too Large", "request body is too large to decode")
+
+
 def _bad(detail: str, pointer: str | None = None) -> BodyError:
     return BodyError(400, _BAD_REQUEST, detail, pointer)
 
@@ -134,12 +149,7 @@ def parse_body(
     """
     from . import xml  # xml.py builds on this module
 
-    if len(raw) > limits.max_bytes:
-        raise BodyError(
-            413,
-            "Payload Too Large",
-            f"request body is {len(raw)} bytes; the limit is {limits.max_bytes} bytes",
-        )
+    refuse_oversized(raw, limits)
     mt = media_type(content_type)
     if mt and not (is_json(mt) or is_yaml(mt) or xml.is_xml(mt)):
         accepted = ", ".join(
@@ -167,7 +177,7 @@ def parse_body(
     except RecursionError:
         raise _bad("request body is nested too deeply") from None
     except MemoryError:
-        raise BodyError(413, "Payload Too Large", "request body is too large to decode") from None
+        raise too_large_to_decode() from None
     except Exception as exc:  # the contract is "BodyError only", whatever a parser does
         raise _bad("request body could not be decoded") from exc
 

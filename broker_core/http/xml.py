@@ -36,7 +36,7 @@ from typing import Any
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
-from .bodies import BodyError, BodyLimits
+from .bodies import BodyError, BodyLimits, refuse_oversized, too_large_to_decode
 
 XML_TYPES = ("application/xml", "text/xml")
 PROBLEM_XML = "application/problem+xml"
@@ -285,12 +285,7 @@ def parse_xml(
 
     Raises only :class:`BodyError`, whatever the input.
     """
-    if len(raw) > limits.max_bytes:
-        raise BodyError(
-            413,
-            "Payload Too Large",
-            f"request body is {len(raw)} bytes; the limit is {limits.max_bytes} bytes",
-        )
+    refuse_oversized(raw, limits)
     builder = _Builder(limits)
     try:
         parser = DefusedXMLParser(
@@ -310,7 +305,7 @@ def parse_xml(
     except RecursionError:
         raise _bad("request body is nested too deeply") from None
     except MemoryError:
-        raise BodyError(413, "Payload Too Large", "request body is too large to decode") from None
+        raise too_large_to_decode() from None
     except Exception as exc:  # the contract is "BodyError only", whatever the parser does
         raise _bad("request body could not be decoded as XML") from exc
     if root is None:
