@@ -125,6 +125,23 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def media_ranges(accept: str) -> list[tuple[str, float]]:
+    """An Accept header's media ranges, lower-cased, each with its q (1 when not given, 0 when
+    unreadable), in the header's order."""
+    ranges = []
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        q = 1.0
+        for param in fields[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        ranges.append((fields[0].lower(), q))
+    return ranges
+
+
 def is_json(mt: str) -> bool:
     """Whether a bare media type is JSON (including any ``+json`` structured suffix)."""
     return mt in JSON_TYPES or ("/" in mt and mt.endswith("+json"))

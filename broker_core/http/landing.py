@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .bodies import is_yaml
+from .bodies import is_yaml, media_ranges
 
 Service = Literal["node", "aggregator"]
 JSON = "application/json"
@@ -57,19 +57,9 @@ def package_version() -> str:
 def _quality(accept: str, matches: Callable[[str], bool]) -> float:
     """The highest q the Accept header gives a media type ``matches`` accepts (-1: none)."""
     best = -1.0
-    for part in accept.split(","):
-        fields = [f.strip() for f in part.split(";")]
-        kind = fields[0].lower()
-        if not kind or not matches(kind):
-            continue
-        q = 1.0
-        for param in fields[1:]:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        best = max(best, q - (0.001 if "*" in kind else 0))
+    for kind, q in media_ranges(accept):
+        if kind and matches(kind):
+            best = max(best, q - (0.001 if "*" in kind else 0))
     return best
 
 

@@ -19,7 +19,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import ServerConfig
 from ..kinds.legacy import normalise_request, normalise_update
 from ..kinds.registry import KindRegistry
-from .bodies import BodyError, BodyLimits, dump_yaml, is_yaml, media_type, parse_body
+from .bodies import (
+    BodyError,
+    BodyLimits,
+    dump_yaml,
+    is_yaml,
+    media_ranges,
+    media_type,
+    parse_body,
+)
 from .xml import PROBLEM_NS, PROBLEM_XML, Schemas, dump_xml, is_xml
 
 JSON = "application/json"
@@ -44,17 +52,9 @@ def preferred_format(accept: str) -> str:
     YAML). A browser's header (one naming text/html) lists application/xml only as a
     fallback for pages, so XML is never chosen for it."""
     best = {"json": -1.0, "yaml": -1.0, "xml": -1.0}
-    parts = [[f.strip() for f in part.split(";")] for part in accept.split(",")]
-    browser = any(fields[0].lower() == "text/html" for fields in parts)
-    for fields in parts:
-        kind = fields[0].lower()
-        q = 1.0
-        for param in fields[1:]:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
+    ranges = media_ranges(accept)
+    browser = any(kind == "text/html" for kind, _ in ranges)
+    for kind, q in ranges:
         if is_yaml(kind):
             best["yaml"] = max(best["yaml"], q)
         elif is_xml(kind):
