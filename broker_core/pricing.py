@@ -288,15 +288,61 @@ def limits_of(costs: Sequence[Any]) -> tuple[list[Limit], list[str]]:
 
 
 @dataclass
+class Need:
+    """A request's metric with a ``min`` or ``max``: the performance the client needs."""
+
+    type: str
+    min: float | None
+    max: float | None
+    units: str | None
+
+    def matches(self, metric: dict[str, Any]) -> bool:
+        return metric.get("type") == self.type
+
+    def met_by(self, metric: dict[str, Any]) -> bool:
+        """Every pool the offer draws on is within the need: the worst of them counts."""
+        low_ok = self.min is None or metric["min"] >= self.min
+        return low_ok and (self.max is None or metric["max"] <= self.max)
+
+    def text(self) -> str:
+        unit = f" {self.units}" if self.units else ""
+        bounds = [f"at least {self.min:.6g}{unit}"] if self.min is not None else []
+        bounds += [f"at most {self.max:.6g}{unit}"] if self.max is not None else []
+        return f"{self.type} {' and '.join(bounds)}"
+
+
+def needs_of(metrics: Sequence[Any]) -> tuple[list[Need], list[str]]:
+    """The needs among a request's metric items, and those given no way to compare (no
+    type: a metric is only comparable with one that measures the same thing)."""
+    needs, vague = [], []
+    for m in metrics:
+        bounds = [v for v in (m.min, m.max) if v is not None and math.isfinite(v)]
+        if not bounds:
+            continue
+        if not m.type:
+            vague.append("/".join(f"{v:g}" for v in bounds))
+            continue
+        low = m.min if m.min is not None and math.isfinite(m.min) else None
+        high = m.max if m.max is not None and math.isfinite(m.max) else None
+        needs.append(Need(m.type, low, high, m.units))
+    return needs, vague
+
+
+@dataclass
 class Budget:
-    """A request's cost limits, applied to candidate slots; remembers what it turned away."""
+    """A request's cost limits and metric needs, applied to candidate slots; remembers what it
+    turned away."""
 
     limits: list[Limit]
     lists: dict[str, Pricing]
     vague: list[str] = field(default_factory=list)
     cheapest: dict[int, float] = field(default_factory=dict)  # limit index -> least refused
-    refused: int = 0
+    refused: int = 0  # slots over a cost limit (a smaller slot may be cheaper)
     unapplied: set[int] = field(default_factory=set)
+    needs: list[Need] = field(default_factory=list)
+    vague_needs: list[str] = field(default_factory=list)
+    closest: dict[int, dict[str, Any]] = field(default_factory=dict)  # need index -> best refused
+    unmet: set[int] = field(default_factory=set)  # needs no offer's metrics could answer
 
     def within(self, slot: Any) -> bool:
         if not self.limits:
@@ -313,6 +359,27 @@ class Budget:
         if not ok:
             self.refused += 1
         return ok
+
+    def suits(self, pool_keys: Sequence[str]) -> bool:
+        """Whether an offer drawing on these pools (``platform/pool`` keys) meets every need:
+        metrics belong to the machines, so pools are chosen before any slot is searched."""
+        if not self.needs:
+            return True
+        metrics = quote(self.lists, [(key, "cores", 1) for key in pool_keys], 3600).metrics
+        ok = True
+        for i, need in enumerate(self.needs):
+            metric = next((m for m in metrics if need.matches(m)), None)
+            if metric is None:
+                self.unmet.add(i)
+            elif not need.met_by(metric):
+                self.closest[i] = _closer(need, self.closest.get(i), metric)
+                ok = False
+        return ok
+
+    @property
+    def turned_away(self) -> bool:
+        """Whether there was room, but only outside the client's limits or needs."""
+        return bool(self.cheapest or self.closest)
 
     def affordable(self, slots: Sequence[Any]) -> list[Any]:
         return [s for s in slots if self.within(s)]
@@ -348,18 +415,28 @@ class Budget:
         return most if any(most[c] > ranges[c][0] for c in ranges) else None
 
     def reasons(self) -> list[tuple[str, dict[str, str]]]:
-        """Why offers were not made: the cheapest refused and the limit, per limit."""
+        """Why offers were not made: per limit, the cheapest refused and the limit; per need,
+        the closest refused and the need."""
         template = (
             "every offer this node could make costs more than the limit: the cheapest "
             "costs {cheapest}; the limit is {limit}"
         )
-        return [
+        found = [
             (
                 template,
                 {"cheapest": _fmt(v, self.limits[i].unit() or ""), "limit": self.limits[i].text()},
             )
             for i, v in sorted(self.cheapest.items())
         ]
+        for i, metric in sorted(self.closest.items()):
+            need = self.needs[i]
+            found.append((
+                "no offer this node could make meets the metric {need}: the closest has "
+                "{metric} from {low} to {high}",
+                {"need": need.text(), "metric": need.type, "low": f"{metric['min']:.6g}",
+                 "high": f"{metric['max']:.6g}"},
+            ))  # fmt: skip
+        return found
 
     def notes(self) -> list[tuple[str, dict[str, str]]]:
         """Limits that could not be applied (the node does not price in their units)."""
@@ -373,6 +450,16 @@ class Budget:
              {"limit": v})
             for v in self.vague
         ]  # fmt: skip
+        notes += [
+            ("the metric {need} is not applied: this node publishes no such metric",
+             {"need": self.needs[i].text()})
+            for i in sorted(self.unmet - set(self.closest))
+        ]  # fmt: skip
+        notes += [
+            ("the metric {need} is not applied: it names no type (a URI for what is measured)",
+             {"need": v})
+            for v in self.vague_needs
+        ]  # fmt: skip
         return notes
 
 
@@ -383,6 +470,18 @@ def quote_slot(lists: dict[str, Pricing], slot: Any) -> Quote:
     return quote(lists, allocations, slot.end_at - slot.start_at)
 
 
-def budget_for(config: Any, costs: Sequence[Any]) -> Budget:
+def _closer(need: Need, best: dict[str, Any] | None, metric: dict[str, Any]) -> dict[str, Any]:
+    """Of two metrics that miss a need, the one that misses it by less."""
+
+    def miss(m: dict[str, Any]) -> float:
+        short = max(0.0, need.min - m["min"]) if need.min is not None else 0.0
+        over = max(0.0, m["max"] - need.max) if need.max is not None else 0.0
+        return short + over
+
+    return metric if best is None or miss(metric) < miss(best) else best
+
+
+def budget_for(config: Any, costs: Sequence[Any], metrics: Sequence[Any] = ()) -> Budget:
     limits, vague = limits_of(costs)
-    return Budget(limits, price_lists(config), vague)
+    needs, vague_needs = needs_of(metrics)
+    return Budget(limits, price_lists(config), vague, needs=needs, vague_needs=vague_needs)

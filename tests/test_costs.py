@@ -255,6 +255,64 @@ def test_a_direct_booking_keeps_to_the_limit(node) -> None:
     assert client.post("/direct", json=doc).status_code < 300
 
 
+# --- a request's metric needs ------------------------------------------------------------------
+
+SPEED = "urn:ebroker:metric:speed"
+FAST = {"money": {"currency": "EUR", "per_hour": {"cores": 0.08}},
+        "metrics": [{"name": "speed", "value": 2.0}]}  # fmt: skip
+
+
+def test_offers_short_of_a_metric_are_not_made(node) -> None:
+    """main's speed is 1.5, fast's 2.0: a need of at least 1.8 leaves only fast's offers."""
+    client = node(platform(PRICED, pools(("main", 4, None), ("fast", 4, FAST))))
+    need = {"kind": METRIC_KIND, "type": SPEED, "min": 1.8}
+    answer = ask(client, {**request_doc(cores=(2, 2)), "metrics": [need]})
+    assert answer["result"] == "YES"
+    assert {o["site"]["pools"][0] for o in answer["offers"]} == {"sim/fast"}
+    for offer in answer["offers"]:
+        assert by_type(offer["metrics"])[SPEED]["min"] >= 1.8
+    # a metric's max bounds it from above: at most 1.6 leaves main
+    capped = {"type": SPEED, "max": 1.6}
+    client = node(platform(PRICED, pools(("main", 4, None), ("fast", 4, FAST))))
+    answer = ask(client, {**request_doc(cores=(2, 2)), "metrics": [capped]})
+    assert {o["site"]["pools"][0] for o in answer["offers"]} == {"sim/main"}
+
+
+def test_a_metric_on_a_component_is_a_need_of_the_offer(node) -> None:
+    """The standard's AbstractComponent carries costs and metrics: on the compute resource
+    they apply as the request's own do."""
+    client = node(platform(PRICED, pools(("main", 4, None), ("fast", 4, FAST))))
+    doc = request_doc(cores=(2, 2))
+    doc["compute"]["metrics"] = [{"kind": METRIC_KIND, "type": SPEED, "min": 1.8}]
+    doc["compute"]["costs"] = [{"kind": COST_KIND, "type": "urn:ebroker:cost:money:EUR",
+                                "max": 10}]  # fmt: skip
+    answer = ask(client, doc)
+    assert {o["site"]["pools"][0] for o in answer["offers"]} == {"sim/fast"}
+    doc["compute"]["costs"][0]["max"] = 0.01  # the component's cost limit applies too
+    answer = ask(node(platform(PRICED, pools(("main", 4, None), ("fast", 4, FAST)))), doc)
+    assert answer["result"] == "NO"
+
+
+def test_a_need_no_pool_meets_is_no_with_the_closest(node) -> None:
+    client = node(platform(PRICED, pools(("main", 4, None), ("fast", 4, FAST))))
+    doc = {**request_doc(cores=(2, 2)), "metrics": [{"type": SPEED, "min": 3}]}
+    answer = ask(client, doc)
+    assert answer["result"] == "NO" and answer["offers"] == []
+    (reason,) = answer["meta"]["messages"]
+    assert reason["level"] == "WARN"
+    assert reason["values"] == {
+        "need": f"{SPEED} at least 3", "metric": SPEED, "low": "2", "high": "2",
+    }  # fmt: skip
+
+
+def test_a_need_this_node_cannot_judge_is_noted_not_applied(node) -> None:
+    needs = [{"type": "urn:example:metric:io", "min": 5}, {"min": 2}, {"type": SPEED}]
+    answer = ask(node(platform(PRICED)), {**request_doc(), "metrics": needs})
+    assert answer["result"] == "YES"
+    noted = [m["values"]["need"] for m in answer["meta"]["messages"]]
+    assert noted == ["urn:example:metric:io at least 5", "2"]  # the one with no bound is none
+
+
 # --- the aggregator's order: cost ---------------------------------------------------------------
 
 

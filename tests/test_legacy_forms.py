@@ -570,13 +570,14 @@ def test_ports_are_answered_as_the_schemas_objects(client: TestClient, name: str
 
 
 def test_costs_with_type_and_description_are_read_as_limits(client: TestClient) -> None:
-    """A request's costs are limits, not the offer's costs (a node without a price list quotes
-    none): a limit in a type this node does not price in is said not to be applied."""
+    """A request's costs are limits and its metrics needs, not the offer's (a node without a
+    price list quotes none): a limit or need this node cannot judge is said not to be applied."""
     doc, _ = FORMS["costs_and_metrics_with_type_and_description"]
     answer = client.post("/requests", json=doc).json()
     assert answer["result"] == "YES" and answer["offers"][0]["costs"] == []
-    (note,) = answer["meta"]["messages"]
-    assert note["values"]["limit"] == "10 (urn:example:money)"
+    cost, metric = answer["meta"]["messages"]
+    assert cost["values"]["limit"] == "10 (urn:example:money)"
+    assert metric["values"]["need"] == "urn:example:io at least 1.5"
 
 
 def test_platforms_read_typed_port_numbers() -> None:

@@ -114,6 +114,26 @@ class MinMax(Strict):
         return found
 
 
+class MinMaxItem(Strict):
+    """The standard's simple min/max float cost and metric items (``type``: a URI for what is
+    counted or measured)."""
+
+    kind: str | None = None
+    type: str | None = Field(default=None, max_length=2048)
+    description: str | None = Field(default=None, max_length=4096)
+    min: float | None = None
+    max: float | None = None
+    units: str | None = Field(default=None, max_length=64)
+
+
+class CostItem(MinMaxItem):
+    """A cost: with a ``max``, the most the client will pay (money, energy, carbon)."""
+
+
+class MetricItem(MinMaxItem):
+    """A performance metric: with a ``min`` (or ``max``), what the client needs."""
+
+
 class Component(Strict):
     """Base of every kind. ``CATEGORY``/``NAME`` give the kind URI it is registered under."""
 
@@ -122,6 +142,9 @@ class Component(Strict):
 
     kind: str
     meta: Meta | None = None
+    # the standard's AbstractComponent may carry them; limits on the offer as a whole
+    costs: list[CostItem] | None = Field(default=None, max_length=64)
+    metrics: list[MetricItem] | None = Field(default=None, max_length=64)
 
     @classmethod
     def kind_uri(cls) -> str:
@@ -130,6 +153,10 @@ class Component(Strict):
     @property
     def name(self) -> str | None:
         return self.meta.name if self.meta else None
+
+    def parts(self) -> list[Component]:
+        """This component and those it holds (a compute resource's volume mounts)."""
+        return [self]
 
     def problems(self, at: str) -> list[Problem]:
         """What makes this well-formed component unservable, pointed at from ``at`` (its own

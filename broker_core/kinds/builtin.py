@@ -247,6 +247,9 @@ class SimpleComputeResource(Component):
     memory: MinMax | None = None
     volumes: list[SimpleVolumeMount] = Field(default_factory=list, max_length=64)
 
+    def parts(self) -> list[Component]:
+        return [self, *self.volumes]
+
     def problems(self, at: str) -> list[Problem]:
         found = self.cores.problems(f"{at}/cores") if self.cores else []
         found += self.memory.problems(f"{at}/memory") if self.memory else []

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from ..errors import DocumentInvalid, FieldError
-from .base import Component, Meta, Strict
+from .base import Component, CostItem, Meta, MetricItem, Strict
 from .registry import KindRegistry, UnknownKind, validation_errors
 
 
@@ -19,18 +19,6 @@ class RequestedSchedule(Strict):
 
 class ScheduleBlock(Strict):
     requested: RequestedSchedule | None = None
-
-
-class CostItem(Strict):
-    """A cost item; ``type`` (a URI for what is counted: money, energy, carbon) and
-    ``description`` are the schema's AbstractCostItem fields."""
-
-    kind: str | None = None
-    type: str | None = Field(default=None, max_length=2048)
-    description: str | None = Field(default=None, max_length=4096)
-    min: float | None = None
-    max: float | None = None
-    units: str | None = Field(default=None, max_length=64)
 
 
 class Envelope(Strict):
@@ -44,7 +32,7 @@ class Envelope(Strict):
     data: list[dict[str, Any]] = Field(default_factory=list, max_length=256)
     schedule: ScheduleBlock | None = None
     costs: list[CostItem] = Field(default_factory=list, max_length=64)
-    metrics: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+    metrics: list[MetricItem] = Field(default_factory=list, max_length=64)
 
 
 @dataclass
@@ -56,6 +44,7 @@ class ExecutionRequest:
     schedule: RequestedSchedule
     meta: Meta | None = None
     costs: list[CostItem] = field(default_factory=list)
+    metrics: list[MetricItem] = field(default_factory=list)
 
     def components(self) -> list[Component]:
         parts = [self.executable, *([self.compute] if self.compute else [])]
@@ -63,6 +52,16 @@ class ExecutionRequest:
 
     def kinds(self) -> set[str]:
         return {c.kind for c in self.components()}
+
+    def all_costs(self) -> list[CostItem]:
+        """The request's costs and its components': an offer is priced as a whole."""
+        parts = [p for component in self.components() for p in component.parts()]
+        return self.costs + [c for part in parts for c in part.costs or []]
+
+    def all_metrics(self) -> list[MetricItem]:
+        """The request's metrics and its components': each is met by the offer as a whole."""
+        parts = [p for component in self.components() for p in component.parts()]
+        return self.metrics + [m for part in parts for m in part.metrics or []]
 
 
 @dataclass
@@ -111,6 +110,7 @@ def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
             schedule=(envelope.schedule and envelope.schedule.requested) or RequestedSchedule(),
             meta=envelope.meta,
             costs=envelope.costs,
+            metrics=envelope.metrics,
         ),
         [],
     )

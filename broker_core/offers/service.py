@@ -90,7 +90,8 @@ def request_offers(
         return _refuse(broker, document, notes + verdict.refusals, now, owner)
     demand = verdict.demand
     verdict.notes = notes + verdict.notes
-    budget = budget_for(broker.config, request.costs)  # the request's cost limits
+    # the request's cost limits and metric needs
+    budget = budget_for(broker.config, request.all_costs(), request.all_metrics())
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...
@@ -121,7 +122,7 @@ def request_offers(
             )  # fmt: skip
         else:
             reasons = _explain(broker, demand, outcome, searches, now, verdict)
-            if budget.cheapest:  # there was room, but only above the client's limit
+            if budget.turned_away:  # there was room, but only outside the client's limits
                 reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
             if direct:  # capacity, not the request, is the problem: the client may retry
                 raise CannotStart(
@@ -337,7 +338,11 @@ def _search_windows(
             search_demand = Demand(demand.amounts, demand.duration, starts)
         search = Search(
             demand=search_demand,
-            pool_sets=_pool_sets(broker, plan.platform, mine),
+            pool_sets=[
+                pool_set
+                for pool_set in _pool_sets(broker, plan.platform, mine)
+                if budget is None or budget.suits([p.name for p in pool_set])
+            ],
             now=now,
             preparation=plan.preparation,
             horizon=horizon,
