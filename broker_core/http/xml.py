@@ -90,8 +90,10 @@ class Schemas:
     """The spec's component schemas, read the way the XML mapping needs them.
 
     Only what decides the shape of a value is looked at: ``type``, ``properties``,
-    ``additionalProperties``, ``items`` and ``nullable``, through ``$ref``, ``allOf`` and
-    ``anyOf``/``oneOf`` (whose object alternatives are chosen by the document's ``kind``).
+    ``additionalProperties``, ``items`` and ``nullable``, through ``$ref``, ``allOf`` (nested
+    too), ``anyOf``/``oneOf`` (whose object alternatives are chosen by the document's ``kind``)
+    and OpenAPI's ``discriminator.mapping``: an abstract type whose mapping names the document's
+    ``kind`` has the members of the subtype it maps to, as a generated (Jackson) client reads it.
     """
 
     def __init__(self, components: Mapping[str, Any]):
@@ -178,7 +180,7 @@ class Schemas:
     def _members(self, schema: Any, kind: Any) -> tuple[dict[str, Any], Any] | None:
         objects = []
         for alt in self._alternatives(schema):
-            merged = self._merge_all_of(alt)
+            merged = self._merge_all_of(self._subtype(alt, kind))
             if merged is not None:
                 objects.append(merged)
         if not objects:
@@ -195,20 +197,43 @@ class Schemas:
                 union.setdefault(name, sub)
         return union, None
 
+    def _subtype(self, schema: dict[str, Any], kind: Any) -> dict[str, Any]:
+        """The schema a discriminator maps ``kind`` to (followed down, never back up: a
+        subtype's ``allOf`` names its abstract base, whose mapping names the subtype again)."""
+        seen = {id(schema)}
+        while isinstance(kind, str):
+            mapping = (schema.get("discriminator") or {}).get("mapping") or {}
+            target = mapping.get(kind) if isinstance(mapping, Mapping) else None
+            if not isinstance(target, str):
+                break
+            mapped = self.resolve({"$ref": target})
+            if not mapped or id(mapped) in seen:
+                break
+            seen.add(id(mapped))
+            schema = mapped
+        return schema
+
     def _merge_all_of(self, schema: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
-        parts = [schema, *(self.resolve(p) for p in schema.get("allOf", ()))]
+        """The properties of a schema and of every schema its ``allOf`` names, however deep
+        (its own first); None when none of them describes an object."""
         props: dict[str, Any] = {}
         additional: Any = None
         is_object = False
-        for part in parts:
+        pending, seen = [schema], set()
+        while pending:
+            part = pending.pop(0)
+            if id(part) in seen:
+                continue
+            seen.add(id(part))
             if part.get("type") == "object" or "properties" in part:
                 is_object = True
             if "additionalProperties" in part:
                 is_object = True
-                if isinstance(part["additionalProperties"], Mapping):
+                if isinstance(part["additionalProperties"], Mapping) and additional is None:
                     additional = part["additionalProperties"]
             for name, sub in (part.get("properties") or {}).items():
                 props.setdefault(name, sub)
+            pending.extend(self.resolve(p) for p in part.get("allOf", ()) if self.resolve(p))
         return (props, additional) if is_object else None
 
 
