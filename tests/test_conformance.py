@@ -4,22 +4,32 @@ The schema is the standard's own (Calycopis-openapi v1.0, OpenAPI 3.1 with relat
 between its files), read from the folder ``EBROKER_STANDARD_SCHEMA`` names (``.ci/run``
 points it at the copy beside the repository on the CI machine); without it these tests skip,
 and under ``EBROKER_REQUIRE_INTEGRATION=1`` fail. Each answer is checked against the schema of the
-operation's 200 answer in the standard's ``execution-broker.yaml``, in JSON and in YAML.
+operation's 200 answer in the standard's ``execution-broker.yaml``, in JSON, YAML and XML.
 
 JSON Schema itself ignores OpenAPI's ``discriminator``, but the standard's generated clients
 pick the class of a document by it, so the validator here does too: a ``kind`` must be one the
 mapping names, and the document must then validate against the schema it maps to.
+
+An XML answer is read as a client generated from the standard reads it: by the standard's
+schemas (bundled into one ``components`` mapping), each abstract type taken as the subtype its
+discriminator maps the element's ``kind`` to, as Jackson does. What that reading makes of it
+must validate, and must be what the same client reads from the JSON answer: every member the
+standard's schemas describe, equal. (What ebroker adds, e.g. ``site``, is outside them: such a
+client skips it, and without a schema no XML reader can tell a list of one from an object.)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+import httpx
 import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
@@ -28,13 +38,15 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from starlette.testclient import TestClient
 
-from tests.conftest import ACCEPT, DOCKER, POOL_CONFIG, request_doc, unavailable
+from broker_core.http.xml import Schemas, parse_xml
+from tests.conftest import ACCEPT, COMPUTE, DOCKER, POOL_CONFIG, request_doc, unavailable
 
 SCHEMA_ENV = "EBROKER_STANDARD_SCHEMA"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REQUEST_FILES = sorted(p.name for p in (EXAMPLES / "requests").glob("*.yaml"))
 YAML_CT = {"Content-Type": "application/yaml"}
-FORMATS = ("application/json", "application/yaml")
+JSON, YAML, XML = "application/json", "application/yaml", "application/xml"
+FORMATS = (JSON, YAML, XML)
 REJECT = {**ACCEPT, "value": "REJECTED"}
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
 
@@ -55,13 +67,19 @@ class Standard:
         self.folder = folder.resolve()
         self.base = self.folder.as_uri() + "/"
         resources = []
+        bundled: dict[str, Any] = {}
         for path in sorted(self.folder.rglob("*.yaml")):
             uri = path.as_uri()
             contents = yaml.safe_load(path.read_text())
+            bundled.update(_local_refs(contents.get("components", {}).get("schemas", {})))
             _absolute_mappings(contents, uri)
             resources.append((uri, Resource.from_contents(contents, DRAFT202012)))
         self.registry: Registry = Registry().with_resources(resources)
         self.validator_class = extend(Draft202012Validator, {"discriminator": _discriminator})
+        self.operations = yaml.safe_load((self.folder / "execution-broker.yaml").read_text())
+        self.schemas = Schemas(bundled)  # how the standard's clients read XML
+        self.validated: Counter[str] = Counter()  # answers, by operation and format
+        self.read_alike = 0  # XML answers read as the JSON ones
 
     def answer_schema(self, operation: tuple[str, str], media: str) -> dict[str, Any]:
         path, method = operation
@@ -74,6 +92,20 @@ class Standard:
     def schema(self, name: str) -> dict[str, Any]:
         return {"$ref": f"{self.base}components.yaml#/components/schemas/{name}"}
 
+    def read_xml(self, operation: tuple[str, str], raw: bytes) -> Any:
+        """An XML answer as a client generated from the standard reads it."""
+        path, method = operation
+        answer = self.operations["paths"][path][method]["responses"]["200"]["content"][XML]
+        name = answer["schema"]["$ref"].rsplit("/", 1)[1]
+        return parse_xml(raw, schemas=self.schemas, schema=self.schemas.named(name))
+
+    def described(self, operation: tuple[str, str], document: Any) -> Any:
+        """What of a document the standard's schemas describe (what its clients read)."""
+        path, method = operation
+        answer = self.operations["paths"][path][method]["responses"]["200"]["content"][JSON]
+        name = answer["schema"]["$ref"].rsplit("/", 1)[1]
+        return _described(self.schemas, self.schemas.named(name), document)
+
     def errors(self, schema: dict[str, Any], document: Any) -> list[str]:
         validator = self.validator_class(
             schema,
@@ -82,6 +114,45 @@ class Standard:
         )
         found = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
         return [_describe(e) for e in found]
+
+
+_FILE_REF = re.compile(r"^[^#]*#/components/schemas/")
+
+
+def _local_refs(node: Any) -> Any:
+    """A copy with each ``./file.yaml#/components/schemas/Name`` (in ``$ref``s and in
+    discriminator mappings) made ``#/components/schemas/Name``: the standard's 96 schema names
+    are unique across its files, so they bundle into one mapping."""
+    local = "#/components/schemas/"
+    if isinstance(node, list):
+        return [_local_refs(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    copy = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str):
+            copy[key] = _FILE_REF.sub(local, value)
+        elif key == "mapping" and isinstance(value, dict):
+            copy[key] = {kind: _FILE_REF.sub(local, ref) for kind, ref in value.items()}
+        else:
+            copy[key] = _local_refs(value)
+    return copy
+
+
+def _described(schemas: Schemas, schema: Any, value: Any) -> Any:
+    if isinstance(value, dict):
+        members = schemas.members(schema, value.get("kind"))
+        if members is None:
+            return value
+        props, additional = members
+        return {
+            key: _described(schemas, props.get(key, additional), item)
+            for key, item in value.items()
+            if key in props or additional is not None
+        }
+    if isinstance(value, list):
+        return [_described(schemas, schemas.items(schema), item) for item in value]
+    return value
 
 
 def _absolute_mappings(node: Any, uri: str) -> None:
@@ -132,15 +203,29 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {error.message[:300]}"
 
 
-@pytest.fixture(scope="module")
-def standard() -> Standard:
+def load_standard(request: pytest.FixtureRequest) -> Iterator[Standard]:
+    """The standard's schema from ``EBROKER_STANDARD_SCHEMA``; afterwards, how many answers
+    were validated, by operation and format."""
     folder = os.environ.get(SCHEMA_ENV)
     if not folder:
         unavailable(f"{SCHEMA_ENV} names no folder with the standard's schema")
     path = Path(folder)
     if not (path / "execution-broker.yaml").is_file():
         unavailable(f"{SCHEMA_ENV}={folder} holds no execution-broker.yaml")
-    return Standard(path)
+    standard = Standard(path)
+    yield standard
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None and standard.validated:
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(standard.validated.items()))
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(
+                f"\n{request.node.name}: {standard.validated.total()} answers validated, "
+                f"{standard.read_alike} XML answers read as the JSON ones ({counts})"
+            )
+
+
+standard = pytest.fixture(scope="module")(load_standard)
 
 
 # --- a node and its answers --------------------------------------------------------------------
@@ -166,7 +251,7 @@ def node(broker_factory, client_factory, sqlite_url, tmp_path) -> Callable[..., 
 
 def conforms(
     standard: Standard,
-    client: TestClient,
+    client: httpx.Client,
     method: str,
     url: str,
     operation: tuple[str, str],
@@ -174,18 +259,35 @@ def conforms(
     status: int = 200,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Ask in JSON and in YAML; both answers must validate. The JSON answer."""
-    answers = {}
+    """Ask in JSON, YAML and XML: every answer must validate, and the XML one must read as the
+    JSON one. The JSON answer. (A POST that makes something, an offer set or a direct
+    session, is asked once, in JSON: ``posted_in_yaml_and_xml`` asks again.)"""
     headers = kwargs.pop("headers", {})
-    for media in FORMATS:
-        if media == "application/yaml" and method == "POST" and operation != SESSION_POST:
-            continue  # a second POST would make a second offer set: its YAML is checked below
+    repeatable = method == "GET" or operation == SESSION_POST
+    answers = {}
+    for media in FORMATS if repeatable else (JSON,):
         r = client.request(method, url, headers={"Accept": media, **headers}, **kwargs)
         assert r.status_code == status, r.text
-        document = r.json() if media == "application/json" else yaml.safe_load(r.text)
-        check(standard, operation, media, document)
-        answers[media] = document
-    return answers["application/json"]
+        answers[media] = read_answer(standard, operation, media, r)
+    if XML in answers:
+        reads_as_json(standard, client, answers[XML])
+    return answers[JSON]
+
+
+def read_answer(
+    standard: Standard, operation: tuple[str, str], media: str, r: httpx.Response
+) -> Any:
+    """An answer in the format asked for, read (XML as the standard's clients read it) and
+    validated."""
+    assert r.headers["content-type"].split(";")[0] == media, r.headers["content-type"]
+    if media == JSON:
+        document = r.json()
+    elif media == YAML:
+        document = yaml.safe_load(r.text)
+    else:
+        document = standard.read_xml(operation, r.content)
+    check(standard, operation, media, document)
+    return document
 
 
 def check(standard: Standard, operation: tuple[str, str], media: str, document: Any) -> None:
@@ -194,16 +296,45 @@ def check(standard: Standard, operation: tuple[str, str], media: str, document: 
     else:
         errors = standard.errors(standard.answer_schema(operation, media), document)
     assert not errors, f"{operation} {media}: " + "\n".join(errors)
+    standard.validated[f"{operation[1].upper()} {operation[0]} {media.split('/')[1]}"] += 1
 
 
-def post_yaml_too(standard: Standard, client: TestClient, url: str, body: bytes) -> None:
-    """The YAML answer of a POST that makes an offer set."""
-    r = client.post(url, content=body, headers={**YAML_CT, "Accept": "application/yaml"})
-    assert r.status_code == 200, r.text
-    check(standard, OFFERSET, "application/yaml", yaml.safe_load(r.text))
+def reads_as_json(standard: Standard, client: httpx.Client, read: dict[str, Any]) -> None:
+    """What the standard's clients read from an XML answer is what they read from the JSON
+    answer of a GET of the same offer set or session. While it moves on (a session the
+    lifecycle drives), both are read again, a few times."""
+    uuid = read["meta"]["uuid"]
+    if "result" in read:
+        get, url = OFFERSET_GET, f"/offersets/{uuid}"
+    else:
+        get, url = SESSION_GET, f"/sessions/{uuid}"
+    for _ in range(5):
+        as_json = client.get(url, headers={"Accept": JSON}).json()
+        if standard.described(get, read) == standard.described(get, as_json):
+            break
+        read = standard.read_xml(get, client.get(url, headers={"Accept": XML}).content)
+    assert standard.described(get, read) == standard.described(get, as_json)
+    standard.read_alike += 1
 
 
-def sessions_conform(standard: Standard, client: TestClient, offerset: dict[str, Any]) -> None:
+def posted_in_yaml_and_xml(
+    standard: Standard,
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    operation: tuple[str, str] = OFFERSET,
+    status: int = 200,
+) -> None:
+    """The YAML and XML answers of a POST that makes something (asked again: it makes another)."""
+    for media in (YAML, XML):
+        r = client.post(url, content=body, headers={**YAML_CT, "Accept": media})
+        assert r.status_code == status, r.text
+        document = read_answer(standard, operation, media, r)
+        if media == XML:
+            reads_as_json(standard, client, document)
+
+
+def sessions_conform(standard: Standard, client: httpx.Client, offerset: dict[str, Any]) -> None:
     conforms(standard, client, "GET", f"/offersets/{offerset['meta']['uuid']}", OFFERSET_GET)
     for offer in offerset["offers"]:
         conforms(standard, client, "GET", f"/sessions/{offer['meta']['uuid']}", SESSION_GET)
@@ -231,13 +362,31 @@ def test_the_standard_is_read_and_its_discriminators_apply(standard: Standard) -
     assert standard.errors(standard.schema("AbstractExecutionSession"), scheduled)
 
 
+def test_xml_is_read_as_the_standards_clients_read_it(standard: Standard) -> None:
+    """Each abstract type as the subtype its kind maps to: numbers where the standard has
+    numbers, and a port given as a bare number (not ``{port: N}``) is no DockerNetworkPort."""
+    kinds = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/"
+    raw = (
+        f'<execution kind="{kinds}session/scheduled-execution-session.yaml"><phase>OFFERED</phase>'
+        f'<executable kind="{DOCKER}"><network><ports><port><internal>{{internal}}</internal>'
+        f'</port></ports></network></executable><compute kind="{COMPUTE}"><cores><min>2</min>'
+        "<max>4</max></cores></compute></execution>"
+    )
+    session = standard.read_xml(SESSION_GET, raw.format(internal="<port>8080</port>").encode())
+    assert session["compute"]["cores"] == {"min": 2, "max": 4}
+    assert session["executable"]["network"]["ports"] == [{"internal": {"port": 8080}}]
+    assert not standard.errors(standard.schema("AbstractExecutionSession"), session)
+    bare = standard.read_xml(SESSION_GET, raw.format(internal="8080").encode())
+    assert standard.errors(standard.schema("AbstractExecutionSession"), bare)
+
+
 @pytest.mark.parametrize("name", REQUEST_FILES)
 def test_offers_for_every_example_conform(standard: Standard, client: TestClient, name: str):
     body = (EXAMPLES / "requests" / name).read_bytes()
     answer = conforms(standard, client, "POST", "/requests", OFFERSET, content=body,
                       headers=YAML_CT)  # fmt: skip
     assert answer["result"] == "YES", answer["meta"].get("messages")
-    post_yaml_too(standard, client, "/requests", body)
+    posted_in_yaml_and_xml(standard, client, "/requests", body)
     sessions_conform(standard, client, answer)
 
 
@@ -257,7 +406,7 @@ def test_no_answers_conform(standard: Standard, client: TestClient, document: di
     answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=document)
     assert answer["result"] == "NO"
     assert answer["meta"]["messages"]
-    post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
+    posted_in_yaml_and_xml(standard, client, "/requests", yaml.safe_dump(document).encode())
     conforms(standard, client, "GET", f"/offersets/{answer['meta']['uuid']}", OFFERSET_GET)
 
 
@@ -286,14 +435,14 @@ def test_semantic_no_answers_conform(standard: Standard, client: TestClient, cha
     answer = conforms(standard, client, "POST", "/requests", OFFERSET, json=document)
     assert answer["result"] == "NO"
     assert all(m["values"]["pointer"].startswith("/") for m in answer["meta"]["messages"])
-    post_yaml_too(standard, client, "/requests", yaml.safe_dump(document).encode())
+    posted_in_yaml_and_xml(standard, client, "/requests", yaml.safe_dump(document).encode())
 
 
 def test_the_legacy_offersets_path_conforms(standard: Standard, client: TestClient) -> None:
     body = (EXAMPLES / "requests" / "05-legacy-types.yaml").read_bytes()
     answer = conforms(standard, client, "POST", "/offersets", OFFERSET, content=body,
                       headers=YAML_CT)  # fmt: skip
-    post_yaml_too(standard, client, "/offersets", body)
+    posted_in_yaml_and_xml(standard, client, "/offersets", body)
     sessions_conform(standard, client, answer)
 
 
@@ -322,7 +471,7 @@ def test_accept_reject_and_cancel_answers_conform(standard: Standard, node: Any)
 
 
 def wait_until(
-    standard: Standard, client: TestClient, url: str, phases: set[str], *, final: bool = False
+    standard: Standard, client: httpx.Client, url: str, phases: set[str], *, final: bool = False
 ) -> set[str]:
     """Follow a session, validating every answer; the phases seen."""
     seen: set[str] = set()
@@ -338,6 +487,7 @@ def wait_until(
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # the lifecycle runs each session for a second
 @pytest.mark.parametrize(("exit_code", "end"), [(0, "COMPLETED"), (3, "FAILED")])
 def test_sessions_the_lifecycle_moved_on_conform(
     standard: Standard, node: Any, exit_code: int, end: str
@@ -356,6 +506,7 @@ def test_sessions_the_lifecycle_moved_on_conform(
     sessions_conform(standard, client, answer)
 
 
+@pytest.mark.slow  # the lifecycle runs each session for a second
 def test_direct_sessions_conform(standard: Standard, node: Any) -> None:
     """303 See Other to the session, the session as the body; 400 with a FAILED session."""
     client = node(run_time="PT1S")
@@ -363,19 +514,18 @@ def test_direct_sessions_conform(standard: Standard, node: Any) -> None:
         r = client.post("/direct", json=request_doc(duration="PT1M"),
                         headers={"Accept": media}, follow_redirects=False)  # fmt: skip
         assert r.status_code == 303, r.text
-        document = r.json() if media == "application/json" else yaml.safe_load(r.text)
-        check(standard, DIRECT, media, document)
+        document = read_answer(standard, DIRECT, media, r)
         assert r.headers["location"] == document["meta"]["url"]
         assert r.headers["location"].startswith(("http://", "https://"))  # format: url
+        if media == XML:
+            reads_as_json(standard, client, document)
     wait_until(standard, client, r.headers["location"], {"COMPLETED", "FAILED"}, final=True)
-    failed = conforms(standard, client, "POST", "/direct", DIRECT, status=400,
-                      json=request_doc(cores=(4096, 4096)))  # fmt: skip
+    cannot_start = request_doc(cores=(4096, 4096))
+    failed = conforms(standard, client, "POST", "/direct", DIRECT, status=400, json=cannot_start)
     assert failed["phase"] == "FAILED" and failed["meta"]["messages"]
     conforms(standard, client, "GET", f"/sessions/{failed['meta']['uuid']}", SESSION_GET)
-    r = client.post("/direct", json=request_doc(cores=(4096, 4096)),
-                    headers={"Accept": "application/yaml"})  # fmt: skip
-    assert r.status_code == 400
-    check(standard, DIRECT, "application/yaml", yaml.safe_load(r.text))
+    body = yaml.safe_dump(cannot_start).encode()
+    posted_in_yaml_and_xml(standard, client, "/direct", body, DIRECT, status=400)
 
 
 def test_the_sessions_of_refused_updates_conform(standard: Standard, client: TestClient) -> None:
@@ -445,7 +595,7 @@ def test_offers_with_costs_and_metrics_conform(
     session = standard.schema("AbstractExecutionSession")
     bad = {**offer, "costs": [{**offer["costs"][0], "min": "0.1"}]}  # the costs are checked
     assert not standard.errors(session, offer) and standard.errors(session, bad)
-    post_yaml_too(standard, client, "/requests", yaml.safe_dump(doc).encode())
+    posted_in_yaml_and_xml(standard, client, "/requests", yaml.safe_dump(doc).encode())
     sessions_conform(standard, client, answer)
 
 
