@@ -100,11 +100,14 @@ def db_upgrade(args: argparse.Namespace) -> int:
 def check_config(args: argparse.Namespace) -> int:
     from platforms.registry import build_platforms
     from policies.identity import Authenticator
+    from policies.identity.groups import check_group_names
     from policies.registry import build_policies
 
     from .node import check_bookings
 
     config = _load(args)
+    for warning in check_group_names(config):
+        print(f"warning: {warning}")
     platforms = build_platforms(config.platforms)
     Authenticator(config.auth)
     for policy in build_policies(config.policies, None):

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 def build_broker(config: NodeConfig) -> Broker:
     from platforms.registry import build_platforms
     from policies.identity import Authenticator
+    from policies.identity.groups import check_group_names
     from policies.registry import build_policies
 
+    for warning in check_group_names(config):
+        log.warning("%s", warning)
     platforms = build_platforms(config.platforms)
     if config.database.migrate_on_start:
         migrate.upgrade(config.database.url)  # checks the database can be reached first

@@ -12,7 +12,7 @@ Policies are plugins (entry point group ``ebroker.policies``); a plugin class is
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -35,6 +35,10 @@ class Identity:
     groups: frozenset[str] = frozenset()
     issuer: str | None = None  # the configured issuer's short name
     claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # the names a configured group list may use for these groups (``issuer:group``, and the
+    # bare names that cannot be mistaken for another issuer's); see policies.identity.groups.
+    # None: computed from the groups with no other issuer known
+    memberships: frozenset[str] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def anonymous(self) -> bool:
@@ -47,10 +51,33 @@ class Identity:
         return ANONYMOUS if self.issuer is None else f"{self.issuer}:{self.subject}"
 
     def in_any(self, groups: Iterable[str]) -> bool:
-        return not self.groups.isdisjoint(groups)
+        """Whether a configured list of group names (``egi:site-admins``, or bare) names one
+        of this caller's groups."""
+        names = self.memberships
+        if names is None:
+            names = memberships(self.issuer, self.groups, ())
+        return not names.isdisjoint(groups)
 
 
 ANONYMOUS_IDENTITY = Identity(subject=ANONYMOUS)
+
+
+def memberships(
+    issuer: str | None, groups: Iterable[str], issuers: Collection[str]
+) -> frozenset[str]:
+    """The names under which a configured list may name these groups of ``issuer`` (one of
+    ``issuers``, the configured ones): each group qualified by it, and each bare group unless it
+    reads as another issuer's qualified name (issuer ``b`` saying ``a:admins`` is not issuer
+    ``a`` saying ``admins``)."""
+    if issuer is None:
+        return frozenset()
+    found = set()
+    for group in groups:
+        found.add(f"{issuer}:{group}")
+        prefix, colon, _ = group.partition(":")
+        if not (colon and prefix in issuers and prefix != issuer):
+            found.add(group)
+    return frozenset(found)
 
 
 @dataclass(frozen=True)

@@ -266,7 +266,10 @@ def test_algorithm_not_configured(issuer: OidcIssuer) -> None:
         ({"aud": None}, "token lacks the 'aud' claim"),
         ({"sub": 42}, "token subject ('sub') is not a string"),
         ({"sub": ""}, "token subject ('sub') is empty"),
-        ({"iat": "yesterday"}, "token issue time ('iat') is invalid"),
+        (
+            {"iat": "yesterday"},
+            "token issue time ('iat') is not a NumericDate (a number of seconds)",
+        ),
     ],
 )
 def test_bad_claims(issuer: OidcIssuer, claims: dict[str, Any], detail: str) -> None:
@@ -278,6 +281,37 @@ def test_missing_exp(issuer: OidcIssuer) -> None:
     del claims["exp"]
     token = jwt.encode(claims, issuer.rsa_key, algorithm="RS256", headers={"kid": issuer.rsa_kid})
     assert refused(make_auth(issuer), token).detail == "token lacks the 'exp' claim"
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        ("exp", lambda now: str(now + 300)),  # PyJWT's int() reads this as a time
+        ("exp", lambda now: True),
+        ("exp", lambda now: float("inf")),
+        ("exp", lambda now: [now + 300]),
+        ("nbf", lambda now: str(now - 10)),
+        ("iat", lambda now: str(now)),
+        ("iat", lambda now: None),  # JSON null
+    ],
+)
+def test_time_claims_must_be_numeric_dates(issuer: OidcIssuer, claim: str, value: Any) -> None:
+    """``exp``, ``nbf`` and ``iat`` are NumericDates (RFC 7519): JSON numbers, nothing else, in
+    a token that is otherwise valid and properly signed."""
+    claims = claims_of(issuer)
+    claims[claim] = value(int(time.time()))
+    token = jwt.encode(claims, issuer.rsa_key, algorithm="RS256", headers={"kid": issuer.rsa_kid})
+    assert refused(make_auth(issuer), token).detail.startswith(f"token {_WORDS[claim]} ('{claim}')")
+
+
+_WORDS = {"exp": "expiry", "nbf": "start of validity", "iat": "issue time"}
+
+
+def test_fractional_numeric_dates_are_accepted(issuer: OidcIssuer) -> None:
+    now = time.time()
+    claims = claims_of(issuer, iat=now, nbf=now - 1.5, exp=now + 300.25)
+    token = jwt.encode(claims, issuer.rsa_key, algorithm="RS256", headers={"kid": issuer.rsa_kid})
+    assert make_auth(issuer).authenticate(bearer(token)).subject == "mallory"
 
 
 def test_token_of_another_issuer_with_its_kid(issuer: OidcIssuer) -> None:

@@ -27,13 +27,14 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 
 import argon2
 import bcrypt
 
 from broker_core.config import BASIC_ISSUER, BasicAuthConfig, BasicUserConfig
 from broker_core.errors import Unauthenticated
-from policies.contract import Identity
+from policies.contract import Identity, memberships
 
 CACHE_TTL = 60.0  # seconds a verified header is trusted without verifying it again
 CACHE_SIZE = 1024  # headers remembered at most (least recently used go first)
@@ -124,8 +125,9 @@ class BasicUsers:
     """The configured Basic users; safe to call from many threads at once."""
 
     def __init__(self, config: BasicAuthConfig, *, cache_ttl: float = CACHE_TTL,
-                 cache_size: int = CACHE_SIZE) -> None:  # fmt: skip
+                 cache_size: int = CACHE_SIZE, issuers: Collection[str] = ()) -> None:  # fmt: skip
         self.config = config
+        self._issuers = frozenset(issuers) | {BASIC_ISSUER}  # what qualifies a group name
         self._users = {u.name: u for u in config.users}
         self._dummy = _dummy_hash(config.users) if config.users else ""
         self._ttl = cache_ttl
@@ -172,8 +174,10 @@ class BasicUsers:
             matched = _verify(user.password_hash if user else self._dummy, password)
         if user is None or not matched:
             raise _refused("wrong user name or password")
-        found = Identity(subject=user.name, groups=frozenset(user.groups), issuer=BASIC_ISSUER,
-                         claims={"auth": "basic"})  # fmt: skip
+        groups = frozenset(user.groups)
+        found = Identity(subject=user.name, groups=groups, issuer=BASIC_ISSUER,
+                         claims={"auth": "basic"},
+                         memberships=memberships(BASIC_ISSUER, groups, self._issuers))  # fmt: skip
         with self._lock:
             self._cache[key] = (time.monotonic() + self._ttl, found)
             self._cache.move_to_end(key)

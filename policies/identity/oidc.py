@@ -31,9 +31,10 @@ from jwt import PyJWK, PyJWKClient, PyJWKSet
 
 from broker_core.config import AuthConfig, ConfigError, IssuerConfig
 from broker_core.errors import IdentityUnavailable, Unauthenticated
-from policies.contract import ANONYMOUS_IDENTITY, Identity
+from policies.contract import ANONYMOUS_IDENTITY, Identity, memberships
 
 from .basic import CACHE_TTL, BasicUsers
+from .groups import issuer_names
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ DISCOVERY_PATH = "/.well-known/openid-configuration"
 MAX_TOKEN_LENGTH = 16_384  # far above any real JWT; refuses garbage before parsing it
 MAX_DISCOVERY_BYTES = 1_048_576
 REQUIRED_CLAIMS = ["exp", "iss", "sub", "aud"]
+# the NumericDates (RFC 7519 section 2: JSON numbers of seconds), as messages name them
+TIME_CLAIMS = {"exp": "expiry", "nbf": "start of validity", "iat": "issue time"}
 
 # PyJWKClient wraps connection errors, but lets invalid JSON (ValueError) and some socket
 # errors raised while reading the body (OSError) through.
@@ -283,13 +286,16 @@ class Authenticator:
         basic_cache_ttl: float = CACHE_TTL,
     ) -> None:  # fmt: skip
         self.auth = auth
+        self.issuer_names = issuer_names(auth)  # what qualifies a group name
         self._issuers: dict[str, list[_IssuerKeys]] = {}  # by exact 'iss'
         for config in auth.issuers:
             keys = _IssuerKeys(config, refetch_interval, retry_interval)
             self._issuers.setdefault(config.issuer, []).append(keys)
         self.basic: BasicUsers | None = None
         if auth.basic.users:
-            self.basic = BasicUsers(auth.basic, cache_ttl=basic_cache_ttl)
+            self.basic = BasicUsers(
+                auth.basic, cache_ttl=basic_cache_ttl, issuers=self.issuer_names
+            )
 
     def cached(self, authorization: str) -> Identity | None:
         """The identity of Basic credentials verified moments ago; never verifies anything."""
@@ -362,6 +368,7 @@ class Authenticator:
         except _TOKEN_ERRORS:
             raise Unauthenticated("malformed token") from None
         header, payload = unverified["header"], unverified["payload"]
+        _check_numeric_dates(payload)
         iss = payload.get("iss")
         if not isinstance(iss, str):
             raise Unauthenticated("token lacks the 'iss' claim")
@@ -402,12 +409,29 @@ class Authenticator:
         subject = claims["sub"]
         if not subject:
             raise Unauthenticated("token subject ('sub') is empty")
+        groups = _groups(claims, config.groups_claim)
         return Identity(
             subject=subject,
-            groups=_groups(claims, config.groups_claim),
+            groups=groups,
             issuer=config.name,
             claims=claims,
+            memberships=memberships(config.name, groups, self.issuer_names),
         )
+
+
+def _check_numeric_dates(payload: dict[str, Any]) -> None:
+    """``exp``, ``nbf`` and ``iat`` are numbers of seconds. PyJWT reads them with ``int()``, so
+    a string (``"exp": "99999999999"``) or a boolean would otherwise pass for a time."""
+    for claim, what in TIME_CLAIMS.items():
+        value = payload.get(claim, 0)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise Unauthenticated(
+                f"token {what} ('{claim}') is not a NumericDate (a number of seconds)"
+            )
 
 
 __all__ = ["Authenticator"]
