@@ -38,9 +38,8 @@ def version() -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from . import neighbours
+    from .http import server
     from .http.app import create_app
     from .node import build_broker
 
@@ -55,18 +54,21 @@ def serve(args: argparse.Namespace) -> int:
     print(f"  platforms: {platforms}", flush=True)
     for other in neighbours.register(config):
         print(f"ebroker: warning: {other}", file=sys.stderr, flush=True)
-    options = {"host": config.server.host, "port": config.server.port}
+    limits = server.connection_limits(config.server)  # before serving: a bad limit stops here
+    print(f"  connections: at most {limits.max_connections} per worker", flush=True)
+    level = args.log_level.lower()
     if config.server.workers == 1:
-        uvicorn.run(create_app(broker), log_level=args.log_level.lower(), **options)
+        server.serve(create_app(broker), config.server, log_level=level, limits=limits)
         return 0
     broker.db.dispose()
     os.environ[CONFIG_ENV] = config.model_dump_json()
-    uvicorn.run(
+    server.serve(
         "broker_core.cli:worker_app",
-        factory=True,
+        config.server,
+        log_level=level,
+        limits=limits,
         workers=config.server.workers,
-        log_level=args.log_level.lower(),
-        **options,
+        factory=True,
     )
     return 0
 
@@ -122,8 +124,6 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def aggregator(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from aggregator.config import load_aggregator_config
     from aggregator.http.app import create_aggregator_app
 
@@ -140,8 +140,9 @@ def aggregator(args: argparse.Namespace) -> int:
     names = ", ".join(u.name for u in config.upstreams)
     print(f"ebroker aggregator {config.site.name!r} at {config.base_url}", flush=True)
     print(f"  upstreams: {names}   database: {masked_url(config.database.url)}", flush=True)
-    uvicorn.run(app, host=config.server.host, port=config.server.port,
-                log_level=args.log_level.lower())  # fmt: skip
+    from .http import server
+
+    server.serve(app, config.server, log_level=args.log_level.lower())
     return 0
 
 

@@ -168,6 +168,32 @@ class ServerConfig(Model):
     validate_responses: bool = False
     workers: int = Field(default=1, ge=1, le=64, description="HTTP worker processes")
     threads: int = Field(default=4, ge=1, le=256, description="handler threads per worker")
+    # connections (see broker_core/http/server.py): what a slow or idle client may hold
+    header_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10),
+        description="a request's line and headers must arrive within this, from its first byte "
+        "(a new connection's first request: from the accept)",
+    )
+    body_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=30),
+        description="a request's body must arrive within this, from the end of its headers",
+    )
+    keep_alive_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=5), description="an idle connection is closed after this"
+    )
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=4096,
+        le=1_048_576,
+        description="a request's line and headers together; beyond it a 431",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_000_000,
+        description="open connections per worker process; default: 1000, or what the open-file "
+        "limit leaves (see the README); past it the connection waiting longest is closed",
+    )
 
 
 class DatabaseConfig(Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -63,9 +64,21 @@ class Node:
 
 
 def start_node(
-    config_file: Path, workdir: Path, name: str, command: str = "serve", port: int | None = None
+    config_file: Path,
+    workdir: Path,
+    name: str,
+    command: str = "serve",
+    port: int | None = None,
+    open_files: int | None = None,
 ) -> Node:
-    """``ebroker serve`` (or ``ebroker aggregator``) on a free port (or ``port``), ready."""
+    """``ebroker serve`` (or ``ebroker aggregator``) on a free port (or ``port``), ready;
+    ``open_files``: the process's RLIMIT_NOFILE (soft and hard)."""
+    limit = None
+    if open_files is not None:
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     chosen = port
     for attempt in range(3):  # a free port can be taken before the server binds it
         port = chosen or free_port()
@@ -75,7 +88,7 @@ def start_node(
                 [sys.executable, "-m", "broker_core.cli", command, "-c", str(config_file),
                  "--port", str(port), "--log-level", "WARNING"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit,
             )  # fmt: skip
         node = Node(f"http://127.0.0.1:{port}", process, log)
         if node.ready():
