@@ -324,14 +324,17 @@ def posted_in_yaml_and_xml(
     body: bytes,
     operation: tuple[str, str] = OFFERSET,
     status: int = 200,
-) -> None:
-    """The YAML and XML answers of a POST that makes something (asked again: it makes another)."""
+) -> list[Any]:
+    """The YAML and XML answers of a POST that makes something (asked again: it makes another).
+    The answers."""
+    answers = []
     for media in (YAML, XML):
         r = client.post(url, content=body, headers={**YAML_CT, "Accept": media})
         assert r.status_code == status, r.text
-        document = read_answer(standard, operation, media, r)
+        answers.append(read_answer(standard, operation, media, r))
         if media == XML:
-            reads_as_json(standard, client, document)
+            reads_as_json(standard, client, answers[-1])
+    return answers
 
 
 def sessions_conform(standard: Standard, client: httpx.Client, offerset: dict[str, Any]) -> None:
