@@ -44,7 +44,20 @@ class UpstreamConfig(Model):
 
 class FanoutConfig(Model):
     deadline: PositiveDuration = Field(
-        default=timedelta(seconds=8), description="overall deadline of one fan-out"
+        default=timedelta(seconds=8),
+        description="the most an answer to POST /requests or /direct takes, from the request's "
+        "arrival to its last byte sent",
+    )
+    reserve: NonNegativeDuration = Field(
+        default=timedelta(milliseconds=200),
+        description="the least time kept back from the deadline for the merge, store and answer "
+        "after the fan-out (more when recent answers needed more, at most half the deadline)",
+    )
+    max_answer_bytes: int = Field(
+        default=8 * 2**20,
+        ge=1024,
+        le=2**30,
+        description="the largest upstream answer read; a larger one is the upstream's fault",
     )
     max_offers: int = Field(default=16, ge=1, le=256, description="offers in a merged answer")
     order: Literal["earliest", "cost"] = "earliest"

@@ -243,5 +243,16 @@ def is_session(document: Any) -> bool:
     )
 
 
+def phase_of(document: Any) -> str | None:
+    """The session phase an answer carries: a session's own, a problem's ``phase``, or the
+    phase of the session a problem carries (``session``)."""
+    if not isinstance(document, dict):
+        return None
+    if isinstance(document.get("phase"), str):
+        return document["phase"]
+    session = document.get("session")
+    return session.get("phase") if is_session(session) else None
+
+
 def new_uuid() -> str:
     return str(uuidlib.uuid4())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +25,7 @@ from broker_core.http.app import SPEC_DOCUMENT
 from broker_core.kinds.base import Message, message
 from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, instant, wire_messages
 
+from .budget import AfterFanout, fanout_deadline, fanout_ended
 from .config import AggregatorConfig
 from .merge import (
     Candidate,
@@ -32,17 +35,21 @@ from .merge import (
     new_uuid,
     own_messages,
     parse_offerset,
+    phase_of,
     rank,
     rewrite_session,
 )
+from .rejections import REJECT, Rejections, Unused
 from .store import RemoteSession, Store
 from .upstreams import Answer, Upstream, UpstreamError, Upstreams
 
+__all__ = ["Aggregator", "phase_of", "refused"]
+
 ACCEPTED = "ACCEPTED"
+FAILED = "FAILED"
 # the spec (the node's own, which the aggregator serves) answers POST /direct in the standard's
 # form, 303 See Other to the session, or (before that) 201 with an offer set
 DIRECT_SEE_OTHER = "303" in SPEC_DOCUMENT["paths"]["/direct"]["post"]["responses"]
-REJECT = {"kind": "uri:enum-value-update", "path": "phase", "value": "REJECTED"}
 
 
 def requested_kinds(document: Any) -> set[str]:
@@ -70,11 +77,31 @@ def _dump(m: Message) -> dict[str, Any]:
     return dumped
 
 
+def unused(candidates: Iterable[Candidate]) -> list[Unused]:
+    return [Unused(c.upstream, c.offer.meta.url) for c in candidates]
+
+
+@dataclass
+class Merged:
+    """A merged offer set before it is kept: the document served and the rows behind it."""
+
+    document: dict[str, Any]
+    sessions: list[RemoteSession]
+    created_at: int
+
+
 class Aggregator:
     def __init__(self, config: AggregatorConfig, store: Store, upstreams: Upstreams):
         self.config = config
         self.store = store
         self.upstreams = upstreams
+        self.rejections = Rejections(upstreams)
+        self.after_fanout = AfterFanout(config.fanout.reserve.total_seconds())
+
+    def _stop_at(self) -> float:
+        """When the current request's fan-out stops waiting, so that its answer is sent
+        within the deadline (see ``budget``)."""
+        return fanout_deadline(self.config.fanout.deadline.total_seconds(), self.after_fanout)
 
     @property
     def base_url(self) -> str:
@@ -85,17 +112,25 @@ class Aggregator:
     async def request_offers(
         self, document: Any, token: str | None, project: str | None = None
     ) -> dict[str, Any]:
-        """``project`` (the project to charge) is passed on to every node."""
+        """``project`` (the project to charge) is passed on to every node. Every upstream offer
+        not passed on (ranked out, answered too late, or of a request given up) is rejected on
+        its upstream in the background."""
         fanout = self.config.fanout
-        deadline = time.monotonic() + fanout.deadline.total_seconds()
+        stop = self._stop_at()
         kinds = requested_kinds(document)
         body = json.dumps(document).encode()
         ups = list(self.upstreams.by_name.values())
         path = "/requests" + _project_query(project)
-        tasks = [asyncio.create_task(self._ask(u, path, body, token, kinds, deadline)) for u in ups]
-        _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0))
-        for task in pending:
-            task.cancel()
+        tasks = [asyncio.create_task(self._ask(u, path, body, token, kinds, stop)) for u in ups]
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=max(stop - time.monotonic(), 0))
+        except asyncio.CancelledError:  # the client went away: nobody will see these offers
+            self._reject_answers(zip(ups, tasks, strict=True), token)
+            raise
+        fanout_ended()
+        # answers under way are read (within each upstream's timeout) only to be rejected
+        self._reject_answers(((u, t) for u, t in zip(ups, tasks, strict=True) if t in pending),
+                             token)  # fmt: skip
         notes: list[Message] = []
         candidates: list[Candidate] = []
         for upstream, task in zip(ups, tasks, strict=True):
@@ -114,7 +149,25 @@ class Aggregator:
             else:
                 notes.append(detail)
         chosen = rank(candidates, fanout.order, fanout.max_offers)
-        return await self._store_merged(chosen, notes)
+        passed = {id(c) for c in chosen}
+        self.rejections.reject(unused(c for c in candidates if id(c) not in passed), token,
+                               "ranked out of the merged offers")  # fmt: skip
+        try:
+            return await self._store_merged(chosen, notes)
+        except BaseException:  # not kept, so never to be seen
+            self.rejections.reject(unused(chosen), token, "the merged offer set was not kept")
+            raise
+
+    def _reject_answers(
+        self, asked: Iterable[tuple[Upstream, asyncio.Task[tuple[str, Any]]]], token: str | None
+    ) -> None:
+        async def offers_of(task: asyncio.Task[tuple[str, Any]], name: str) -> list[Unused]:
+            outcome, detail = await task
+            return [Unused(name, o.meta.url) for o in detail[0]] if outcome == "offers" else []
+
+        self.rejections.reject_when_answered(
+            ((u.name, offers_of(t, u.name)) for u, t in asked), token
+        )
 
     async def _ask(
         self,
@@ -123,19 +176,26 @@ class Aggregator:
         body: bytes,
         token: str | None,
         kinds: set[str],
-        deadline: float,
+        stop: float,
     ) -> tuple[str, Any]:
+        """One upstream's part of a fan-out. Its call may outlast ``stop`` (when the fan-out
+        stops waiting) up to its own timeout, so that offers made too late are known (and
+        rejected); such an answer counts against its breaker like a timeout."""
         name = upstream.name
         # one budget per upstream for its description and the request itself
-        deadline = min(deadline, time.monotonic() + upstream.config.timeout.total_seconds())
-        missing = await self._missing_kinds(upstream, kinds, deadline)
+        timeout = upstream.config.timeout.total_seconds()
+        deadline = time.monotonic() + timeout
+        missing = await self._missing_kinds(upstream, kinds, min(deadline, stop))
         if missing:
             return "skipped", message("upstream {upstream} skipped: it does not accept {kinds}",
                                       upstream=name, kinds=missing)  # fmt: skip
+        if time.monotonic() >= min(deadline, stop):  # asking now would only make offers late
+            return "failed", _failed(name, f"no answer within {timeout:.1f} s (its description, "
+                                     "GET /node, took the time left)")  # fmt: skip
         try:
             answer = await self.upstreams.call(
                 upstream, "POST", f"{upstream.config.base}{path}",
-                body=body, token=token, deadline=deadline, follow=True,
+                body=body, token=token, deadline=deadline, follow=True, late_after=stop,
             )  # fmt: skip
         except UpstreamError as exc:
             return "failed", _failed(name, str(exc))
@@ -185,6 +245,23 @@ class Aggregator:
     async def _store_merged(
         self, chosen: list[Candidate], notes: list[Message], result: str | None = None
     ) -> dict[str, Any]:
+        merged = self._merge(chosen, notes, result)
+        await self._save(merged)
+        return merged.document
+
+    async def _save(self, merged: Merged, own_session: dict[str, Any] | None = None) -> None:
+        """Keep a merged offer set (and the aggregator's own session for it, if any)."""
+        document = merged.document
+        await asyncio.to_thread(
+            self.store.save_offerset,
+            document["meta"]["uuid"], created_at=merged.created_at, expires_at=merged.created_at,
+            result=document["result"], messages=document["meta"]["messages"],
+            sessions=merged.sessions, own_session=own_session,
+        )  # fmt: skip
+
+    def _merge(
+        self, chosen: list[Candidate], notes: list[Message], result: str | None = None
+    ) -> Merged:
         now = int(time.time())
         offerset_uuid = new_uuid()
         offers, sessions = [], []
@@ -204,12 +281,7 @@ class Aggregator:
                 expires.append(offer.expires)
         result = result or ("YES" if offers else "NO")
         dumped = [_dump(m) for m in notes]
-        await asyncio.to_thread(
-            self.store.save_offerset,
-            offerset_uuid, created_at=now, expires_at=now, result=result, messages=dumped,
-            sessions=sessions,
-        )  # fmt: skip
-        return {
+        document = {
             "kind": OFFERSET_KIND,
             "meta": {
                 "uuid": offerset_uuid,
@@ -221,6 +293,7 @@ class Aggregator:
             "expires": min(expires) if expires else instant(now),
             "offers": offers,
         }
+        return Merged(document, sessions, now)
 
     # --- offer sets and sessions -------------------------------------------------------------
 
@@ -260,6 +333,9 @@ class Aggregator:
         }
 
     async def get_session(self, session_uuid: str, token: str | None) -> dict[str, Any]:
+        own = await asyncio.to_thread(self.store.own_session, session_uuid)
+        if own is not None:
+            return own
         return await self._fetch(await self._remote(session_uuid), token)
 
     async def _fetch(self, remote: RemoteSession, token: str | None) -> dict[str, Any]:
@@ -273,6 +349,9 @@ class Aggregator:
     async def update_session(
         self, session_uuid: str, update: dict[str, Any], token: str | None
     ) -> dict[str, Any]:
+        own = await asyncio.to_thread(self.store.own_session, session_uuid)
+        if own is not None:
+            return _update_own(own, update)
         remote = await self._remote(session_uuid)
         accepting = update.get("path") == "phase" and update.get("value") == ACCEPTED
         if accepting and not await asyncio.to_thread(
@@ -328,6 +407,8 @@ class Aggregator:
         return [r for r in results if r is not None]
 
     async def session_logs(self, session_uuid: str, token: str | None) -> str:
+        if await asyncio.to_thread(self.store.own_session, session_uuid) is not None:
+            return ""  # it never ran: no output, as a node says of a session that did not
         remote = await self._remote(session_uuid)
         upstream = self.upstreams.by_name.get(remote.upstream)
         if upstream is None:
@@ -375,8 +456,9 @@ class Aggregator:
         ``/sessions/{uuid}`` (with the session as its body, or followed), ``200`` with the
         session, ``400`` with a FAILED session (it cannot start it), or, from ebroker nodes
         before the standard's form, ``201`` with an offer set. The aggregator answers in the
-        form its spec declares (see ``DIRECT_SEE_OTHER``)."""
-        deadline = time.monotonic() + self.config.fanout.deadline.total_seconds()
+        form its spec declares (see ``DIRECT_SEE_OTHER``). When none kept a FAILED session,
+        the aggregator's own is kept with its NO offer set, for GET /sessions/{uuid}."""
+        deadline = self._stop_at()
         kinds = requested_kinds(document)
         notes: list[Message] = []
         conflicts = []
@@ -395,6 +477,7 @@ class Aggregator:
                 continue
             started = self._started(upstream, answer, notes)
             if started:
+                fanout_ended()
                 merged = await self._store_merged(
                     [Candidate(upstream.name, upstream.config.weight, o) for o in started], notes
                 )
@@ -409,6 +492,7 @@ class Aggregator:
             kept = _failed_session_of(upstream, answer)
             if kept is not None:
                 failed.append(Candidate(upstream.name, upstream.config.weight, kept))
+        fanout_ended()
         if conflicts:
             raise Conflict("no upstream can start it now: " + "; ".join(conflicts),
                            messages=conflicts + [n.message for n in notes])  # fmt: skip
@@ -421,8 +505,10 @@ class Aggregator:
             meta = session.setdefault("meta", {})
             meta["messages"] = list(meta.get("messages") or []) + merged["meta"]["messages"]
             return session, 400, {}
-        merged = await self._store_merged([], notes)
-        return self._failed_session(document, merged), 400, {}
+        merged = self._merge([], notes)
+        session = self._failed_session(document, merged.document)
+        await self._save(merged, own_session=session)
+        return session, 400, {}
 
     def _started(
         self, upstream: Upstream, answer: Answer, notes: list[Message]
@@ -463,13 +549,14 @@ class Aggregator:
 
     def _failed_session(self, document: Any, merged: dict[str, Any]) -> dict[str, Any]:
         """No upstream could start it, and none kept a FAILED session: one of the aggregator's
-        own (the standard's 400 answer) whose messages say why; it is not kept (its uuid names
-        nothing to GET; its offer set, a NO, is)."""
+        own (the standard's 400 answer) whose messages say why."""
         request = document if isinstance(document, dict) else {}
+        uuid = new_uuid()
         session: dict[str, Any] = {
             "kind": SESSION_KIND,
             "meta": {
-                "uuid": new_uuid(),
+                "uuid": uuid,
+                "url": f"{self.base_url}/sessions/{uuid}",
                 "created": merged["meta"]["created"],
                 "messages": merged["meta"]["messages"],
             },
@@ -535,6 +622,18 @@ def _detail(answer: Answer) -> str:
     return str(said or f"it answered {answer.status}")[:500]
 
 
+def _update_own(session: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """An update of one of the aggregator's own FAILED sessions: repeating FAILED is harmless,
+    as on a node; nothing else can change about a session that never started."""
+    if update.get("path") == "phase" and update.get("value") == FAILED:
+        return session
+    raise Conflict(
+        "the session FAILED (no upstream could start it): it cannot change any more",
+        phase=FAILED,
+        session=session,
+    )
+
+
 def _failed_session_of(upstream: Upstream, answer: Answer) -> UpstreamOffer | None:
     """The FAILED session an upstream's 400 carries (the standard's answer to a direct
     execution that cannot start), if it names one the aggregator can point at."""
@@ -546,17 +645,6 @@ def _failed_session_of(upstream: Upstream, answer: Answer) -> UpstreamOffer | No
         return UpstreamOffer.model_validate(located)
     except ValidationError:
         return None
-
-
-def phase_of(document: Any) -> str | None:
-    """The session phase an answer carries: a session's own, a problem's ``phase``, or the
-    phase of the session a problem carries (``session``)."""
-    if not isinstance(document, dict):
-        return None
-    if isinstance(document.get("phase"), str):
-        return document["phase"]
-    session = document.get("session")
-    return session.get("phase") if is_session(session) else None
 
 
 def refused(answer: Answer, upstream: str) -> None:

@@ -48,7 +48,10 @@ class Store:
         result: str,
         messages: list[dict[str, Any]],
         sessions: list[RemoteSession],
+        own_session: dict[str, Any] | None = None,
     ) -> None:
+        """An offer set, the upstream sessions behind its offers and, when it has one, the
+        aggregator's own session (a session document with its ``meta.uuid``)."""
         with self.engine.begin() as c:
             c.execute(insert(tables.offer_set), [{
                 "uuid": uuid, "created_at": created_at, "expires_at": expires_at,
@@ -56,6 +59,11 @@ class Store:
             }])  # fmt: skip
             if sessions:
                 c.execute(insert(tables.session), [s.__dict__ for s in sessions])
+            if own_session is not None:
+                c.execute(insert(tables.own_session), [{
+                    "uuid": own_session["meta"]["uuid"], "offerset_uuid": uuid,
+                    "document": own_session,
+                }])  # fmt: skip
 
     def offerset(self, uuid: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
@@ -75,6 +83,13 @@ class Store:
         with self.engine.connect() as c:
             row = c.execute(select(tables.session).where(tables.session.c.uuid == uuid)).first()
         return RemoteSession(**row._mapping) if row else None
+
+    def own_session(self, uuid: str) -> dict[str, Any] | None:
+        """One of the aggregator's own sessions, as it was answered; None when it is not."""
+        column = tables.own_session.c.document
+        with self.engine.connect() as c:
+            row = c.execute(select(column).where(tables.own_session.c.uuid == uuid)).first()
+        return dict(row[0]) if row else None
 
     def claim_acceptance(self, offerset_uuid: str, session_uuid: str) -> bool:
         """Mark this offer as the set's accepted one, unless another already is."""

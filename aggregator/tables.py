@@ -31,3 +31,13 @@ session = Table(
     Column("rank", BigInteger, nullable=False),  # its place in the merged answer
     Index("ix_agg_session_offerset", "offerset_uuid"),
 )
+
+# the aggregator's own sessions, which no upstream holds: the FAILED session of a direct
+# execution no upstream could start (nor kept a FAILED session for), served as it was answered
+own_session = Table(
+    "agg_own_session",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    Column("document", JSON, nullable=False),
+)

@@ -1,5 +1,6 @@
 """Talking to upstreams: one shared aiohttp session (bounded connections), a deadline per call,
-a circuit breaker per upstream, and each upstream's node description cached for a while."""
+a circuit breaker per upstream, answers read whole up to a size cap, and each upstream's node
+description cached for a while."""
 
 from __future__ import annotations
 
@@ -14,11 +15,27 @@ import aiohttp
 
 from .config import AggregatorConfig, BreakerConfig, UpstreamConfig
 
-MAX_ANSWER_BYTES = 8 * 2**20
+READ_CHUNK = 64 * 1024
 
 
 class UpstreamError(Exception):
     """An upstream could not be asked, or answered with something unusable."""
+
+
+async def read_whole(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, however many reads it arrives in (aiohttp undoes the chunked framing and
+    any content encoding), or UpstreamError past ``cap`` bytes: a larger answer is a faulty
+    upstream. A body shorter than its Content-Length is aiohttp's ClientPayloadError."""
+    declared = response.content_length
+    if declared is not None and declared > cap and not response.headers.get("Content-Encoding"):
+        raise UpstreamError(f"its answer ({declared} bytes) is larger than the {cap} bytes read")
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise UpstreamError(f"its answer is larger than the {cap} bytes read")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass
@@ -107,20 +124,27 @@ class Upstreams:
         token: str | None = None,
         deadline: float | None = None,
         follow: bool = False,
+        late_after: float | None = None,
+        judged: bool = True,
     ) -> Answer:
         """One call within the upstream's timeout (and the overall deadline, if sooner); a
         failure to connect, a timeout, a 5xx or an unreadable success counts against its
         breaker. A 4xx whose body is empty or not JSON (a bare 404) has no document. With
         ``follow``, a ``303 See Other`` is followed with a GET within the same deadline unless
-        its body already is the document (the status stays 303, ``followed`` says which)."""
+        its body already is the document (the status stays 303, ``followed`` says which). An
+        answer after ``late_after`` (when the fan-out stopped waiting for it) is read but counts
+        against the breaker as a timeout would; a call not ``judged`` is not held back by the
+        breaker and does not count for it."""
         answer = await self._once(upstream, method, url, document=document, body=body,
-                                  token=token, deadline=deadline)  # fmt: skip
+                                  token=token, deadline=deadline, late_after=late_after,
+                                  judged=judged)  # fmt: skip
         if not follow or answer.status != 303 or answer.location is None:
             return answer
         if isinstance(answer.document, dict) and answer.document.get("kind"):
             return answer  # the session (or offer set) came with the redirect
         target = await self._once(upstream, "GET", answer.location, token=token,
-                                  deadline=deadline)  # fmt: skip
+                                  deadline=deadline, late_after=late_after,
+                                  judged=judged)  # fmt: skip
         if target.status != 200:
             raise UpstreamError(f"it redirected to {answer.location}, which answered "
                                 f"{target.status}")  # fmt: skip
@@ -136,10 +160,15 @@ class Upstreams:
         body: bytes | None = None,
         token: str | None = None,
         deadline: float | None = None,
+        late_after: float | None = None,
+        judged: bool = True,
     ) -> Answer:
+        # housekeeping (a rejection in the background) neither waits for the breaker nor
+        # counts for it: a fresh breaker takes its outcome
+        breaker = upstream.breaker if judged else Breaker(upstream.breaker.config)
         now = time.monotonic()
-        if not upstream.breaker.allows(now):
-            raise UpstreamError(upstream.breaker.state(now))
+        if not breaker.allows(now):
+            raise UpstreamError(breaker.state(now))
         timeout = upstream.config.timeout.total_seconds()
         if deadline is not None:
             timeout = max(min(timeout, deadline - now), 0.001)
@@ -159,31 +188,38 @@ class Upstreams:
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
-                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                 status = response.status
                 location = response.headers.get("Location")
                 content_type = response.content_type
+                raw = await read_whole(response, self.config.fanout.max_answer_bytes)
+        except UpstreamError:
+            breaker.failure(time.monotonic())
+            raise
         except TimeoutError:
-            upstream.breaker.failure(time.monotonic())
+            breaker.failure(time.monotonic())
             raise UpstreamError(f"no answer within {timeout:.1f} s") from None
+        except aiohttp.ClientPayloadError as exc:
+            breaker.failure(time.monotonic())
+            raise UpstreamError(f"its answer was cut short ({exc})"[:300]) from None
         except aiohttp.ClientError as exc:
-            upstream.breaker.failure(time.monotonic())
+            breaker.failure(time.monotonic())
             raise UpstreamError(f"cannot reach it ({type(exc).__name__}: {exc})"[:300]) from None
         if status >= 500:
-            upstream.breaker.failure(time.monotonic())
+            breaker.failure(time.monotonic())
             raise UpstreamError(f"it answered {status}")
-        if len(raw) > MAX_ANSWER_BYTES:
-            upstream.breaker.failure(time.monotonic())
-            raise UpstreamError("its answer is too large")
         try:
             document = json.loads(raw) if raw.strip() else None
         except ValueError:
             if status >= 300:  # a bare 404, an HTML error page: the status says enough
                 document = None
             else:
-                upstream.breaker.failure(time.monotonic())
+                breaker.failure(time.monotonic())
                 raise UpstreamError(f"its answer ({status}, {content_type}) is not JSON") from None
-        upstream.breaker.success()
+        now = time.monotonic()
+        if late_after is not None and now > late_after:
+            breaker.failure(now)
+        else:
+            breaker.success()
         return Answer(status, document, urljoin(url, location) if location else None)
 
     async def text(self, upstream: Upstream, url: str, *, token: str | None) -> str | None:
@@ -195,14 +231,16 @@ class Upstreams:
         timeout = aiohttp.ClientTimeout(total=upstream.config.timeout.total_seconds())
         try:
             async with self.session.get(url, headers=headers, timeout=timeout) as response:
-                raw = await response.content.read(MAX_ANSWER_BYTES)
                 if response.status == 404:
                     return None
                 if response.status != 200:
                     raise UpstreamError(f"it answered {response.status}")
+                raw = await read_whole(response, self.config.fanout.max_answer_bytes)
                 return raw.decode("utf-8", errors="replace")
         except TimeoutError:
             raise UpstreamError("no answer in time") from None
+        except aiohttp.ClientPayloadError:
+            raise UpstreamError("its answer was cut short") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"cannot reach it ({type(exc).__name__})") from None
 

@@ -10,6 +10,7 @@ from typing import Any
 from broker_core.http.app import handlers_in, serve_spec
 from broker_core.kinds.registry import load_registry
 
+from ..budget import AnswerTiming
 from ..config import AggregatorConfig
 from ..service import Aggregator
 from ..store import Store
@@ -33,12 +34,15 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
         try:
             yield
         finally:
+            await service.rejections.close()
             await upstreams.close()
 
-    return serve_spec(
+    app = serve_spec(
         lifespan,
         registry=load_registry(),
         server=config.server,
         bind=lambda: current_aggregator.set(service),
         handlers=HANDLERS,
     )
+    # outermost: an answer's deadline counts from its arrival to its last byte sent
+    return AnswerTiming(app, service.after_fanout)
