@@ -233,7 +233,8 @@ standard = pytest.fixture(scope="module")(load_standard)
 
 @pytest.fixture
 def node(broker_factory, client_factory, sqlite_url, tmp_path) -> Callable[..., TestClient]:
-    """A node whose simulated work runs for ``run_time`` (the lifecycle on short timers)."""
+    """A node whose simulated work runs for ``run_time`` (the lifecycle on short timers),
+    reached at its own address, as its clients reach it."""
 
     def make(run_time: str = "PT1S", exit_code: int = 0) -> TestClient:
         platform = POOL_CONFIG["platforms"][0]
@@ -244,7 +245,9 @@ def node(broker_factory, client_factory, sqlite_url, tmp_path) -> Callable[..., 
             lifecycle={"workdir": str(tmp_path / "sessions"), "poll_interval": "PT1S"},
             offers={"granularity": "PT1S"},
         )
-        return client_factory(broker)
+        client = client_factory(broker)
+        client.base_url = broker.base_url
+        return client
 
     return make
 
