@@ -33,6 +33,7 @@ from broker_core.config import Duration, InventoryConfig, PlatformConfig, PoolCo
 from broker_core.kinds.base import Message, message
 from broker_core.kinds.builtin import Network, Port
 from broker_core.kinds.request import ExecutionRequest
+from broker_core.staging.rules import StagingRules
 
 WORK_PREFIX = "ebroker-"
 
@@ -86,6 +87,9 @@ class Execution:
     # notes for the session's messages ("pulled image ...", "simulated: nothing runs"); the
     # engine moves them into the session after every call
     notes: list[str] = field(default_factory=list)
+    # what data staging may read (the node's ``staging`` section); the default refuses local
+    # files and non-public addresses
+    staging: StagingRules = field(default_factory=StagingRules)
 
     @property
     def name(self) -> str:
@@ -233,10 +237,18 @@ class Platform(ABC):
 
     def stage_data(self, execution: Execution, data: dict[str, Any]) -> None:
         """Bring one data resource to the session (by default file:// and http(s)://
-        locations are copied into ``execution.data_path(data)``)."""
+        locations are copied into ``execution.data_path(data)``, within
+        ``execution.staging``, as ``staging_user``)."""
         from broker_core.lifecycle.staging import stage
 
-        stage(data, execution.data_path(data))
+        dest = execution.data_path(data)
+        user = self.staging_user(execution)
+        execution.notes += stage(data, dest, execution.staging, user=user)
+
+    def staging_user(self, execution: Execution) -> str | None:
+        """The Unix user data staging runs as: the session's user on platforms that have one;
+        by default the node's ``staging.user`` (None: the node's own user)."""
+        return execution.staging.user
 
     @abstractmethod
     def prepare_executable(self, execution: Execution) -> None:

@@ -611,6 +611,10 @@ class SlurmPlatform(Platform):
                       ok=("Invalid job id", "Job has already finished"))  # fmt: skip
         execution.notes.append(f"Slurm: {name or 'the session'} extended to {_slurm_time(end_at)}")
 
+    def staging_user(self, execution: Execution) -> str | None:
+        """Data is staged as the job's user (``reservation_user``)."""
+        return self.options.reservation_user
+
     @platform_step
     def prepare_executable(self, execution: Execution) -> None:
         kind = execution.executable.get("kind")

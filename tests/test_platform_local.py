@@ -25,6 +25,7 @@ from broker_core.kinds.base import kind_uri
 from broker_core.kinds.builtin import KINDS
 from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import parse_request
+from broker_core.staging.rules import StagingRules
 from platforms.contract import Execution, PlatformError, WorkState, WorkStatus
 from platforms.local import LocalPlatform
 from tests.conftest import unavailable
@@ -109,6 +110,8 @@ def make_execution(tmp_path: Path, names: list[str]) -> Callable[..., Execution]
             start_at=now,
             end_at=now + 3600,
             workdir=tmp_path / session,
+            # the data resources' sources are in tmp_path: the node's data directory here
+            staging=StagingRules(file_roots=(str(tmp_path.resolve()),)),
         )
         execution.workdir.mkdir(parents=True)
         names.append(execution.name)

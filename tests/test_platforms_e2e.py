@@ -68,6 +68,8 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, A
             "poll_interval": "PT1S",
             "reconcile_interval": "PT2S",
         },
+        # file:// data is staged from the site's data directories only
+        "staging": {"file_roots": [str(tmp_path / "shared")]},
         "platforms": [platform],
     }
     path = tmp_path / "node.yaml"
@@ -153,7 +155,8 @@ def left_on_platform(platform: Platform, uuid: str) -> set[str]:
 
 @pytest.fixture
 def data_file(tmp_path) -> Path:
-    path = tmp_path / "input.txt"
+    path = tmp_path / "shared" / "input.txt"  # in the node's staging.file_roots
+    path.parent.mkdir(exist_ok=True)
     path.write_text("staged-data-42\n")
     return path
 

@@ -47,6 +47,7 @@ from ..sessions.phases import (
 )
 from ..sessions.usage import record_usage
 from ..sessions.views import instant
+from ..staging.rules import StagingRules, rules_for
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class Lifecycle:
         self.owner = owner or process_owner()
         self.config = broker.config.lifecycle
         self.platforms: dict[str, Platform] = {p.name: p for p in broker.platforms}
+        self.staging = rules_for(broker.config)
 
     # --- leases --------------------------------------------------------------------------------
 
@@ -402,10 +404,12 @@ class Lifecycle:
     # --- views of a session --------------------------------------------------------------------
 
     def execution(self, row: ExecutionSession) -> Execution:
-        return execution_of(row, self.config.workdir)
+        return execution_of(row, self.config.workdir, self.staging)
 
 
-def execution_of(row: ExecutionSession, workdir: Path) -> Execution:
+def execution_of(
+    row: ExecutionSession, workdir: Path, staging: StagingRules | None = None
+) -> Execution:
     doc = row.document
     compute = doc.get("compute") or {}
     granted = {c: int((compute.get(c) or {}).get("max") or 0) for c in ("cores", "memory")}
@@ -426,6 +430,7 @@ def execution_of(row: ExecutionSession, workdir: Path) -> Execution:
         state=dict(row.platform_state or {}),
         # offers name pools "<platform>/<pool>"; a platform knows its pools by their own names
         pools=[n.partition("/")[2] or n for n in (doc.get("site") or {}).get("pools") or []],
+        staging=staging or StagingRules(),
     )
 
 

@@ -1,71 +1,147 @@
-"""Staging data resources into a session's directory: file:// and http(s):// locations.
+"""Staging data resources into a session's directory, within the node's staging rules.
 
-A data resource's ``location`` is copied to ``dest`` (a file keeps its name inside ``dest``;
-a directory's contents become ``dest``). Downloads are streamed with a size cap so a wrong URL
-cannot fill the disk. Anything else is a ``PlatformError`` naming what is not supported.
+A data resource's ``location`` is copied (``file://``, from the site's data roots only) or
+downloaded (``http(s)://``, from addresses the rules allow) into a fresh directory beside
+``dest``, which then replaces ``dest``: a file keeps its name inside ``dest``, a directory's
+contents become ``dest``'s. A staging that fails leaves nothing behind, and one repeated after a
+crash starts over. The rules are in :mod:`broker_core.staging`; a refusal is a
+``PlatformError`` naming the rule.
+
+With a ``user`` (the session's user, e.g. a Slurm job's) and a node running as root, staging
+runs in a worker process that switches to that user's uid, gid and groups before it reads
+anything: the operating system's permissions then apply on top of the rules, and the staged
+files are the user's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import pwd
 import shutil
-import urllib.error
-import urllib.parse
-import urllib.request
-from pathlib import Path, PurePosixPath
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+from broker_core.staging.files import Staged
+from broker_core.staging.rules import StagingFailed, StagingRefused, StagingRules
+from broker_core.staging.worker import stage_into
 from platforms.contract import PlatformError
 
-MAX_DOWNLOAD_BYTES = 10 * 2**30
-TIMEOUT_SECONDS = 60
-CHUNK = 1 << 20
+CHILD_MARGIN_SECONDS = 30  # beyond rules.max_time, for the child process to start and answer
+ERROR_CHARS = 500
 
 
-def stage(data: dict[str, Any], dest: Path, *, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
-    """Copy one data resource into ``dest``; the staged path."""
+@dataclasses.dataclass(frozen=True)
+class Account:
+    """A Unix user that staging switches to."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def stage(
+    data: dict[str, Any], dest: Path, rules: StagingRules | None = None, user: str | None = None
+) -> list[str]:
+    """Stage one data resource into ``dest``; notes for the session's messages."""
+    rules = rules or StagingRules()
     location = data.get("location")
-    if not isinstance(location, str):
+    if not isinstance(location, str) or not location:
         raise PlatformError(f"data resource kind {data.get('kind')} cannot be staged here")
-    url = urllib.parse.urlsplit(location)
-    dest.mkdir(parents=True, exist_ok=True)
-    if url.scheme == "file":
-        return _copy(Path(urllib.parse.unquote(url.path)), dest)
-    if url.scheme in ("http", "https"):
-        return _download(location, dest, max_bytes)
-    raise PlatformError(f"cannot stage {location!r}: only file:// and http(s):// locations")
-
-
-def _copy(source: Path, dest: Path) -> Path:
-    if source.is_dir():
-        shutil.copytree(source, dest, dirs_exist_ok=True)
-        return dest
-    if not source.is_file():
-        raise PlatformError(f"cannot stage {source}: no such file or directory on this node")
-    target = dest / source.name
-    shutil.copyfile(source, target)
-    return target
-
-
-def _download(location: str, dest: Path, max_bytes: int) -> Path:
-    name = PurePosixPath(urllib.parse.urlsplit(location).path).name or "data"
-    target = dest / name
-    partial = dest / f".{name}.partial"
+    account, notes = account_for(user)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = dest.parent / f".{dest.name}.staging"
+    _remove(work)
+    work.mkdir(mode=0o711)  # the node's: a child may enter, but not replace ``out``
+    out = work / "out"
+    out.mkdir(mode=0o755)
     try:
-        with urllib.request.urlopen(location, timeout=TIMEOUT_SECONDS) as response:
-            size = 0
-            with partial.open("wb") as out:
-                while chunk := response.read(CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PlatformError(
-                            f"cannot stage {location}: larger than {max_bytes} bytes"
-                        )
-                    out.write(chunk)
-    except PlatformError:
-        partial.unlink(missing_ok=True)
-        raise
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
-        raise PlatformError(f"cannot stage {location}: {exc}") from None
-    partial.replace(target)
-    return target
+        if account is None:
+            staged = stage_into(location, out, rules)
+        else:
+            os.chown(out, account.uid, account.gid)
+            staged = _in_child(location, out, rules, account, work)
+            notes.append(f"staged {location} as user {account.name}")
+        _remove(dest)
+        os.rename(out, dest)
+    except StagingRefused as refused:
+        raise PlatformError(f"cannot stage {location}: {refused.text}") from None
+    except StagingFailed as failed:
+        raise PlatformError(str(failed)) from None
+    except OSError as exc:
+        raise PlatformError(f"cannot stage {location}: {exc.strerror or exc}") from None
+    finally:
+        _remove(work)
+    return staged.notes(location) + notes
+
+
+def account_for(user: str | None) -> tuple[Account | None, list[str]]:
+    """The account to switch to for ``user`` (None: stage in this process), and a note when
+    switching is not possible."""
+    if user is None:
+        return None, []
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise PlatformError(f"cannot stage as user {user!r}: no such user on this host") from None
+    if entry.pw_uid == os.geteuid():
+        return None, []
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        return None, [f"staged as the node's user {me}, not {user}: switching needs root"]
+    groups = tuple(os.getgrouplist(user, entry.pw_gid))
+    return Account(user, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir), []
+
+
+def _in_child(
+    location: str, out: Path, rules: StagingRules, account: Account, work: Path
+) -> Staged:
+    """Stage in a worker process that drops to ``account`` before it reads anything."""
+    request = {
+        "location": location,
+        "out": str(out),
+        "rules": rules.model_dump(mode="json"),
+        "account": dataclasses.asdict(account),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-m", "broker_core.staging.worker"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=rules.max_time + CHILD_MARGIN_SECONDS,
+            cwd=work,
+            env={"PATH": os.defpath, "LANG": "C.UTF-8"},
+            start_new_session=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise StagingFailed(
+            f"cannot stage {location}: not done within {rules.max_time:g} s"
+        ) from None
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        error = " ".join((done.stderr or done.stdout or "no output").split())[-ERROR_CHARS:]
+        raise StagingFailed(
+            f"cannot stage {location}: the staging process of user {account.name} failed "
+            f"(exit {done.returncode}): {error}"
+        ) from None
+    if "refused" in answer:
+        raise StagingRefused.from_json(answer["refused"])
+    if "failed" in answer:
+        raise StagingFailed(str(answer["failed"]))
+    return Staged(**answer["staged"])
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or directory tree of the session's (links are removed, not followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

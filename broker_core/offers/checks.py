@@ -7,7 +7,9 @@ messages point at the field and say what would work; so does this node. Only doc
 not parse, or do not have the standard's types, are refused with a 400.
 
 Each kind states its own rules (:meth:`Component.problems`); the rules between components (names
-that must resolve) and of the schedule are here. Every problem is reported at once.
+that must resolve), of the schedule, and the node's staging rules for data locations (which
+local directories and network addresses staging may read, :mod:`broker_core.staging.rules`)
+are here. Every problem is reported at once.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from datetime import timedelta
 from ..kinds.base import Component, Message, Problem
 from ..kinds.request import ExecutionRequest, RequestedSchedule
 from ..schedule import ScheduleError, parse_duration, parse_interval
+from ..staging.rules import StagingRules, location_refusals
 
 DURATION = "/schedule/requested/duration"
 START = "/schedule/requested/start"
 LIMIT = 50  # messages in one answer; the rest are summed up in one more
 
 
-def problems(request: ExecutionRequest) -> list[Problem]:
-    """Every rule the request breaks, pointing at the field, in document order."""
+def problems(request: ExecutionRequest, staging: StagingRules | None = None) -> list[Problem]:
+    """Every rule the request breaks, pointing at the field, in document order. Data locations
+    are judged by the node's ``staging`` rules (by default the strictest)."""
     found: list[Problem] = []
     found += request.executable.problems("/executable")
     if request.compute is not None:
@@ -33,6 +37,7 @@ def problems(request: ExecutionRequest) -> list[Problem]:
         found += storage.problems(f"/storage/{i}")
     for i, data in enumerate(request.data):
         found += data.problems(f"/data/{i}")
+    found += location_problems(request.data, staging or StagingRules())
     found += references(request.compute, request.storage, request.data)
     return found + schedule_problems(request.schedule)
 
@@ -44,6 +49,21 @@ def messages(found: list[Problem]) -> list[Message]:
         rest = Problem("", "and {count} more problems", {"count": str(len(found) - LIMIT)})
         shown.append(Message(level="ERROR", template=rest.template, values=rest.values))
     return shown
+
+
+def location_problems(data: list[Component], rules: StagingRules) -> list[Problem]:
+    """Data locations that staging would refuse: each names the rule and what would work."""
+    located = [
+        (i, d.location)
+        for i, d in enumerate(data)
+        if isinstance(getattr(d, "location", None), str) and d.location.strip()
+    ]
+    refusals = location_refusals([location.strip() for _, location in located], rules)
+    return [
+        refusal.problem(f"/data/{i}/location")
+        for (i, _), refusal in zip(located, refusals, strict=True)
+        if refusal is not None
+    ]
 
 
 def references(

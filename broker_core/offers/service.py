@@ -27,6 +27,7 @@ from ..pricing import Budget, budget_for, price_lists, quote_slot
 from ..schedule import format_seconds
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
+from ..staging.rules import rules_for
 from . import checks
 from .demand import Demand, Range, policy_limits, resolve, window_limits, zone_notes
 from .engine import (
@@ -73,7 +74,7 @@ def request_offers(
         reasons = _unknown_kinds(broker, parsed.unknown)
         return _refuse(broker, document, reasons, now, owner)
     request = parsed.request
-    problems = checks.problems(request)
+    problems = checks.problems(request, rules_for(broker.config))
     if problems:  # well-formed but unservable: NO, every problem pointed at
         return _refuse(broker, document, checks.messages(problems), now, owner)
     demand = resolve(request, broker.config.offers)
