@@ -349,7 +349,8 @@ def test_depth_limit_counts_json_levels() -> None:
 
 
 def test_too_many_elements_refused_quickly() -> None:
-    raw = b"<r><executable><command>" + b"<c/>" * 100_001 + b"</command></executable></r>"
+    groups = b"<g>" + b"<c/>" * 999 + b"</g>"  # under the limit of children of one element
+    raw = b"<r><executable><command>" + groups * 101 + b"</command></executable></r>"
     assert len(raw) < MIB
     assert "100000" in refused(raw).detail
 

@@ -9,10 +9,18 @@ carries what an ``application/problem+json`` response needs.
 YAML is vetted on the parser's flat *event* stream, never on a composed node graph:
 composing recurses once per nesting level (libyaml's composer overflows the C
 stack and kills the process on ~100k nested ``[``), and a composed graph hides
-alias expansion.  One linear pass over the events measures depth and node count
-with aliases expanded (each anchor's expanded size is remembered when it closes),
-so an alias bomb is refused after reading at most ``max_nodes`` nodes' worth of
-events.  Only a document that passed is composed and constructed.
+alias expansion.  One linear pass over the events measures depth, node count, the
+items of each sequence and mapping, and the document's size as JSON, with aliases
+counted as their expansion (each anchor's expanded size is remembered when it
+closes), so an alias bomb is refused after reading at most ``max_nodes`` nodes' worth
+of events, and before anything is built: a small anchor aliased a few thousand times
+passes a node count but expands to gigabytes as soon as anything serialises it.  Only
+a document that passed is composed and constructed.
+
+Every decoded document, whatever its format, then passes one walk (:func:`refuse_wide`)
+that bounds its nodes and the length of each array and object, so that what follows
+(schema validation, normalising, storing, echoing in offers) costs at most a bounded
+multiple of the limits.
 """
 
 from __future__ import annotations
@@ -69,7 +77,10 @@ class BodyLimits:
 
     max_bytes: int = 1_048_576
     max_depth: int = 64  # nesting of arrays/objects
-    max_nodes: int = 100_000  # scalars+containers after YAML alias expansion
+    max_nodes: int = 100_000  # scalars+containers (keys too) after YAML alias expansion
+    max_expanded_bytes: int = 2_097_152  # the document's size as JSON, YAML aliases expanded
+    max_items: int = 1024  # items of any one array
+    max_properties: int = 1024  # members of any one object
 
 
 class BodyError(Exception):
@@ -116,6 +127,58 @@ def too_large_to_decode() -> BodyError:
 
 def _bad(detail: str, pointer: str | None = None) -> BodyError:
     return BodyError(400, _BAD_REQUEST, detail, pointer)
+
+
+def _too_many_items(
+    limits: BodyLimits, pointer: str, mark: Any = None, count: int = 0
+) -> BodyError:
+    had = count or f"more than {limits.max_items}"
+    return _bad(
+        f"{had} items in one array{_at(mark)}; the node takes at most {limits.max_items}", pointer
+    )
+
+
+def _too_many_members(
+    limits: BodyLimits, pointer: str, mark: Any = None, count: int = 0
+) -> BodyError:
+    had = count or f"more than {limits.max_properties}"
+    return _bad(
+        f"{had} members in one object{_at(mark)}; the node takes at most {limits.max_properties}",
+        pointer,
+    )
+
+
+def refuse_wide(document: Any, limits: BodyLimits) -> None:
+    """Refuse a decoded document nested deeper than ``max_depth``, with more than ``max_nodes``
+    nodes (keys count), or with an array or object longer than ``max_items`` or
+    ``max_properties``; the pointer names the first container found at fault.
+
+    One walk, without recursion and without building a pointer for anything but a container,
+    so it costs little next to validating the document against the spec.
+    """
+    if not isinstance(document, dict | list):
+        return
+    nodes = 1
+    pending: list[tuple[Any, str, int]] = [(document, "", 1)]
+    while pending:
+        value, pointer, depth = pending.pop()
+        if depth > limits.max_depth:
+            raise _bad(f"nesting deeper than {limits.max_depth} levels", pointer)
+        if isinstance(value, dict):
+            if len(value) > limits.max_properties:
+                raise _too_many_members(limits, pointer, count=len(value))
+            nodes += 2 * len(value)
+            children: Any = value.items()
+        else:
+            if len(value) > limits.max_items:
+                raise _too_many_items(limits, pointer, count=len(value))
+            nodes += len(value)
+            children = enumerate(value)
+        if nodes > limits.max_nodes:
+            raise _bad(f"document has more than {limits.max_nodes} nodes")
+        for key, item in children:
+            if isinstance(item, dict | list):
+                pending.append((item, f"{pointer}/{_pointer_token(str(key))}", depth + 1))
 
 
 def media_type(content_type: str | None) -> str:
@@ -182,11 +245,15 @@ def parse_body(
     first = raw.lstrip().removeprefix(b"\xef\xbb\xbf")[:1]
     if (mt and xml.is_xml(mt)) or (not mt and first == b"<"):
         schemas, schema = xml_schema if xml_schema is not None else (None, None)
-        return xml.parse_xml(raw, limits, schemas, schema)
+        document = xml.parse_xml(raw, limits, schemas, schema)
+        refuse_wide(document, limits)
+        return document
     as_json = is_json(mt) if mt else first in (b"{", b"[")
     try:
         text = raw.decode("utf-8").removeprefix(_BOM)
-        return _parse_json(text, limits) if as_json else _parse_yaml(text, limits)
+        document = _parse_json(text, limits) if as_json else _parse_yaml(text, limits)
+        refuse_wide(document, limits)
+        return document
     except BodyError:
         raise
     except UnicodeDecodeError as exc:
@@ -212,7 +279,9 @@ def dump_yaml(document: Any) -> bytes:
 def _json_depth(text: str) -> int:
     """Maximum bracket nesting of a JSON text, ignoring brackets inside strings.
 
-    Linear and non-recursive, so it is safe to run on input json.loads must not see.
+    Linear and non-recursive, so it is safe to run on input json.loads gave up on. It is one
+    long call into the regex engine, holding the GIL (40 ms a MiB), so it runs only then, to say
+    whether depth is the reason to give.
     """
     brackets = _JSON_NOT_BRACKETS.sub("", text)
     return max(accumulate(map(_BRACKET_DELTA.__getitem__, brackets)), default=0)
@@ -230,11 +299,15 @@ def _finite_float(literal: str) -> float:
 
 
 def _parse_json(text: str, limits: BodyLimits) -> Any:
-    if _json_depth(text) > limits.max_depth:
-        raise _bad(f"nesting deeper than {limits.max_depth} levels")
+    """JSON text as data; its depth is checked by :func:`refuse_wide` afterwards (the C parser
+    stops at the interpreter's recursion limit, with a RecursionError, on deeper input)."""
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except json.JSONDecodeError as exc:
+    except (RecursionError, json.JSONDecodeError) as exc:
+        if _json_depth(text) > limits.max_depth:
+            raise _bad(f"nesting deeper than {limits.max_depth} levels") from None
+        if isinstance(exc, RecursionError):
+            raise
         raise _bad(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise _bad(f"invalid JSON: {exc}") from None
@@ -258,30 +331,82 @@ def _flow_depth(text: str) -> int:
     return max(accumulate(map(_BRACKET_DELTA.__getitem__, brackets)), default=0)
 
 
-def _vet_yaml_events(text: str, limits: BodyLimits) -> bool:
-    """Check depth and alias-expanded size on the event stream; False if no document.
+class _Open:
+    """A sequence or mapping whose events are being read."""
 
-    Each open container is a stack entry ``[anchor, nodes_before_it, max_child_height]``;
-    when it closes its expanded size and height are recorded under its anchor, so an
-    alias costs O(1) however large its expansion.
+    __slots__ = ("anchor", "children", "height", "key", "mapping", "nodes_before", "size_before",
+                 "token")  # fmt: skip
+
+    def __init__(self, anchor: str | None, mapping: bool, token: str, nodes: int, size: int):
+        self.anchor = anchor
+        self.mapping = mapping
+        self.token = token  # its own token in its parent's pointer
+        self.nodes_before = nodes
+        self.size_before = size
+        self.height = 0  # of its highest child
+        self.children = 0  # nodes read in it so far (a mapping's keys and values both count)
+        self.key = "?"  # a mapping's latest key (a complex key has no token)
+
+
+def _stack_pointer(stack: list[_Open]) -> str:
+    return "".join(f"/{_pointer_token(entry.token)}" for entry in stack[1:])
+
+
+def _vet_yaml_events(text: str, limits: BodyLimits) -> bool:
+    """Check depth, node count, items per sequence and mapping and the size as JSON, aliases
+    expanded, on the event stream; False if no document.
+
+    When a container closes its expanded node count, height and size are recorded under its
+    anchor, so an alias costs O(1) however large its expansion.
     """
-    max_depth, max_nodes = limits.max_depth, limits.max_nodes
+    max_depth, max_nodes, max_size = limits.max_depth, limits.max_nodes, limits.max_expanded_bytes
     loader = _SafeLoader(text)
     try:
         documents = 0
         nodes = 0
-        stack: list[list[Any]] = []
-        anchors: dict[str, tuple[int, int] | None] = {}  # None: still open (recursion)
+        size = 0  # of the document as JSON: each scalar's text plus quotes and a separator
+        stack: list[_Open] = []
+        # by anchor: (nodes, height, size) of its expansion; None while it is still open
+        anchors: dict[str, tuple[int, int, int] | None] = {}
 
-        def add(size: int, height: int, mark: Any) -> None:
-            nonlocal nodes
-            nodes += size
+        def add(count: int, height: int, chars: int, mark: Any, token: str | None = None) -> None:
+            """Count a node read (``token``: its token in the open container, if not open)."""
+            nonlocal nodes, size
+            nodes += count
+            size += chars
             if nodes > max_nodes:
                 raise _bad(f"document expands to more than {max_nodes} nodes (YAML alias bomb?)")
+            if size > max_size:
+                where = _stack_pointer(stack)
+                if stack and token is not None:
+                    where += f"/{_pointer_token(token)}"
+                raise BodyError(
+                    413,
+                    "Payload Too Large",
+                    f"document expands to more than {max_size} bytes as JSON{_at(mark)} (YAML "
+                    "aliases count as what they repeat)",
+                    where,
+                )
             if len(stack) + height > max_depth:
                 raise _bad(f"nesting deeper than {max_depth} levels{_at(mark)}")
-            if stack and height > stack[-1][2]:
-                stack[-1][2] = height
+            if stack and height > stack[-1].height:
+                stack[-1].height = height
+
+        def enter(key: str, mark: Any) -> str:
+            """Count a node in the open container; its token there (a key's is ``key``)."""
+            if not stack:
+                return ""
+            top = stack[-1]
+            top.children += 1
+            if top.mapping:
+                if top.children > 2 * limits.max_properties:
+                    raise _too_many_members(limits, _stack_pointer(stack), mark)
+                if top.children % 2:
+                    top.key = key
+                return top.key
+            if top.children > limits.max_items:
+                raise _too_many_items(limits, _stack_pointer(stack), mark)
+            return str(top.children - 1)
 
         def define(anchor: str | None, mark: Any) -> None:
             if anchor is not None and anchor in anchors:
@@ -294,9 +419,11 @@ def _vet_yaml_events(text: str, limits: BodyLimits) -> bool:
             if isinstance(event, yaml.ScalarEvent):
                 define(event.anchor, event.start_mark)
                 _vet_scalar(loader, event)
-                add(1, 0, event.start_mark)
+                token = enter(event.value, event.start_mark)
+                chars = len(event.value) + 3
+                add(1, 0, chars, event.start_mark, token)
                 if event.anchor is not None:
-                    anchors[event.anchor] = (1, 0)
+                    anchors[event.anchor] = (1, 0, chars)
             elif isinstance(event, yaml.AliasEvent):
                 if event.anchor not in anchors:
                     raise _bad(f"undefined YAML alias *{event.anchor}{_at(event.start_mark)}")
@@ -306,20 +433,27 @@ def _vet_yaml_events(text: str, limits: BodyLimits) -> bool:
                         f"recursive YAML alias *{event.anchor} "
                         f"(a node containing itself){_at(event.start_mark)}"
                     )
-                add(*expansion, event.start_mark)
+                token = enter("?", event.start_mark)
+                add(*expansion, event.start_mark, token)
             elif isinstance(event, yaml.CollectionStartEvent):
                 define(event.anchor, event.start_mark)
                 if len(stack) >= max_depth:
                     raise _bad(f"nesting deeper than {max_depth} levels{_at(event.start_mark)}")
-                stack.append([event.anchor, nodes, 0])
-                add(1, 0, event.start_mark)
+                token = enter("?", event.start_mark)
+                mapping = isinstance(event, yaml.MappingStartEvent)
+                stack.append(_Open(event.anchor, mapping, token, nodes, size))
+                add(1, 0, 2, event.start_mark)
             elif isinstance(event, yaml.CollectionEndEvent):
-                anchor, before, child_height = stack.pop()
-                size, height = nodes - before, child_height + 1
-                if anchor is not None:
-                    anchors[anchor] = (size, height)
-                if stack and height > stack[-1][2]:
-                    stack[-1][2] = height
+                closed = stack.pop()
+                height = closed.height + 1
+                if closed.anchor is not None:
+                    anchors[closed.anchor] = (
+                        nodes - closed.nodes_before,
+                        height,
+                        size - closed.size_before,
+                    )
+                if stack and height > stack[-1].height:
+                    stack[-1].height = height
             elif isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:

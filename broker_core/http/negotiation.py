@@ -1,9 +1,11 @@
 """The content layer in front of connexion: limits, YAML and XML, legacy forms, and answers.
 
 connexion only speaks JSON, so request bodies are decoded here (refusing oversized, deeply
-nested or bomb-like documents quickly), legacy documents are normalised to the canonical model,
-and the result is handed on as JSON. JSON responses are re-encoded as YAML or XML when the
-client's Accept header prefers it (problems too, as ``application/problem+xml``, for XML).
+nested, too wide or bomb-like documents quickly), legacy documents are normalised to the
+canonical model, and the result is handed on as JSON. JSON responses are re-encoded as YAML or
+XML when the client's Accept header prefers it (problems too, as ``application/problem+xml``,
+for XML). Decoding and re-encoding run on the body workers (``body_workers.py``), never on the
+event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import ServerConfig
 from ..kinds.legacy import normalise_request, normalise_update
 from ..kinds.registry import KindRegistry
+from . import body_workers
 from .bodies import (
     BodyError,
     BodyLimits,
@@ -180,13 +183,22 @@ class ContentNegotiation:
         self.registry = registry
         self.bind = bind
         self.routes = route_methods(paths)
-        self.limits = BodyLimits(max_bytes=server.max_body_bytes, max_depth=server.max_depth)
+        self.limits = BodyLimits(
+            max_bytes=server.max_body_bytes,
+            max_depth=server.max_depth,
+            max_nodes=server.max_nodes,
+            max_expanded_bytes=server.max_expanded_bytes,
+            max_items=server.max_items,
+            max_properties=server.max_properties,
+        )
+        self.workers = body_workers.BodyWorkers(server.body_workers, server.body_queue)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         self.bind()
+        body_workers.current.set(self.workers)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         accept = headers.get("accept", "")
         if scope["method"] == "POST":
@@ -194,25 +206,12 @@ class ContentNegotiation:
             if normalise is not None:
                 try:
                     raw = await self._read(receive, headers)
-                    content_type = headers.get("content-type")
-                    xml_schema = (spec_schemas(), _xml_request_schema(scope["path"]))
-                    parsed = parse_body(raw, content_type, self.limits, xml_schema)
-                    if is_xml(media_type(content_type)) and _SESSION_PATH.match(scope["path"]):
-                        parsed = _typed_update_value(parsed)
-                    document = normalise(parsed)
-                    body = json.dumps(document, ensure_ascii=False).encode("utf-8")
+                    body = await self.workers.run(
+                        self._decode, raw, headers.get("content-type"), scope["path"], normalise
+                    )
                 except BodyError as exc:
                     await self._send_problem(
                         send, exc.status, exc.title, exc.detail, exc.pointer, accept
-                    )
-                    return
-                except UnicodeEncodeError:
-                    await self._send_problem(
-                        send,
-                        400,
-                        "Bad Request",
-                        "the document contains unpaired surrogates",
-                        accept=accept,
                     )
                     return
                 scope = dict(scope)
@@ -231,6 +230,22 @@ class ContentNegotiation:
         if allow:
             send = _allow_sender(send, allow)
         await self.app(scope, receive, send)
+
+    def _decode(
+        self, raw: bytes, content_type: str | None, path: str, normalise: Callable[[Any], Any]
+    ) -> bytes:
+        """A request body as canonical JSON (run on a body worker: it may take a while)."""
+        xml_schema = (spec_schemas(), _xml_request_schema(path))
+        parsed = parse_body(raw, content_type, self.limits, xml_schema)
+        if is_xml(media_type(content_type)) and _SESSION_PATH.match(path):
+            parsed = _typed_update_value(parsed)
+        document = normalise(parsed)
+        try:
+            return json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BodyError(
+                400, "Bad Request", "the document contains unpaired surrogates"
+            ) from None
 
     async def _read(self, receive: Receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
@@ -268,12 +283,11 @@ class ContentNegotiation:
         body = problem_body(status, title, detail, pointer)
         if preferred_format(accept) == "xml":
             send = _xml_sender(send, None)
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", PROBLEM_JSON.encode()),
-                        (b"content-length", str(len(body)).encode())],
-        })  # fmt: skip
+        headers = [(b"content-type", PROBLEM_JSON.encode()),
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        if status == 503:
+            headers.append((b"retry-after", str(body_workers.RETRY_AFTER_SECONDS).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -355,7 +369,9 @@ def _reencoding_sender(send: Send, encode: Callable[[str, Any], tuple[str, bytes
             return
         raw = b"".join(chunks)
         try:
-            encoded = encode(media, json.loads(raw or b"null"))
+            encoded = await body_workers.run_body_job(
+                lambda: encode(media, json.loads(raw or b"null"))
+            )
         except ValueError:  # not JSON after all: as it came
             encoded = None
         if encoded is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncGenerator
+from itertools import islice
 from typing import Any
 
 from connexion.exceptions import BadRequestProblem, ProblemException
@@ -31,9 +33,13 @@ from ..errors import (
 )
 from ..schedule import ScheduleError
 from ..suggest import unknown_field
+from .body_workers import run_body_job
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+# the most errors one answer names: a hostile body can have a million, and each costs to explain
+MAX_ERRORS = 20
+_VALIDATED = object()  # what ``_parse`` hands connexion once it has validated the body itself
 
 
 def problem_response(status: int, title: str, detail: str, **extensions: Any) -> ConnexionResponse:
@@ -105,22 +111,45 @@ def _leaf(error: ValidationError) -> ValidationError:
 
 
 class PointerBodyValidator(JSONRequestBodyValidator):
-    """connexion's JSON body validation, reporting the offending field as a JSON pointer."""
+    """connexion's JSON body validation, reporting the offending field as a JSON pointer, with
+    the parsing and validation on a body worker, off the event loop."""
 
     @property
     def _validator(self) -> Draft4Validator:
         return Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
 
+    async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Any) -> Any:
+        raw = b"".join([chunk async for chunk in stream])
+        return await run_body_job(self._parse_and_validate, raw)
+
+    def _parse_and_validate(self, raw: bytes) -> Any:
+        """What connexion does with a body, parse and ``_validate``, in one job."""
+        text = raw.decode(self._encoding)
+        body = None
+        if text:
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BadRequestProblem(detail=str(exc)) from None
+        if body is None and self._nullable:
+            return None
+        self._validate(body)
+        return _VALIDATED
+
     def _validate(self, body: Any) -> dict | None:
+        if body is _VALIDATED:  # connexion calls this after _parse, which has done it
+            return None
         if not self._nullable and body is None:
             raise BadRequestProblem("Request body must not be empty")
-        errors = list(self._validator.iter_errors(body))
+        errors = list(islice(self._validator.iter_errors(body), 4 * MAX_ERRORS))
         if not errors:
             return body
         found = []
-        for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])[:20]:
+        for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
             leaf = _kind_branch(error) or _leaf(error)
-            found.extend(_field_errors(leaf))
+            found.extend(_field_errors(leaf, MAX_ERRORS - len(found)))
+            if len(found) >= MAX_ERRORS:
+                break
         detail = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in found)
         raise ProblemException(
             status=400, title="Invalid document", detail=detail, ext={"errors": found}
@@ -152,11 +181,12 @@ def _resolve_kind_enum(error: ValidationError, schema: dict) -> list | None:
     return kind.get("enum")
 
 
-def _field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """One entry per offending field; unexpected properties are named themselves."""
+def _field_errors(error: ValidationError, most: int = MAX_ERRORS) -> list[dict[str, str]]:
+    """One entry per offending field (the first ``most``); unexpected properties are named
+    themselves."""
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = set(error.schema.get("properties", {}))
-        extra = [k for k in error.instance if k not in known]
+        extra = list(islice((k for k in error.instance if k not in known), most))
         if extra:
             return [
                 {"pointer": pointer(*error.absolute_path, k), "detail": unknown_field(k, known)}

@@ -263,6 +263,8 @@ class _Builder:
         self.max_depth = 2 * limits.max_depth + 1
         self.json_depth = limits.max_depth
         self.max_nodes = limits.max_nodes
+        # an element's children are a list's items or an object's members (or both, unwrapped)
+        self.max_children = max(limits.max_items, limits.max_properties)
         self.nodes = 0
         self.stack: list[_Element] = []
         self.root: _Element | None = None
@@ -273,6 +275,13 @@ class _Builder:
         self.nodes += 1 + len(attrib)
         if self.nodes > self.max_nodes:
             raise _bad(f"document has more than {self.max_nodes} elements and attributes")
+        if self.stack and len(self.stack[-1].children) >= self.max_children:
+            where = "".join(f"/{_token(e.name)}" for e in self.stack[1:])
+            parent = self.stack[-1].name
+            raise _bad(
+                f"element <{parent}> has more than {self.max_children} child elements",
+                where or None,
+            )
         attrs = {}
         for key, value in attrib.items():
             if key in (_XSI_TYPE, _XSI_NIL) or not key.startswith("{"):
