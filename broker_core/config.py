@@ -7,7 +7,7 @@ the node runs on its embedded default: SQLite and the ``simulated`` platform siz
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -248,6 +249,90 @@ class LifecycleConfig(Model):
     release_attempts: int = Field(default=5, ge=1, le=100)
 
 
+UNIX_USER = r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$"
+
+
+class StagingConfig(Model):
+    """What staging a data resource may read and how much: it runs on the node's host with the
+    node's reach, so by default it reads no local file and no internal address."""
+
+    file_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories that file:// locations may be staged from, checked after "
+        "resolving '..' and symbolic links; the node's database and session workdirs are never "
+        "staged, even inside a root; default: none, so every file:// location is refused",
+    )
+    allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="networks that http(s):// locations may reach although their addresses are "
+        "loopback, link-local, private, multicast, reserved or unspecified (e.g. 10.20.0.0/16, "
+        "127.0.0.1/32); default: none, only globally routable addresses are reached",
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names (exact, case-insensitive) that http(s):// locations may reach "
+        "whatever addresses they resolve to; default: none",
+    )
+    max_bytes: int = Field(
+        default=10 * 2**30,
+        ge=1,
+        description="the most bytes one data resource stages: a download, or the files of a "
+        "directory copy together; default 10 GiB",
+    )
+    max_files: int = Field(
+        default=10_000,
+        ge=1,
+        description="the most files and directories one directory copy makes; default 10000",
+    )
+    timeout: PositiveDuration = Field(
+        default=timedelta(seconds=30),
+        description="a download's connect timeout and its longest wait for the next bytes; "
+        "default PT30S",
+    )
+    max_time: PositiveDuration = Field(
+        default=timedelta(hours=1),
+        description="the longest one data resource may take to stage; default PT1H",
+    )
+    max_redirects: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description="redirects a download follows, each target checked as the first; default 5",
+    )
+    user: str | None = Field(
+        default=None,
+        pattern=UNIX_USER,
+        description="the Unix user staging runs as on platforms without a session user (local) "
+        "when the node runs as root; slurm stages as the job's user (its reservation_user); "
+        "default: the node's own user",
+    )
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        for root in roots:
+            if not root.is_absolute():
+                raise ValueError(f"{str(root)!r} is not an absolute path")
+            if PurePosixPath(root) == PurePosixPath("/"):
+                raise ValueError("'/' would stage every file of the host; name data directories")
+        return roots
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        import re
+
+        names = []
+        for host in hosts:
+            name = host.strip().rstrip(".").lower()
+            if not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?", name):
+                raise ValueError(f"{host!r} is not a host name")
+            if re.fullmatch(r"[0-9.]+", name):
+                raise ValueError(f"{host!r} is an address; allow it in allow_networks")
+            names.append(name)
+        return names
+
+
 class IssuerConfig(Model):
     """An OIDC issuer whose bearer tokens this node accepts."""
 
@@ -378,6 +463,7 @@ class NodeConfig(Model):
     database: DatabaseConfig = DatabaseConfig()
     offers: OfferConfig = OfferConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    staging: StagingConfig = StagingConfig()
     auth: AuthConfig = AuthConfig()
     policies: list[PolicyConfig] = Field(default_factory=list)
     platforms: list[PlatformConfig] = Field(
