@@ -29,6 +29,7 @@ from .context import current_broker
 from .identity import Authentication
 from .landing import SpecFiles
 from .negotiation import ContentNegotiation
+from .paths import CanonicalPaths
 
 log = logging.getLogger(__name__)
 # connexion warns on every request whose operation accepts JSON and YAML; the content layer has
@@ -163,7 +164,10 @@ def serve_spec(
     app = AsyncApp(
         __name__,
         lifespan=lifespan,
-        validator_map={"body": MediaTypeDict({"*/*json": problems.PointerBodyValidator})},
+        validator_map={
+            "body": MediaTypeDict({"*/*json": problems.PointerBodyValidator}),
+            "parameter": problems.SpecParameterValidator,
+        },
     )
     app.add_api(
         SPEC,
@@ -174,10 +178,13 @@ def serve_spec(
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/ui", serve_spec=False),
     )
     problems.register(app)
-    return ContentNegotiation(
+    negotiated = ContentNegotiation(
         SpecFiles(app, document=SPEC_DOCUMENT, public_url=server.public_url),
         registry=registry,
         server=server,
         paths=SPEC_DOCUMENT["paths"],
         bind=bind,
+    )
+    return CanonicalPaths(
+        negotiated, templates=SPEC_DOCUMENT["paths"], public_url=server.public_url
     )

@@ -15,7 +15,7 @@ from typing import Any
 from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from connexion.validators import JSONRequestBodyValidator
+from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError, best_match
 
@@ -34,6 +34,7 @@ from ..errors import (
 from ..schedule import ScheduleError
 from ..suggest import unknown_field
 from .body_workers import run_body_job
+from .formats import SPEC_FORMATS
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -116,7 +117,7 @@ class PointerBodyValidator(JSONRequestBodyValidator):
 
     @property
     def _validator(self) -> Draft4Validator:
-        return Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+        return Draft4RequestValidator(self._schema, format_checker=SPEC_FORMATS)
 
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Any) -> Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -154,6 +155,26 @@ class PointerBodyValidator(JSONRequestBodyValidator):
         raise ProblemException(
             status=400, title="Invalid document", detail=detail, ext={"errors": found}
         )
+
+
+class SpecParameterValidator(ParameterValidator):
+    """connexion's path, query and header validation with every format of the spec checked
+    (a uuid path parameter is a uuid before any query uses it), and a one-line detail."""
+
+    @staticmethod
+    def validate_parameter(
+        parameter_type: str, value: Any, param: dict[str, Any], param_name: str | None = None
+    ) -> str | None:
+        if value is None:
+            return ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
+        error = best_match(
+            Draft4Validator(param.get("schema", param), format_checker=SPEC_FORMATS).iter_errors(
+                value
+            )
+        )
+        if error is None:
+            return None
+        return f"{parameter_type} parameter '{param['name']}': {_detail(error)}"
 
 
 def _kind_branch(error: ValidationError) -> ValidationError | None:
