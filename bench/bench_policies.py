@@ -87,7 +87,7 @@ def main() -> int:
     args = parser.parse_args()
     doc = request_doc(cores=(1, 8), duration="PT1H")
     with OidcIssuer() as issuer, tempfile.TemporaryDirectory() as folder:
-        plain = node(folder, "plain", {})
+        plain = node(folder, "plain", {"holds": {"anonymous": {}}})  # one caller, many asks
         guarded = node(folder, "guarded", {
             "auth": {**issuer.auth_config(), "admin_groups": ["admins"]},
             "policies": [{"name": "site-rules", "type": "local-rules", "options": RULES},

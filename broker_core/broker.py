@@ -13,6 +13,7 @@ from .booking.cache import UsageCache
 from .config import NodeConfig
 from .db.engine import Database
 from .kinds.registry import KindRegistry
+from .offers.fairness import ProbeRate
 
 if TYPE_CHECKING:
     from platforms.contract import Platform
@@ -34,6 +35,8 @@ class Broker:
     authenticator: Authenticator | None = field(default=None, repr=False)
     # found at start-up: pools that their confirmed bookings overbook (the bookings stand)
     capacity_warnings: list[str] = field(default_factory=list)
+    # probe answers per caller in this process (offers.fairness)
+    probe_rate: ProbeRate = field(default_factory=ProbeRate, repr=False)
     # set by the lifecycle runner of this process: look for due sessions now
     wake_lifecycle: Callable[[], None] | None = field(default=None, repr=False)
 

@@ -160,6 +160,87 @@ class OfferConfig(Model):
     defaults: ResourceDefaults = ResourceDefaults()
 
 
+class HoldLimits(Model):
+    """What one caller (or one project, or all anonymous callers together) may hold at once in
+    open offers: a hold is a claim on capacity, so it is bounded like one. None: no limit."""
+
+    offer_sets: int | None = Field(
+        default=None, ge=0, description="open offer sets at once; 0: none (probes only)"
+    )
+    resource_hours: dict[ResourceClass, float] = Field(
+        default_factory=dict, description="resource-hours held at once, per class"
+    )
+    lookahead_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="resource-hours held at once, as a share of what the node's pools have "
+        "over the look-ahead (capacity x offers.lookahead), per class",
+    )
+    pool_share: float | None = Field(
+        default=None, gt=0, le=1, description="share of any one pool held at any instant"
+    )
+    probes_per_minute: int | None = Field(
+        default=None, ge=0, description="probe answers (they hold nothing) per minute"
+    )
+
+    @field_validator("resource_hours")
+    @classmethod
+    def _hours_not_negative(cls, hours: dict[str, float]) -> dict[str, float]:
+        for resource_class, value in hours.items():
+            if value < 0:
+                raise ValueError(f"resource_hours of {resource_class} must not be negative")
+        return hours
+
+    def limits_holds(self) -> bool:
+        return (
+            self.offer_sets is not None
+            or bool(self.resource_hours)
+            or self.lookahead_share is not None
+            or self.pool_share is not None
+        )
+
+
+class CallerHolds(HoldLimits):
+    """Hold limits of some callers instead of ``holds.caller`` (an aggregator's own identity,
+    a group that books big): the first entry that names the caller applies."""
+
+    name: str = Field(min_length=1, max_length=64)
+    groups: list[str] = Field(default_factory=list)
+    subjects: list[str] = Field(default_factory=list, description="owners, '<issuer>:<sub>'")
+
+    @model_validator(mode="after")
+    def _names_someone(self) -> CallerHolds:
+        if not (self.groups or self.subjects):
+            raise ValueError(f"holds.callers entry {self.name!r} names no groups or subjects")
+        return self
+
+
+class HoldsConfig(Model):
+    """Fair holds: limits on what open offers hold, per caller and per project.
+
+    Anonymous callers share one set of limits (``anonymous``): a client address is no identity
+    (proxies and NAT put many users behind one, and an attacker has many), so every anonymous
+    caller together can never hold more than it, and never starve an authenticated user."""
+
+    caller: HoldLimits = HoldLimits(offer_sets=8, lookahead_share=0.25, probes_per_minute=60)
+    anonymous: HoldLimits = HoldLimits(
+        offer_sets=4, lookahead_share=0.05, pool_share=0.25, probes_per_minute=30
+    )
+    project: HoldLimits = HoldLimits(lookahead_share=0.5)
+    callers: list[CallerHolds] = Field(default_factory=list)
+    replace: bool = Field(
+        default=True,
+        description="a caller's new request for the same thing replaces its open offer set",
+    )
+
+    @field_validator("callers")
+    @classmethod
+    def _unique_callers(cls, callers: list[CallerHolds]) -> list[CallerHolds]:
+        require_unique([c.name for c in callers], "holds.callers")
+        return callers
+
+
 class ServerConfig(Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -462,6 +543,7 @@ class NodeConfig(Model):
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     offers: OfferConfig = OfferConfig()
+    holds: HoldsConfig = HoldsConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     staging: StagingConfig = StagingConfig()
     auth: AuthConfig = AuthConfig()

@@ -107,3 +107,18 @@ class Forbidden(BrokerError):
 
     def __str__(self) -> str:
         return self.detail
+
+
+@dataclass
+class TooManyHolds(BrokerError):
+    """The caller (or its project) already holds as much as its hold limits allow, in open
+    offers that will expire: 429 with ``Retry-After`` (seconds until enough of them expire).
+    ``limit`` names the configuration key, e.g. ``holds.caller.offer_sets``."""
+
+    detail: str
+    retry_after: int
+    limit: str
+    messages: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.detail

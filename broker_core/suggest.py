@@ -45,12 +45,13 @@ def unknown_field(name: object, known: Iterable[str], elsewhere: Iterable[str] =
     sibling's but ends one of them is suggested as that path (``hold`` -> ``offers.hold``).
     """
     text = str(name)[:100]
+    by_leaf: dict[str, list[str]] = {}
+    for path in elsewhere:
+        by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    if len(by_leaf.get(text, [])) == 1:  # a known name in the wrong place, before a near sibling
+        return f"unknown field {text!r}; did you mean {by_leaf[text][0]!r}?"
     hint = did_you_mean(text, known)
     if not hint:
-        paths = list(elsewhere)
-        by_leaf: dict[str, list[str]] = {}
-        for path in paths:
-            by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
         leaves = close_matches(text, by_leaf)
         if leaves and len(by_leaf[leaves[0]]) == 1:
             hint = f"; did you mean {by_leaf[leaves[0]][0]!r}?"

@@ -6,11 +6,13 @@ its own allocations and those of every project above it. A request is charged to
 allow for its duration, and nothing (a NO with what remains) when even its minimum does not
 fit. Remaining = allocated - used (recorded when sessions end, ``UsageRecord``) - committed
 (accepted sessions not yet ended, for their available period). Concurrency caps limit what a
-project's accepted sessions hold at any one instant.
+project's sessions hold at any one instant: its accepted sessions and its open offers, since a
+hold is a claim on capacity (an offer set counts with the largest of its alternatives).
 
-Offers are holds and do not count, so two requests may each be offered the last hours; the
+Offers do not count against the hours, so two requests may each be offered the last hours; the
 accept is where it is decided (``admit``): under the pool locks that serialise accepts, an
-accept that would overdraw an allocation or exceed a cap is refused and rolled back.
+accept that would overdraw an allocation or exceed a cap with the accepted sessions is refused
+and rolled back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from broker_core.config import NAME_PATTERN, ResourceClass, require_unique
 from broker_core.db.tables import (
     ACTIVE,
     CONFIRMED,
+    HELD,
     Allocation,
     Booking,
     ExecutionSession,
@@ -230,7 +233,9 @@ class Allocations(PolicyBase):
                         policy=self.name, project=node.name, cap=cap, unit=resource,
                         needed=wanted.min,
                     )  # fmt: skip
-                held = Usage(committed.claims(subtree, resource))
+                claims = committed.claims(subtree, resource)
+                claims += held_claims(session, subtree, resource, request.now, request.replaces)
+                held = Usage(claims)
                 decision.limits.append(
                     Limit(
                         resource,
@@ -375,6 +380,36 @@ _COMMITTED = (
         Booking.state.in_((CONFIRMED, ACTIVE)),  # type: ignore[attr-defined]
     )
 )  # fmt: skip
+
+
+_HELD = (
+    select(  # type: ignore[call-overload]
+        Allocation.amount, Booking.start_at, Booking.end_at, Booking.offerset_uuid,
+    )
+    .join(Booking, Booking.id == Allocation.booking_id)
+    .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)
+    .where(
+        ExecutionSession.project.in_(bindparam("projects", expanding=True)),  # type: ignore[union-attr]
+        Allocation.resource_class == bindparam("resource"),
+        Booking.state == HELD,
+        ExecutionSession.expires_at > bindparam("now"),
+    )
+)  # fmt: skip
+
+
+def held_claims(
+    session: Session, projects: list[str], resource: str, now: int, leave_out: frozenset[str]
+) -> list[Claim]:
+    """The projects' open offers of a class, each offer set one group of alternatives; those of
+    the offer sets in ``leave_out`` (the request replaces them) are left out."""
+    rows = session.connection().execute(
+        _HELD, {"projects": projects, "resource": resource, "now": now}
+    )
+    return [
+        Claim(start, end, amount, offerset)
+        for amount, start, end, offerset in rows
+        if offerset not in leave_out
+    ]
 
 
 def remaining_seconds(

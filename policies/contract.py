@@ -109,6 +109,9 @@ class PolicyRequest:
     lookahead: int  # seconds: the node never offers a start later than now + lookahead
     project: str | None = None  # the project the client asked to charge, if any
     direct: bool = False
+    # the caller's open offer sets this request replaces: their holds are freed with its claim,
+    # so caps that count holds leave them out
+    replaces: frozenset[str] = frozenset()
 
     def summary(self) -> dict[str, Any]:
         """A JSON summary, e.g. for a remote policy service."""

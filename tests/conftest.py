@@ -46,6 +46,9 @@ POOL_CONFIG: dict[str, Any] = {
         }
     ],
     "server": {"validate_responses": True},
+    # the tests ask as the anonymous caller, as one user who may hold without limit; the hold
+    # limits are tested on their own (tests/test_fair_holds.py)
+    "holds": {"anonymous": {}},
     # platforms that make files (storage, staged data, logs) keep them out of the repository
     "lifecycle": {"workdir": str(Path(tempfile.gettempdir()) / "ebroker-test-sessions")},
 }

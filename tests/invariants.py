@@ -11,6 +11,7 @@ instant stay within the capacity ``(total - reserved) * allocation_ratio``.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -102,6 +103,15 @@ def state_problems(conn: Connection) -> list[str]:
             "LEFT JOIN booking b ON b.session_uuid = s.uuid"
         )
     ).all()
+    # a probe's offers hold nothing: no booking until one is accepted (a fresh claim)
+    probes = {
+        uuid
+        for uuid, document in conn.execute(
+            text("SELECT uuid, document FROM execution_session WHERE phase IN "
+                 "('OFFERED', 'EXPIRED', 'REJECTED', 'CANCELLED')")
+        )
+        if '"probe": true' in (document if isinstance(document, str) else json.dumps(document))
+    }  # fmt: skip
     accepted: dict[str, list[str]] = defaultdict(list)
     bookings: dict[str, list[str | None]] = defaultdict(list)
     cleaning = set()
@@ -127,7 +137,7 @@ def state_problems(conn: Connection) -> list[str]:
             problems.append(f"offer set {offerset} has {len(uuids)} accepted sessions")
     for uuid, phase in phases.items():
         states = bookings[uuid]
-        if uuid in refused:
+        if uuid in refused or uuid in probes:
             if states != [None]:
                 problems.append(f"refused direct session {uuid} has bookings {states}")
             continue

@@ -152,6 +152,7 @@ def test_serve_with_several_workers(tmp_path: Path):
     config = tmp_path / "node.yaml"
     config.write_text(
         f"server: {{port: {port}, workers: 2}}\n"
+        "holds: {anonymous: {}}\n"  # six anonymous requests, each one held
         f"database: {{url: 'sqlite:///{tmp_path / 'workers.db'}'}}\n"
     )
     proc = subprocess.Popen(

@@ -63,6 +63,9 @@ class OfferSet(SQLModel, table=True):
     created_at: int = _ts()
     expires_at: int = _ts()
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # what was asked for (a digest of the request without its meta): a caller's new request
+    # for the same thing replaces its open offer set
+    request_key: str | None = Field(default=None, max_length=64)
 
 
 class ExecutionSession(SQLModel, table=True):
@@ -70,6 +73,8 @@ class ExecutionSession(SQLModel, table=True):
     __table_args__ = (
         Index("ix_session_phase_expires", "phase", "expires_at"),
         Index("ix_session_due", "due_at"),
+        # a caller's open offers, for its hold limits
+        Index("ix_session_owner_phase_expires", "owner", "phase", "expires_at"),
     )
 
     uuid: str = Field(primary_key=True, max_length=36)

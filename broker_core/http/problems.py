@@ -27,6 +27,7 @@ from ..errors import (
     Forbidden,
     IdentityUnavailable,
     NotFound,
+    TooManyHolds,
     Unauthenticated,
     UpstreamUnavailable,
     pointer,
@@ -43,11 +44,21 @@ MAX_ERRORS = 20
 _VALIDATED = object()  # what ``_parse`` hands connexion once it has validated the body itself
 
 
-def problem_response(status: int, title: str, detail: str, **extensions: Any) -> ConnexionResponse:
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> ConnexionResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     body.update({k: v for k, v in extensions.items() if v is not None})
     return ConnexionResponse(
-        status_code=status, mimetype=PROBLEM, content_type=PROBLEM, body=json.dumps(body)
+        status_code=status,
+        mimetype=PROBLEM,
+        content_type=PROBLEM,
+        body=json.dumps(body),
+        headers=headers or {},
     )
 
 
@@ -65,6 +76,7 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     Unauthenticated: (401, "Unauthorized"),
     Forbidden: (403, "Forbidden"),
     IdentityUnavailable: (503, "Service Unavailable"),
+    TooManyHolds: (429, "Too Many Requests"),
 }
 
 
@@ -84,7 +96,11 @@ def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespons
         # a refused update shows the session as it is now (the standard's other implementation
         # answers 200 with it; here the fault keeps its 4xx and the session comes along)
         extensions["session"] = exc.session
-    return problem_response(status, title, str(exc), **extensions)
+    headers = None
+    if isinstance(exc, TooManyHolds):
+        headers = {"Retry-After": str(exc.retry_after)}
+        extensions.update(limit=exc.limit, messages=exc.messages or None)
+    return problem_response(status, title, str(exc), headers, **extensions)
 
 
 def connexion_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:

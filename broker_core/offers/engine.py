@@ -74,6 +74,9 @@ class Search:
     # caps that vary over time (a project's concurrency cap): objects with ``resource_class``
     # and ``room(start, end)``, see :class:`policies.contract.Limit`
     limits: Sequence[Any] = ()
+    # caps per pool (the share of a pool a caller may hold): objects with
+    # ``room(pool, resource_class, start, end)``, an amount or None for no cap
+    pool_caps: Sequence[Any] = ()
 
 
 @dataclass
@@ -89,9 +92,15 @@ def _ceil(value: int, step: int) -> int:
 
 
 def _split(
-    pools: Sequence[PoolView], resource_class: str, wanted: Range, start: int, end: int
+    pools: Sequence[PoolView],
+    resource_class: str,
+    wanted: Range,
+    start: int,
+    end: int,
+    caps: Sequence[Any] = (),
 ) -> tuple[int, list[tuple[int, str, int]]]:
-    """Take up to ``wanted.max`` of a class from the pools in order, honouring unit and step."""
+    """Take up to ``wanted.max`` of a class from the pools in order, honouring unit and step
+    and the per-pool ``caps``."""
     remaining = wanted.max
     parts: list[tuple[int, str, int]] = []
     for pool in pools:
@@ -99,6 +108,10 @@ def _split(
         if inv is None or remaining <= 0:
             continue
         amount = min(pool.free(resource_class, start, end), remaining)
+        for cap in caps:
+            room = cap.room(pool, resource_class, start, end)
+            if room is not None:
+                amount = min(amount, max(room, 0))
         if inv.max_unit is not None:
             amount = min(amount, inv.max_unit)
         amount -= amount % inv.step_size
@@ -128,7 +141,7 @@ def evaluate(
         if wanted.max == 0:
             totals[resource_class] = 0
             continue
-        granted, parts = _split(pools, resource_class, wanted, prepare_at, end)
+        granted, parts = _split(pools, resource_class, wanted, prepare_at, end, search.pool_caps)
         totals[resource_class] = granted
         allocations.extend(parts)
         if granted < wanted.min:

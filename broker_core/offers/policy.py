@@ -8,7 +8,9 @@ concurrency cap) for the engine to honour slot by slot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from policies.contract import (
     Amount,
@@ -41,6 +43,10 @@ class Verdict:
     notes: list[Message] = field(default_factory=list)  # what the policies said when allowing
     # the starts the policies permit (inclusive intervals), whatever the request asked; None = any
     permitted: list[tuple[int, int]] | None = None
+    # the node's hold limits (see .fairness): caps per pool (a share a caller may hold), and the
+    # holds of the offer set the request replaces, which the search does not count
+    pool_caps: list[Any] = field(default_factory=list)
+    discount: dict[tuple[int, str], list[tuple[int, int, int]]] = field(default_factory=dict)
 
 
 def consult(
@@ -52,7 +58,10 @@ def consult(
     project: str | None,
     direct: bool,
     now: int,
+    replaces: Iterable[str] = (),
 ) -> Verdict:
+    """``replaces``: the caller's open offer sets this request replaces; their holds count
+    against no cap."""
     if not broker.policies:
         return Verdict(demand)
     summary = PolicyRequest(
@@ -70,6 +79,7 @@ def consult(
         lookahead=int(broker.config.offers.lookahead.total_seconds()),
         project=project,
         direct=direct,
+        replaces=frozenset(replaces),
     )
     decision = combine([evaluate(policy, summary) for policy in broker.policies])
     return apply(decision, demand, now, summary.lookahead)

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from platforms.contract import PlatformError
 from policies.contract import ANONYMOUS_IDENTITY, Identity
 
-from ..booking import ledger
+from ..booking import holds, ledger
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
@@ -28,7 +28,7 @@ from ..schedule import format_seconds
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.views import instant, render_offerset, span
 from ..staging.rules import rules_for
-from . import checks
+from . import checks, fairness
 from .demand import Demand, Range, policy_limits, resolve, window_limits, zone_notes
 from .engine import (
     Outcome,
@@ -59,16 +59,22 @@ def request_offers(
     direct: bool = False,
     identity: Identity = ANONYMOUS_IDENTITY,
     project: str | None = None,
+    probe: bool = False,
 ) -> dict[str, Any]:
     """Answer an ExecutionRequest with a stored offer set (YES with offers, or NO with reasons).
 
     The caller's ``identity`` owns what is booked; the node's policies decide what it may be
-    offered (``project`` names the project to charge, when the caller has several).
+    offered (``project`` names the project to charge, when the caller has several), and the
+    hold limits how much it holds at once (a :class:`TooManyHolds` when its own open offers
+    are in the way, see :mod:`.fairness`).
     With ``direct`` the single earliest slot starting now is booked and accepted at once; when
-    there is none a :class:`CannotStart` (a Conflict) says why.
+    there is none a :class:`CannotStart` (a Conflict) says why. A ``probe`` answers with offers
+    that hold nothing (bounded per caller by a rate).
     """
     now = int(time.time())
     owner = identity.owner
+    if probe and not direct:
+        fairness.probe_allowed(broker.probe_rate, broker.config.holds, identity)
     parsed = parse_request(document, broker.registry)
     if parsed.request is None:
         reasons = _unknown_kinds(broker, parsed.unknown)
@@ -86,11 +92,34 @@ def request_offers(
     plans, refusals = _plans(broker, request)
     if reasons or not plans:
         return _refuse(broker, document, notes + reasons + refusals, now, owner)
-    verdict = consult(broker, identity, request, demand, project=project, direct=direct, now=now)
+    holding = not direct and not probe
+    fair: fairness.Claimant | None = None
+    if holding:  # what the caller holds now, and the offer set this request replaces
+        with broker.db.snapshot() as session:
+            fair, capacity = fairness.claimant(broker, session, identity, document, project, now)
+    verdict = consult(
+        broker, identity, request, demand, project=project, direct=direct, now=now,
+        replaces=fair.replaced if fair else (),
+    )  # fmt: skip
     if verdict.refusals:
         return _refuse(broker, document, notes + verdict.refusals, now, owner)
     demand = verdict.demand
     verdict.notes = notes + verdict.notes
+    preparation = min(p.preparation for p in plans)
+    if fair is not None:
+        with broker.db.snapshot() as session:
+            lookahead = int(broker.config.offers.lookahead.total_seconds())
+            fair.add_project(
+                session, broker.config.holds, verdict.project, capacity, lookahead, now
+            )
+        hold_refusals = fair.refuse_or_raise(demand, preparation, now)  # or a 429
+        if hold_refusals:
+            return _refuse(broker, document, notes + hold_refusals, now, owner)
+        verdict.limits = verdict.limits + fair.limits(demand)
+        verdict.pool_caps = fair.pool_caps()
+        verdict.discount = fair.discount
+    if probe:
+        verdict.notes.append(message(PROBE_NOTE, level="INFO"))
     # the request's cost limits and metric needs
     budget = budget_for(broker.config, request.all_costs(), request.all_metrics())
 
@@ -100,43 +129,117 @@ def request_offers(
         outcome, searches = _search_within(
             broker, session, demand, plans, direct, int(time.time()), verdict, budget
         )
+    if fair is not None:
+        outcome.slots = fair.trim(outcome.slots)
+    if probe:  # nothing is claimed: the offers are stored, holding nothing
+        with broker.db.write(durable=False) as session:
+            return _answer(
+                broker, session, request, document, demand, outcome, searches, now, verdict,
+                owner, budget, notes, direct=False, probe=True, generations={},
+            )[0]  # fmt: skip
     # ... then claim, as placement does: lock the pools and compare their generations with the
     # snapshot's. Pools claimed on since then are read again and the chosen slots that still
     # fit are kept; only when every slot was lost is the search run again, under the lock.
     claims: ledger.Claims = {}
     # holds need not wait for the disk; a direct booking is confirmed, so it must
     with broker.db.write(durable=direct) as session:
+        lost = False
+        if fair is not None:
+            lost = _lock_claimant(broker, session, fair, demand, preparation, verdict)
         generations = ledger.lock_pools(session, names)
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
-        slots = _still_fitting(broker, session, searches, outcome.slots, generations, now)
-        if outcome.slots and not slots:
+        if fair is not None and not {p for p, _ in fair.discount} <= generations.keys():
+            fair.read(session, now, replace=holds.Held())  # on a pool not searched: keep it
+            verdict.discount = {}
+            lost = True
+        slots = [] if lost else _still_fitting(
+            broker, session, searches, outcome.slots, generations, now, verdict
+        )  # fmt: skip
+        if fair is not None:
+            slots = fair.trim(slots)
+        if (outcome.slots or lost) and not slots:
             outcome, searches = _search_within(
                 broker, session, demand, plans, direct, now, verdict, budget
             )
-            slots = outcome.slots
-        if slots:
-            outcome = Outcome(slots, outcome.best, outcome.candidates)
-            verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
-            answer, claims = _store(
-                broker, session, request, document, demand, outcome, now, verdict, owner,
-                direct, generations,
-            )  # fmt: skip
-        else:
-            reasons = _explain(broker, demand, outcome, searches, now, verdict)
-            if budget.turned_away:  # there was room, but only outside the client's limits
-                reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
-            if direct:  # capacity, not the request, is the problem: the client may retry
-                raise CannotStart(
-                    "nothing can be started now: " + "; ".join(m.message for m in reasons),
-                    messages=[m.message for m in reasons],
-                    reasons=[m.model_dump(exclude_none=True) for m in notes + reasons],
-                )
-            offerset = _store_refusal(session, document, notes + reasons, now, owner)
-            answer = render_offerset(offerset, [], broker.base_url)
+            slots = fair.trim(outcome.slots) if fair is not None else outcome.slots
+        outcome = Outcome(slots, outcome.best, outcome.candidates, outcome.notes)
+        answer, claims = _answer(
+            broker, session, request, document, demand, outcome, searches, now, verdict, owner,
+            budget, notes, direct=direct, probe=False, generations=generations, fair=fair,
+        )  # fmt: skip
     # committed: this process's cache takes the claims as they are, instead of reading them back
     for pool_id, rows in claims.items():
         broker.usage_cache.advance(pool_id, generations[pool_id], rows)
     return answer
+
+
+PROBE_NOTE = (
+    "a probe: these offers hold nothing, so another request may take their slots; accepting "
+    "one claims its slot afresh, and is a 409 when it was taken meanwhile"
+)
+
+
+def _lock_claimant(
+    broker: Broker,
+    session: Session,
+    fair: fairness.Claimant,
+    demand: Demand,
+    preparation: int,
+    verdict: Verdict,
+) -> bool:
+    """Take the caller's (and project's) lock and the replaced offer set's, then read again
+    what they hold: concurrent requests of one caller cannot both take the last of a limit,
+    and the replaced holds are freed as they are now. True when the replaced holds changed
+    since the search (its slots must be searched again)."""
+    sqlite = broker.db.is_sqlite
+    holds.lock_scopes(session, fair.lock_keys, sqlite=sqlite)
+    holds.lock_offer_sets(session, fair.replaced, sqlite=sqlite)
+    searched = fair.discount
+    now = int(time.time())
+    fair.read(session, now, replace=holds.held_of(session, fair.replaced))
+    fair.refuse_or_raise(demand, preparation, now)  # a 429 when concurrent requests took it
+    verdict.discount = fair.discount
+    return fair.discount != searched
+
+
+def _answer(
+    broker: Broker,
+    session: Session,
+    request: ExecutionRequest,
+    document: Any,
+    demand: Demand,
+    outcome: Outcome,
+    searches: list[Search],
+    now: int,
+    verdict: Verdict,
+    owner: str | None,
+    budget: Budget,
+    notes: list[Message],
+    *,
+    direct: bool,
+    probe: bool,
+    generations: dict[int, int],
+    fair: fairness.Claimant | None = None,
+) -> tuple[dict[str, Any], ledger.Claims]:
+    """Store the offer set of the slots found (claiming them unless a probe), or the NO saying
+    why there are none; the answer and the claims made."""
+    if outcome.slots:
+        verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
+        return _store(
+            broker, session, request, document, demand, outcome, now, verdict, owner,
+            direct, generations, probe=probe, fair=fair,
+        )  # fmt: skip
+    reasons = _explain(broker, demand, outcome, searches, now, verdict)
+    if budget.turned_away:  # there was room, but only outside the client's limits
+        reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
+    if direct:  # capacity, not the request, is the problem: the client may retry
+        raise CannotStart(
+            "nothing can be started now: " + "; ".join(m.message for m in reasons),
+            messages=[m.message for m in reasons],
+            reasons=[m.model_dump(exclude_none=True) for m in notes + reasons],
+        )
+    offerset = _store_refusal(session, document, notes + reasons, now, owner)
+    return render_offerset(offerset, [], broker.base_url), {}
 
 
 def _still_fitting(
@@ -146,10 +249,12 @@ def _still_fitting(
     slots: list[Slot],
     generations: dict[int, int],
     now: int,
+    verdict: Verdict,
 ) -> list[Slot]:
     """The slots that still fit the locked pools. A pool claimed on since the search is read
     again as it is now: from the usage cache, which its claimers have usually brought up to date
-    already, so this costs no more than the pool rows."""
+    already, so this costs no more than the pool rows (without the holds a replaced offer set
+    frees in this transaction)."""
     if not slots:
         return []
     views = {p.id: p for s in searches for pool_set in s.pool_sets for p in pool_set}
@@ -164,6 +269,7 @@ def _still_fitting(
             cache=broker.usage_cache,
             now=now,
         )
+        fairness.discount(current, verdict.discount)
         for view in current:
             if view.id in changed:
                 view.add_external(views[view.id].external)
@@ -305,6 +411,7 @@ def _search_windows(
         cache=broker.usage_cache,
         now=now,
     )
+    fairness.discount(pools, verdict.discount)  # the holds this request replaces
     searches = []
     slots: list[Slot] = []
     best: dict[str, int] = {}
@@ -318,7 +425,7 @@ def _search_windows(
             and (verdict.pools is None or p.name in verdict.pools)
         ]
         try:
-            _add_external_claims(plan.platform, mine, first, last)
+            add_external_claims(plan.platform, mine, first, last)
         except PlatformError as exc:
             log.warning("platform %s left out of this search: %s", plan.platform.name, exc)
             notes.append(message("platform {platform} is unavailable: {error}", level="WARN",
@@ -350,6 +457,7 @@ def _search_windows(
             granularity=granularity,
             max_offers=1 if direct else offers.max_offers,
             limits=verdict.limits,
+            pool_caps=verdict.pool_caps,
         )
         searches.append(search)
         outcome = find_slots(search)
@@ -374,7 +482,7 @@ def _pool_sets(broker: Broker, platform: Any, pools: list[PoolView]) -> list[lis
     return sets
 
 
-def _add_external_claims(platform: Any, pools: list[PoolView], first: int, last: int) -> None:
+def add_external_claims(platform: Any, pools: list[PoolView], first: int, last: int) -> None:
     """Count what the platform has given away outside the broker (its own reservations,
     maintenance windows) as firm usage of its pools."""
     by_pool: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
@@ -428,15 +536,20 @@ def _explain(
         )]  # fmt: skip
     for c, wanted in needed.items():
         if outcome.best.get(c, 0) < wanted.min:
+            # caps that vary over time (a concurrency cap, a hold limit) may be why
+            rules = sorted({limit.rule for limit in verdict.limits if limit.resource_class == c}
+                           | {cap.rule for cap in verdict.pool_caps})  # fmt: skip
             reasons.append(message(
-                "at most {free} {unit} free in the requested window; {needed} needed",
+                "at most {free} {unit} free in the requested window"
+                + (" within {rules}" if rules else "") + "; {needed} needed",
                 level="WARN", free=outcome.best.get(c, 0), unit=UNITS.get(c, c),
-                needed=wanted.min,
+                needed=wanted.min, **({"rules": ", ".join(rules)} if rules else {}),
             ))  # fmt: skip
-    if verdict.limits and not reasons:
+    limited = sorted({limit.rule for limit in verdict.limits} | {c.rule for c in verdict.pool_caps})
+    if limited and not reasons:
         reasons.append(message(
             "{rules} left too little room in the requested window",
-            level="WARN", rules=", ".join(sorted({limit.rule for limit in verdict.limits})),
+            level="WARN", rules=", ".join(limited),
         ))  # fmt: skip
     if not reasons:
         reasons.append(message(
@@ -504,11 +617,17 @@ def _store(
     owner: str | None,
     direct: bool,
     generations: dict[int, int],
+    *,
+    probe: bool = False,
+    fair: fairness.Claimant | None = None,
 ) -> tuple[dict[str, Any], ledger.Claims]:
-    """Insert the offer set, its sessions and their bookings in bulk; the rendered offer set
-    and the claims made."""
+    """Insert the offer set, its sessions and their bookings in bulk, and free the holds of
+    the offer set it replaces; the rendered offer set and the claims made. A probe's sessions
+    keep their slots' allocations (for a fresh claim when one is accepted) and hold nothing."""
     expires = now + int(broker.config.offers.hold.total_seconds())
     offerset = _offerset_row("YES", document, verdict.notes, now, expires, owner)
+    if fair is not None:
+        offerset.request_key = fair.request_key
     components = _components(request)
     rows = [
         {
@@ -526,7 +645,7 @@ def _store(
             "end_at": slot.end_at,
             "generation": 0,
             "due_at": now if direct else None,
-            "document": _session_document(broker, request, components, demand, slot),
+            "document": _session_document(broker, request, components, demand, slot, probe),
         }
         for slot in outcome.slots
     ]
@@ -535,6 +654,8 @@ def _store(
     connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
     connection.execute(_INSERT_SESSIONS, rows)
     sessions = [SimpleNamespace(**row) for row in rows]  # what render_session reads
+    if probe:
+        return render_offerset(offerset, sessions, broker.base_url), {}
     claims = ledger.insert_bookings(
         session,
         [(slot, row.uuid) for slot, row in zip(outcome.slots, sessions, strict=True)],
@@ -545,6 +666,11 @@ def _store(
         generations=generations,
     )
     ledger.record_claims(session, outcome.slots, now)
+    if fair is not None and fair.replaced:
+        claimed = {pool_id for slot in outcome.slots for pool_id, _, _ in slot.allocations}
+        freed = holds.release_replaced(session, fair.replacing, generations, claimed, now)
+        for pool_id, *row in freed:
+            claims.setdefault(pool_id, []).append(tuple(row))  # type: ignore[arg-type]
     return render_offerset(offerset, sessions, broker.base_url), claims
 
 
@@ -572,6 +698,7 @@ def _session_document(
     components: dict[str, Any],
     demand: Demand,
     slot: Slot,
+    probe: bool = False,
 ) -> dict[str, Any]:
     def dump(doc: dict[str, Any]) -> dict[str, Any]:
         """A copy of a dumped component with a uuid of its own."""
@@ -596,7 +723,11 @@ def _session_document(
     data = _link_storage(broker, [dump(d) for d in components["data"]], storage)
     pools = sorted({p.name for p in slot.pools})
     granted = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
+    marks: dict[str, Any] = {}
+    if probe:  # holds nothing: accepting it claims these allocations afresh
+        marks = {"probe": True, "lifecycle": {"claim": [list(a) for a in slot.allocations]}}
     return {
+        **marks,
         "meta": {
             **({"name": request.meta.name} if request.meta and request.meta.name else {}),
             "messages": [

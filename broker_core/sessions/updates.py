@@ -21,6 +21,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
 from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
+from ..offers.probe import claim_probe, is_probe
 from ..suggest import close_matches
 from .extend import extend, is_extension
 from .phases import (
@@ -176,11 +177,14 @@ def _locked(broker: Broker, session: Session, session_uuid: str) -> ExecutionSes
 
 
 def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -> None:
-    confirmed = ledger.set_booking_state(
-        session, session_uuids=[row.uuid], old=(HELD,), new=CONFIRMED, now=now
-    )
-    if confirmed != 1:
-        raise Conflict("the offer's booking is no longer held", phase=row.phase)
+    if is_probe(row):  # it held nothing: a fresh claim, which may lose the race (409)
+        claim_probe(broker, session, row, now)
+    else:
+        confirmed = ledger.set_booking_state(
+            session, session_uuids=[row.uuid], old=(HELD,), new=CONFIRMED, now=now
+        )
+        if confirmed != 1:
+            raise Conflict("the offer's booking is no longer held", phase=row.phase)
     # The pools are locked now, so accepts are serialised: policies that count what is
     # accepted (allocations) see every earlier accept, and a refusal rolls this one back.
     problems = [m for p in broker.policies for m in admit(p, session, row, now)]

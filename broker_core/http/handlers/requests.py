@@ -1,4 +1,5 @@
-"""POST /requests (and its older alias POST /offersets): ask for offers."""
+"""POST /requests (and its older alias POST /offersets): ask for offers, or probe (``?probe=true``:
+offers that hold nothing)."""
 
 from __future__ import annotations
 
@@ -10,5 +11,8 @@ from ..identity import identity
 from . import respond
 
 
-def post(body: dict[str, Any], project: str | None = None) -> tuple[dict[str, Any], int, dict]:
-    return respond(request_offers(broker(), body, identity=identity(), project=project), 200)
+def post(
+    body: dict[str, Any], project: str | None = None, probe: bool = False
+) -> tuple[dict[str, Any], int, dict]:
+    answer = request_offers(broker(), body, identity=identity(), project=project, probe=probe)
+    return respond(answer, 200)
