@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 from sqlmodel import select
 from starlette.testclient import TestClient
 
@@ -372,3 +373,26 @@ def test_renewals_racing_accepts_never_overbook(node, issuer, database_url):
 def _next_hour(hours: int) -> str:
     start = (int(time.time()) // 3600 + hours) * 3600
     return datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_probe_answers_conform_to_the_standard(node, issuer, request):
+    """A probe's offer set and offers validate against the standard's schema (``probe`` sits
+    where it allows additions), in JSON, YAML and XML."""
+    from tests.test_conformance import OFFERSET, conforms, load_standard, posted_in_yaml_and_xml
+
+    standard = next(load_standard(request))
+    _, client = node()
+    doc = request_doc(cores=(1, 4), duration="PT1H")
+    answer = conforms(standard, client, "POST", "/requests?probe=true", OFFERSET, json=doc)
+    assert answer["offers"] and all(o["probe"] is True for o in answer["offers"])
+    posted_in_yaml_and_xml(standard, client, "/requests?probe=true", yaml.safe_dump(doc).encode())
+
+
+def test_a_429_in_xml_keeps_its_retry_after(node):
+    _, client = node(holds={"anonymous": {"offer_sets": 1}})
+    ask(client, request_doc(duration="PT1H"))
+    r = client.post(
+        "/requests", json=request_doc(duration="PT2H"), headers={"Accept": "application/xml"}
+    )
+    assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+xml")
+    assert int(r.headers["Retry-After"]) >= 1
