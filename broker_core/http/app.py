@@ -25,6 +25,7 @@ from ..kinds.registry import KindRegistry
 from ..lifecycle.runner import LifecycleRunner
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
+from .answers import AnswerJsonifier, serialised_in_thread
 from .context import current_broker
 from .identity import Authentication
 from .landing import SpecFiles
@@ -70,9 +71,12 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 
 
 def handlers_in(package: str) -> dict[str, Callable[..., Any]]:
-    """The table from operationId to handler for a package of handler modules."""
+    """The table from operationId to handler for a package of handler modules (a synchronous
+    one serialises its answer in its worker thread)."""
     return {
-        operation: getattr(importlib.import_module(f"{package}.{module}"), function)
+        operation: serialised_in_thread(
+            getattr(importlib.import_module(f"{package}.{module}"), function)
+        )
         for operation, (module, function) in OPERATIONS.items()
     }
 
@@ -164,6 +168,7 @@ def serve_spec(
     app = AsyncApp(
         __name__,
         lifespan=lifespan,
+        jsonifier=AnswerJsonifier(),
         validator_map={
             "body": MediaTypeDict({"*/*json": problems.PointerBodyValidator}),
             "parameter": problems.SpecParameterValidator,
