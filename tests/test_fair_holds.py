@@ -396,3 +396,14 @@ def test_a_429_in_xml_keeps_its_retry_after(node):
     )
     assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+xml")
     assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_a_class_no_pool_tracks_is_no_hold_limit(node, issuer):
+    """A request's default memory is booked only where a pool tracks memory: a node without
+    any sets no hold limit on it (its share of nothing would be a limit of zero)."""
+    pool = {"name": "qpu", "inventories": {"cores": {"total": 64}}}
+    platform = {"name": "sim", "type": "simulated", "options": SIM_OPTIONS, "pools": [pool]}
+    _, client = node(platforms=[platform])
+    doc = request_doc()
+    del doc["compute"]["memory"]
+    assert ask(client, doc, caller(issuer, "alice"))["result"] == "YES"

@@ -120,8 +120,8 @@ class Scope:
         found = []
         if resource_class in self.limits.resource_hours:
             found.append(self.limits.resource_hours[resource_class] * 3600)
-        if self.limits.lookahead_share is not None:
-            total = self.capacity.total(resource_class) * self.lookahead
+        total = self.capacity.total(resource_class) * self.lookahead
+        if self.limits.lookahead_share is not None and total > 0:  # classes no pool tracks: none
             found.append(self.limits.lookahead_share * total)
         return min(found) if found else None
 
