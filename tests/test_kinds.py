@@ -242,6 +242,19 @@ def test_data_kinds_accepted_and_echoed(client: TestClient, name: str) -> None:
                 assert echoed[key] == value, key
 
 
+def test_an_skao_replica_may_be_named_by_its_rse_alone(client: TestClient) -> None:
+    """The schema asks for neither field of a replica; one known by its RSE is enough."""
+    skao = {**DATA["skao"], "replicas": [{"rsename": "SPSRC_STORM"}, {"dataurl": "davs://x/y"}]}
+    offers = offers_of(client.post("/requests", json={**request_doc(), "data": [skao]}))
+    assert offers[0]["data"][0]["replicas"] == skao["replicas"]
+
+
+def test_an_skao_replica_with_neither_rse_nor_url_is_a_no(client: TestClient) -> None:
+    skao = {**DATA["skao"], "replicas": [{"rsename": "SPSRC_STORM"}, {"rsename": " "}]}
+    messages = refusal(client.post("/requests", json={**request_doc(), "data": [skao]}))
+    assert len(messages) == 1 and "/data/0/replicas/1" in messages[0]
+
+
 def test_every_data_kind_at_once(client: TestClient) -> None:
     doc = {**request_doc(), "data": [{**d, "meta": {"name": n}} for n, d in DATA.items()]}
     offers = offers_of(client.post("/requests", json=doc))

@@ -371,8 +371,17 @@ def _datalink_problems(at: str, datalink: str | IvoaDataLink | None) -> list[Pro
 
 
 class SkaoReplica(Strict):
+    """A known copy of the object: the RSE holding it, its URL there, or both (the schema asks
+    for neither; a replica named by its RSE alone is found through the data lake)."""
+
     rsename: str | None = Field(default=None, max_length=256)
     dataurl: str | None = Field(default=None, max_length=4096)
+
+    def problems(self, at: str) -> list[Problem]:
+        if (self.rsename or "").strip() or (self.dataurl or "").strip():
+            return []
+        return [Problem(at, "the replica has neither an rsename nor a dataurl; give the RSE's "
+                        "name, the replica's URL, or both")]  # fmt: skip
 
 
 class SkaoChecksum(Strict):
@@ -408,8 +417,7 @@ class SkaoDataResource(DataComponent):
             found.append(_missing(at, "ivoid", "the dataset's IVOA identifier, or leave it out"))
         found += _datalink_problems(f"{at}/datalink", self.datalink)
         for i, replica in enumerate(self.replicas):
-            found += _required(replica, f"{at}/replicas/{i}", rsename="the RSE's name",
-                               dataurl="the replica's URL")  # fmt: skip
+            found += replica.problems(f"{at}/replicas/{i}")
         return found
 
 
