@@ -192,6 +192,19 @@ FORMS: dict[str, tuple[dict[str, Any], Any]] = {
             and d["metrics"][0]["description"] == "read rate"
         ),
     ),
+    "lifecycle_is_the_nodes": (
+        {
+            "executable": executable(
+                phase="INITIALIZING",
+                schedule={
+                    "preparing": {"start": "2031-01-02T03:00:00Z", "duration": "PT1M"},
+                    "available": {"start": "2031-01-02T03:01:00Z/PT0S", "duration": "PT1H"},
+                },
+            ),
+            "compute": {"kind": COMPUTE, "phase": "WAITING", "schedule": {"releasing": {}}},
+        },
+        lambda d: d["executable"] == executable() and d["compute"] == {"kind": COMPUTE},
+    ),
     # --- this node's earlier forms ----------------------------------------------------------
     "port_numbers": (
         {"executable": executable(network={"ports": [{"internal": 8080, "external": 30080}]})},
@@ -219,6 +232,76 @@ FORMS: dict[str, tuple[dict[str, Any], Any]] = {
             and d["compute"] == {"kind": COMPUTE, "cores": {"min": 1, "max": 2}}
             and d["storage"] == [scratch()]
             and d["data"] == [{"kind": SIMPLE_DATA, "location": "https://x.example/a.fits"}]
+        ),
+    ),
+    "volumes_in_the_resources_wrapper": (
+        {
+            "executable": executable(),
+            "resources": {
+                "compute": [{"kind": COMPUTE, "volumes": ["v-in"]}],
+                "volumes": [{"name": "v-in", "path": "/in", "resource": "catalogue"}],
+                "data": [
+                    {
+                        "kind": SIMPLE_DATA,
+                        "name": "catalogue",
+                        "location": "https://x.example/c.vot",
+                    }
+                ],
+            },
+        },
+        lambda d: (
+            "resources" not in d
+            and "volumes" not in d
+            and d["compute"]["volumes"]
+            == [{"kind": VOLUME, "meta": {"name": "v-in"}, "path": "/in", "resource": "catalogue"}]
+        ),
+    ),
+    "storage_resource_lists": (
+        {
+            "executable": executable(),
+            "storage": [{"kind": STORAGE, "name": "pool", "resources": ["d-a", "d-b"]}],
+            "data": [
+                {"kind": SIMPLE_DATA, "name": "d-a", "location": "https://x.example/a.fits"},
+                {"kind": SIMPLE_DATA, "name": "d-b", "location": "https://x.example/b.fits"},
+            ],
+        },
+        lambda d: (
+            d["storage"] == [{"kind": STORAGE, "meta": {"name": "pool"}}]
+            and [x["storage"] for x in d["data"]] == ["pool", "pool"]
+        ),
+    ),
+    "volume_resource_lists": (
+        {
+            "executable": executable(),
+            "storage": [{"kind": STORAGE, "name": "work", "size": {"min": 1, "max": 1}}],
+            "data": [
+                {"kind": SIMPLE_DATA, "name": "d-a", "location": "https://x.example/a.fits"},
+                {"kind": SIMPLE_DATA, "name": "d-b", "location": "https://x.example/b.fits"},
+            ],
+            "volumes": [
+                {
+                    "name": "inputs",
+                    "path": "/in",
+                    "cardinality": "CONTAINER",
+                    "resources": ["d-a", "d-b"],
+                },
+                {
+                    "name": "scratch",
+                    "path": "/work",
+                    "mode": "READWRITE",
+                    "cardinality": "INSTANCE",
+                    "resources": ["work"],
+                },
+            ],
+            "compute": {"kind": COMPUTE, "volumes": ["inputs", "scratch"]},
+        },
+        lambda d: (
+            [(v["path"], v["resource"]) for v in d["compute"]["volumes"]]
+            == [("/in", "inputs"), ("/work", "work")]
+            and not any("cardinality" in v or "resources" in v for v in d["compute"]["volumes"])
+            # the two data resources are staged together, into a storage made for the mount
+            and d["storage"][1] == {"kind": STORAGE, "meta": {"name": "inputs"}}
+            and [x["storage"] for x in d["data"]] == ["inputs", "inputs"]
         ),
     ),
     "top_level_volumes": (
@@ -350,34 +433,67 @@ FORMS: dict[str, tuple[dict[str, Any], Any]] = {
             and d["compute"] == {"kind": COMPUTE}
         ),
     ),
-    "executable_properties": (
+    "properties_are_annotations": (
         {
             "executable": {
+                "properties": None,  # the usual form: an empty key above the others
+                "name": "explorer",
                 "type": "urn:jupyter-notebook-0.1",
-                "name": "nb",
-                "properties": {"notebook": "https://x.example/explore.ipynb"},
+                "notebook": "https://x.example/explore.ipynb",
+            },
+            "resources": {
+                "compute": [
+                    {"properties": {"owner": "albert", "tier": 2}, "type": "urn:simple-compute"}
+                ],
+                "data": [
+                    {
+                        "properties": [{"name": "survey", "value": "deep-field"}],
+                        "type": "urn:simple-data-resource",
+                        "location": "https://x.example/a.fits",
+                    }
+                ],
             },
         },
         lambda d: (
             d["executable"]
             == {
                 "kind": NOTEBOOK,
-                "meta": {"name": "nb"},
+                "meta": {"name": "explorer"},
                 "location": "https://x.example/explore.ipynb",
             }
+            and d["compute"] == {"kind": COMPUTE}
+            and d["data"] == [{"kind": SIMPLE_DATA, "location": "https://x.example/a.fits"}]
         ),
     ),
-    "executable_properties_as_pairs": (
+    "executing_schedule": (
         {
-            "executable": {
-                "kind": DOCKER,
-                "properties": [
-                    {"name": "image", "value": IMAGE},
-                    {"name": "entrypoint", "value": "/bin/sh"},
-                ],
+            "executable": executable(),
+            "schedule": {
+                "requested": {"executing": {"start": f"{_later(2)}/PT2H", "duration": "PT30M"}}
             },
         },
-        lambda d: d["executable"] == {"kind": DOCKER, "image": IMAGE, "entrypoint": "/bin/sh"},
+        lambda d: (
+            set(d["schedule"]["requested"]) == {"start", "duration"}
+            and d["schedule"]["requested"]["duration"] == "PT30M"
+        ),
+    ),
+    "component_schedule_blocks": (
+        {
+            "executable": executable(schedule={"requested": {"preparing": {"duration": "PT5M"}}}),
+            "compute": {"kind": COMPUTE, "schedule": {"offered": {}, "observed": {}}},
+        },
+        lambda d: d["executable"] == executable() and d["compute"] == {"kind": COMPUTE},
+    ),
+    "amount_units": (
+        {
+            "executable": executable(),
+            "compute": {"kind": COMPUTE, "memory": {"min": 1, "max": 2, "units": "GiB"}},
+            "storage": [{"kind": STORAGE, "size": {"min": 2, "max": 5, "units": "none"}}],
+        },
+        lambda d: (
+            d["compute"]["memory"] == {"min": 1, "max": 2}
+            and d["storage"][0]["size"] == {"min": 2, "max": 5}
+        ),
     ),
     "requested_and_offered_amounts": (
         {
@@ -487,7 +603,14 @@ REWRITE_OF_FORM = {
     "default_compute": "default_compute",
     "default_volume_kind": "default_volume_kind",
     "plural_executables_uri": "older_kind_uri",
-    "executable_properties": "executable_properties",
+    "properties_are_annotations": "properties_are_annotations",
+    "executing_schedule": "executing_schedule",
+    "component_schedule_blocks": "component_schedule_blocks",
+    "amount_units": "amount_units",
+    "lifecycle_is_the_nodes": "lifecycle_is_the_nodes",
+    "volumes_in_the_resources_wrapper": "resources_wrapper",
+    "storage_resource_lists": "storage_resource_lists",
+    "volume_resource_lists": "volume_resource_lists",
     "requested_and_offered_amounts": "requested_and_offered_amounts",
     "port_numbers_as_strings": "port_numbers_as_strings",
     "rucio_domain_and_object": "rucio_domain_and_object",
@@ -501,7 +624,7 @@ ALSO_COVERED = {
     "computer_is_compute",
     "type_is_kind",
     "meta_at_top_level",
-    # by executable_properties
+    # by properties_are_annotations
     "notebook_is_location",
     # updates: test_update_forms_of_2024 and test_update_paths_as_json_pointers
     "update_wrapper",
@@ -623,6 +746,45 @@ def test_a_volume_name_that_matches_nothing_is_refused(client: TestClient) -> No
     r = client.post("/requests", json=doc)
     assert r.status_code == 400, r.text
     assert r.json()["errors"][0]["pointer"].startswith("/compute/volumes/0")
+
+
+def test_a_volume_of_data_in_different_storage_is_refused_where_it_was_sent(
+    client: TestClient,
+) -> None:
+    """Two data resources staged into two storage resources cannot be mounted as one: the
+    mount is left as sent, and refused at its ``resources`` list."""
+    doc = {
+        "executable": executable(),
+        "storage": [
+            {"kind": STORAGE, "name": "s1", "resources": ["d1"]},
+            {"kind": STORAGE, "name": "s2", "resources": ["d2"]},
+        ],
+        "data": [
+            {"kind": SIMPLE_DATA, "name": "d1", "location": "https://x.example/1"},
+            {"kind": SIMPLE_DATA, "name": "d2", "location": "https://x.example/2"},
+        ],
+        "volumes": [{"name": "both", "path": "/in", "resources": ["d1", "d2"]}],
+    }
+    out = normalise_request(doc, REGISTRY)
+    assert [d["storage"] for d in out["data"]] == ["s1", "s2"]
+    r = client.post("/requests", json=doc)
+    assert r.status_code == 400, r.text
+    assert [e["pointer"] for e in r.json()["errors"]] == ["/compute/volumes/0/resources"]
+
+
+def test_a_storage_list_naming_no_data_resource_is_left_for_validation() -> None:
+    doc = {
+        "executable": executable(),
+        "storage": [{"kind": STORAGE, "name": "s", "resources": ["nothing-of-that-name"]}],
+    }
+    assert normalise_request(doc, REGISTRY)["storage"][0]["resources"] == ["nothing-of-that-name"]
+
+
+def test_properties_of_another_form_are_left_for_validation(client: TestClient) -> None:
+    doc = {"executable": executable(properties={"image": IMAGE})}  # a value that is no scalar
+    r = client.post("/requests", json=doc)
+    assert r.status_code == 400, r.text
+    assert [e["pointer"] for e in r.json()["errors"]] == ["/executable/properties"]
 
 
 # --------------------------------------------------------------------------- updates

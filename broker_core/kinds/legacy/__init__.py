@@ -7,14 +7,18 @@ docstrings show the form before and after:
 
 =================== ==========================================================================
 ``eb_2024``         the 2024 model: ``type`` for ``kind``; top-level ``name``/``uuid``/``href``;
-                    ``computer``; older kind URIs (``kind_uris``); ``executable.properties``;
-                    ``{requested, offered}`` amounts; schedule block lists; string ports;
-                    ``{update: ...}`` wrappers, ``urn:`` update kinds, ``path: state``
-``calycopis_2025``  Calycopis 2024-11..2025-06: the ``resources`` wrapper; top-level
-                    ``volumes``; numeric command arguments; a top-level ``description``;
+                    ``computer``; older kind URIs (``kind_uris``); ``properties`` annotations
+                    (dropped); ``{requested, offered}`` amounts and ``units``; schedule block
+                    lists and ``executing`` blocks; components' own schedules (dropped);
+                    string ports; ``{update: ...}`` wrappers, ``urn:`` update kinds,
+                    ``path: state``
+``calycopis_2025``  Calycopis 2024-11..2025-06: the ``resources`` wrapper (volumes too);
+                    top-level ``volumes``; storage and volume ``resources`` lists and
+                    ``cardinality``; numeric command arguments; a top-level ``description``;
                     ``compute: {}`` (and volume mounts without a kind)
 ``calycopis_v1``    the standard's v1.0 forms this node keeps otherwise: the nested ``ivoa``,
-                    ``skao`` and ``rucio`` blocks of data resources (flattened); update paths
+                    ``skao`` and ``rucio`` blocks of data resources (flattened); components'
+                    lifecycle ``phase`` and ``schedule`` (the node's, dropped); update paths
                     as JSON pointers (``/phase``, ``/schedule/duration``)
 ``ebroker_1``       this node's earlier forms: bare port numbers (now ``{port: N}``); one
                     storage or data resource where a list is expected

@@ -2,8 +2,9 @@
 its generated clients speak), where it differs from this node's canonical model.
 
 The IVOA, SKAO and Rucio data resources keep their details in nested blocks; this node's
-models keep them flat (as it always has, and as its answers echo them). Update paths may be
-written as JSON pointers.
+models keep them flat (as it always has, and as its answers echo them). A component may carry
+its lifecycle ``phase`` and ``schedule`` (the schema's LifecycleComponent), which are the node's
+to report. Update paths may be written as JSON pointers.
 """
 
 from __future__ import annotations
@@ -80,8 +81,42 @@ def rucio_block(doc: Doc, category: str, registry: KindRegistry) -> Doc:
     return doc
 
 
+def lifecycle_is_the_nodes(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """A component's lifecycle phase and schedule (the schema's LifecycleComponent, as an
+    answer shows them, and as a client sends them back when it copies a component from an
+    offer) are the node's to set; on input they are dropped::
+
+        {kind: K, phase: INITIALIZING, schedule: {preparing: {...}, available: {...}}}
+        ->  {kind: K}
+
+    A phase that is not one of the schema's, or a schedule with other blocks, is left for
+    validation to report.
+    """
+    if doc.get("phase") in LIFECYCLE_PHASES:
+        del doc["phase"]
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and set(schedule) <= LIFECYCLE_SCHEDULE:
+        del doc["schedule"]
+    return doc
+
+
+# the schema's LifecyclePhase values and LifecycleSchedule blocks
+LIFECYCLE_PHASES = (
+    "INITIALIZING",
+    "WAITING",
+    "PREPARING",
+    "AVAILABLE",
+    "RUNNING",
+    "RELEASING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+)
+LIFECYCLE_SCHEDULE = {"preparing", "available", "releasing"}
+
+
 REQUEST: list[Any] = []
-COMPONENT = [ivoa_block, skao_blocks, rucio_block]
+COMPONENT = [ivoa_block, skao_blocks, rucio_block, lifecycle_is_the_nodes]
 
 
 # --- updates ---------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The 2024 model: the IVOA ExecutionBroker drafts of 2023-2024 (ivoa-std/ExecutionBroker).
 
 Components were discriminated by ``type`` and carried ``name``/``uuid``/``href`` at their top
-level; kind URIs were ``urn:<name>-0.1``, ``uri:<name>-1.0`` or under ``.../EB/schema/types/``;
-an executable's settings could come as a ``properties`` map; amounts were
+level, with a ``properties`` map of free-form annotations (usually an empty key); kind URIs were
+``urn:<name>-0.1``, ``uri:<name>-1.0`` or under ``.../EB/schema/types/``; amounts were
 ``{requested: {min, max}, offered: ...}``; the schedule was a list of ``{start, duration:
-{min, max}}`` blocks; updates were wrapped as ``{update: {...}}``, had ``urn:`` kinds and set
-the session's ``state``.
+{min, max}}`` blocks, or an ``executing`` block, and components could carry schedules of their
+own (``requested``/``offered``/``observed``); updates were wrapped as ``{update: {...}}``, had
+``urn:`` kinds and set the session's ``state``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ def computer_is_compute(doc: Doc, registry: KindRegistry) -> Doc:
     """``{computer: {...}}`` -> ``{compute: {...}}`` (``compute`` wins)."""
     if "compute" not in doc and "computer" in doc:
         doc["compute"] = doc.pop("computer")
+    return doc
+
+
+def executing_schedule(doc: Doc, registry: KindRegistry) -> Doc:
+    """The requested start and duration were those of the ``executing`` phase::
+
+        schedule: {requested: {executing: {start: S, duration: PT1H}}}
+        ->  schedule: {requested: {start: S, duration: PT1H}}
+
+    (a start or duration given beside the block wins).
+    """
+    schedule = doc.get("schedule")
+    requested = schedule.get("requested") if isinstance(schedule, dict) else None
+    executing = requested.get("executing") if isinstance(requested, dict) else None
+    if isinstance(executing, dict) and set(executing) <= {"start", "duration"}:
+        del requested["executing"]  # type: ignore[union-attr]
+        for key, value in executing.items():
+            requested.setdefault(key, value)  # type: ignore[union-attr]
     return doc
 
 
@@ -120,7 +139,13 @@ def _one_duration(durations: list[Any]) -> Any:
     return chosen
 
 
-REQUEST = [request_type_is_kind, request_meta_at_top_level, computer_is_compute, schedule_blocks]
+REQUEST = [
+    request_type_is_kind,
+    request_meta_at_top_level,
+    computer_is_compute,
+    executing_schedule,
+    schedule_blocks,
+]
 
 
 # --- components ------------------------------------------------------------------------------
@@ -149,25 +174,52 @@ def older_kind_uri(doc: Doc, category: str, registry: KindRegistry) -> Doc:
     return doc
 
 
-def executable_properties(doc: Doc, category: str, registry: KindRegistry) -> Doc:
-    """The executable's kind-specific settings as a ``properties`` map (or a list of
-    ``{name, value}`` pairs), merged into the executable; fields set directly win::
+def properties_are_annotations(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """Every component had ``properties``, a map of free-form names and values (the model's
+    NameValueMap) that said nothing about what to run or book; in the documents of that era it
+    is almost always an empty key. The present model has no place for annotations, so they are
+    dropped::
 
-        {kind: K, properties: {location: L}}  ->  {kind: K, location: L}
+        {type: urn:jupyter-notebook-0.1, properties: null, notebook: U}  ->  {..., notebook: U}
+        {kind: K, properties: {owner: albert}}                           ->  {kind: K}
+
+    (also a list of ``{name, value}`` pairs). A ``properties`` of any other form is left for
+    validation to report as an unknown field.
     """
-    if category != "executable" or "properties" not in doc:
-        return doc
-    properties = doc["properties"]
-    if isinstance(properties, list) and all(
-        isinstance(p, dict) and set(p) <= {"name", "key", "value"} for p in properties
-    ):
-        properties = {p.get("name", p.get("key")): p.get("value") for p in properties}
-    if not isinstance(properties, dict) or not all(isinstance(k, str) for k in properties):
-        return doc  # not of this form: validation reports the unknown field
-    del doc["properties"]
-    for key, value in properties.items():
-        doc.setdefault(key, value)
+    if "properties" in doc and _is_annotations(doc["properties"]):
+        del doc["properties"]
     return doc
+
+
+def _is_annotations(value: Any) -> bool:
+    scalar = (str, int, float, bool, type(None))
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and isinstance(v, scalar) for k, v in value.items())
+    return isinstance(value, list) and all(
+        isinstance(p, dict)
+        and set(p) <= {"name", "key", "value"}
+        and "value" in p
+        and isinstance(p["value"], scalar)
+        for p in value
+    )
+
+
+def component_schedule_blocks(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """A component carried its own schedule: what the client asked for (``requested``, e.g. a
+    preparation time), what was offered and what was observed. When a component is prepared
+    and for how long is the node's to work out (and to report), so the block is dropped::
+
+        {kind: K, schedule: {requested: {preparing: {duration: PT5M}}}}  ->  {kind: K}
+    """
+    schedule = doc.get("schedule")
+    if isinstance(schedule, dict) and schedule and set(schedule) <= COMPONENT_SCHEDULE:
+        del doc["schedule"]
+    return doc
+
+
+COMPONENT_SCHEDULE = {"requested", "offered", "observed"}
 
 
 def notebook_is_location(doc: Doc, category: str, registry: KindRegistry) -> Doc:
@@ -212,6 +264,24 @@ def requested_and_offered_amounts(doc: Doc, category: str, registry: KindRegistr
     return doc
 
 
+def amount_units(doc: Doc, category: str, registry: KindRegistry) -> Doc:
+    """Amounts named their unit; ``GiB`` is the one amounts are counted in, and ``none`` said
+    there was none to give (the model's own)::
+
+        size: {min: 200, max: 500, units: none}  ->  size: {min: 200, max: 500}
+
+    (also ``cores`` and ``memory``); any other unit is left for validation to refuse.
+    """
+    for field in ("cores", "memory", "size"):
+        amount = doc.get(field)
+        if isinstance(amount, dict) and str(amount.get("units", "")).lower() in MODEL_UNITS:
+            del amount["units"]
+    return doc
+
+
+MODEL_UNITS = ("gib", "none")
+
+
 def port_numbers_as_strings(doc: Doc, category: str, registry: KindRegistry) -> Doc:
     """Ports were strings, with the external interface's ``address`` beside them::
 
@@ -248,10 +318,12 @@ COMPONENT = [
     type_is_kind,
     meta_at_top_level,
     older_kind_uri,
-    executable_properties,
+    properties_are_annotations,
+    component_schedule_blocks,
     notebook_is_location,
     image_as_a_string,
     requested_and_offered_amounts,
+    amount_units,
     port_numbers_as_strings,
     rucio_domain_and_object,
 ]
