@@ -57,8 +57,8 @@ def fanout_ended() -> None:
 
 
 class AnswerTiming:
-    """ASGI middleware, outermost: starts each request's clock on arrival and, once the last
-    byte of an answer after a fan-out is sent, records how long the work after it took."""
+    """ASGI middleware, outermost: starts each request's clock on arrival and, when the last
+    part of an answer after a fan-out is sent, records how long the work after it took."""
 
     def __init__(self, app: ASGIApp, after: AfterFanout):
         self.app = app
@@ -71,12 +71,14 @@ class AnswerTiming:
         clock = AnswerClock(time.monotonic())
 
         async def timed_send(message: Message) -> None:
-            await send(message)
+            # measured up to handing the last part to the server: a client slow to read a large
+            # answer must not shorten everyone's fan-outs
             ended = clock.fanout_ended
             last = message["type"] == "http.response.body" and not message.get("more_body")
             if last and ended is not None:
                 self.after.record(time.monotonic() - ended)
                 clock.fanout_ended = None
+            await send(message)
 
         token = current_clock.set(clock)
         try:

@@ -185,7 +185,9 @@ class Wire:
 
     def config(self, names: list[str], **fanout: Any) -> AggregatorConfig:
         timeout = fanout.pop("timeout", "PT5S")
+        database = fanout.pop("database", None)  # only for an app: a service is given its store
         return AggregatorConfig.model_validate({
+            **({"database": database} if database else {}),
             "fanout": {"deadline": "PT5S", "max_offers": 16, **fanout},
             "breaker": {"failures": 3},
             "upstreams": [{"name": n, "url": f"{self.url}/{n}", "timeout": timeout}
@@ -455,6 +457,22 @@ async def test_the_aggregators_own_failed_session_can_be_fetched(sqlite_url):
         assert logs.status_code == 200 and logs.text == ""
         offerset = await client.get(f"/offersets/{session['offerset']['uuid']}")
         assert offerset.status_code == 200 and offerset.json()["result"] == "NO"
+
+
+async def test_the_work_after_each_fanout_is_measured_for_the_next(wire, sqlite_url):
+    app = create_aggregator_app(wire.config(["a"], database={"url": sqlite_url}))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(transport=transport, base_url="http://agg") as client,
+    ):
+        for count in (1, 2):
+            r = await client.post("/requests", json=request_doc())
+            assert r.status_code == 200 and r.json()["result"] == "YES", r.text
+            assert len(app.after.samples) == count
+        assert (await client.get("/node")).status_code == 200  # no fan-out: nothing to measure
+    assert len(app.after.samples) == 2
+    assert all(0 < s < 1 for s in app.after.samples)
 
 
 # --- the whole answer, measured by its client ----------------------------------------------
