@@ -22,6 +22,7 @@ from broker_core.kinds.legacy import (
     COMPONENT_REWRITES,
     REQUEST_REWRITES,
     UPDATE_REWRITES,
+    canonical_kind,
     normalise_request,
     normalise_update,
 )
@@ -653,6 +654,11 @@ def test_form_is_normalised(name: str) -> None:
 def test_form_is_offered(client: TestClient, name: str) -> None:
     doc, _ = REQUEST_FORMS[name]
     offers(client, doc)
+
+
+def test_the_2024_singularity_names_are_the_singularity_container() -> None:
+    for uri in ("urn:single-container-0.1", "uri:singular-container-1.0"):
+        assert canonical_kind(uri, "executable", REGISTRY) == SINGULARITY
 
 
 def test_canonical_requests_pass_through_unchanged() -> None:

@@ -14,10 +14,10 @@ suffix and a ``.yaml`` extension are optional throughout)::
 
 where ``<category>`` is a category (``executable``, ``compute``, ``storage``, ``data``,
 ``volume``), its plural or ``computer``, and the 2024 names ``simple-compute``,
-``simple-storage``, ``singular-container`` and ``Amazon-S3-data-resource`` are the kinds'
-present names. A URI naming a category other than the one it is found in stays as it is, and
-so does any URI of a kind the registry does not know: the request is then answered with
-``result: NO`` listing the kinds the node accepts.
+``simple-storage``, ``singular-container`` (and ``single-container``) and
+``Amazon-S3-data-resource`` are the kinds' present names. A URI naming a category other
+than the one it is found in stays as it is, and so does any URI of a kind the registry does
+not know: the request is then answered with ``result: NO`` listing the kinds the node accepts.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ NAME_ALIASES = {
     "simple-compute": "simple-compute-resource",
     "simple-storage": "simple-storage-resource",
     "singular-container": "singularity-container",
+    "single-container": "singularity-container",  # the 2024 prototypes' SingularContainer01
     "amazon-s3-data-resource": "S3-data-resource",
 }
 
