@@ -105,17 +105,20 @@ def check_config(args: argparse.Namespace) -> int:
     from policies.identity.groups import check_group_names
     from policies.registry import build_policies
 
+    from .http.server import connection_limits
     from .node import check_bookings
 
     config = _load(args)
     for warning in check_group_names(config):
         print(f"warning: {warning}")
+    limits = connection_limits(config.server)  # what the open-file limit allows, here
     platforms = build_platforms(config.platforms)
     Authenticator(config.auth)
     for policy in build_policies(config.policies, None):
         policy.close()
     for line in check_bookings(config, platforms):  # reads the database if there is one
         print(line)
+    print(f"connections: at most {limits.max_connections} per worker")
     print(
         f"configuration OK: site {config.site.name!r}, {len(config.platforms)} platform(s), "
         f"{len(config.policies)} policy(ies)"

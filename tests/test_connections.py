@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from broker_core.cli import main
 from broker_core.config import ConfigError, ServerConfig
 from broker_core.http import server
 from tests.conftest import POOL_CONFIG, unavailable
@@ -113,7 +114,7 @@ def test_a_body_that_does_not_arrive_is_cut_after_the_body_timeout(quick: Node) 
     with connect(quick) as sock:
         sock.sendall(
             b"POST /requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"executable\": "
+            b'Content-Length: 1000\r\n\r\n{"executable": '
         )
         waited, _ = closed_within(sock, 10)
     assert 1.5 <= waited <= 6, waited
@@ -196,6 +197,17 @@ def test_a_max_connections_the_open_file_limit_cannot_hold_stops_start_up(
     with pytest.raises(ConfigError, match=r"server\.max_connections: 5000 connections need"):
         server.connection_limits(ServerConfig(max_connections=5000))
     assert server.connection_limits(ServerConfig(max_connections=500)).max_connections == 500
+
+
+def test_check_config_says_what_the_open_file_limit_allows(
+    rlimit: FakeLimits, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "node.yaml", max_connections=5000)
+    assert main(["check-config", "-c", str(config)]) == 2
+    assert "server.max_connections: 5000 connections need" in capsys.readouterr().err
+    write_config(tmp_path / "node.yaml")
+    assert main(["check-config", "-c", str(config)]) == 0
+    assert f"connections: at most {1024 - server.FD_RESERVE} per worker" in capsys.readouterr().out
 
 
 # --- the slowloris ---------------------------------------------------------------------------
