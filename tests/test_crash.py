@@ -54,6 +54,7 @@ def node_config(database_url: str) -> dict[str, Any]:
         "site": {"name": "crash-test"},
         "database": {"url": database_url},
         "offers": {"hold": f"PT{HOLD_SECONDS}S", "max_offers": 3},
+        "holds": {"anonymous": {}},  # the clients are anonymous, each one a user
         "platforms": [
             {
                 "name": "sim",
