@@ -629,6 +629,7 @@ ALSO_COVERED = {
     "notebook_is_location",
     # updates: test_update_forms_of_2024 and test_update_paths_as_json_pointers
     "update_wrapper",
+    "offer_status",
     "update_type_is_kind",
     "older_update_kind",
     "state_is_phase",
@@ -809,6 +810,7 @@ UPDATES_2024 = [
     {"update": {"type": "urn:enum-value-update-0.1", "path": "state", "value": "ACCEPTED"}},
     {"update": {"kind": "urn:enum-value-update", "path": "state", "value": "ACCEPTED"}},
     {"type": "uri:enum-value-update-1.0", "path": "/state", "value": "ACCEPTED"},
+    {"offer": {"status": "ACCEPTED"}},
 ]
 
 

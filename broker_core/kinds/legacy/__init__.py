@@ -11,7 +11,7 @@ docstrings show the form before and after:
                     (dropped); ``{requested, offered}`` amounts and ``units``; schedule block
                     lists and ``executing`` blocks; components' own schedules (dropped);
                     string ports; ``{update: ...}`` wrappers, ``urn:`` update kinds,
-                    ``path: state``
+                    ``path: state``, the prototypes' ``{offer: {status}}``
 ``calycopis_2025``  Calycopis 2024-11..2025-06: the ``resources`` wrapper (volumes too);
                     top-level ``volumes``; storage and volume ``resources`` lists and
                     ``cardinality``; numeric command arguments; a top-level ``description``;

@@ -6,7 +6,8 @@ level, with a ``properties`` map of free-form annotations (usually an empty key)
 ``{requested: {min, max}, offered: ...}``; the schedule was a list of ``{start, duration:
 {min, max}}`` blocks, or an ``executing`` block, and components could carry schedules of their
 own (``requested``/``offered``/``observed``); updates were wrapped as ``{update: {...}}``, had
-``urn:`` kinds and set the session's ``state``.
+``urn:`` kinds and set the session's ``state`` (or, in the prototypes, the ``offer``'s
+``status``).
 """
 
 from __future__ import annotations
@@ -366,4 +367,17 @@ def state_is_phase(doc: Doc) -> Doc:
     return doc
 
 
-UPDATE = [update_wrapper, update_type_is_kind, older_update_kind, state_is_phase]
+def offer_status(doc: Doc) -> Any:
+    """The 2024 prototypes accepted an offer by setting its status::
+
+        {offer: {status: ACCEPTED}}  ->  {kind: uri:enum-value-update, path: phase, value: ACCEPTED}
+
+    (only when ``offer`` with a ``status`` is all there is).
+    """
+    offer = doc.get("offer")
+    if set(doc) == {"offer"} and isinstance(offer, dict) and set(offer) == {"status"}:
+        return {"kind": "uri:enum-value-update", "path": "phase", "value": offer["status"]}
+    return doc
+
+
+UPDATE = [update_wrapper, offer_status, update_type_is_kind, older_update_kind, state_is_phase]
