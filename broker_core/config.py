@@ -262,10 +262,11 @@ class ServerConfig(Model):
         default=1024, ge=64, description="members of any one object of a body"
     )
     body_workers: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=64,
-        description="request bodies decoded and validated (and answers encoded) at once",
+        description="request bodies decoded and validated (and answers encoded) at once; the "
+        "work is CPU-bound Python, so more than one per worker process only adds waits",
     )
     body_queue: int = Field(
         default=64, ge=0, description="requests waiting for a body worker before the next is a 503"

@@ -59,7 +59,7 @@ class BodyWorkers:
 
 # the workers of the app serving the current request (set by the content layer)
 current: ContextVar[BodyWorkers] = ContextVar("body_workers")
-_FALLBACK = BodyWorkers(workers=2, queue=64)
+_FALLBACK = BodyWorkers(workers=1, queue=64)
 
 
 async def run_body_job(job: Callable[..., T], *args: object) -> T:
