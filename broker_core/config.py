@@ -224,9 +224,10 @@ class HoldsConfig(Model):
     caller together can never hold more than it, and never starve an authenticated user."""
 
     caller: HoldLimits = HoldLimits(offer_sets=8, lookahead_share=0.25, probes_per_minute=60)
-    anonymous: HoldLimits = HoldLimits(
-        offer_sets=4, lookahead_share=0.05, pool_share=0.25, probes_per_minute=30
-    )
+    # no pool_share by default: on a small node (the embedded default sizes its pool from the
+    # host, 2 cores on a laptop VM) a quarter of a pool is less than one core; the share of the
+    # look-ahead already keeps the whole pool for a week out of anonymous reach
+    anonymous: HoldLimits = HoldLimits(offer_sets=8, lookahead_share=0.25, probes_per_minute=30)
     project: HoldLimits = HoldLimits(lookahead_share=0.5)
     callers: list[CallerHolds] = Field(default_factory=list)
     replace: bool = Field(

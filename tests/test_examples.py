@@ -157,9 +157,7 @@ def test_example_04_storage(client: TestClient) -> None:
 
 @pytest.mark.parametrize("accept", ACCEPTS)
 @pytest.mark.parametrize("name", REQUEST_FILES)
-def test_accept_example_accepts_the_first_offer(
-    client: TestClient, name: str, accept: str
-) -> None:
+def test_accept_example_accepts_the_first_offer(client: TestClient, name: str, accept: str) -> None:
     body = post_request(client, name)
     first = body["offers"][0]
     path = urlparse(first["meta"]["url"]).path
@@ -272,3 +270,31 @@ def test_offer_sets_and_sessions_carry_a_name(client: TestClient) -> None:
         assert again["meta"]["name"] == offer["meta"]["name"]
     offerset = client.get(urlparse(unnamed["meta"]["url"]).path).json()
     assert offerset["meta"]["name"] == unnamed["meta"]["name"]
+
+
+def test_the_embedded_default_serves_the_readme_walk_to_an_anonymous_caller_on_a_small_host(
+    broker_factory, client_factory, sqlite_url, monkeypatch
+) -> None:
+    """The README's walk, on ``ebroker serve`` with no configuration (the default hold limits
+    and a pool sized from the host) on a 2-core machine: the quick start's offer accepted, then
+    the window built from today, then every other example, each left open as a new user leaves
+    them."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    from broker_core.config import NodeConfig
+    from broker_core.node import build_broker
+
+    config = NodeConfig.model_validate({"database": {"url": sqlite_url}})
+    assert config.holds.anonymous.limits_holds()  # the defaults, not the tests' {}
+    client = client_factory(build_broker(config))
+    first = post_request(client, "01-minimal.yaml")["offers"][0]
+    r = client.post(f"/sessions/{first['meta']['uuid']}", content=read(UPDATES / "accept.yaml"),
+                    headers=YAML_CT)  # fmt: skip
+    assert r.status_code == 200, r.text
+    line, _ = tomorrow_window()
+    answer = post_request(
+        client, "02-compute.yaml", read(REQUESTS / "02-compute.yaml") + line.encode()
+    )
+    assert answer["result"] == "YES", answer["meta"].get("messages")
+    for name in REQUEST_FILES:
+        answer = post_request(client, name)
+        assert answer["result"] == "YES", (name, answer["meta"].get("messages"))

@@ -95,17 +95,23 @@ def hours_from_now(offer: dict[str, Any]) -> float:
 # --- the findings of issue 13 ------------------------------------------------------------------
 
 
-def test_one_anonymous_request_for_the_whole_pool_over_the_lookahead_holds_nothing(node, issuer):
+def test_one_anonymous_request_for_the_whole_pool_over_the_lookahead_holds_nothing(
+    node, issuer, sqlite_url
+):
     """Before: one anonymous request for all 64 cores over P7D held the whole pool, and every
     other user was refused for the whole hold. Now anonymous callers together may hold a
-    quarter of a pool and 5 % of the look-ahead's core-hours: a NO that names both limits and
-    says what would fit."""
+    quarter of the look-ahead's core-hours (and, where the site sets it, a share of a pool): a NO that
+    names the limits and says what would fit."""
     broker, client = node()
     answer = ask(client, request_doc(cores=(64, 64), duration="P7D"))
     assert answer["result"] == "NO"
     said = texts(answer)
+    assert "holds.anonymous" in said and "ask for at most 16 cores for P7D" in said
+    assert held_bookings(broker) == []
+    shared = {"anonymous": {"lookahead_share": 0.05, "pool_share": 0.25}}
+    broker, client = node(sqlite_url + "-shared", holds=shared)
+    said = texts(ask(client, request_doc(cores=(64, 64), duration="P7D")))
     assert "holds.anonymous.pool_share" in said and "at most 16 cores here; 64 needed" in said
-    assert "holds.anonymous" in said and "ask for at most 3 cores for P7D" in said
     assert held_bookings(broker) == []
     other = ask(client, request_doc(cores=(64, 64), duration="PT1H"), caller(issuer, "bob"))
     assert other["result"] == "YES" and hours_from_now(other["offers"][0]) < 0.1
