@@ -92,9 +92,7 @@ class AggregatorConfig(Model):
 
     @property
     def base_url(self) -> str:
-        if self.server.public_url:
-            return self.server.public_url.rstrip("/")
-        return f"http://{self.server.host}:{self.server.port}"
+        return self.server.base_url
 
 
 def load_aggregator_config(path: str | Path) -> AggregatorConfig:

@@ -302,6 +302,13 @@ class ServerConfig(Model):
         "limit leaves (see the README); past it the connection waiting longest is closed",
     )
 
+    @property
+    def base_url(self) -> str:
+        """The base of every URL in answers: ``public_url``, else where the server listens."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
 
 class DatabaseConfig(Model):
     url: str = "sqlite:///ebroker.db"
@@ -570,9 +577,7 @@ class NodeConfig(Model):
 
     @property
     def base_url(self) -> str:
-        if self.server.public_url:
-            return self.server.public_url.rstrip("/")
-        return f"http://{self.server.host}:{self.server.port}"
+        return self.server.base_url
 
 
 def describe_errors(

@@ -211,3 +211,18 @@ def test_a_redirect_never_points_at_the_clients_host(public_url: str | None, loc
     r = TestClient(app).get("/ui", headers={"host": "evil.example"}, follow_redirects=False)
     assert r.status_code == 307
     assert r.headers["location"] == location
+
+
+async def _see_other_to_a_session(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", b"http://127.0.0.1:8080/sessions/abc")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_redirect_to_the_configured_base_is_kept() -> None:
+    """A 303 from /direct names the session's meta.url, under the node's base URL: a client
+    that reached the node at that very address gets it as it is, equal to meta.url."""
+    app = CanonicalPaths(_see_other_to_a_session, templates=["/node"], public_url=None,
+                         base_url="http://127.0.0.1:8080")  # fmt: skip
+    r = TestClient(app).get("/direct", headers={"host": "127.0.0.1:8080"}, follow_redirects=False)
+    assert r.headers["location"] == "http://127.0.0.1:8080/sessions/abc"

@@ -191,5 +191,8 @@ def serve_spec(
         bind=bind,
     )
     return CanonicalPaths(
-        negotiated, templates=SPEC_DOCUMENT["paths"], public_url=server.public_url
+        negotiated,
+        templates=SPEC_DOCUMENT["paths"],
+        public_url=server.public_url,
+        base_url=server.base_url,
     )

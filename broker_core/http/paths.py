@@ -6,9 +6,10 @@ client's ``Host`` header (an open redirect through any cache or proxy that keys 
 and a 307 makes a client send a POST body twice. Answers only ever name the canonical form (their
 ``meta.url``s come from the configured public URL), so nothing teaches a client the other one.
 
-Any other redirect (the UI's ``/ui`` to ``/ui/``, say) keeps its target, but an absolute
-``Location`` on the request's own ``Host`` is rewritten onto the configured ``public_url``, or
-made a relative reference (RFC 9110 section 10.2.2) when there is none.
+Any other redirect keeps its target when it is a configured URL (a session's ``meta.url`` under
+the node's base URL, as a 303 from ``/direct`` names it), but an absolute ``Location`` on the
+request's own ``Host`` (the UI's ``/ui`` to ``/ui/``, say) is rewritten onto the configured
+``public_url``, or made a relative reference (RFC 9110 section 10.2.2) when there is none.
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ def exact_pattern(template: str) -> re.Pattern[str]:
 
 
 class CanonicalPaths:
-    def __init__(self, app: ASGIApp, *, templates: Iterable[str], public_url: str | None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        templates: Iterable[str],
+        public_url: str | None,
+        base_url: str | None = None,
+    ):
         self.app = app
         self.patterns = [exact_pattern(t) for t in templates if t != "/"]
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.base_url = (base_url or self.public_url or "").rstrip("/")
 
     def canonical(self, path: str) -> str | None:
         """The spec path that ``path`` is with one trailing slash taken off; None if none."""
@@ -72,6 +81,9 @@ class CanonicalPaths:
             return b"/"
         if not target.netloc or host is None:
             return value
+        text = value.decode("latin-1")
+        if self.base_url and (text == self.base_url or text.startswith(self.base_url + "/")):
+            return value  # a URL of the configured base (a session's meta.url): the node's own
         if target.netloc.lower() != host.decode("latin-1").lower():
             return value  # a configured URL (a session's meta.url, say): kept
         path = target.path or "/"
