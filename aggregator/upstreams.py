@@ -13,9 +13,9 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from .config import AggregatorConfig, BreakerConfig, UpstreamConfig
+from broker_core import reading
 
-READ_CHUNK = 64 * 1024
+from .config import AggregatorConfig, BreakerConfig, UpstreamConfig
 
 
 class UpstreamError(Exception):
@@ -23,19 +23,11 @@ class UpstreamError(Exception):
 
 
 async def read_whole(response: aiohttp.ClientResponse, cap: int) -> bytes:
-    """The whole body, however many reads it arrives in (aiohttp undoes the chunked framing and
-    any content encoding), or UpstreamError past ``cap`` bytes: a larger answer is a faulty
-    upstream. A body shorter than its Content-Length is aiohttp's ClientPayloadError."""
-    declared = response.content_length
-    if declared is not None and declared > cap and not response.headers.get("Content-Encoding"):
-        raise UpstreamError(f"its answer ({declared} bytes) is larger than the {cap} bytes read")
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > cap:
-            raise UpstreamError(f"its answer is larger than the {cap} bytes read")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The whole answer up to ``cap`` bytes; a larger one is the upstream's fault."""
+    try:
+        return await reading.read_whole(response, cap)
+    except reading.AnswerTooLarge as exc:
+        raise UpstreamError(str(exc)) from None
 
 
 @dataclass

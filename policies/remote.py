@@ -66,6 +66,7 @@ from yarl import URL
 
 from broker_core.config import Model, NonNegativeDuration, PositiveDuration, ResourceClass
 from broker_core.kinds.base import message
+from broker_core.reading import AnswerTooLarge, read_whole
 
 from .contract import Decision, Limit, PolicyBase, PolicyRequest, PoolRef
 
@@ -209,10 +210,12 @@ class RemotePolicy(PolicyBase):
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._session.post(url, json=body, allow_redirects=False) as response:
-                    raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                     status = response.status
+                    raw = await read_whole(response, MAX_ANSWER_BYTES)
         except TimeoutError:
             raise PolicyServiceError(f"timed out after {self._timeout:g}s", url) from None
+        except AnswerTooLarge:
+            raise PolicyServiceError("its answer is too large", url) from None
         except aiohttp.ClientConnectionError as exc:
             raise PolicyServiceError("cannot connect to it", f"{url}: {exc}") from None
         except aiohttp.ClientError as exc:
@@ -220,8 +223,6 @@ class RemotePolicy(PolicyBase):
             raise PolicyServiceError(reason, f"{url}: {exc}") from None
         if not 200 <= status < 300:
             raise PolicyServiceError(f"it answered HTTP {status}", url)
-        if len(raw) > MAX_ANSWER_BYTES:
-            raise PolicyServiceError("its answer is too large", url)
         try:
             return Answer.model_validate_json(raw)
         except ValidationError as exc:

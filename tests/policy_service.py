@@ -44,7 +44,8 @@ __all__ = [
 class Rule:
     """What the service answers to requests from ``subject`` and/or members of ``group`` (both
     None: every request). ``status``/``raw`` replace the JSON answer (to test faulty services);
-    ``delay`` seconds are slept before answering (to test timeouts)."""
+    ``delay`` seconds are slept before answering (to test timeouts); ``pieces`` > 1 sends the
+    answer in that many writes, 20 ms apart (as a real network delivers a large answer)."""
 
     subject: str | None = None
     group: str | None = None
@@ -54,6 +55,7 @@ class Rule:
     delay: float = 0.0
     status: int = 200
     raw: str | None = None
+    pieces: int = 1
 
     def matches(self, request: dict[str, Any]) -> bool:
         identity = request.get("identity") or {}
@@ -113,6 +115,12 @@ def malformed(
 
 def error(subject: str | None = None, group: str | None = None, status: int = 500) -> Rule:
     return Rule(subject, group, status=status, raw=json.dumps({"error": "boom"}))
+
+
+def in_pieces(subject: str, pieces: int = 4, messages: int = 200) -> Rule:
+    """Answers allow, with ``messages`` long messages, in ``pieces`` writes."""
+    texts = [f"note {i}: " + "x" * 80 for i in range(messages)]
+    return Rule(subject, None, "allow", texts, pieces=pieces)
 
 
 def unused_url(path: str = "/decide") -> str:
@@ -194,7 +202,22 @@ class PolicyService:
                 await asyncio.wait_for(self._stopping.wait(), rule.delay)
         if rule.raw is not None:
             return web.Response(status=rule.status, text=rule.raw, content_type="application/json")
+        if rule.pieces > 1:
+            return await self._in_pieces(request, rule)
         return web.json_response(rule.answer(), status=rule.status)
+
+    async def _in_pieces(self, request: web.Request, rule: Rule) -> web.StreamResponse:
+        raw = json.dumps(rule.answer()).encode()
+        response = web.StreamResponse(status=rule.status)
+        response.content_type = "application/json"
+        response.content_length = len(raw)
+        await response.prepare(request)
+        step = -(-len(raw) // rule.pieces)
+        for start in range(0, len(raw), step):
+            await response.write(raw[start : start + step])
+            await asyncio.sleep(0.02)
+        await response.write_eof()
+        return response
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -23,6 +23,7 @@ from tests.policy_service import (
     Rule,
     deny,
     error,
+    in_pieces,
     limit,
     malformed,
     slow,
@@ -59,6 +60,7 @@ def service() -> Iterator[PolicyService]:
         deny(subject="trudy"),
         slow(subject="sleepy", seconds=5),
         malformed(subject="garbled"),
+        in_pieces(subject="far-away"),
         error(subject="broken", status=500),
         limit(
             group="federation",
@@ -109,6 +111,14 @@ def test_allow_sends_the_summary_and_headers(service, make_policy):
     assert service.bodies == [{"node": "site-a", "request": request.summary()}]
     assert service.headers[0]["X-Api-Key"] == "sesame"
     assert service.headers[0]["Content-Type"].startswith("application/json")
+
+
+def test_an_answer_in_several_writes_is_read_whole(make_policy):
+    """Before: one ``content.read(n)`` took what was buffered, the first write of a 17 KB
+    answer, and the policy service's answer was 'malformed'."""
+    decision = make_policy().evaluate(make_request(subject="far-away"))
+    assert decision.allowed, texts(decision)
+    assert len(texts(decision)) == 200
 
 
 def test_deny_names_the_policy_and_the_reason(make_policy):
