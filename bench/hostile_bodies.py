@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What a hostile request body costs a broker node: time to refuse, event-loop stall, memory.
 
-    python bench/hostile_bodies.py [--ref REV] [--only TEXT] [--concurrency 8] [--quick]
+    python bench/hostile_bodies.py [--ref REV] [--only TEXT] [--concurrency 8] [--restart]
+                                   [--server KEY=VALUE] [--memory-cap-mb 4096] [--quick]
 
 For each body of ``tests/hostile_bodies.py`` (a YAML alias bomb of 117 KB, 100,000 command
 arguments, 70,000 keys, 50,000 environment variables, ...) it
@@ -20,6 +21,8 @@ Then it sends ``--concurrency`` copies of each body at once, for the same figure
 
 ``--ref REV`` runs the node of another revision (``git archive REV``, unpacked in a temporary
 directory, on this checkout's virtualenv) for before/after figures; the bodies are the same.
+``--restart`` gives every body a fresh node (a peak RSS not lowered by what the body before left
+allocated), ``--server body_workers=2`` sets a ``server.*`` option of the node.
 It prints markdown tables; it exits 1 when any answer is a 5xx or the node died, 0 otherwise.
 """
 
@@ -132,6 +135,17 @@ class Node(ServerProcess):
                     return
             time.sleep(0.1)
         raise RuntimeError(f"node not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, as a service manager stops it (SIGINT makes the server log a traceback)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -282,8 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="copies sent at once (round 2)")
     p.add_argument("--memory-cap-mb", type=int, default=4096, help="the node's address space")
     p.add_argument("--restart", action="store_true", help="a fresh node for every body")
-    p.add_argument("--server", action="append", default=[], metavar="KEY=VALUE",
-                   help="a server.* setting of the node, e.g. body_workers=1 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server.* setting of the node, e.g. body_workers=2 (repeatable)",
+    )
     p.add_argument("--quick", action="store_true", help="one request of each body (smoke run)")
     args = p.parse_args(argv)
     if args.quick:

@@ -301,6 +301,39 @@ def test_a_503_from_the_body_workers_says_when_to_retry(
     assert answer.headers["retry-after"] == "1"
 
 
+def test_running_out_of_memory_anywhere_on_a_body_is_a_413_not_a_500(
+    node: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(*_args: Any, **_kwargs: Any) -> Any:
+        raise MemoryError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(negotiation, "parse_body", exhausted)
+        answer = node.post("/requests", json=request_doc())
+        assert answer.status_code == 413, answer.text
+    with monkeypatch.context() as patch:
+        patch.setattr(problems.PointerBodyValidator, "_parse_and_validate", exhausted)
+        answer = node.post("/requests", json=request_doc())
+        assert answer.status_code == 413, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    with monkeypatch.context() as patch:  # an answer that cannot be re-encoded goes as JSON
+        patch.setattr(negotiation, "dump_yaml", exhausted)
+        answer = node.post("/requests", json=request_doc(), headers={"accept": YAML})
+        assert answer.status_code == 200 and answer.json()["result"] == "YES"
+
+
+def test_validation_waiting_behind_too_many_bodies_is_a_503_with_retry_after(
+    node: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def busy(*_args: Any, **_kwargs: Any) -> Any:
+        raise BodyError(503, "Service Unavailable", "the node is busy")
+
+    monkeypatch.setattr(problems, "run_body_job", busy)
+    answer = node.post("/requests", json=request_doc())
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+
+
 # ------------------------------------------------------------------ memory
 
 

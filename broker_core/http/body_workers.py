@@ -39,12 +39,13 @@ class BodyWorkers:
             self._loop, self._limiter = loop, anyio.CapacityLimiter(self.workers)
         return self._limiter
 
-    async def run(self, job: Callable[..., T], *args: object) -> T:
-        """``job(*args)`` in a worker thread; a 503 when too many wait, a 413 when it runs out of
-        memory."""
+    async def run(self, job: Callable[..., T], *args: object, always_wait: bool = False) -> T:
+        """``job(*args)`` in a worker thread; a 503 when too many wait (unless ``always_wait``:
+        an answer already made is worth waiting for), a 413 when it runs out of memory."""
         limiter = self.limiter()
         stats = limiter.statistics()
-        if stats.borrowed_tokens >= stats.total_tokens and stats.tasks_waiting >= self.queue:
+        full = stats.borrowed_tokens >= stats.total_tokens and stats.tasks_waiting >= self.queue
+        if full and not always_wait:
             raise BodyError(
                 503,
                 "Service Unavailable",
@@ -62,6 +63,6 @@ current: ContextVar[BodyWorkers] = ContextVar("body_workers")
 _FALLBACK = BodyWorkers(workers=1, queue=64)
 
 
-async def run_body_job(job: Callable[..., T], *args: object) -> T:
+async def run_body_job(job: Callable[..., T], *args: object, always_wait: bool = False) -> T:
     """``job(*args)`` on the current app's body workers (a default set outside a request)."""
-    return await current.get(_FALLBACK).run(job, *args)
+    return await current.get(_FALLBACK).run(job, *args, always_wait=always_wait)

@@ -370,9 +370,9 @@ def _reencoding_sender(send: Send, encode: Callable[[str, Any], tuple[str, bytes
         raw = b"".join(chunks)
         try:
             encoded = await body_workers.run_body_job(
-                lambda: encode(media, json.loads(raw or b"null"))
+                lambda: encode(media, json.loads(raw or b"null")), always_wait=True
             )
-        except ValueError:  # not JSON after all: as it came
+        except (ValueError, BodyError):  # not JSON after all, or no memory to encode it: as it came
             encoded = None
         if encoded is None:
             await send(start)

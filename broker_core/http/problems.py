@@ -34,7 +34,8 @@ from ..errors import (
 )
 from ..schedule import ScheduleError
 from ..suggest import unknown_field
-from .body_workers import run_body_job
+from .bodies import BodyError
+from .body_workers import RETRY_AFTER_SECONDS, run_body_job
 from .formats import SPEC_FORMATS
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,11 @@ def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespons
 def connexion_problem(_request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     extensions = dict(exc.ext or {})
     return problem_response(
-        exc.status, exc.title or "Bad Request", str(exc.detail or exc.title), **extensions
+        exc.status,
+        exc.title or "Bad Request",
+        str(exc.detail or exc.title),
+        dict(exc.headers or {}) or None,
+        **extensions,
     )
 
 
@@ -137,7 +142,13 @@ class PointerBodyValidator(JSONRequestBodyValidator):
 
     async def _parse(self, stream: AsyncGenerator[bytes, None], scope: Any) -> Any:
         raw = b"".join([chunk async for chunk in stream])
-        return await run_body_job(self._parse_and_validate, raw)
+        try:
+            return await run_body_job(self._parse_and_validate, raw)
+        except BodyError as exc:  # too many waiting (503), out of memory (413)
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+            raise ProblemException(
+                status=exc.status, title=exc.title, detail=exc.detail, headers=retry
+            ) from None
 
     def _parse_and_validate(self, raw: bytes) -> Any:
         """What connexion does with a body, parse and ``_validate``, in one job."""
