@@ -68,8 +68,15 @@ def requested_kinds(document: Any) -> set[str]:
     return kinds
 
 
-def _project_query(project: str | None) -> str:
-    return f"?{urlencode({'project': project})}" if project else ""
+def _query(project: str | None, probe: bool = False) -> str:
+    """The query passed on to upstreams: the project to charge, and whether this is a probe."""
+    params = {**({"project": project} if project else {}), **({"probe": "true"} if probe else {})}
+    return f"?{urlencode(params)}" if params else ""
+
+
+def _is_probe(offer: UpstreamOffer) -> bool:
+    """An offer that holds nothing (a node's answer to ``?probe=true``)."""
+    return (offer.model_extra or {}).get("probe") is True
 
 
 def _dump(m: Message) -> dict[str, Any]:
@@ -110,17 +117,19 @@ class Aggregator:
     # --- POST /requests ----------------------------------------------------------------------
 
     async def request_offers(
-        self, document: Any, token: str | None, project: str | None = None
+        self, document: Any, token: str | None, project: str | None = None, probe: bool = False
     ) -> dict[str, Any]:
-        """``project`` (the project to charge) is passed on to every node. Every upstream offer
-        not passed on (ranked out, answered too late, or of a request given up) is rejected on
-        its upstream in the background."""
+        """``project`` (the project to charge) and ``probe`` are passed on to every node. Every
+        upstream offer not passed on (ranked out, answered too late, or of a request given up)
+        is rejected on its upstream in the background. A probe passes on only offers that hold
+        nothing: an upstream that made real ones (a node that knows no probes) has them
+        withdrawn at once."""
         fanout = self.config.fanout
         stop = self._stop_at()
         kinds = requested_kinds(document)
         body = json.dumps(document).encode()
         ups = list(self.upstreams.by_name.values())
-        path = "/requests" + _project_query(project)
+        path = "/requests" + _query(project, probe)
         tasks = [asyncio.create_task(self._ask(u, path, body, token, kinds, stop)) for u in ups]
         try:
             _, pending = await asyncio.wait(tasks, timeout=max(stop - time.monotonic(), 0))
@@ -144,13 +153,23 @@ class Aggregator:
             outcome, detail = task.result()
             if outcome == "offers":
                 offers, degraded = detail
+                if probe and any(not _is_probe(o) for o in offers):
+                    holding = [Unused(upstream.name, o.meta.url) for o in offers
+                               if not _is_probe(o)]  # fmt: skip
+                    self.rejections.reject(holding, token, "a probe passes on no offer that holds")
+                    notes.append(message(
+                        "upstream {upstream} does not answer probes: its offers, which held "
+                        "slots, were withdrawn", level="WARN", upstream=upstream.name,
+                    ))  # fmt: skip
+                    offers = [o for o in offers if _is_probe(o)]
                 candidates += [Candidate(upstream.name, upstream.config.weight, o) for o in offers]
                 notes += degraded
             else:
                 notes.append(detail)
         chosen = rank(candidates, fanout.order, fanout.max_offers)
         passed = {id(c) for c in chosen}
-        self.rejections.reject(unused(c for c in candidates if id(c) not in passed), token,
+        ranked_out = (c for c in candidates if id(c) not in passed and not _is_probe(c.offer))
+        self.rejections.reject(unused(ranked_out), token,
                                "ranked out of the merged offers")  # fmt: skip
         try:
             return await self._store_merged(chosen, notes)
@@ -469,7 +488,7 @@ class Aggregator:
                 continue
             try:
                 answer = await self.upstreams.call(
-                    upstream, "POST", f"{upstream.config.base}/direct{_project_query(project)}",
+                    upstream, "POST", f"{upstream.config.base}/direct{_query(project)}",
                     document=document, token=token, deadline=deadline, follow=True,
                 )  # fmt: skip
             except UpstreamError as exc:

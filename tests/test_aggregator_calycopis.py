@@ -6,6 +6,7 @@ here also conforms to it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,6 +118,27 @@ def test_accepting_an_offer_of_the_other_implementation(mixed):
     again = httpx.post(f"{agg}/sessions/{other}", json=ACCEPT, timeout=30)
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"
+
+
+def test_a_probe_passes_on_only_offers_that_hold_nothing(mixed):
+    """``?probe=true`` reaches the ebroker node, whose offers hold nothing and say so; a node of
+    the other implementation knows no probes and made real offers: they are withdrawn at once
+    (held slots no client will see) and the answer says so."""
+    agg, caly = mixed["agg"], mixed["caly"]
+    before = len(caly.updates)
+    r = httpx.post(f"{agg}/requests?probe=true", json=request_doc(duration="PT1H"), timeout=30)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["result"] == "YES"
+    assert {o["site"]["upstream"] for o in answer["offers"]} == {"eb"}
+    assert all(o.get("probe") is True for o in answer["offers"])
+    assert "upstream caly does not answer probes" in texts(answer)
+    for _ in range(50):  # the withdrawals run in the background
+        rejected = [u for u in caly.updates[before:] if u.document.get("value") == "REJECTED"]
+        if rejected:
+            break
+        time.sleep(0.1)
+    assert rejected, "the other implementation's offers were not withdrawn"
 
 
 def test_refused_updates_with_bodies_that_are_not_json(mixed):

@@ -10,6 +10,7 @@ from ..context import aggregator, bearer_token
 
 
 async def post(
-    body: dict[str, Any], project: str | None = None
+    body: dict[str, Any], project: str | None = None, probe: bool = False
 ) -> tuple[dict[str, Any], int, dict]:
-    return respond(await aggregator().request_offers(body, bearer_token(), project), 200)
+    answer = await aggregator().request_offers(body, bearer_token(), project, probe=probe)
+    return respond(answer, 200)
