@@ -12,6 +12,7 @@ import errno
 import os
 import resource
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -310,3 +311,13 @@ def test_more_slow_clients_than_open_files_leave_the_node_answering(tmp_path: Pa
     assert peak < 1024, f"the node held {peak} files"
     assert "Too many open files" not in output and "out of system resource" not in output
     assert "closing those that wait longest" in output
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_node_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C, or a supervisor stopping the node) is a normal stop: uvicorn re-raises
+    the signal it shut down on, which reached the user as a KeyboardInterrupt traceback."""
+    node = start_node(write_config(tmp_path / "node.yaml"), tmp_path, "interrupted")
+    node.process.send_signal(signal.SIGINT)
+    assert node.process.wait(timeout=20) == 0
+    assert "Traceback" not in node.output(), node.output()[-3000:]

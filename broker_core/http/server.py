@@ -147,10 +147,13 @@ def serve(
         limits.body_timeout,
         limits.max_header_bytes,
     )
-    if workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-    else:
-        uvicorn.Server(config).run()
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on, as uvicorn.run
+        pass  # does not: Ctrl-C (or a supervisor's SIGINT) is a normal stop, not a traceback
 
 
 class _Waiting:
