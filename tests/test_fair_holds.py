@@ -100,8 +100,8 @@ def test_one_anonymous_request_for_the_whole_pool_over_the_lookahead_holds_nothi
 ):
     """Before: one anonymous request for all 64 cores over P7D held the whole pool, and every
     other user was refused for the whole hold. Now anonymous callers together may hold a
-    quarter of the look-ahead's core-hours (and, where the site sets it, a share of a pool): a NO that
-    names the limits and says what would fit."""
+    quarter of the look-ahead's core-hours (and, where the site sets it, a share of a pool): a
+    NO that names the limits and says what would fit."""
     broker, client = node()
     answer = ask(client, request_doc(cores=(64, 64), duration="P7D"))
     assert answer["result"] == "NO"
