@@ -794,6 +794,18 @@ def test_properties_of_another_form_are_left_for_validation(client: TestClient) 
     assert [e["pointer"] for e in r.json()["errors"]] == ["/executable/properties"]
 
 
+@pytest.mark.parametrize("where", ["data", "storage"])
+def test_a_name_that_is_no_string_is_refused_not_a_crash(client: TestClient, where: str) -> None:
+    """The 2025 rewrites match resources by name: a name that is a list (found by the contract
+    fuzzer) was used as a dict key, a 500; it is the schema's 400 at the name."""
+    kind = "data/simple-data-resource" if where == "data" else "storage/simple-storage-resource"
+    part = {"kind": kind_uri(*kind.split("/")), "meta": {"name": [None, None]}}
+    doc = {"executable": executable(), where: [part], "volumes": [{"path": "/in"}]}
+    r = client.post("/requests", json=doc)
+    assert r.status_code == 400, r.text
+    assert f"/{where}/0/meta/name" in [e["pointer"] for e in r.json()["errors"]]
+
+
 # --------------------------------------------------------------------------- updates
 
 

@@ -77,10 +77,12 @@ def top_level_volumes(doc: Doc, registry: KindRegistry) -> Doc:
     return doc
 
 
-def _name(component: Doc) -> Any:
-    """A component's name, at its top level (this era's form) or in its ``meta``."""
+def _name(component: Doc) -> str | None:
+    """A component's name, at its top level (this era's form) or in its ``meta``; None when it
+    gives no string (validation then refuses what is there instead)."""
     meta = component.get("meta")
-    return component.get("name") or (meta.get("name") if isinstance(meta, dict) else None)
+    name = component.get("name") or (meta.get("name") if isinstance(meta, dict) else None)
+    return name if isinstance(name, str) else None
 
 
 def storage_resource_lists(doc: Doc, registry: KindRegistry) -> Doc:
