@@ -9,7 +9,9 @@ from ..context import broker
 from . import respond
 
 
-def live() -> tuple[dict[str, Any], int, dict]:
+async def live() -> tuple[dict[str, Any], int, dict]:
+    """Answered on the event loop itself, so it says whether the loop is alive, not whether a
+    handler thread is free: busy threads are load, not a reason to restart the node."""
     return respond({"status": "ok"}, 200)
 
 
