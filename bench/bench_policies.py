@@ -22,12 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from broker_core.auth import Authenticator
 from broker_core.config import parse_config
+from broker_core.identity import ANONYMOUS_IDENTITY
 from broker_core.node import build_broker
 from broker_core.offers.service import request_offers
 from broker_core.sessions.updates import update_session
-from policies.contract import ANONYMOUS_IDENTITY
-from policies.identity import Authenticator
 from tests.conftest import ACCEPT, request_doc
 from tests.oidc_issuer import OidcIssuer
 

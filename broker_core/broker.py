@@ -7,18 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from policies.contract import ANONYMOUS
-
 from .booking.cache import UsageCache
 from .config import NodeConfig
 from .db.engine import Database
+from .identity import ANONYMOUS, Identity
 from .kinds.registry import KindRegistry
 from .offers.fairness import ProbeRate
 
 if TYPE_CHECKING:
     from platforms.contract import Platform
-    from policies.contract import Identity, Policy
-    from policies.identity import Authenticator
+    from policies.contract import Policy
+
+    from .auth import Authenticator
 
 
 @dataclass

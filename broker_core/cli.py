@@ -101,10 +101,10 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 def check_config(args: argparse.Namespace) -> int:
     from platforms.registry import build_platforms
-    from policies.identity import Authenticator
-    from policies.identity.groups import check_group_names
     from policies.registry import build_policies
 
+    from .auth import Authenticator
+    from .auth.groups import check_group_names
     from .http.server import connection_limits
     from .node import check_bookings
 
@@ -150,7 +150,7 @@ def aggregator(args: argparse.Namespace) -> int:
 
 
 def hash_password(args: argparse.Namespace) -> int:
-    from policies.identity.basic import hash_password_command
+    from .auth.basic import hash_password_command
 
     return hash_password_command()
 

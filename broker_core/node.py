@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 
 def build_broker(config: NodeConfig) -> Broker:
     from platforms.registry import build_platforms
-    from policies.identity import Authenticator
-    from policies.identity.groups import check_group_names
     from policies.registry import build_policies
+
+    from .auth import Authenticator
+    from .auth.groups import check_group_names
+    from .policy_host import NodeHost
 
     for warning in check_group_names(config):
         log.warning("%s", warning)
@@ -43,7 +45,7 @@ def build_broker(config: NodeConfig) -> Broker:
     db = open_database(config.database)
     broker = Broker(config=config, db=db, registry=load_registry(), platforms=platforms)
     broker.authenticator = Authenticator(config.auth)
-    broker.policies = build_policies(config.policies, broker)
+    broker.policies = build_policies(config.policies, NodeHost(config, db))
     now = int(time.time())
     capacities: dict[str, dict[str, int]] = {}
     with db.write() as session:

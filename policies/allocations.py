@@ -19,31 +19,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import bindparam
-from sqlmodel import Session, select
 
-from broker_core.booking.timeline import Claim, Usage
 from broker_core.config import NAME_PATTERN, ResourceClass, require_unique
-from broker_core.db.tables import (
-    ACTIVE,
-    CONFIRMED,
-    HELD,
-    Allocation,
-    Booking,
-    ExecutionSession,
-    UsageRecord,
-)
 from broker_core.kinds.base import Message, message
-from broker_core.sessions.usage import booked_amounts
-from broker_core.sessions.views import instant
+from broker_core.schedule import format_instant
 
-from .contract import Decision, Identity, Limit, PolicyBase, PolicyRequest
-
-if TYPE_CHECKING:
-    from broker_core.broker import Broker
+from .contract import (
+    Accepted,
+    Claim,
+    CommittedUse,
+    Decision,
+    Identity,
+    Limit,
+    PolicyBase,
+    PolicyHost,
+    PolicyRequest,
+    Usage,
+    UsageQuery,
+)
 
 HOUR_UNITS = {"cores": "core-hours", "memory": "GiB-hours of memory",
               "storage": "GiB-hours of storage", "gpus": "GPU-hours"}  # fmt: skip
@@ -123,8 +119,8 @@ class Allocations(PolicyBase):
 
     options_model = AllocationsOptions  # names the known keys in config errors
 
-    def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
-        super().__init__(name, options, node)
+    def __init__(self, name: str, options: dict[str, Any], host: PolicyHost | None):
+        super().__init__(name, options, host)
         self.options = AllocationsOptions.model_validate(options)
         self.projects = {p.name: p for p in self.options.projects}
         self.children: dict[str, list[str]] = {p.name: [] for p in self.options.projects}
@@ -154,6 +150,9 @@ class Allocations(PolicyBase):
     def member_of(self, identity: Identity) -> list[str]:
         return [p.name for p in self.options.projects if p.members.include(identity)]
 
+    def has_project(self, project: str) -> bool:
+        return project in self.projects
+
     def may_see(self, identity: Identity, project: str) -> bool:
         """Members of a project or of any project above it (an institute's managers)."""
         return any(p.members.include(identity) for p in self.chain(project))
@@ -182,15 +181,15 @@ class Allocations(PolicyBase):
             return Decision()
         # charged to the period of the earliest start asked for
         start = min((w[0] for w in request.windows or ()), default=request.now)
-        with self._db().read() as session:
-            return self._judge(session, request, project, max(start, request.now))
+        with self._host().usage() as usage:
+            return self._judge(usage, request, project, max(start, request.now))
 
     def _judge(
-        self, session: Session, request: PolicyRequest, project: str, start: int
+        self, usage: UsageQuery, request: PolicyRequest, project: str, start: int
     ) -> Decision:
         decision = Decision(project=project)
         chain = self.chain(project)
-        committed = Committed.read(session, self.subtree(chain[-1].name))
+        committed = Committed(usage.committed(self.subtree(chain[-1].name)))
         for node in chain:
             subtree = self.subtree(node.name)
             classes = {a.resource for a in node.allocations}
@@ -208,7 +207,7 @@ class Allocations(PolicyBase):
                         policy=self.name, project=node.name, unit=HOUR_UNITS[resource],
                         when=instant(start),
                     )  # fmt: skip
-                remaining = remaining_seconds(session, subtree, current, committed)
+                remaining = remaining_seconds(usage, subtree, current, committed)
                 cap = int(remaining // request.duration) if remaining > 0 else 0
                 if cap < wanted.min:
                     return Decision.deny(
@@ -234,7 +233,7 @@ class Allocations(PolicyBase):
                         needed=wanted.min,
                     )  # fmt: skip
                 claims = committed.claims(subtree, resource)
-                claims += held_claims(session, subtree, resource, request.now, request.replaces)
+                claims += usage.held(subtree, resource, request.now, request.replaces)
                 held = Usage(claims)
                 decision.limits.append(
                     Limit(
@@ -246,21 +245,25 @@ class Allocations(PolicyBase):
                 )
         return decision
 
-    def admit(self, session: Session, row: Any, now: int) -> list[Message]:
-        """Accepting ``row`` (now CONFIRMED) must leave no allocation overdrawn and no
+    def admit(self, accepted: Accepted, usage: UsageQuery, now: int) -> list[Message]:
+        """Accepting (its booking now CONFIRMED) must leave no allocation overdrawn and no
         concurrency cap exceeded: two offers each within the remaining hours cannot both be
         accepted when together they are not."""
-        if row.project not in self.projects:
+        if accepted.project not in self.projects:
             return []
-        amounts = booked_amounts(session, row.uuid)
+        amounts = accepted.amounts
         problems = []
-        chain = self.chain(row.project)
-        committed = Committed.read(session, self.subtree(chain[-1].name))
+        chain = self.chain(accepted.project)
+        committed = Committed(usage.committed(self.subtree(chain[-1].name)))
         for node in chain:
             subtree = self.subtree(node.name)
             for a in node.allocations:
-                if a.resource in amounts and a.start_at < row.end_at and row.prepare_at < a.end_at:
-                    left = remaining_seconds(session, subtree, a, committed)
+                if (
+                    a.resource in amounts
+                    and a.start_at < accepted.end_at
+                    and accepted.prepare_at < a.end_at
+                ):
+                    left = remaining_seconds(usage, subtree, a, committed)
                     if left < 0:
                         problems.append(message(
                             "{policy}: project {project} has too few {unit} left in the "
@@ -271,7 +274,7 @@ class Allocations(PolicyBase):
                         ))  # fmt: skip
             for resource, cap in sorted(node.concurrency.items()):
                 held = Usage(committed.claims(subtree, resource))
-                peak = held.peak(row.prepare_at, row.end_at)
+                peak = held.peak(accepted.prepare_at, accepted.end_at)
                 if resource in amounts and peak > cap:
                     problems.append(message(
                         "{policy}: project {project} would hold {peak} {unit} at once; "
@@ -281,21 +284,21 @@ class Allocations(PolicyBase):
                     ))  # fmt: skip
         return problems
 
-    def _db(self) -> Any:
-        if self.node is None:
-            raise RuntimeError("the allocations policy needs the node's database")
-        return self.node.db
+    def _host(self) -> PolicyHost:
+        if self.host is None:
+            raise RuntimeError("the allocations policy needs the node's booking table")
+        return self.host
 
     # --- the accounting view -------------------------------------------------------------------
 
-    def report(self, session: Session, project: str, now: int) -> dict[str, Any]:
+    def report(self, usage: UsageQuery, project: str, now: int) -> dict[str, Any]:
         """A project's allocations with what was used and committed, rolled up from below."""
         node = self.projects[project]
         subtree = self.subtree(project)
-        held = Committed.read(session, subtree)
+        held = Committed(usage.committed(subtree))
         allocations = []
         for a in node.allocations:
-            used = used_seconds(session, subtree, a.resource, a.start_at, a.end_at)
+            used = usage.used_seconds(subtree, a.resource, a.start_at, a.end_at)
             booked = held.seconds(subtree, a.resource, a.start_at, a.end_at)
             allocations.append({
                 "resource_class": a.resource,
@@ -325,98 +328,35 @@ class Allocations(PolicyBase):
 # --- what the booking table says ---------------------------------------------------------------
 
 
-def used_seconds(session: Session, projects: list[str], resource: str, lo: int, hi: int) -> int:
-    """Resource-seconds the projects' ended sessions used within [lo, hi)."""
-    rows = session.exec(
-        select(UsageRecord.amount, UsageRecord.start_at, UsageRecord.end_at).where(
-            UsageRecord.project.in_(projects),  # type: ignore[union-attr]
-            UsageRecord.resource_class == resource,
-            UsageRecord.end_at > lo,
-            UsageRecord.start_at < hi,
-        )
-    )
-    return sum(a * (min(e, hi) - max(s, lo)) for a, s, e in rows)
-
-
 @dataclass
 class Committed:
-    """The accepted, not yet ended sessions of some projects, read once per decision: for each,
-    its project, resource class, amount, available period and whole booking (preparation
-    included)."""
+    """The accepted, not yet ended sessions of some projects (``UsageQuery.committed``), read
+    once per decision."""
 
-    rows: list[tuple[str, str, int, int, int, int, int]]
-
-    @classmethod
-    def read(cls, session: Session, projects: list[str]) -> Committed:
-        rows = session.connection().execute(_COMMITTED, {"projects": projects})
-        return cls([tuple(r) for r in rows])
+    rows: list[CommittedUse]
 
     def seconds(self, projects: list[str], resource: str, lo: int, hi: int) -> int:
         """Resource-seconds of their available periods within [lo, hi): what is charged."""
         return sum(
-            amount * max(min(end, hi) - max(start, lo), 0)
-            for project, c, amount, start, end, _, _ in self.rows
-            if c == resource and project in projects
+            r.amount * max(min(r.end, hi) - max(r.start, lo), 0)
+            for r in self.rows
+            if r.resource_class == resource and r.project in projects
         )
 
     def claims(self, projects: list[str], resource: str) -> list[Claim]:
         """Their whole bookings: what a concurrency cap counts."""
         return [
-            Claim(held_start, held_end, amount)
-            for project, c, amount, _, _, held_start, held_end in self.rows
-            if c == resource and project in projects
+            Claim(r.booked_start, r.booked_end, r.amount)
+            for r in self.rows
+            if r.resource_class == resource and r.project in projects
         ]
 
 
-_COMMITTED = (
-    select(  # type: ignore[call-overload]
-        ExecutionSession.project, Allocation.resource_class, Allocation.amount,
-        ExecutionSession.start_at, ExecutionSession.end_at, Booking.start_at, Booking.end_at,
-    )
-    .join(Booking, Booking.id == Allocation.booking_id)
-    .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)
-    .where(
-        ExecutionSession.project.in_(bindparam("projects", expanding=True)),  # type: ignore[union-attr]
-        Booking.state.in_((CONFIRMED, ACTIVE)),  # type: ignore[attr-defined]
-    )
-)  # fmt: skip
-
-
-_HELD = (
-    select(  # type: ignore[call-overload]
-        Allocation.amount, Booking.start_at, Booking.end_at, Booking.offerset_uuid,
-    )
-    .join(Booking, Booking.id == Allocation.booking_id)
-    .join(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)
-    .where(
-        ExecutionSession.project.in_(bindparam("projects", expanding=True)),  # type: ignore[union-attr]
-        Allocation.resource_class == bindparam("resource"),
-        Booking.state == HELD,
-        ExecutionSession.expires_at > bindparam("now"),
-    )
-)  # fmt: skip
-
-
-def held_claims(
-    session: Session, projects: list[str], resource: str, now: int, leave_out: frozenset[str]
-) -> list[Claim]:
-    """The projects' open offers of a class, each offer set one group of alternatives; those of
-    the offer sets in ``leave_out`` (the request replaces them) are left out."""
-    rows = session.connection().execute(
-        _HELD, {"projects": projects, "resource": resource, "now": now}
-    )
-    return [
-        Claim(start, end, amount, offerset)
-        for amount, start, end, offerset in rows
-        if offerset not in leave_out
-    ]
-
-
 def remaining_seconds(
-    session: Session, projects: list[str], allocation: AllocationConfig, committed: Committed
+    usage: UsageQuery, projects: list[str], allocation: AllocationConfig, committed: Committed
 ) -> float:
     lo, hi = allocation.start_at, allocation.end_at
-    used = used_seconds(session, projects, allocation.resource, lo, hi)
+    used = usage.used_seconds(projects, allocation.resource, lo, hi)
     return allocation.hours * 3600 - used - committed.seconds(projects, allocation.resource, lo, hi)
 
 
@@ -424,6 +364,10 @@ def _epoch(value: date | datetime) -> int:
     if isinstance(value, datetime):
         return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp())
+
+
+def instant(seconds: int) -> str:
+    return format_instant(datetime.fromtimestamp(seconds, UTC))
 
 
 def _hours(seconds: float) -> str:

@@ -1,83 +1,38 @@
 """The policy contract: who is asking (:class:`Identity`), what they ask for
-(:class:`PolicyRequest`) and what one policy says about it (:class:`Decision`).
+(:class:`PolicyRequest`), what one policy says about it (:class:`Decision`), and what a policy
+may read of the node it runs in (:class:`PolicyHost`).
 
 Every configured policy is asked about every request; :func:`combine` merges their answers so
 that all must allow: pools are intersected, caps and durations take the smallest, time windows
 are intersected, and a refusal by any policy refuses the request with that policy's messages.
 Policies are plugins (entry point group ``ebroker.policies``); a plugin class is built with
-``cls(name, options, node)`` and must validate its options itself (a pydantic model), raising
-``pydantic.ValidationError`` so the node reports the offending key at start-up.
+``cls(name, options, host)`` and must validate its options itself (a pydantic model), raising
+``pydantic.ValidationError`` so the node reports the offending key at start-up. ``host`` is the
+node's :class:`PolicyHost` (None where a configuration is only checked): its configuration, its
+clock and a :class:`UsageQuery` over the booking table, never the node's machinery itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from broker_core.booking.timeline import Usage
+from broker_core.booking.timeline import Claim, Usage
+from broker_core.identity import (  # who is asking; plugins import these from their contract
+    ANONYMOUS,  # noqa: F401
+    ANONYMOUS_IDENTITY,  # noqa: F401
+    Identity,
+)
 from broker_core.kinds.base import Message, message
 
 if TYPE_CHECKING:
-    from broker_core.broker import Broker
+    from collections.abc import Collection
 
+    from broker_core.config import NodeConfig
 
 log = logging.getLogger(__name__)
-ANONYMOUS = "anonymous"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is asking: a verified token's subject and groups, or the anonymous caller."""
-
-    subject: str
-    groups: frozenset[str] = frozenset()
-    issuer: str | None = None  # the configured issuer's short name
-    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
-    # the names a configured group list may use for these groups (``issuer:group``, and the
-    # bare names that cannot be mistaken for another issuer's); see policies.identity.groups.
-    # None: computed from the groups with no other issuer known
-    memberships: frozenset[str] | None = field(default=None, compare=False, hash=False, repr=False)
-
-    @property
-    def anonymous(self) -> bool:
-        return self.issuer is None
-
-    @property
-    def owner(self) -> str:
-        """The owner recorded on sessions: the subject, qualified by its issuer so two issuers'
-        subjects can never collide."""
-        return ANONYMOUS if self.issuer is None else f"{self.issuer}:{self.subject}"
-
-    def in_any(self, groups: Iterable[str]) -> bool:
-        """Whether a configured list of group names (``egi:site-admins``, or bare) names one
-        of this caller's groups."""
-        names = self.memberships
-        if names is None:
-            names = memberships(self.issuer, self.groups, ())
-        return not names.isdisjoint(groups)
-
-
-ANONYMOUS_IDENTITY = Identity(subject=ANONYMOUS)
-
-
-def memberships(
-    issuer: str | None, groups: Iterable[str], issuers: Collection[str]
-) -> frozenset[str]:
-    """The names under which a configured list may name these groups of ``issuer`` (one of
-    ``issuers``, the configured ones): each group qualified by it, and each bare group unless it
-    reads as another issuer's qualified name (issuer ``b`` saying ``a:admins`` is not issuer
-    ``a`` saying ``admins``)."""
-    if issuer is None:
-        return frozenset()
-    found = set()
-    for group in groups:
-        found.add(f"{issuer}:{group}")
-        prefix, colon, _ = group.partition(":")
-        if not (colon and prefix in issuers and prefix != issuer):
-            found.add(group)
-    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -168,6 +123,73 @@ class Decision:
         return cls(allowed=False, messages=[message(template, level="WARN", **values)])
 
 
+# --- what a policy may read of its node -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommittedUse:
+    """One resource class of an accepted session not yet ended: ``amount`` over its available
+    period [``start``, ``end``) (what allocations charge) and over its whole booking
+    [``booked_start``, ``booked_end``), preparation included (what a concurrency cap counts)."""
+
+    project: str
+    resource_class: str
+    amount: int
+    start: int
+    end: int
+    booked_start: int
+    booked_end: int
+
+
+class UsageQuery(Protocol):
+    """What the booking table says about projects' use, all read in one transaction."""
+
+    def committed(self, projects: Collection[str]) -> list[CommittedUse]:
+        """Every resource class of the projects' accepted sessions that have not ended."""
+        ...
+
+    def held(
+        self, projects: Collection[str], resource_class: str, now: int, leave_out: Collection[str]
+    ) -> list[Claim]:
+        """The projects' open offers of one class, each offer set one group of alternatives
+        (``Claim.group``), leaving out the offer sets in ``leave_out``."""
+        ...
+
+    def used_seconds(self, projects: Collection[str], resource_class: str, lo: int, hi: int) -> int:
+        """Resource-seconds the projects' ended sessions used within [lo, hi)."""
+        ...
+
+
+class PolicyHost(Protocol):
+    """What a policy may read of the node it runs in: its configuration, its clock, and the
+    booking table through a :class:`UsageQuery` (``with host.usage() as usage: ...``)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    def now(self) -> int:
+        """Epoch seconds."""
+        ...
+
+    def usage(self) -> AbstractContextManager[UsageQuery]: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The offer being accepted, as :meth:`PolicyBase.admit` sees it."""
+
+    uuid: str
+    owner: str
+    project: str | None  # the project charged (the policies' ``Decision.project``)
+    prepare_at: int  # its booking starts here: preparation in front of the available period
+    start_at: int  # the available period [start_at, end_at), epoch seconds
+    end_at: int
+    amounts: dict[str, int]  # what its booking claims of each resource class, over its pools
+
+
+# --- the plugin ---------------------------------------------------------------------------------
+
+
 @runtime_checkable
 class Policy(Protocol):
     """A policy plugin. ``evaluate`` is called in a worker thread for every request; it must
@@ -176,6 +198,24 @@ class Policy(Protocol):
     name: str
 
     def evaluate(self, request: PolicyRequest) -> Decision: ...
+
+
+@runtime_checkable
+class Accounts(Protocol):
+    """A policy that keeps projects' accounts (the ``allocations`` plugin): the node's accounting
+    endpoints (``/accounting``, ``/projects/{name}``) ask the first configured one."""
+
+    def member_of(self, identity: Identity) -> list[str]:
+        """The projects the identity is a member of, in configured order."""
+        ...
+
+    def has_project(self, project: str) -> bool: ...
+
+    def may_see(self, identity: Identity, project: str) -> bool: ...
+
+    def report(self, usage: UsageQuery, project: str, now: int) -> dict[str, Any]:
+        """The project's allocations and their use, as the accounting endpoints answer them."""
+        ...
 
 
 def evaluate(policy: Policy, request: PolicyRequest) -> Decision:
@@ -191,14 +231,14 @@ def evaluate(policy: Policy, request: PolicyRequest) -> Decision:
         )  # fmt: skip
 
 
-def admit(policy: Policy, session: Any, row: Any, now: int) -> list[Message]:
+def admit(policy: Policy, accepted: Accepted, usage: UsageQuery, now: int) -> list[Message]:
     """Ask a policy whether an offer may still be accepted (see ``PolicyBase.admit``); one that
     fails refuses, and the details go to the log."""
     check = getattr(policy, "admit", None)
     if check is None:
         return []
     try:
-        return check(session, row, now)
+        return check(accepted, usage, now)
     except Exception:
         log.exception("policy %s failed to check an accept", policy.name)
         return [message("policy {policy} could not check the accept (an internal error was "
@@ -206,16 +246,17 @@ def admit(policy: Policy, session: Any, row: Any, now: int) -> list[Message]:
 
 
 class PolicyBase:
-    """Convenience base: keeps the name, options and node a plugin is built with."""
+    """Convenience base: keeps the name and host a plugin is built with."""
 
-    def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
+    def __init__(self, name: str, options: dict[str, Any], host: PolicyHost | None):
         self.name = name
-        self.node = node
+        self.host = host
 
-    def admit(self, session: Any, row: Any, now: int) -> list[Message]:
-        """Reasons the accepted session ``row`` (its booking just CONFIRMED, inside the
-        accepting transaction, with the pools locked) must not be accepted after all; policies
-        that count accepted sessions re-check here what concurrent accepts may have used up."""
+    def admit(self, accepted: Accepted, usage: UsageQuery, now: int) -> list[Message]:
+        """Reasons the ``accepted`` offer (its booking just CONFIRMED, inside the accepting
+        transaction, with the pools locked; ``usage`` reads in that transaction, so it sees this
+        and every earlier accept) must not be accepted after all; policies that count accepted
+        sessions re-check here what concurrent accepts may have used up."""
         return []
 
     def close(self) -> None:

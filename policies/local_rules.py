@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -29,12 +29,10 @@ from policies.contract import (
     Identity,
     Limit,
     PolicyBase,
+    PolicyHost,
     PolicyRequest,
     intersect_windows,
 )
-
-if TYPE_CHECKING:
-    from broker_core.broker import Broker
 
 DAY = 86_400
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -306,8 +304,8 @@ class LocalRules(PolicyBase):
 
     options_model = LocalRulesOptions  # names the known keys in config errors
 
-    def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
-        super().__init__(name, options, node)
+    def __init__(self, name: str, options: dict[str, Any], host: PolicyHost | None):
+        super().__init__(name, options, host)
         self.options = LocalRulesOptions.model_validate(options)
         self._access = [
             (rule, [tuple(p.split("/", 1)) if "/" in p else (None, p) for p in rule.pools])

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from broker_core.config import ConfigError, PolicyConfig, describe_errors
 
-from .contract import Policy
-
-if TYPE_CHECKING:
-    from broker_core.broker import Broker
+from .contract import Policy, PolicyHost
 
 ENTRY_POINT_GROUP = "ebroker.policies"
 
@@ -22,7 +19,8 @@ def policy_types() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def build_policies(configs: list[PolicyConfig], node: Broker | None) -> list[Policy]:
+def build_policies(configs: list[PolicyConfig], host: PolicyHost | None) -> list[Policy]:
+    """The configured policies, each built with ``host`` (None: only checking the config)."""
     types = policy_types()
     policies: list[Policy] = []
     for index, config in enumerate(configs):
@@ -35,7 +33,7 @@ def build_policies(configs: list[PolicyConfig], node: Broker | None) -> list[Pol
         if isinstance(cls, EntryPoint):
             cls = cls.load()
         try:
-            policies.append(cls(config.name, config.options, node))
+            policies.append(cls(config.name, config.options, host))
         except ValidationError as exc:
             raise ConfigError(
                 describe_errors(

@@ -58,7 +58,7 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -68,10 +68,7 @@ from broker_core.config import Model, NonNegativeDuration, PositiveDuration, Res
 from broker_core.kinds.base import message
 from broker_core.reading import AnswerTooLarge, read_whole
 
-from .contract import Decision, Limit, PolicyBase, PolicyRequest, PoolRef
-
-if TYPE_CHECKING:
-    from broker_core.broker import Broker
+from .contract import Decision, Limit, PolicyBase, PolicyHost, PolicyRequest, PoolRef
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +164,10 @@ class RemotePolicy(PolicyBase):
 
     options_model = RemotePolicyOptions  # names the known keys in config errors
 
-    def __init__(self, name: str, options: dict[str, Any], node: Broker | None):
-        super().__init__(name, options, node)
+    def __init__(self, name: str, options: dict[str, Any], host: PolicyHost | None):
+        super().__init__(name, options, host)
         self.options = RemotePolicyOptions.model_validate(options)
-        config = getattr(node, "config", None)
+        config = getattr(host, "config", None)
         self.node_name: str | None = config.site.name if config is not None else None
         self._timeout = self.options.timeout.total_seconds()
         self._ttl = self.options.cache_ttl.total_seconds()

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from broker_core.auth.groups import group_problems
 from broker_core.broker import Broker
 from broker_core.cli import main
 from broker_core.config import ConfigError, parse_config
-from policies.contract import Identity, memberships
-from policies.identity.groups import group_problems
+from broker_core.identity import Identity, memberships
 from tests.conftest import request_doc
 from tests.oidc_issuer import OidcIssuer
 
@@ -185,7 +185,7 @@ def test_basic_users_groups_can_be_qualified(
     broker_factory: Callable[..., Broker], client_factory: Callable[[Broker], TestClient],
     sqlite_url: str, egi: OidcIssuer,
 ) -> None:  # fmt: skip
-    from policies.identity import hash_password
+    from broker_core.auth import hash_password
 
     users = [{"name": "carol", "password_hash": hash_password("pw"), "groups": ["site-admins"]}]
     auth = {**egi.auth_config(), "basic": {"users": users}, "admin_groups": ["basic:site-admins"]}

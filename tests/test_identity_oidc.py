@@ -16,10 +16,10 @@ from typing import Any
 import jwt
 import pytest
 
+from broker_core.auth import Authenticator
 from broker_core.config import AuthConfig, ConfigError
 from broker_core.errors import IdentityUnavailable, Unauthenticated
-from policies.contract import ANONYMOUS_IDENTITY
-from policies.identity import Authenticator
+from broker_core.identity import ANONYMOUS_IDENTITY
 from tests.oidc_issuer import OidcIssuer, public_jwk, rsa_key
 
 

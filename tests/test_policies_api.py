@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from broker_core.broker import Broker
 from broker_core.db.tables import Allocation, Booking, ResourcePool, UsageRecord
 from broker_core.schedule import parse_duration
-from policies.contract import Decision, PolicyBase
+from policies.contract import Accepted, Decision, PolicyBase, PolicyHost, UsageQuery
 from tests.conftest import ACCEPT, offered_start, request_doc
 from tests.oidc_issuer import OidcIssuer, rsa_key
 from tests.policy_service import PolicyService, deny, limit, slow, unused_url
@@ -539,7 +539,7 @@ def test_a_failing_policy_refuses_the_request_instead_of_failing_it(
             raise RuntimeError("secret internals")
 
     broker = broker_factory(sqlite_url, **site_config(issuer))
-    broker.policies.append(Broken("broken", {}, broker))
+    broker.policies.append(Broken("broken", {}, None))
     client = client_factory(broker)
     answer = ask(client, auth(issuer, "alice", "federation"), request_doc())
     assert answer["result"] == "NO"
@@ -554,11 +554,11 @@ def test_a_policy_failing_at_accept_refuses_the_accept(
         def evaluate(self, request: Any) -> Any:
             return Decision()
 
-        def admit(self, session: Any, row: Any, now: int) -> list:
+        def admit(self, accepted: Accepted, usage: UsageQuery, now: int) -> list:
             raise RuntimeError("secret internals")
 
     broker = broker_factory(sqlite_url, **site_config(issuer))
-    broker.policies.append(BrokenAtAccept("picky", {}, broker))
+    broker.policies.append(BrokenAtAccept("picky", {}, None))
     client = client_factory(broker)
     alice = auth(issuer, "alice", "federation")
     uuid = ask(client, alice, request_doc())["offers"][0]["meta"]["uuid"]
@@ -566,3 +566,38 @@ def test_a_policy_failing_at_accept_refuses_the_accept(
     assert r.status_code == 409, r.text
     assert "policy picky could not check the accept" in r.text and "secret" not in r.text
     assert client.get(f"/sessions/{uuid}", headers=alice).json()["phase"] == "OFFERED"
+
+
+def test_a_policy_reads_the_node_through_its_host_and_is_asked_about_accepts_in_typed_values(
+    issuer, broker_factory, client_factory, sqlite_url
+):
+    """A plugin is built with the node's ``PolicyHost`` (its config, clock and a usage query),
+    not the node; ``admit`` gets the accepted offer and a usage query of the accepting
+    transaction, which already counts the accept."""
+    seen: list[tuple[Accepted, list]] = []
+
+    class Watching(PolicyBase):
+        def evaluate(self, request: Any) -> Any:
+            return Decision(project="astro")
+
+        def admit(self, accepted: Accepted, usage: UsageQuery, now: int) -> list:
+            seen.append((accepted, usage.committed(["astro"])))
+            return []
+
+    broker = broker_factory(sqlite_url, **site_config(issuer, ALLOCATIONS))
+    host: PolicyHost = next(p for p in broker.policies if p.name == "allocations").host
+    assert host.config is broker.config and not hasattr(host, "authenticator")
+    assert abs(host.now() - time.time()) < 5
+    with host.usage() as usage:
+        assert usage.committed(["astro"]) == []
+    broker.policies.append(Watching("watching", {}, host))
+    client = client_factory(broker)
+    astro = auth(issuer, "ann", "federation", "astro")
+    offer = book(client, astro, request_doc(cores=(2, 2), duration="PT1H"))
+    [(accepted, committed)] = seen
+    assert accepted.uuid == offer["meta"]["uuid"] and accepted.project == "astro"
+    assert accepted.owner == "test:ann" and accepted.amounts["cores"] == 2
+    assert accepted.end_at - accepted.start_at == 3600 and accepted.prepare_at <= accepted.start_at
+    assert {(c.resource_class, c.amount) for c in committed} >= {("cores", 2)}
+    with host.usage() as usage:
+        assert [c.amount for c in usage.committed(["astro"]) if c.resource_class == "cores"] == [2]

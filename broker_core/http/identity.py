@@ -15,10 +15,9 @@ from typing import Any
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from policies.contract import ANONYMOUS_IDENTITY, Identity
-
 from ..broker import Broker
 from ..errors import IdentityUnavailable, Unauthenticated
+from ..identity import ANONYMOUS_IDENTITY, Identity
 from .negotiation import path_pattern, problem_body
 
 current_identity: ContextVar[Identity] = ContextVar("current_identity", default=ANONYMOUS_IDENTITY)

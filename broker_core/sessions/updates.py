@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from policies.contract import ANONYMOUS_IDENTITY, Identity, admit
-
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
 from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
+from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..offers.probe import claim_probe, is_probe
+from ..policy_host import admission_problems
 from ..suggest import close_matches
 from .extend import extend, is_extension
 from .phases import (
@@ -187,7 +187,7 @@ def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -
             raise Conflict("the offer's booking is no longer held", phase=row.phase)
     # The pools are locked now, so accepts are serialised: policies that count what is
     # accepted (allocations) see every earlier accept, and a refusal rolls this one back.
-    problems = [m for p in broker.policies for m in admit(p, session, row, now)]
+    problems = admission_problems(broker.policies, session, row, now)
     if problems:
         raise Conflict(
             "the offer can no longer be accepted: " + "; ".join(m.message for m in problems),

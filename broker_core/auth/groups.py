@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from broker_core.config import BASIC_ISSUER, AuthConfig, ConfigError, NodeConfig
-from broker_core.suggest import close_matches
+from ..config import BASIC_ISSUER, AuthConfig, ConfigError, NodeConfig
+from ..suggest import close_matches
 
 
 def issuer_names(auth: AuthConfig) -> frozenset[str]:

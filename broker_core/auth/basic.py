@@ -32,9 +32,9 @@ from collections.abc import Collection
 import argon2
 import bcrypt
 
-from broker_core.config import BASIC_ISSUER, BasicAuthConfig, BasicUserConfig
-from broker_core.errors import Unauthenticated
-from policies.contract import Identity, memberships
+from ..config import BASIC_ISSUER, BasicAuthConfig, BasicUserConfig
+from ..errors import Unauthenticated
+from ..identity import Identity, memberships
 
 CACHE_TTL = 60.0  # seconds a verified header is trusted without verifying it again
 CACHE_SIZE = 1024  # headers remembered at most (least recently used go first)

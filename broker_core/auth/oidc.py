@@ -29,10 +29,9 @@ from urllib.parse import urlparse
 import jwt
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 
-from broker_core.config import AuthConfig, ConfigError, IssuerConfig
-from broker_core.errors import IdentityUnavailable, Unauthenticated
-from policies.contract import ANONYMOUS_IDENTITY, Identity, memberships
-
+from ..config import AuthConfig, ConfigError, IssuerConfig
+from ..errors import IdentityUnavailable, Unauthenticated
+from ..identity import ANONYMOUS_IDENTITY, Identity, memberships
 from .basic import CACHE_TTL, BasicUsers
 from .groups import issuer_names
 
