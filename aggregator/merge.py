@@ -10,11 +10,10 @@ from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from broker_core.schedule import ScheduleError, parse_interval
+from broker_core.schedule import ScheduleError, instant, parse_interval
 from broker_core.sessions.views import (
     OLD_SESSION_KIND,
     SESSION_KIND,
-    instant,
     wire_messages,
     wire_schedule,
 )

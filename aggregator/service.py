@@ -23,7 +23,8 @@ from broker_core.errors import (
 )
 from broker_core.http.app import SPEC_DOCUMENT
 from broker_core.kinds.base import Message, message
-from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, instant, wire_messages
+from broker_core.schedule import instant
+from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, wire_messages
 
 from .budget import AfterFanout, fanout_deadline, fanout_ended
 from .config import AggregatorConfig

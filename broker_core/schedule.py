@@ -26,11 +26,13 @@ __all__ = [
     "format_duration",
     "format_instant",
     "format_interval",
+    "instant",
     "instants_without_zone",
     "parse_duration",
     "parse_instant",
     "parse_interval",
     "parse_intervals",
+    "span",
 ]
 
 #: Longest duration accepted, so that later arithmetic on parsed values cannot overflow.
@@ -312,3 +314,13 @@ def format_seconds(seconds: int) -> str:
 def format_interval(interval: Interval) -> str:
     """Format as ``start/end`` using :func:`format_instant`."""
     return f"{format_instant(interval.start)}/{format_instant(interval.end)}"
+
+
+def instant(seconds: int) -> str:
+    """An instant in epoch seconds (as the booking table keeps them) as ISO-8601 text."""
+    return format_instant(datetime.fromtimestamp(seconds, UTC))
+
+
+def span(start: int, seconds: int) -> dict[str, str]:
+    """A schedule span of the wire documents: its ``start`` instant and ``duration``."""
+    return {"start": instant(start), "duration": format_seconds(seconds)}

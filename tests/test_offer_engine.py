@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from broker_core.booking.pools import InventoryView, PoolView
 from broker_core.booking.timeline import Claim, Usage
-from broker_core.offers.demand import Demand, Range
-from broker_core.offers.engine import InventoryView, PoolView, Search, find_slots
+from broker_core.kinds.base import Range
+from broker_core.offers.demand import Demand
+from broker_core.offers.engine import Search, find_slots
 
 H = 3600
 NOW = 1_800_000_000 - (1_800_000_000 % H)  # an hour boundary

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from broker_core.booking.timeline import Claim, Usage
-from broker_core.offers.demand import Range
+from broker_core.kinds.base import Range
 from broker_core.offers.engine import find_slots
 from broker_core.offers.policy import apply
 from policies.contract import Decision, Limit, PoolRef, combine

@@ -17,10 +17,12 @@ from broker_core.schedule import (
     format_duration,
     format_instant,
     format_interval,
+    instant,
     parse_duration,
     parse_instant,
     parse_interval,
     parse_intervals,
+    span,
 )
 
 
@@ -390,6 +392,16 @@ def test_format_interval() -> None:
     interval = parse_interval("2026-11-22T10:00+02:00/PT1H30M")
     assert format_interval(interval) == "2026-11-22T08:00:00Z/2026-11-22T09:30:00Z"
     assert parse_interval(format_interval(interval)) == interval
+
+
+def test_instant_and_span_format_the_booking_tables_epoch_seconds() -> None:
+    """The booking table's epoch seconds as the wire documents write them (these helpers
+    lived in sessions/views.py; one formatter serves both)."""
+    assert instant(0) == "1970-01-01T00:00:00Z"
+    assert instant(1_800_000_000) == "2027-01-15T08:00:00Z"
+    assert instant(1_800_000_000) == format_instant(datetime.fromtimestamp(1_800_000_000, UTC))
+    assert span(1_800_000_000, 5400) == {"start": "2027-01-15T08:00:00Z", "duration": "PT1H30M"}
+    assert span(1_800_000_000, 0)["duration"] == "PT0S"
 
 
 # --- properties ----------------------------------------------------------------------------

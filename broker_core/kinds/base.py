@@ -114,6 +114,16 @@ class MinMax(Strict):
         return found
 
 
+@dataclass(frozen=True)
+class Range:
+    """A resolved integer range: what a :class:`MinMax` becomes once the node's defaults have
+    filled its open bounds (``offers.demand``), and what is searched, capped by policies and
+    granted. A plain frozen dataclass, not a model: the sweep builds these per candidate."""
+
+    min: int
+    max: int
+
+
 class MinMaxItem(Strict):
     """The standard's simple min/max float cost and metric items (``type``: a URI for what is
     counted or measured)."""

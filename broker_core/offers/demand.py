@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from ..config import OfferConfig
 from ..errors import DocumentInvalid, FieldError
-from ..kinds.base import Message, MinMax, message
+from ..kinds.base import Message, MinMax, Range, message
 from ..kinds.request import ExecutionRequest
 from ..schedule import (
     Interval,
@@ -15,18 +15,13 @@ from ..schedule import (
     format_duration,
     format_instant,
     format_seconds,
+    instant,
     instants_without_zone,
     parse_duration,
     parse_instant,
     parse_interval,
     parse_intervals,
 )
-
-
-@dataclass(frozen=True)
-class Range:
-    min: int
-    max: int
 
 
 @dataclass
@@ -135,13 +130,9 @@ def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:
     return reasons
 
 
-def _instant(seconds: int) -> str:
-    return format_instant(datetime.fromtimestamp(seconds, UTC))
-
-
 def _window(window: tuple[int, int]) -> str:
     start, end = window
-    return _instant(start) if start == end else f"{_instant(start)}/{_instant(end)}"
+    return instant(start) if start == end else f"{instant(start)}/{instant(end)}"
 
 
 def window_limits(demand: Demand, config: OfferConfig, now: int) -> list[Message]:
@@ -163,8 +154,8 @@ def window_limits(demand: Demand, config: OfferConfig, now: int) -> list[Message
                 "to start as soon as possible",
                 level="WARN",
                 window=", ".join(_window(w) for w in past[:5]),
-                end=_instant(max(end for _, end in past)),
-                now=_instant(now),
+                end=instant(max(end for _, end in past)),
+                now=instant(now),
             )
         )
     if beyond:
@@ -175,9 +166,9 @@ def window_limits(demand: Demand, config: OfferConfig, now: int) -> list[Message
                 "{latest}",
                 level="WARN",
                 window=", ".join(_window(w) for w in beyond[:5]),
-                start=_instant(min(start for start, _ in beyond)),
+                start=instant(min(start for start, _ in beyond)),
                 lookahead=format_duration(config.lookahead),
-                latest=_instant(horizon),
+                latest=instant(horizon),
             )
         )
     return reasons

@@ -44,15 +44,14 @@ from policies.contract import Identity
 
 from ..booking import holds
 from ..booking.holds import Held, Pieces
+from ..booking.pools import PoolView, Slot
 from ..booking.timeline import Claim, Usage, group_steps
 from ..config import UNITS, HoldLimits, HoldsConfig
 from ..db.tables import Inventory, ResourcePool
 from ..errors import TooManyHolds
 from ..kinds.base import Message, message
-from ..schedule import format_seconds
-from ..sessions.views import instant
+from ..schedule import format_seconds, instant
 from .demand import Demand
-from .engine import PoolView, Slot
 
 HOUR_UNITS = {"cores": "core-hours", "memory": "GiB-hours of memory",
               "storage": "GiB-hours of storage", "gpus": "GPU-hours"}  # fmt: skip

@@ -25,10 +25,10 @@ from policies.contract import (
 
 from ..broker import Broker
 from ..config import UNITS
-from ..kinds.base import Message, message
+from ..kinds.base import Message, Range, message
 from ..kinds.request import ExecutionRequest
 from ..schedule import format_seconds
-from .demand import Demand, Range
+from .demand import Demand
 
 
 @dataclass

@@ -11,12 +11,15 @@ message values are strings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..db.tables import OfferSet
 from ..kinds.base import KIND_PREFIX
-from ..schedule import format_seconds
+from ..schedule import (
+    format_seconds,
+    instant,
+    span,  # noqa: F401  (until sessions/extend.py imports it from there)
+)
 from .phases import (
     ACCEPTED,
     AVAILABLE,
@@ -69,14 +72,6 @@ _COMPONENT_PHASE = {
     REJECTED: CANCELLED,
     EXPIRED: CANCELLED,
 }
-
-
-def instant(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def span(start: int, seconds: int) -> dict[str, str]:
-    return {"start": instant(start), "duration": format_seconds(seconds)}
 
 
 def start_interval(start: Any) -> Any:
@@ -267,9 +262,7 @@ def render_offerset(
     # the request's name lives with its offers; an offer set of none is just "offerset"
     first = sessions[0].document if sessions else {}
     meta["name"] = (
-        meta.get("name")
-        or (first.get("meta") or {}).get("name")
-        or default_name(first, "offerset")
+        meta.get("name") or (first.get("meta") or {}).get("name") or default_name(first, "offerset")
     )
     if "messages" in stored_meta:
         meta["messages"] = wire_messages(stored_meta["messages"])
