@@ -35,16 +35,15 @@ from broker_core.kinds.builtin import Network, Port
 from broker_core.kinds.request import ExecutionRequest
 from broker_core.staging.rules import StagingRules
 
+from .errors import PlatformError
+from .staging import stage
+
 WORK_PREFIX = "ebroker-"
 
 
 def work_name(session_uuid: str) -> str:
     """The name (or label) of everything a platform creates for one session."""
     return f"{WORK_PREFIX}{session_uuid}"
-
-
-class PlatformError(Exception):
-    """A platform step failed; the message goes into the session's messages."""
 
 
 class WorkState(enum.StrEnum):
@@ -239,8 +238,6 @@ class Platform(ABC):
         """Bring one data resource to the session (by default file:// and http(s)://
         locations are copied into ``execution.data_path(data)``, within
         ``execution.staging``, as ``staging_user``)."""
-        from broker_core.lifecycle.staging import stage
-
         dest = execution.data_path(data)
         user = self.staging_user(execution)
         execution.notes += stage(data, dest, execution.staging, user=user)

@@ -56,7 +56,7 @@ from .contract import (
     platform_step,
     published_ports,
 )
-from .simulated import host_pool
+from .host import host_pool
 
 SESSION_LABEL = "ebroker.session"
 PLATFORM_LABEL = "ebroker.platform"

@@ -9,8 +9,6 @@ nothing was executed.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from datetime import timedelta
 
@@ -19,7 +17,8 @@ from pydantic import Field
 from broker_core.config import Duration, PoolConfig
 from broker_core.kinds.builtin import KINDS
 
-from .contract import Execution, Platform, PreparationOptions, WorkState, WorkStatus, inventory
+from .contract import Execution, Platform, PreparationOptions, WorkState, WorkStatus
+from .host import host_pool
 
 
 class SimulatedOptions(PreparationOptions):
@@ -92,21 +91,3 @@ class SimulatedPlatform(Platform):
 def _name(component: dict) -> str:
     meta = component.get("meta") or {}
     return str(meta.get("name") or meta.get("uuid"))
-
-
-def host_pool(storage_path: str = ".") -> PoolConfig:
-    """One pool the size of this host: its cores, its memory and free disk, in GiB."""
-    cores = os.cpu_count() or 1
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
-    except (ValueError, OSError, AttributeError):
-        memory = 4
-    disk = shutil.disk_usage(storage_path).free // 2**30
-    return PoolConfig(
-        name="host",
-        inventories={
-            "cores": inventory(cores),
-            "memory": inventory(max(memory, 1)),
-            "storage": inventory(max(disk, 1)),
-        },
-    )

@@ -34,7 +34,6 @@ import yaml
 
 from broker_core.config import ConfigError, PlatformConfig, parse_config
 from broker_core.kinds.base import kind_uri
-from broker_core.lifecycle.staging import stage
 from broker_core.staging import fetch, files
 from broker_core.staging.addresses import parse_address, refused_category
 from broker_core.staging.rules import StagingRefused, StagingRules, rules_for
@@ -42,6 +41,7 @@ from platforms.contract import Execution, Platform, PlatformError
 from platforms.local import LocalPlatform
 from platforms.registry import build_platforms
 from platforms.slurm import SlurmPlatform
+from platforms.staging import stage
 from tests.conftest import ACCEPT, COMPUTE, DOCKER, POOL_CONFIG, unavailable
 from tests.nodes import Node, start_node
 

@@ -5,7 +5,8 @@ downloaded (``http(s)://``, from addresses the rules allow) into a fresh directo
 ``dest``, which then replaces ``dest``: a file keeps its name inside ``dest``, a directory's
 contents become ``dest``'s. A staging that fails leaves nothing behind, and one repeated after a
 crash starts over. The rules are in :mod:`broker_core.staging`; a refusal is a
-``PlatformError`` naming the rule.
+``PlatformError`` naming the rule. This is the contract's default ``stage_data``, a helper of the
+platform side: platforms that stage data their own way need not use it.
 
 With a ``user`` (the session's user, e.g. a Slurm job's) and a node running as root, staging
 runs in a worker process that switches to that user's uid, gid and groups before it reads
@@ -28,7 +29,8 @@ from typing import Any
 from broker_core.staging.files import Staged
 from broker_core.staging.rules import StagingFailed, StagingRefused, StagingRules
 from broker_core.staging.worker import stage_into
-from platforms.contract import PlatformError
+
+from .errors import PlatformError
 
 CHILD_MARGIN_SECONDS = 30  # beyond rules.max_time, for the child process to start and answer
 ERROR_CHARS = 500
