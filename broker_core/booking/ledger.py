@@ -25,6 +25,7 @@ from ..db.tables import (
     CONFIRMED,
     HELD,
     LIVE_STATES,
+    RELEASED,
     Allocation,
     Booking,
     Inventory,
@@ -407,17 +408,48 @@ def set_booking_state(
     Every pool is locked (in id order, in one statement, so lockers cannot deadlock however
     many times one transaction comes here); callers already hold the offer set's lock.
     """
-    if not session_uuids:
-        return 0
-    statement = _MOVE_HELD if new == HELD else _MOVE
     connection = session.connection()
-    moved = list(
-        connection.execute(
-            statement, {"uuids": list(session_uuids), "old": list(old), "new": new, "now": now}
-        ).scalars()
-    )
+    moved = _move(connection, session_uuids, old, new, now)
+    _moved_on_pools(connection, moved, now)
+    return len(moved)
+
+
+def accept_booking(
+    session: Session, *, session_uuid: str, siblings: Sequence[str], now: int, held: bool = True
+) -> bool:
+    """Accept one offer of an offer set in one trip: its held booking becomes CONFIRMED and its
+    ``siblings``' holds are RELEASED, under one lock of the pools, each pool touched taking one
+    new generation. False, with nothing changed, when the offer's booking is no longer held.
+    An offer that holds nothing (``held=False``: a probe, claimed afresh already) only frees
+    its siblings."""
+    connection = session.connection()
+    confirmed: list[int] = []
+    if held:
+        confirmed = _move(connection, [session_uuid], (HELD,), CONFIRMED, now)
+        if not confirmed:
+            return False
+    released = _move(connection, siblings, (HELD,), RELEASED, now)
+    _moved_on_pools(connection, confirmed + released, now)
+    return True
+
+
+def _move(
+    connection: Any, session_uuids: Sequence[str], old: Sequence[str], new: str, now: int
+) -> list[int]:
+    """Move bookings between states; the ids of those moved."""
+    if not session_uuids:
+        return []
+    statement = _MOVE_HELD if new == HELD else _MOVE
+    parameters = {"uuids": list(session_uuids), "old": list(old), "new": new, "now": now}
+    return list(connection.execute(statement, parameters).scalars())
+
+
+def _moved_on_pools(connection: Any, moved: list[int], now: int) -> None:
+    """The pools the ``moved`` bookings draw on take a new generation, and their allocations
+    are tagged with it. Every pool is locked, in id order, in one statement, so lockers cannot
+    deadlock however many times one transaction comes here."""
     if not moved:
-        return 0
+        return
     touched = set(connection.execute(_POOLS_OF_BOOKINGS, {"ids": moved}).scalars())
     for pool_id, generation in connection.execute(_LOCK_ALL_POOLS).all():
         if pool_id in touched:
@@ -427,7 +459,6 @@ def set_booking_state(
             connection.execute(
                 _BUMP, {"pool": pool_id, "next_generation": generation + 1, "now": now}
             )
-    return len(moved)
 
 
 _MOVE_WHERE = (

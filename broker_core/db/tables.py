@@ -96,6 +96,9 @@ class ExecutionSession(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=128)
     lease_until: int | None = Field(default=None, sa_type=BigInteger)
     platform_state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # the session's typed record (``sessions.record.SessionRecord``): what was granted, on
+    # which pools, and when each phase was entered
+    record: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     # the project charged for the session (the allocations policy chose it), if any
     project: str | None = Field(default=None, max_length=128, index=True)
 

@@ -22,11 +22,7 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from sqlalchemy import or_, update
-from sqlmodel import select
 
 from platforms.contract import Execution, Platform, PlatformError, WorkState
 
@@ -34,6 +30,8 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
 from ..kinds.base import message
+from ..sessions import store
+from ..sessions.execution import execution_of
 from ..sessions.phases import (
     ACCEPTED,
     AVAILABLE,
@@ -45,9 +43,10 @@ from ..sessions.phases import (
     RUNNING,
     WAITING,
 )
+from ..sessions.record import SessionRecord
 from ..sessions.usage import record_usage
 from ..sessions.views import instant
-from ..staging.rules import StagingRules, rules_for
+from ..staging.rules import rules_for
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +102,7 @@ class Lifecycle:
         """Sessions that need a step now and that no live process holds."""
         now = int(time.time()) if now is None else now
         with self.broker.db.read() as session:
-            rows = session.exec(
-                select(
-                    ExecutionSession.uuid,
-                    ExecutionSession.lease_owner,
-                    ExecutionSession.lease_until,
-                )
-                .where(ExecutionSession.due_at <= now)  # type: ignore[operator]
-                .order_by(ExecutionSession.due_at)
-                .limit(limit * 4)
-            ).all()
+            rows = store.due(session, now, limit * 4)
         return [uuid for uuid, owner, until in rows if self._may_take(owner, until, now)][:limit]
 
     def _may_take(self, owner: str | None, until: int | None, now: int) -> bool:
@@ -123,54 +113,20 @@ class Lifecycle:
     def acquire(self, uuid: str, now: int | None = None) -> bool:
         now = int(time.time()) if now is None else now
         with self.broker.db.write() as session:
-            row = session.exec(
-                select(ExecutionSession.lease_owner, ExecutionSession.lease_until).where(
-                    ExecutionSession.uuid == uuid
-                )
-            ).first()
-            if row is None:
+            lease = store.lease_of(session, uuid)
+            if lease is None or not self._may_take(*lease, now):
                 return False
-            owner, until = row
-            if not (
-                owner is None
-                or owner == self.owner
-                or (until or 0) < now
-                or _dead_on_this_host(owner)
-            ):
-                return False
-            result = session.exec(  # type: ignore[call-overload]
-                update(ExecutionSession)
-                .where(
-                    ExecutionSession.uuid == uuid,
-                    or_(
-                        ExecutionSession.lease_owner.is_(None),  # type: ignore[union-attr]
-                        ExecutionSession.lease_owner == owner,
-                    ),
-                )
-                .values(lease_owner=self.owner, lease_until=now + self._lease_seconds)
-            )
-            return result.rowcount == 1
+            return store.take_lease(session, uuid, lease[0], self.owner, now + self._lease_seconds)
 
     def renew(self, uuids: list[str]) -> None:
         if not uuids:
             return
         with self.broker.db.write() as session:
-            session.exec(  # type: ignore[call-overload]
-                update(ExecutionSession)
-                .where(
-                    ExecutionSession.uuid.in_(uuids),  # type: ignore[attr-defined]
-                    ExecutionSession.lease_owner == self.owner,
-                )
-                .values(lease_until=int(time.time()) + self._lease_seconds)
-            )
+            store.renew_leases(session, uuids, self.owner, int(time.time()) + self._lease_seconds)
 
     def let_go(self, uuid: str) -> None:
         with self.broker.db.write() as session:
-            session.exec(  # type: ignore[call-overload]
-                update(ExecutionSession)
-                .where(ExecutionSession.uuid == uuid, ExecutionSession.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+            store.drop_lease(session, uuid, self.owner)
 
     @property
     def _lease_seconds(self) -> int:
@@ -181,8 +137,7 @@ class Lifecycle:
     def advance(self, uuid: str) -> None:
         """Take the session through every step that is due now (it must be leased to us)."""
         for _ in range(MAX_STEPS):
-            with self.broker.db.read() as session:
-                row = session.get(ExecutionSession, uuid)
+            row = store.current(self.broker, uuid)
             if row is None or row.lease_owner != self.owner:
                 return
             now = int(time.time())
@@ -190,8 +145,9 @@ class Lifecycle:
                 return
             execution = self.execution(row)
             document = _copy(row.document)
+            record = SessionRecord.of(row.record)
             try:
-                outcome = self._step(row, execution, document, now)
+                outcome = self._step(row, execution, document, record, now)
             except Exception as exc:  # a platform bug must not stop the engine
                 detail = str(exc) if isinstance(exc, PlatformError) else _unexpected(exc)
                 _note(document, "{phase} failed: {error}", "ERROR", phase=row.phase, error=detail)
@@ -199,7 +155,7 @@ class Lifecycle:
                 outcome = self._failure(row, document)
             for note in execution.notes:
                 _note(document, "{note}", note=note)
-            if not self._persist(row, document, execution, outcome):
+            if not self._persist(row, document, record, execution, outcome):
                 self._keep_platform_state(row, execution)
 
     def _failure(self, row: ExecutionSession, document: dict[str, Any]) -> Outcome:
@@ -209,7 +165,12 @@ class Lifecycle:
         return Outcome(RELEASING, int(time.time()))
 
     def _step(
-        self, row: ExecutionSession, execution: Execution, document: dict[str, Any], now: int
+        self,
+        row: ExecutionSession,
+        execution: Execution,
+        document: dict[str, Any],
+        record: SessionRecord,
+        now: int,
     ) -> Outcome:
         platform = self.platforms.get(row.platform)
         if platform is None:
@@ -217,28 +178,28 @@ class Lifecycle:
         phase = row.phase
         if phase == ACCEPTED:
             platform.reserve(execution)
-            _entered(document, WAITING, now)
+            _entered(document, record, WAITING, now)
             return Outcome(WAITING, row.prepare_at)
         if phase == WAITING:
             if now < row.prepare_at:
                 return Outcome(WAITING, row.prepare_at)
-            _entered(document, PREPARING, now)
+            _entered(document, record, PREPARING, now)
             for status in _components(document):
                 status["phase"] = WAITING
             return Outcome(PREPARING, now, ((CONFIRMED,), ACTIVE))
         if phase == PREPARING:
-            return self._prepare(platform, row, execution, document, now)
+            return self._prepare(platform, row, execution, document, record, now)
         if phase in (AVAILABLE, RUNNING):
-            return self._watch(platform, row, execution, document, now)
+            return self._watch(platform, row, execution, document, record, now)
         if phase == RELEASING:
-            return self._release(platform, row, execution, document, now)
+            return self._release(platform, row, execution, document, record, now)
         if phase == CANCELLED:
             if execution.state:
                 platform.stop(execution, "the session was cancelled")
                 platform.release(execution)
                 _note(document, "the work was stopped and removed from {platform}",
                       platform=row.platform)  # fmt: skip
-            _entered(document, "finished", now)
+            _entered(document, record, "finished", now)
             return Outcome(CANCELLED, None, ((CONFIRMED, ACTIVE), RELEASED))
         return Outcome(phase, None)  # nothing to do in any other phase
 
@@ -248,6 +209,7 @@ class Lifecycle:
         row: ExecutionSession,
         execution: Execution,
         document: dict[str, Any],
+        record: SessionRecord,
         now: int,
     ) -> Outcome:
         """One component per step, in order: storage, then data, then the executable."""
@@ -274,7 +236,7 @@ class Lifecycle:
         platform.start(execution)
         document["connectors"] = platform.connectors(execution)
         publish_ports(document)
-        _entered(document, AVAILABLE, now)
+        _entered(document, record, AVAILABLE, now)
         return Outcome(AVAILABLE, now)
 
     def _watch(
@@ -283,6 +245,7 @@ class Lifecycle:
         row: ExecutionSession,
         execution: Execution,
         document: dict[str, Any],
+        record: SessionRecord,
         now: int,
     ) -> Outcome:
         status = platform.poll(execution)
@@ -297,7 +260,7 @@ class Lifecycle:
         next_look = min(now + tick, row.end_at)
         if running:
             if status.state == WorkState.RUNNING and row.phase != RUNNING:
-                _entered(document, RUNNING, now)
+                _entered(document, record, RUNNING, now)
                 document["connectors"] = platform.connectors(execution)
                 publish_ports(document)
                 return Outcome(RUNNING, next_look)
@@ -324,14 +287,15 @@ class Lifecycle:
         row: ExecutionSession,
         execution: Execution,
         document: dict[str, Any],
+        record: SessionRecord,
         now: int,
     ) -> Outcome:
         platform.stop(execution, "the session is ending")
         platform.release(execution)
         document["connectors"] = []
-        _entered(document, "finished", now)
+        _entered(document, record, "finished", now)
         outcome = _lifecycle(document).get("outcome", COMPLETED)
-        _entered(document, outcome, now)
+        _entered(document, record, outcome, now)
         return Outcome(outcome, None, ((CONFIRMED, ACTIVE), RELEASED))
 
     def _retry_release(self, row: ExecutionSession, document: dict[str, Any]) -> Outcome:
@@ -351,35 +315,28 @@ class Lifecycle:
         self,
         row: ExecutionSession,
         document: dict[str, Any],
+        record: SessionRecord,
         execution: Execution,
         outcome: Outcome,
     ) -> bool:
         """Write the step if nobody changed the session meanwhile (its generation)."""
         now = int(time.time())
         with self.broker.db.write() as session:
-            result = session.exec(  # type: ignore[call-overload]
-                update(ExecutionSession)
-                .where(
-                    ExecutionSession.uuid == row.uuid,
-                    ExecutionSession.generation == row.generation,
-                    ExecutionSession.lease_owner == self.owner,
-                )
-                .values(
-                    phase=outcome.phase,
-                    document=document,
-                    platform_state=execution.state,
-                    due_at=outcome.due_at,
-                    modified_at=now,
-                    generation=row.generation + 1,
-                    lease_until=now + self._lease_seconds,
-                )
-            )
-            if result.rowcount != 1:
+            written = store.write_step(
+                session, row, self.owner, now,
+                phase=outcome.phase,
+                document=document,
+                record=record.stored(),
+                platform_state=execution.state,
+                due_at=outcome.due_at,
+                lease_until=now + self._lease_seconds,
+            )  # fmt: skip
+            if not written:
                 return False
             if outcome.booking is not None:
                 old, new = outcome.booking
                 if new == RELEASED:
-                    record_usage(session, row, document, now)
+                    record_usage(session, row, record.available_since, now)
                 ledger.set_booking_state(
                     session, session_uuids=[row.uuid], old=old, new=new, now=now
                 )
@@ -393,13 +350,7 @@ class Lifecycle:
         if not execution.state:
             return
         with self.broker.db.write() as session:
-            current = session.get(ExecutionSession, row.uuid)
-            if current is None:
-                return
-            current.platform_state = {**(current.platform_state or {}), **execution.state}
-            if current.due_at is None:
-                current.due_at = int(time.time())
-            session.add(current)
+            store.keep_platform_state(session, row.uuid, execution.state, int(time.time()))
 
     # --- views of a session --------------------------------------------------------------------
 
@@ -407,45 +358,11 @@ class Lifecycle:
         return execution_of(row, self.config.workdir, self.staging)
 
 
-def execution_of(
-    row: ExecutionSession, workdir: Path, staging: StagingRules | None = None
-) -> Execution:
-    doc = row.document
-    compute = doc.get("compute") or {}
-    granted = {c: int((compute.get(c) or {}).get("max") or 0) for c in ("cores", "memory")}
-    granted["storage"] = sum(
-        int((s.get("size") or {}).get("max") or 0) for s in doc.get("storage", [])
-    )
-    return Execution(
-        session=row.uuid,
-        executable=doc.get("executable") or {},
-        compute=compute,
-        storage=list(doc.get("storage", [])),
-        data=list(doc.get("data", [])),
-        granted=granted,
-        prepare_at=row.prepare_at,
-        start_at=row.start_at,
-        end_at=row.end_at,
-        workdir=Path(workdir).resolve() / row.uuid,
-        state=dict(row.platform_state or {}),
-        # offers name pools "<platform>/<pool>"; a platform knows its pools by their own names
-        pools=[n.partition("/")[2] or n for n in (doc.get("site") or {}).get("pools") or []],
-        staging=staging or StagingRules(),
-    )
-
-
 def add_note(broker: Broker, uuid: str, template: str, level: str = "INFO", **values: Any) -> None:
     """Add a message to a session outside the engine's steps (reconciliation, for one)."""
-    with broker.db.write() as session:
-        row = session.get(ExecutionSession, uuid)
-        if row is None:
-            return
-        document = _copy(row.document)
-        _note(document, template, level, **values)
-        row.document = document
-        row.generation += 1
-        row.modified_at = int(time.time())
-        session.add(row)
+    store.edit_document(
+        broker, uuid, lambda document: _note(document, template, level, **values), int(time.time())
+    )
 
 
 def _copy(document: dict[str, Any]) -> dict[str, Any]:
@@ -482,7 +399,10 @@ def _lifecycle(document: dict[str, Any]) -> dict[str, Any]:
     return document.setdefault("lifecycle", {})
 
 
-def _entered(document: dict[str, Any], phase: str, now: int) -> None:
+def _entered(document: dict[str, Any], record: SessionRecord, phase: str, now: int) -> None:
+    """The session entered ``phase`` (the first time only): its record notes when, and its
+    document's ``schedule.actual`` shows it."""
+    record.enter(phase, now)
     actual = document.setdefault("schedule", {}).setdefault("actual", {})
     actual.setdefault(phase.lower(), instant(now))
 

@@ -6,19 +6,15 @@ from platforms.contract import PlatformError
 from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..broker import Broker
-from ..db.tables import ExecutionSession
-from ..errors import NotFound
-from .engine import execution_of
+from ..sessions import store
+from ..sessions.execution import execution_of
 
 MAX_LOG_CHARS = 1 << 20
 
 
 def session_logs(broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY) -> str:
     """The last MiB of the session's output; empty when there is none (yet)."""
-    with broker.db.read() as session:
-        row = session.get(ExecutionSession, session_uuid)
-    if row is None or not broker.may_see(identity, row.owner):
-        raise NotFound("session", session_uuid)
+    row = store.read(broker, session_uuid, identity)
     platform = next((p for p in broker.platforms if p.name == row.platform), None)
     if platform is None or not row.platform_state:
         return ""

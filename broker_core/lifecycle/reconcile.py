@@ -15,13 +15,9 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import update
-from sqlmodel import select
-
 from platforms.contract import WORK_PREFIX, PlatformError, work_name
 
-from ..db.tables import ExecutionSession
-from ..sessions.phases import AVAILABLE, RUNNING
+from ..sessions import store
 from .engine import Lifecycle, add_note
 
 log = logging.getLogger(__name__)
@@ -40,22 +36,8 @@ def reconcile(engine: Lifecycle) -> dict[str, list[str]]:
             continue
         ours = {name[len(WORK_PREFIX) :]: name for name in names if name.startswith(WORK_PREFIX)}
         with engine.broker.db.read() as session:
-            known = {
-                uuid: (phase, due)
-                for uuid, phase, due in session.exec(
-                    select(
-                        ExecutionSession.uuid, ExecutionSession.phase, ExecutionSession.due_at
-                    ).where(ExecutionSession.uuid.in_(list(ours)))  # type: ignore[attr-defined]
-                )
-            }
-            expected_running = list(
-                session.exec(
-                    select(ExecutionSession.uuid).where(
-                        ExecutionSession.platform == platform.name,
-                        ExecutionSession.phase.in_((AVAILABLE, RUNNING)),  # type: ignore[attr-defined]
-                    )
-                )
-            )
+            known = store.phases_of(session, list(ours))
+            expected_running = store.expected_running(session, platform.name)
         for uuid, name in ours.items():
             if uuid not in known:
                 log.warning("reconciliation: %s on %s belongs to no session of this node",
@@ -81,10 +63,6 @@ def reconcile(engine: Lifecycle) -> dict[str, list[str]]:
         missing = [uuid for uuid in expected_running if work_name(uuid) not in names]
         if missing:
             with engine.broker.db.write() as session:
-                session.exec(  # type: ignore[call-overload]
-                    update(ExecutionSession)
-                    .where(ExecutionSession.uuid.in_(missing))  # type: ignore[attr-defined]
-                    .values(due_at=int(time.time()))
-                )
+                store.make_due(session, missing, int(time.time()))
             found["missing"].extend(work_name(uuid) for uuid in missing)
     return found

@@ -19,6 +19,7 @@ from ..broker import Broker
 from ..db.tables import ExecutionSession, OfferSet
 from ..errors import CannotStart, DocumentInvalid
 from ..kinds.request import parse_request
+from ..sessions import store
 from ..sessions.phases import FAILED
 from ..sessions.views import render_session
 from .service import request_offers
@@ -84,8 +85,7 @@ def _failed(
                 )
             )
             session.flush()  # the offer set first: the session refers to it
-        session.add(row)
-        session.flush()
+        store.add(session, row)
         rendered = render_session(row, broker.base_url)
     return rendered
 

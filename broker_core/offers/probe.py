@@ -18,21 +18,21 @@ from ..config import UNITS
 from ..db.tables import CONFIRMED, ExecutionSession
 from ..errors import Conflict
 from ..kinds.base import message
+from ..sessions.record import SessionRecord
 from ..sessions.views import instant
 from .engine import Slot
 from .service import add_external_claims
 
 
 def is_probe(row: ExecutionSession) -> bool:
-    return bool((row.document or {}).get("probe"))
+    return SessionRecord.of(row.record).probe
 
 
 def claim_probe(broker: Broker, session: Session, row: ExecutionSession, now: int) -> None:
     """Book the (locked) probe offer's slot, CONFIRMED, or raise a Conflict when it no longer
-    fits; the session's document loses its probe marks."""
-    document = dict(row.document)
-    notes = dict(document.get("lifecycle") or {})
-    allocations = [(int(p), str(c), int(a)) for p, c, a in notes.pop("claim", [])]
+    fits; the session loses its probe marks."""
+    record = SessionRecord.of(row.record)
+    allocations = [(g.pool_id, g.resource_class, g.amount) for g in record.allocations]
     generations = ledger.lock_pools(session, [row.platform])
     window = (row.prepare_at, row.end_at)
     views = {
@@ -79,8 +79,10 @@ def claim_probe(broker: Broker, session: Session, row: ExecutionSession, now: in
         expires_at=None, now=now, generations=generations,
     )  # fmt: skip
     ledger.record_claims(session, [slot], now)
+    record.probe = False
+    row.record = record.stored()
+    document = dict(row.document)
     document.pop("probe", None)
-    document["lifecycle"] = notes
     meta = dict(document.get("meta") or {})
     meta["messages"] = [
         *(meta.get("messages") or []),

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from platforms.contract import PlatformError
 from policies.contract import ANONYMOUS_IDENTITY, Identity
@@ -18,14 +18,16 @@ from policies.contract import ANONYMOUS_IDENTITY, Identity
 from ..booking import holds, ledger
 from ..broker import Broker
 from ..config import UNITS
-from ..db.tables import CONFIRMED, HELD, ExecutionSession, OfferSet
+from ..db.tables import CONFIRMED, HELD, OfferSet
 from ..errors import CannotStart, NotFound
 from ..kinds.base import Message, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
 from ..pricing import Budget, budget_for, price_lists, quote_slot
 from ..schedule import format_seconds
+from ..sessions import store
 from ..sessions.phases import ACCEPTED, OFFERED
+from ..sessions.record import Grant, SessionRecord, own_pool_name
 from ..sessions.views import instant, render_offerset, span
 from ..staging.rules import rules_for
 from . import checks, fairness
@@ -629,6 +631,7 @@ def _store(
     if fair is not None:
         offerset.request_key = fair.request_key
     components = _components(request)
+    made = [_session_document(broker, request, components, demand, s, probe) for s in outcome.slots]
     rows = [
         {
             "uuid": str(uuidlib.uuid4()),
@@ -645,14 +648,15 @@ def _store(
             "end_at": slot.end_at,
             "generation": 0,
             "due_at": now if direct else None,
-            "document": _session_document(broker, request, components, demand, slot, probe),
+            "document": document,
+            "record": record.stored(),
         }
-        for slot in outcome.slots
+        for slot, (document, record) in zip(outcome.slots, made, strict=True)
     ]
     # Core inserts of plain rows: no ORM objects or unit of work on the hot path
     connection = session.connection()
     connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
-    connection.execute(_INSERT_SESSIONS, rows)
+    store.insert_many(session, rows)
     sessions = [SimpleNamespace(**row) for row in rows]  # what render_session reads
     if probe:
         return render_offerset(offerset, sessions, broker.base_url), {}
@@ -689,7 +693,29 @@ def _components(request: ExecutionRequest) -> dict[str, Any]:
 
 
 _INSERT_OFFERSET = insert(OfferSet.__table__)  # type: ignore[arg-type]
-_INSERT_SESSIONS = insert(ExecutionSession.__table__)  # type: ignore[arg-type]
+
+
+def _session_record(
+    components: dict[str, Any], shares: list[int], slot: Slot, probe: bool
+) -> SessionRecord:
+    """What the offered session is granted: the slot's amounts, and what was asked of the
+    classes no pool tracks (they are not booked)."""
+    asked = components["compute"] or {}
+    granted = {
+        c: int(slot.totals[c] if c in slot.totals else (asked.get(c) or {}).get("max") or 0)
+        for c in ("cores", "memory")
+    }
+    granted["storage"] = sum(shares)
+    names = {p.id: p.name for p in slot.pools}
+    return SessionRecord(
+        allocations=[
+            Grant(pool_id=p, pool=own_pool_name(names.get(p, "")), resource_class=c, amount=a)
+            for p, c, a in slot.allocations
+        ],
+        granted=granted,
+        pools=[own_pool_name(n) for n in sorted(names.values())],
+        probe=probe,
+    )
 
 
 def _session_document(
@@ -699,11 +725,16 @@ def _session_document(
     demand: Demand,
     slot: Slot,
     probe: bool = False,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], SessionRecord]:
+    """The offered session's record, and its document rendered from the record and the
+    request's components."""
+
     def dump(doc: dict[str, Any]) -> dict[str, Any]:
         """A copy of a dumped component with a uuid of its own."""
         return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
 
+    shares = _share(slot.totals.get("storage", 0), demand.storage_sizes)
+    record = _session_record(components, shares, slot, probe)
     compute = (
         dump(components["compute"])
         if components["compute"]
@@ -714,20 +745,16 @@ def _session_document(
     )
     for c in ("cores", "memory"):
         if c in slot.totals:
-            compute[c] = {"min": slot.totals[c], "max": slot.totals[c]}
+            compute[c] = {"min": record.granted[c], "max": record.granted[c]}
     storage = [dump(s) for s in components["storage"]]
-    for doc, size in zip(
-        storage, _share(slot.totals.get("storage", 0), demand.storage_sizes), strict=True
-    ):
+    for doc, size in zip(storage, shares, strict=True):
         doc["size"] = {"min": size, "max": size}
     data = _link_storage(broker, [dump(d) for d in components["data"]], storage)
-    pools = sorted({p.name for p in slot.pools})
+    platform = slot.pools[0].platform
+    pools = [ledger.pool_key(platform, name) for name in record.pools]
     granted = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
-    marks: dict[str, Any] = {}
-    if probe:  # holds nothing: accepting it claims these allocations afresh
-        marks = {"probe": True, "lifecycle": {"claim": [list(a) for a in slot.allocations]}}
-    return {
-        **marks,
+    document = {
+        **({"probe": True} if probe else {}),  # holds nothing: accepting it claims afresh
         "meta": {
             **({"name": request.meta.name} if request.meta and request.meta.name else {}),
             "messages": [
@@ -738,11 +765,7 @@ def _session_document(
                 ).model_dump(exclude_none=True)
             ],
         },
-        "site": {
-            "name": broker.config.site.name,
-            "platform": slot.pools[0].platform,
-            "pools": pools,
-        },
+        "site": {"name": broker.config.site.name, "platform": platform, "pools": pools},
         "schedule": {
             "preparing": span(slot.prepare_at, slot.start_at - slot.prepare_at),
             "available": span(slot.start_at, slot.end_at - slot.start_at),
@@ -755,6 +778,7 @@ def _session_document(
         # the node's quote: its price list times the granted amounts and available window
         **quote_slot(price_lists(broker.config), slot).__dict__,
     }
+    return document, record
 
 
 def _link_storage(
@@ -796,11 +820,5 @@ def get_offerset(
         row = session.get(OfferSet, offerset_uuid)
         if row is None or not broker.may_see(identity, row.owner):
             raise NotFound("offer set", offerset_uuid)
-        sessions = list(
-            session.exec(
-                select(ExecutionSession)
-                .where(ExecutionSession.offerset_uuid == offerset_uuid)
-                .order_by(ExecutionSession.start_at, ExecutionSession.uuid)
-            )
-        )
+        sessions = store.of_offerset(session, offerset_uuid)
     return render_offerset(row, sessions, broker.base_url)

@@ -21,6 +21,8 @@ from ..db.tables import ExecutionSession
 from ..errors import Conflict
 from ..pricing import price_lists, quote
 from ..schedule import format_duration, format_seconds
+from . import store
+from .execution import execution_of
 from .phases import DURATION_PATH, EXTENDABLE
 from .views import instant, span
 
@@ -78,8 +80,6 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     )
     platform = next((p for p in broker.platforms if p.name == row.platform), None)
     if platform is not None:
-        from ..lifecycle.engine import execution_of
-
         try:
             platform.extend(execution_of(row, broker.config.lifecycle.workdir), end_at)
         except PlatformError as exc:  # the transaction rolls back: nothing changes
@@ -96,10 +96,9 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     priced = [(names.get(pool_id, ""), c, amount) for pool_id, c, amount in allocations]
     document.update(quote(price_lists(broker.config), priced, end_at - row.start_at).__dict__)
     row.document, row.end_at = document, end_at
-    row.modified_at, row.generation = now, row.generation + 1
     if row.due_at is not None:
         row.due_at = min(row.due_at, now)  # the engine re-reads the new end at once
-    session.add(row)
+    store.changed(session, row, now)
 
 
 def _seconds(update_doc: dict[str, Any], phase: str) -> int:

@@ -12,17 +12,17 @@ import contextlib
 import time
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from ..booking import ledger
 from ..broker import Broker
-from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession, OfferSet
+from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession
 from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
 from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..offers.probe import claim_probe, is_probe
 from ..policy_host import admission_problems
 from ..suggest import close_matches
+from . import store
 from .extend import extend, is_extension
 from .phases import (
     ACCEPTED,
@@ -34,6 +34,7 @@ from .phases import (
     PHASES,
     REJECTED,
 )
+from .record import SessionRecord
 from .usage import record_usage
 from .views import instant, render_session
 
@@ -41,11 +42,7 @@ from .views import instant, render_session
 def get_session(
     broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY
 ) -> dict[str, Any]:
-    with broker.db.read() as session:
-        row = session.get(ExecutionSession, session_uuid)
-        if row is None or not broker.may_see(identity, row.owner):
-            raise NotFound("session", session_uuid)  # another's session: as if there were none
-        return render_session(row, broker.base_url)
+    return render_session(store.read(broker, session_uuid, identity), broker.base_url)
 
 
 def update_session(
@@ -79,9 +76,7 @@ def _update_session(
     now = int(time.time())
     expired = False
     with broker.db.write() as session:
-        row = _locked(broker, session, session_uuid)
-        if not broker.may_see(identity, row.owner):
-            raise NotFound("session", session_uuid)
+        row = store.visible(broker, identity, store.locked(session, session_uuid), session_uuid)
         if is_extension(update_doc):
             extend(broker, session, row, update_doc, now)
             rendered = render_session(row, broker.base_url)
@@ -157,36 +152,20 @@ def _phase_update(update_doc: dict[str, Any], phase: str) -> str:
     return value
 
 
-def _locked(broker: Broker, session: Session, session_uuid: str) -> ExecutionSession:
-    """The session, with its offer set locked first (the shared lock order). SQLite's
-    BEGIN IMMEDIATE has already serialised every writer, so there is nothing to lock there."""
-    if broker.db.is_sqlite:
-        row = session.get(ExecutionSession, session_uuid)
-        if row is None:
-            raise NotFound("session", session_uuid)
-        return row
-    offerset_uuid = session.exec(
-        select(ExecutionSession.offerset_uuid).where(ExecutionSession.uuid == session_uuid)
-    ).first()
-    if offerset_uuid is None:
-        raise NotFound("session", session_uuid)
-    session.exec(select(OfferSet.uuid).where(OfferSet.uuid == offerset_uuid).with_for_update())
-    return session.exec(
-        select(ExecutionSession).where(ExecutionSession.uuid == session_uuid).with_for_update()
-    ).one()
-
-
 def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -> None:
-    if is_probe(row):  # it held nothing: a fresh claim, which may lose the race (409)
+    """Book the offer and free its siblings' holds in one ledger operation, then let the
+    policies check it: the pools are locked now, so accepts are serialised, policies that count
+    what is accepted (allocations) see every earlier accept, and a refusal rolls this one back."""
+    probe = is_probe(row)
+    if probe:  # it held nothing: a fresh claim, which may lose the race (409)
         claim_probe(broker, session, row, now)
-    else:
-        confirmed = ledger.set_booking_state(
-            session, session_uuids=[row.uuid], old=(HELD,), new=CONFIRMED, now=now
-        )
-        if confirmed != 1:
-            raise Conflict("the offer's booking is no longer held", phase=row.phase)
-    # The pools are locked now, so accepts are serialised: policies that count what is
-    # accepted (allocations) see every earlier accept, and a refusal rolls this one back.
+    siblings = store.open_siblings(session, row)
+    accepted = ledger.accept_booking(
+        session, session_uuid=row.uuid, siblings=siblings, now=now, held=not probe
+    )
+    if not accepted:
+        raise Conflict("the offer's booking is no longer held", phase=row.phase)
+    store.set_phase(session, siblings, REJECTED, now)
     problems = admission_problems(broker.policies, session, row, now)
     if problems:
         raise Conflict(
@@ -194,20 +173,9 @@ def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -
             phase=row.phase,
             messages=[m.message for m in problems],
         )
-    siblings = list(
-        session.exec(
-            select(ExecutionSession.uuid).where(
-                ExecutionSession.offerset_uuid == row.offerset_uuid,
-                ExecutionSession.uuid != row.uuid,
-                ExecutionSession.phase == OFFERED,
-            )
-        )
-    )
-    _set_phase(session, siblings, REJECTED, now)
-    ledger.set_booking_state(session, session_uuids=siblings, old=(HELD,), new=RELEASED, now=now)
-    row.phase, row.modified_at, row.generation = ACCEPTED, now, row.generation + 1
+    row.phase = ACCEPTED
     row.due_at = now  # the lifecycle engine takes it from here
-    session.add(row)
+    store.changed(session, row, now)
 
 
 def _finish(
@@ -218,37 +186,20 @@ def _finish(
         # frees the booking (freeing it first could let another session start beside it)
         row.due_at = now
     else:
-        record_usage(session, row, row.document, now)
+        record_usage(session, row, SessionRecord.of(row.record).available_since, now)
         ledger.set_booking_state(
             session, session_uuids=[row.uuid], old=states, new=RELEASED, now=now
         )
         row.due_at = None
-    row.phase, row.modified_at, row.generation = phase, now, row.generation + 1
-    session.add(row)
-
-
-def _set_phase(session: Session, uuids: list[str], phase: str, now: int) -> None:
-    if uuids:
-        session.exec(  # type: ignore[call-overload]
-            update(ExecutionSession)
-            .where(ExecutionSession.uuid.in_(uuids))  # type: ignore[attr-defined]
-            .values(phase=phase, modified_at=now, generation=ExecutionSession.generation + 1)
-        )
+    row.phase = phase
+    store.changed(session, row, now)
 
 
 def _expire(session: Session, offerset_uuids: list[str], now: int) -> int:
     """Expire the open offers of these (locked) offer sets and free their holds, all in a few
     statements: under load as many offer sets expire as are made."""
-    uuids = list(
-        session.exec(
-            select(ExecutionSession.uuid).where(
-                ExecutionSession.offerset_uuid.in_(offerset_uuids),  # type: ignore[attr-defined]
-                ExecutionSession.phase == OFFERED,
-                ExecutionSession.expires_at <= now,
-            )
-        )
-    )
-    _set_phase(session, uuids, EXPIRED, now)
+    uuids = store.open_past_expiry(session, offerset_uuids, now)
+    store.set_phase(session, uuids, EXPIRED, now)
     ledger.set_booking_state(session, session_uuids=uuids, old=(HELD,), new=RELEASED, now=now)
     return len(uuids)
 
@@ -264,32 +215,16 @@ def expire_due(broker: Broker, now: int | None = None, batch: int = 50) -> int:
     while True:
         # a lost expiry is repeated after a restart: no need to wait for the disk
         with broker.db.write(durable=False) as session:
-            due = list(
-                session.exec(
-                    select(ExecutionSession.offerset_uuid)
-                    .where(ExecutionSession.phase == OFFERED, ExecutionSession.expires_at <= now)
-                    .distinct()
-                    .limit(batch)
-                )
-            )
+            due, locked = store.lock_expiring_offer_sets(session, now, batch)
             if not due:
                 return total
-            query = select(OfferSet.uuid).where(OfferSet.uuid.in_(due)).order_by(OfferSet.uuid)  # type: ignore[attr-defined]
-            if not broker.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            locked = list(session.exec(query))
             count = _expire(session, locked, now)
         total += count
-        if len(due) < batch or count == 0:
+        if due < batch or count == 0:
             return total
         time.sleep(0.005)  # let the writers waiting meanwhile take the lock first
 
 
 def next_expiry(broker: Broker) -> int | None:
     with broker.db.read() as session:
-        return session.exec(
-            select(ExecutionSession.expires_at)
-            .where(ExecutionSession.phase == OFFERED)
-            .order_by(ExecutionSession.expires_at)
-            .limit(1)
-        ).first()
+        return store.next_expiry(session)

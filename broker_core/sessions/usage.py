@@ -7,20 +7,18 @@ write it twice (one row per session and resource class).
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from ..db.tables import ACTIVE, Allocation, Booking, ExecutionSession, UsageRecord
-from ..schedule import ScheduleError, parse_instant
 
 
 def record_usage(
-    session: Session, row: ExecutionSession, document: dict[str, Any], now: int
+    session: Session, row: ExecutionSession, available_since: int | None, now: int
 ) -> int:
-    """Record the session's use from when it became available until ``now``, if its booking is
-    ACTIVE; how many records were written."""
+    """Record the session's use from when it became available (``available_since``; what is
+    charged starts there, as the offer's duration did: preparation is the node's cost) until
+    ``now``, if its booking is ACTIVE; how many records were written."""
     booking = session.exec(
         select(Booking).where(Booking.session_uuid == row.uuid, Booking.state == ACTIVE)
     ).first()
@@ -31,7 +29,7 @@ def record_usage(
     ).one()
     if already:
         return 0
-    start = _available_since(document)
+    start = available_since
     if start is None:
         return 0  # cancelled or failed while preparing: nothing was used
     end = max(min(now, booking.end_at), start)
@@ -63,19 +61,6 @@ def booked_amounts(session: Session, session_uuid: str) -> dict[str, int]:
     ):
         amounts[resource_class] = amounts.get(resource_class, 0) + amount
     return amounts
-
-
-def _available_since(document: dict[str, Any]) -> int | None:
-    """When the session became available to its user: what is charged starts there, as the
-    offer's duration did (preparation is the node's cost). None if it never got that far."""
-    actual = document.get("schedule", {}).get("actual", {})
-    stamp = actual.get("available") or actual.get("running")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return int(parse_instant(stamp).timestamp())
-    except ScheduleError:
-        return None
 
 
 def own_usage(session: Session, owner: str) -> dict[str, float]:
