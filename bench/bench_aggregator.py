@@ -19,7 +19,7 @@ How it works:
 2. For every size and scenario it writes an aggregator config to a temporary directory (SQLite
    database there, ``fanout.deadline`` PT10S, ``fanout.max_offers`` 16,
    ``server.validate_responses: false``, default ``fanout.max_connections``) and starts
-   ``python -m broker_core.cli aggregator -c <config> --port P --log-level WARNING``, waiting
+   ``python -m ebroker aggregator -c <config> --port P --log-level WARNING``, waiting
    for GET /health/live. Scenarios:
 
    - ``healthy``: the N fake upstreams only;
@@ -262,7 +262,7 @@ class Aggregator(ServerProcess):
             self.base = f"http://127.0.0.1:{port}"
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "broker_core.cli", "aggregator", "-c",
+                    [sys.executable, "-m", "ebroker", "aggregator", "-c",
                      str(self.config_path), "--port", str(port), "--log-level", "WARNING"],
                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
                     env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"},

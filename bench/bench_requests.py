@@ -102,7 +102,7 @@ def ebroker_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("ebroker")
-    return [found] if found else [sys.executable, "-m", "broker_core.cli"]
+    return [found] if found else [sys.executable, "-m", "ebroker"]
 
 
 # ----------------------------------------------------------------------------------------------

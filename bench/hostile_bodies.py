@@ -118,7 +118,7 @@ class Node(ServerProcess):
         self.starts += 1
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config),
+            [sys.executable, "-m", "ebroker", "serve", "-c", str(config),
              "--log-level", "WARNING"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.source, preexec_fn=limit_memory,
             env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(self.source)},

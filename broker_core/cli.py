@@ -1,14 +1,14 @@
-"""The ``ebroker`` command."""
+"""The broker node's commands of ``ebroker``: ``serve``, ``db upgrade``, ``check-config`` and
+``hash-password``. The command line itself, above the node and the aggregator, is
+:mod:`ebroker.cli`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import warnings
 
-from .config import ConfigError, NodeConfig, load_config
+from .config import NodeConfig, load_config
 
 
 def _load(args: argparse.Namespace) -> NodeConfig:
@@ -25,16 +25,6 @@ def _load(args: argparse.Namespace) -> NodeConfig:
     if getattr(args, "site_name", None):
         config.site = config.site.model_copy(update={"name": args.site_name})
     return config
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as package_version
-
-    try:
-        return package_version("ebroker")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -74,7 +64,6 @@ def serve(args: argparse.Namespace) -> int:
 
 
 CONFIG_ENV = "EBROKER_WORKER_CONFIG"
-LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def worker_app() -> object:
@@ -126,103 +115,11 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def aggregator(args: argparse.Namespace) -> int:
-    from aggregator.config import load_aggregator_config
-    from aggregator.http.app import create_aggregator_app
-
-    from .db.engine import masked_url
-
-    config = load_aggregator_config(args.config)
-    if args.host or args.port is not None:
-        config.server = config.server.model_copy(
-            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        )
-    if args.database:
-        config.database = config.database.model_copy(update={"url": args.database})
-    app = create_aggregator_app(config)
-    names = ", ".join(u.name for u in config.upstreams)
-    print(f"ebroker aggregator {config.site.name!r} at {config.base_url}", flush=True)
-    print(f"  upstreams: {names}   database: {masked_url(config.database.url)}", flush=True)
-    from .http import server
-
-    server.serve(app, config.server, log_level=args.log_level.lower())
-    return 0
-
-
 def hash_password(args: argparse.Namespace) -> int:
     from .auth.basic import hash_password_command
 
     return hash_password_command()
 
 
-def demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .demo import run
-
-    return run(Path(args.dir), args.base_port, args.log_level)
-
-
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="ebroker", description="ebroker execution broker")
-    top.add_argument("--version", action="version", version=f"ebroker {version()}")
-    sub = top.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-c", "--config", help="node configuration file (YAML)")
-        p.add_argument("--database", help="database URL (overrides the config)")
-
-    s = sub.add_parser("serve", help="run a broker node")
-    common(s)
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--site-name", help="the site's name (overrides the config)")
-    s.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
-    s.set_defaults(func=serve)
-    a = sub.add_parser("aggregator", help="run an aggregator over other nodes and aggregators")
-    a.add_argument("-c", "--config", required=True, help="aggregator configuration file (YAML)")
-    a.add_argument("--database", help="database URL (overrides the config)")
-    a.add_argument("--host")
-    a.add_argument("--port", type=int)
-    a.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
-    a.set_defaults(func=aggregator)
-    d = sub.add_parser("db", help="database schema management")
-    dsub = d.add_subparsers(dest="db_command", required=True)
-    u = dsub.add_parser("upgrade", help="migrate the schema to the latest revision")
-    common(u)
-    u.set_defaults(func=db_upgrade)
-    m = sub.add_parser(
-        "demo", help="a federation on this machine: two nodes and an aggregator over them"
-    )
-    m.add_argument("--dir", default="ebroker-demo", help="where configs, databases and logs go")
-    m.add_argument(
-        "--base-port", type=int, default=8090, help="the aggregator's port; the nodes the next two"
-    )
-    m.add_argument("--log-level", default="WARNING", choices=LOG_LEVELS)
-    m.set_defaults(func=demo)
-    c = sub.add_parser("check-config", help="validate a configuration file and exit")
-    common(c)
-    c.set_defaults(func=check_config)
-    h = sub.add_parser("hash-password", help="print an argon2id hash of a password for auth.basic "
-                       "(read from standard input, or asked for at a terminal)")  # fmt: skip
-    h.set_defaults(func=hash_password)
-    return top
-
-
-def main(argv: list[str] | None = None) -> int:
-    # connexion imports starlette's test client at import time, which warns about httpx
-    warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    try:
-        return int(args.func(args))
-    except ConfigError as exc:
-        print(f"ebroker: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line moved above the node and the aggregator
+    sys.exit("ebroker: run `ebroker` (or `python -m ebroker`); broker_core.cli is not a command")

@@ -85,7 +85,7 @@ def start_node(
         log = workdir / f"{name}-{attempt}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "broker_core.cli", command, "-c", str(config_file),
+                [sys.executable, "-m", "ebroker", command, "-c", str(config_file),
                  "--port", str(port), "--log-level", "WARNING"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit,

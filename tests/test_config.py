@@ -102,7 +102,7 @@ def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
     bad = tmp_path / "node.yaml"
     bad.write_text("offers:\n  max_ofers: 3\n")
     result = subprocess.run(
-        [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(bad)],
+        [sys.executable, "-m", "ebroker", "serve", "-c", str(bad)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
@@ -112,7 +112,7 @@ def test_cli_refuses_a_bad_config_with_a_message(tmp_path: Path):
 def test_serve_with_no_config_starts_a_node_and_prints_its_url(tmp_path: Path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker_core.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "ebroker", "serve", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -156,7 +156,7 @@ def test_serve_with_several_workers(tmp_path: Path):
         f"database: {{url: 'sqlite:///{tmp_path / 'workers.db'}'}}\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker_core.cli", "serve", "-c", str(config)],
+        [sys.executable, "-m", "ebroker", "serve", "-c", str(config)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

@@ -24,9 +24,9 @@ import httpx
 import pytest
 import yaml
 
-from broker_core.cli import main
 from broker_core.config import ConfigError, ServerConfig
 from broker_core.http import server
+from ebroker.cli import main
 from tests.conftest import POOL_CONFIG, unavailable
 from tests.nodes import Node, start_node
 

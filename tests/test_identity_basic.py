@@ -15,12 +15,12 @@ import bcrypt
 import pytest
 from starlette.testclient import TestClient
 
-from broker_core import cli
 from broker_core.auth import Authenticator, hash_password
 from broker_core.auth import basic as basic_module
 from broker_core.broker import Broker
 from broker_core.config import AuthConfig, ConfigError, parse_config
 from broker_core.errors import Unauthenticated
+from ebroker import cli
 from tests.conftest import ACCEPT, POOL_CONFIG, request_doc
 
 # cheap argon2id parameters keep the many hashes of these tests fast; the node reads any

@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from broker_core.auth.groups import group_problems
 from broker_core.broker import Broker
-from broker_core.cli import main
 from broker_core.config import ConfigError, parse_config
 from broker_core.identity import Identity, memberships
+from ebroker.cli import main
 from tests.conftest import request_doc
 from tests.oidc_issuer import OidcIssuer
 

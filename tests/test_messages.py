@@ -338,7 +338,7 @@ def test_impossible_transitions_between_phases_stay_409(client):
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "broker_core.cli", *args],
+        [sys.executable, "-m", "ebroker", *args],
         cwd=cwd or ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

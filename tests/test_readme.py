@@ -39,7 +39,7 @@ def serve_plain(cwd: Path, port: int) -> Node:
     log = cwd / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "broker_core.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "ebroker", "serve", "--port", str(port)],
             cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -103,7 +103,7 @@ def test_readme_shows_the_aggregator_example_as_it_is() -> None:
 
 def test_version_flag() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "broker_core.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", "ebroker", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"ebroker \d+\.\d+\.\d+\S*\n", done.stdout), done.stdout
@@ -166,7 +166,7 @@ def test_demo_starts_two_nodes_and_an_aggregator_over_them(tmp_path: Path) -> No
     base = _three_free_ports()
     out = (tmp_path / "demo.out").open("w+")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "broker_core.cli", "demo", "--dir", str(tmp_path / "demo"),
+        [sys.executable, "-m", "ebroker", "demo", "--dir", str(tmp_path / "demo"),
          "--base-port", str(base)],
         cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

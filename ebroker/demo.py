@@ -116,7 +116,7 @@ def running(folder: Path, base_port: int, log_level: str = "WARNING") -> Iterato
             config_file.write_text(yaml.safe_dump(service.config, sort_keys=False))
             log = (folder / f"{service.name}.log").open("wb")
             process = subprocess.Popen(
-                [sys.executable, "-m", "broker_core.cli", service.command,
+                [sys.executable, "-m", "ebroker", service.command,
                  "-c", str(config_file), "--log-level", log_level],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip

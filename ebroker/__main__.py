@@ -1,0 +1,7 @@
+"""``python -m ebroker``: the ``ebroker`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
