@@ -31,8 +31,8 @@ from ..db.tables import (
     Inventory,
     ResourcePool,
 )
-from ..offers.engine import InventoryView, PoolView, Slot
 from .cache import UsageCache
+from .pools import InventoryView, PoolView, Slot
 from .timeline import Claim, Usage
 
 

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# InventoryView: until the ledger imports it from booking.pools
-from ..booking.pools import InventoryView, PoolView, Slot  # noqa: F401
+from ..booking.pools import PoolView, Slot
 from ..kinds.base import Range
 from .demand import Demand
 
