@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker_core.config import NAME_PATTERN, ResourceClass, require_unique
 from broker_core.kinds.base import Message, message
-from broker_core.schedule import format_instant
+from broker_core.schedule import instant
 
 from .contract import (
     Accepted,
@@ -364,10 +364,6 @@ def _epoch(value: date | datetime) -> int:
     if isinstance(value, datetime):
         return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp())
-
-
-def instant(seconds: int) -> str:
-    return format_instant(datetime.fromtimestamp(seconds, UTC))
 
 
 def _hours(seconds: float) -> str:

@@ -13,11 +13,10 @@ import time
 import uuid as uuidlib
 from typing import Any
 
-from policies.contract import ANONYMOUS_IDENTITY, Identity
-
 from ..broker import Broker
 from ..db.tables import ExecutionSession, OfferSet
 from ..errors import CannotStart, DocumentInvalid
+from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..kinds.request import parse_request
 from ..sessions import store
 from ..sessions.phases import FAILED

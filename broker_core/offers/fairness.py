@@ -40,8 +40,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from policies.contract import Identity
-
 from ..booking import holds
 from ..booking.holds import Held, Pieces
 from ..booking.pools import PoolView, Slot
@@ -49,6 +47,7 @@ from ..booking.timeline import Claim, Usage, group_steps
 from ..config import UNITS, HoldLimits, HoldsConfig
 from ..db.tables import Inventory, ResourcePool
 from ..errors import TooManyHolds
+from ..identity import Identity
 from ..kinds.base import Message, message
 from ..schedule import format_seconds, instant
 from .demand import Demand

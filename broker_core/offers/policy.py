@@ -15,7 +15,6 @@ from typing import Any
 from policies.contract import (
     Amount,
     Decision,
-    Identity,
     Limit,
     PolicyRequest,
     PoolRef,
@@ -25,6 +24,7 @@ from policies.contract import (
 
 from ..broker import Broker
 from ..config import UNITS
+from ..identity import Identity
 from ..kinds.base import Message, Range, message
 from ..kinds.request import ExecutionRequest
 from ..schedule import format_seconds

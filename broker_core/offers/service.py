@@ -13,13 +13,13 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from platforms.contract import PlatformError
-from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..booking import holds, ledger
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, OfferSet
 from ..errors import CannotStart, NotFound
+from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..kinds.base import Message, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request

@@ -22,7 +22,7 @@ from ..errors import NotFound
 from .phases import AVAILABLE, OFFERED, RUNNING
 
 if TYPE_CHECKING:
-    from policies.contract import Identity
+    from ..identity import Identity
 
 _TABLE: Table = ExecutionSession.__table__  # type: ignore[assignment]
 _INSERT = insert(_TABLE)
