@@ -30,8 +30,9 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker_core.config import Duration, InventoryConfig, PlatformConfig, PoolConfig
-from broker_core.kinds.base import Message, message
-from broker_core.kinds.builtin import Network, Port
+from broker_core.kinds.base import Component, Message, message
+from broker_core.kinds.builtin import Network, Port, SimpleVolumeMount
+from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import ExecutionRequest
 from broker_core.staging.rules import StagingRules
 
@@ -65,17 +66,18 @@ class WorkStatus:
 class Execution:
     """One accepted session as its platform sees it.
 
-    Components are wire documents as offered (amounts resolved to what was granted); each has
-    ``meta.uuid``. ``workdir`` is a directory on the node for this session alone: storage
-    resources live in ``workdir / "storage" / <uuid>``, staged data in ``workdir / "data" /
-    <uuid>``, logs in ``workdir / "logs"``.
+    Components are the kinds' models as offered (amounts resolved to what was granted), each
+    with ``meta.uuid``; what the platform is to provide is ``granted``. Documents given instead
+    are validated into the built-in kinds' models. ``workdir`` is a directory on the node for
+    this session alone: storage resources live in ``workdir / "storage" / <uuid>``, staged data
+    in ``workdir / "data" / <uuid>``, logs in ``workdir / "logs"``.
     """
 
     session: str
-    executable: dict[str, Any]
-    compute: dict[str, Any]
-    storage: list[dict[str, Any]]
-    data: list[dict[str, Any]]
+    executable: Component | None
+    compute: Component | None
+    storage: list[Component]
+    data: list[Component]
     granted: dict[str, int]  # cores, memory (GiB), storage (GiB)
     prepare_at: int
     start_at: int
@@ -90,25 +92,61 @@ class Execution:
     # files and non-public addresses
     staging: StagingRules = field(default_factory=StagingRules)
 
+    def __post_init__(self) -> None:
+        self.executable = _typed("executable", self.executable)
+        self.compute = _typed("compute", self.compute)
+        self.storage = [c for c in (_typed("storage", d) for d in self.storage) if c]
+        self.data = [c for c in (_typed("data", d) for d in self.data) if c]
+
     @property
     def name(self) -> str:
         return work_name(self.session)
 
-    def storage_path(self, storage: dict[str, Any]) -> Path:
-        return self.workdir / "storage" / storage["meta"]["uuid"]
+    @property
+    def volumes(self) -> list[SimpleVolumeMount]:
+        """The volume mounts of the compute resource."""
+        return list(getattr(self.compute, "volumes", None) or [])
 
-    def data_path(self, data: dict[str, Any]) -> Path:
-        return self.workdir / "data" / data["meta"]["uuid"]
+    def storage_path(self, storage: Component) -> Path:
+        return self.workdir / "storage" / uuid_of(storage)
+
+    def data_path(self, data: Component) -> Path:
+        return self.workdir / "data" / uuid_of(data)
 
     def mount_source(self, resource_uuid: str) -> Path | None:
         """Where a volume mount's ``resource`` (a storage or data uuid or name) is on the node."""
-        for doc in self.storage:
-            if resource_uuid in (doc["meta"]["uuid"], doc["meta"].get("name")):
-                return self.storage_path(doc)
-        for doc in self.data:
-            if resource_uuid in (doc["meta"]["uuid"], doc["meta"].get("name")):
-                return self.data_path(doc)
+        for storage in self.storage:
+            if resource_uuid in (uuid_of(storage), storage.name):
+                return self.storage_path(storage)
+        for data in self.data:
+            if resource_uuid in (uuid_of(data), data.name):
+                return self.data_path(data)
         return None
+
+
+def uuid_of(component: Component) -> str:
+    """A component's uuid (every component of a session has one)."""
+    uuid = component.meta.uuid if component.meta else None
+    if not uuid:
+        raise PlatformError(f"a {component.kind} component of the session has no meta.uuid")
+    return uuid
+
+
+@functools.cache
+def _builtin_kinds() -> KindRegistry:
+    from broker_core.kinds.builtin import KINDS
+
+    return KindRegistry(KINDS)
+
+
+def _typed(category: str, component: Component | dict[str, Any] | None) -> Component | None:
+    """A component as its kind's model; a document (``{}`` is none) is validated into one of
+    the built-in kinds."""
+    if component is None or isinstance(component, Component):
+        return component
+    if not component:
+        return None
+    return _builtin_kinds().parse(category, component, (category,))
 
 
 @dataclass(frozen=True)
@@ -230,17 +268,18 @@ class Platform(ABC):
         """At acceptance: reserve the slot on the platform where it has reservations."""
         return None
 
-    def prepare_storage(self, execution: Execution, storage: dict[str, Any]) -> None:
+    def prepare_storage(self, execution: Execution, storage: Component) -> None:
         """Create one storage resource (by default a directory of the session's workdir)."""
         execution.storage_path(storage).mkdir(parents=True, exist_ok=True)
 
-    def stage_data(self, execution: Execution, data: dict[str, Any]) -> None:
+    def stage_data(self, execution: Execution, data: Component) -> None:
         """Bring one data resource to the session (by default file:// and http(s)://
         locations are copied into ``execution.data_path(data)``, within
         ``execution.staging``, as ``staging_user``)."""
         dest = execution.data_path(data)
         user = self.staging_user(execution)
-        execution.notes += stage(data, dest, execution.staging, user=user)
+        document = data.model_dump(mode="json", exclude_none=True)
+        execution.notes += stage(document, dest, execution.staging, user=user)
 
     def staging_user(self, execution: Execution) -> str | None:
         """The Unix user data staging runs as: the session's user on platforms that have one;
@@ -298,12 +337,14 @@ def published_ports(request: ExecutionRequest) -> list[Port]:
     return [p for p in (network.ports if network else []) if p.access]
 
 
-def executable_ports(executable: dict[str, Any]) -> list[Port]:
-    """The ports of an executable as offered (``Execution.executable``), as typed ports: the
-    port numbers are ``port.internal_port`` and ``port.external_port``. Documents stored before
-    ports were the schema's objects (bare numbers) read the same."""
-    network = executable.get("network") if isinstance(executable, dict) else None
-    return Network.model_validate(network or {}).ports
+def executable_ports(executable: Component | dict[str, Any] | None) -> list[Port]:
+    """The ports of an executable as offered (``Execution.executable``, or its document), as
+    typed ports: the port numbers are ``port.internal_port`` and ``port.external_port``.
+    Documents stored before ports were the schema's objects (bare numbers) read the same."""
+    if isinstance(executable, dict):
+        return Network.model_validate(executable.get("network") or {}).ports
+    network = getattr(executable, "network", None)
+    return network.ports if isinstance(network, Network) else []
 
 
 def inventory(total: int, **kwargs: object) -> InventoryConfig:

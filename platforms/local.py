@@ -42,6 +42,7 @@ from pydantic import Field, model_validator
 
 from broker_core.config import Duration, PoolConfig
 from broker_core.kinds.base import Message, kind_uri, message
+from broker_core.kinds.builtin import DockerContainer, ImagePlatform, SimpleVolumeMount
 from broker_core.kinds.request import ExecutionRequest
 
 from .contract import (
@@ -157,19 +158,18 @@ class LocalPlatform(Platform):
     def prepare_executable(self, execution: Execution) -> None:
         """Find or pull the image, check its digest, record its id in ``state["image_id"]``."""
         executable = execution.executable
-        if executable.get("kind") != DOCKER:
-            raise PlatformError(
-                f"platform {self.name} cannot run executables of kind {executable.get('kind')}"
-            )
-        image = executable.get("image") or {}
-        locations = [loc for loc in image.get("locations") or [] if isinstance(loc, str)]
-        if not locations:
+        if not isinstance(executable, DockerContainer):
+            kind = executable.kind if executable else None
+            raise PlatformError(f"platform {self.name} cannot run executables of kind {kind}")
+        image = executable.image
+        locations = list(image.locations) if image else []
+        if not image or not locations:
             raise PlatformError("the executable names no image location")
 
         chosen, pulled = self._find_image(locations)
         info = self._inspect_image(chosen)
-        _check_digest(chosen, info, image.get("digest"))
-        _check_platform(chosen, info, image.get("platform"))
+        _check_digest(chosen, info, image.digest)
+        _check_platform(chosen, info, image.platform)
         execution.state["image"] = chosen
         execution.state["image_id"] = info.get("Id")
         execution.state["image_digest"] = info.get("Digest")
@@ -432,6 +432,8 @@ class LocalPlatform(Platform):
 
     def _run_args(self, execution: Execution, ports: list[dict[str, Any]], image: str) -> list[str]:
         executable = execution.executable
+        if not isinstance(executable, DockerContainer):
+            raise PlatformError(f"platform {self.name} runs docker containers only")
         logs = (execution.workdir / "logs").resolve()
         logs.mkdir(parents=True, exist_ok=True)
         args = [
@@ -460,11 +462,11 @@ class LocalPlatform(Platform):
         memory = execution.granted.get("memory")
         if memory:
             args += ["--memory", f"{memory}g"]
-        if executable.get("privileged"):
+        if executable.privileged:
             if not self.options.allow_privileged:
                 raise PlatformError(f"platform {self.name} does not run privileged containers")
             args.append("--privileged")
-        for key, value in (executable.get("environment") or {}).items():
+        for key, value in (executable.environment or {}).items():
             if not key or "=" in key or "\0" in key:
                 raise PlatformError(f"invalid environment variable name {key!r}")
             args += ["-e", f"{key}={value}"]
@@ -474,15 +476,15 @@ class LocalPlatform(Platform):
                 f"{_publish_host(self.options.publish_host)}:{port['external']}:"
                 f"{port['internal']}/{_transport(port['protocol'])}",
             ]
-        for volume in (execution.compute or {}).get("volumes") or []:
+        for volume in execution.volumes:
             args += ["-v", _volume(execution, volume)]
-        entrypoint = executable.get("entrypoint")
+        entrypoint = executable.entrypoint
         if isinstance(entrypoint, list):
             args += ["--entrypoint", json.dumps([str(part) for part in entrypoint])]
         elif isinstance(entrypoint, str):
             args += ["--entrypoint", entrypoint]
         args.append(image)
-        args += [str(part) for part in executable.get("command") or []]
+        args += [str(part) for part in executable.command or []]
         return args
 
     # --- logs -------------------------------------------------------------------------------
@@ -555,9 +557,9 @@ def _check_digest(ref: str, info: dict[str, Any], digest: str | None) -> None:
         raise PlatformError(f"image {ref} has digest {have}, not the requested {digest}")
 
 
-def _check_platform(ref: str, info: dict[str, Any], platform: dict[str, Any] | None) -> None:
+def _check_platform(ref: str, info: dict[str, Any], platform: ImagePlatform | None) -> None:
     for key, field in (("architecture", "Architecture"), ("os", "Os")):
-        wanted = (platform or {}).get(key)
+        wanted = getattr(platform, key, None)
         have = info.get(field)
         if wanted and have and str(wanted).lower() != str(have).lower():
             raise PlatformError(f"image {ref} is for {key} {have}, not the requested {wanted}")
@@ -583,9 +585,9 @@ def _free_port(host: str, transport: str) -> int:
         raise PlatformError(f"cannot find a free port on {host}: {exc}") from None
 
 
-def _volume(execution: Execution, volume: dict[str, Any]) -> str:
-    resource = str(volume.get("resource") or "")
-    path = str(volume.get("path") or "")
+def _volume(execution: Execution, volume: SimpleVolumeMount) -> str:
+    resource = volume.resource or ""
+    path = volume.path or ""
     source = execution.mount_source(resource)
     if source is None:
         raise PlatformError(f"volume {path}: no storage or data resource {resource!r}")
@@ -593,7 +595,7 @@ def _volume(execution: Execution, volume: dict[str, Any]) -> str:
         raise PlatformError(f"volume {path}: cannot mount {source} there")
     if not source.exists():
         raise PlatformError(f"volume {path}: {resource} was not prepared ({source} is missing)")
-    mode = "rw" if str(volume.get("mode") or "READONLY").upper() == "READWRITE" else "ro"
+    mode = "rw" if (volume.mode or "READONLY").upper() == "READWRITE" else "ro"
     return f"{Path(source).resolve()}:{path}:{mode}"
 
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pydantic import Field
 
 from broker_core.config import Duration, PoolConfig
+from broker_core.kinds.base import Component
 from broker_core.kinds.builtin import KINDS
 
 from .contract import Execution, Platform, PreparationOptions, WorkState, WorkStatus
@@ -50,10 +51,10 @@ class SimulatedPlatform(Platform):
             if wanted is None or k.NAME in wanted or k.kind_uri() in wanted
         )
 
-    def prepare_storage(self, execution: Execution, storage: dict) -> None:
+    def prepare_storage(self, execution: Execution, storage: Component) -> None:
         execution.notes.append(f"simulated: storage {_name(storage)} not created")
 
-    def stage_data(self, execution: Execution, data: dict) -> None:
+    def stage_data(self, execution: Execution, data: Component) -> None:
         execution.notes.append(f"simulated: data {_name(data)} not staged")
 
     def prepare_executable(self, execution: Execution) -> None:
@@ -88,6 +89,6 @@ class SimulatedPlatform(Platform):
         return None
 
 
-def _name(component: dict) -> str:
-    meta = component.get("meta") or {}
-    return str(meta.get("name") or meta.get("uuid"))
+def _name(component: Component) -> str:
+    meta = component.meta
+    return str((meta.name or meta.uuid) if meta else None)

@@ -59,7 +59,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from broker_core.config import ConfigError, PoolConfig
-from broker_core.kinds.base import KIND_PREFIX, Message, kind_uri, message
+from broker_core.kinds.base import KIND_PREFIX, Component, Message, kind_uri, message
 from broker_core.kinds.builtin import KINDS
 from broker_core.kinds.request import ExecutionRequest
 
@@ -617,7 +617,7 @@ class SlurmPlatform(Platform):
 
     @platform_step
     def prepare_executable(self, execution: Execution) -> None:
-        kind = execution.executable.get("kind")
+        kind = execution.executable.kind if execution.executable else None
         template = self._launchers().get(kind or "")
         if template is None:
             raise PlatformError(f"platform {self.name} has no launcher for {kind}")
@@ -711,7 +711,7 @@ class SlurmPlatform(Platform):
         )
 
     def _script(self, execution: Execution) -> str:
-        kind = execution.executable.get("kind") or ""
+        kind = execution.executable.kind if execution.executable else ""
         template = self._launchers().get(kind)
         if template is None:
             raise PlatformError(f"platform {self.name} has no launcher for {kind}")
@@ -752,21 +752,21 @@ class SlurmPlatform(Platform):
         docker = kind == DOCKER
         env = " ".join(
             f"--env {shlex.quote(f'{k}={v}')}"
-            for k, v in (executable.get("environment") or {}).items()
+            for k, v in (getattr(executable, "environment", None) or {}).items()
         )
         volumes = []
-        for volume in execution.compute.get("volumes") or []:
-            source = execution.mount_source(str(volume.get("resource")))
+        for volume in execution.volumes:
+            source = execution.mount_source(str(volume.resource))
             if source is None:
                 raise PlatformError(
-                    f"volume {volume.get('path')}: resource {volume.get('resource')!r} is not "
+                    f"volume {volume.path}: resource {volume.resource!r} is not "
                     "a storage or data resource of the session"
                 )
-            mode = "rw" if volume.get("mode") == "READWRITE" else "ro"
+            mode = "rw" if volume.mode == "READWRITE" else "ro"
             flag = "-v" if docker else "--bind"
-            spec = f"{source}:{volume.get('path')}:{mode}"
+            spec = f"{source}:{volume.path}:{mode}"
             volumes.append(f"{flag} {shlex.quote(spec)}")
-        entrypoint = executable.get("entrypoint")
+        entrypoint = getattr(executable, "entrypoint", None)
         if entrypoint and docker:
             value = entrypoint if isinstance(entrypoint, str) else json.dumps(entrypoint)
             entrypoint_arg = f"--entrypoint {shlex.quote(value)}"
@@ -774,7 +774,7 @@ class SlurmPlatform(Platform):
             entrypoint_arg = ""
         locations = _locations(executable)
         image = execution.state.get("image") or (locations[0] if locations else "")
-        command = executable.get("command") or []
+        command = getattr(executable, "command", None) or []
         return {
             "name": shlex.quote(execution.name),
             "cores": str(_granted(execution, "cores")),
@@ -972,9 +972,9 @@ def _granted(execution: Execution, resource_class: str) -> int:
     return max(int(execution.granted.get(resource_class) or 1), 1)
 
 
-def _locations(executable: dict[str, Any]) -> list[str]:
-    image = executable.get("image") or {}
-    return [loc for loc in image.get("locations") or [] if isinstance(loc, str) and loc.strip()]
+def _locations(executable: Component | None) -> list[str]:
+    image = getattr(executable, "image", None)
+    return [loc for loc in (image.locations if image else []) if loc.strip()]
 
 
 def _program_of(template: str) -> str | None:

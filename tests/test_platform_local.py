@@ -173,9 +173,9 @@ def test_prepare_executable_finds_the_local_image(
     assert f"image {IMAGE} ready" in execution.notes
     # the digest podman reports is accepted, with or without its algorithm
     digest = execution.state["image_digest"]
-    execution.executable["image"]["digest"] = digest
+    execution.executable.image.digest = digest
     platform.prepare_executable(execution)
-    execution.executable["image"]["digest"] = digest.removeprefix("sha256:")
+    execution.executable.image.digest = digest.removeprefix("sha256:")
     platform.prepare_executable(execution)
 
 
@@ -184,7 +184,7 @@ def test_prepare_tries_locations_in_order(
 ) -> None:
     platform = make_platform(pull="never")
     execution = make_execution(["/bin/busybox", "true"])
-    execution.executable["image"]["locations"] = [f"localhost/missing-{uuid.uuid4().hex}", IMAGE]
+    execution.executable.image.locations = [f"localhost/missing-{uuid.uuid4().hex}", IMAGE]
     platform.prepare_executable(execution)
     assert execution.state["image"] == IMAGE
 
@@ -195,7 +195,7 @@ def test_missing_image_with_pull_never_is_an_error(
     platform = make_platform(pull="never")
     execution = make_execution(["/bin/busybox", "true"])
     missing = f"localhost/missing-{uuid.uuid4().hex}"
-    execution.executable["image"]["locations"] = [missing]
+    execution.executable.image.locations = [missing]
     with pytest.raises(PlatformError, match="not present on this host"):
         platform.prepare_executable(execution)
 
@@ -205,7 +205,7 @@ def test_failed_pull_is_an_error(
 ) -> None:
     execution = make_execution(["/bin/busybox", "true"])
     # nothing listens on 127.0.0.1:1: the pull fails at once
-    execution.executable["image"]["locations"] = [f"127.0.0.1:1/missing-{uuid.uuid4().hex}"]
+    execution.executable.image.locations = [f"127.0.0.1:1/missing-{uuid.uuid4().hex}"]
     with pytest.raises(PlatformError, match="cannot pull the image"):
         platform.prepare_executable(execution)
 
@@ -214,7 +214,7 @@ def test_wrong_digest_is_an_error(
     platform: LocalPlatform, make_execution: Callable[..., Execution]
 ) -> None:
     execution = make_execution(["/bin/busybox", "true"])
-    execution.executable["image"]["digest"] = "sha256:" + "0" * 64
+    execution.executable.image.digest = "sha256:" + "0" * 64
     with pytest.raises(PlatformError, match="not the requested sha256:0000"):
         platform.prepare_executable(execution)
     # nothing runs from an image that failed its check

@@ -13,6 +13,13 @@ from sqlmodel import select
 
 from broker_core.db import migrate
 from broker_core.db.tables import Booking, ExecutionSession, UsageRecord
+from broker_core.kinds.builtin import (
+    DockerContainer,
+    SimpleComputeResource,
+    SimpleStorageResource,
+    SimpleVolumeMount,
+)
+from broker_core.kinds.registry import load_registry
 from broker_core.sessions.execution import execution_of
 from broker_core.sessions.record import SessionRecord
 from broker_core.sessions.usage import record_usage
@@ -50,7 +57,7 @@ def test_the_platform_is_given_what_the_record_granted_not_what_the_document_say
     row = _row(broker, offer["meta"]["uuid"])
     row.document = {**row.document, "compute": {**row.document["compute"], "cores": {"max": 99}}}
     row.document["site"] = {"pools": ["sim/elsewhere"]}
-    execution = execution_of(row, tmp_path)
+    execution = execution_of(row, broker.registry, tmp_path)
     assert execution.granted["cores"] == 2 and execution.pools == ["main"]
 
 
@@ -195,7 +202,7 @@ def test_the_migration_gives_existing_sessions_their_record(database_url, tmp_pa
             document=OLD_ACCEPTED,
             record=accepted.stored(),
         )
-        execution = execution_of(row, tmp_path)
+        execution = execution_of(row, load_registry(), tmp_path)
         assert execution.granted == {"cores": 2, "memory": 4, "storage": 3}
         assert execution.pools == ["main"]
 
@@ -208,3 +215,31 @@ def test_the_migration_gives_existing_sessions_their_record(database_url, tmp_pa
         assert document["lifecycle"]["claim"] == [[1, "cores", 2], [1, "memory", 4]]
     finally:
         engine.dispose()
+
+
+def test_platforms_are_given_the_kinds_models(client, broker, tmp_path):
+    """A platform reads the session's components as typed models, not documents reached into
+    with ``.get("image") or {}``."""
+    doc = request_doc(cores=(2, 2))
+    doc["storage"] = [{"kind": STORAGE, "meta": {"name": "scratch"}, "size": {"min": 1, "max": 1}}]
+    doc["compute"]["volumes"] = [{"path": "/scratch", "resource": "scratch", "mode": "READWRITE"}]
+    offer = client.post("/requests", json=doc).json()["offers"][0]
+    execution = execution_of(_row(broker, offer["meta"]["uuid"]), broker.registry, tmp_path)
+    assert isinstance(execution.executable, DockerContainer)
+    assert execution.executable.image is not None
+    assert execution.executable.image.locations == ["localhost/busybox:latest"]
+    assert isinstance(execution.compute, SimpleComputeResource)
+    assert execution.compute.cores is not None and execution.compute.cores.max == 2
+    (volume,) = execution.volumes
+    assert isinstance(volume, SimpleVolumeMount) and volume.mode == "READWRITE"
+    (storage,) = execution.storage
+    assert isinstance(storage, SimpleStorageResource) and storage.meta is not None
+    assert execution.mount_source("scratch") == execution.storage_path(storage)
+
+
+def test_the_platforms_reach_into_no_documents():
+    platforms = Path(__file__).resolve().parent.parent / "platforms"
+    for name in ("local.py", "slurm.py", "simulated.py"):
+        text = (platforms / name).read_text()
+        for reach in ("executable.get(", "image.get(", "compute.get(", "volume.get("):
+            assert reach not in text, f"{name}: {reach}"

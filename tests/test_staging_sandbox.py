@@ -33,7 +33,8 @@ import pytest
 import yaml
 
 from broker_core.config import ConfigError, PlatformConfig, parse_config
-from broker_core.kinds.base import kind_uri
+from broker_core.kinds.base import Meta, kind_uri
+from broker_core.kinds.builtin import SimpleDataResource
 from broker_core.staging import fetch, files
 from broker_core.staging.addresses import parse_address, refused_category
 from broker_core.staging.rules import StagingRefused, StagingRules, rules_for
@@ -450,14 +451,18 @@ def test_the_platforms_stage_data_refuses_hostile_locations(kind, site_files, tm
     platform = _platform(kind, reservation_user=_me())
     execution = _execution(tmp_path, site_rules(site_files))
     for location, rule in hostile_locations(site_files).items():
-        data = {"kind": DATA, "meta": {"uuid": str(uuid.uuid4())}, "location": location}
+        data = _data(location)
         with pytest.raises(PlatformError, match=f"staging rule {rule}:"):
             platform.stage_data(execution, data)
         assert not execution.data_path(data).exists()
-    data = {"kind": DATA, "meta": {"uuid": str(uuid.uuid4())},
-            "location": (site_files["root"] / "input.txt").as_uri()}  # fmt: skip
+    data = _data((site_files["root"] / "input.txt").as_uri())
     platform.stage_data(execution, data)
     assert (execution.data_path(data) / "input.txt").read_text() == "staged-data-42\n"
+
+
+def _data(location: str) -> SimpleDataResource:
+    """A data resource as the lifecycle engine gives it to a platform: its kind's model."""
+    return SimpleDataResource(kind=DATA, meta=Meta(uuid=str(uuid.uuid4())), location=location)
 
 
 def _me() -> str:
@@ -505,16 +510,16 @@ def test_slurm_stages_as_the_jobs_user(as_root, site_files, tmp_path):
     platform = _platform("slurm", reservation_user="nobody")
     execution = _execution(tmp_path, site_rules(site_files))
     execution.workdir.parent.chmod(0o755)
-    data = {"kind": DATA, "meta": {"uuid": str(uuid.uuid4())}, "location": private.as_uri()}
+    data = _data(private.as_uri())
     with pytest.raises(PlatformError, match="Permission denied"):
         platform.stage_data(execution, data)
-    data["location"] = (site_files["root"] / "input.txt").as_uri()
+    data.location = (site_files["root"] / "input.txt").as_uri()
     platform.stage_data(execution, data)
     target = execution.data_path(data) / "input.txt"
     assert target.read_text() == "staged-data-42\n"
     assert target.stat().st_uid == pwd.getpwnam("nobody").pw_uid
     assert execution.data_path(data).stat().st_uid == pwd.getpwnam("nobody").pw_uid
-    assert f"staged {data['location']} as user nobody" in execution.notes
+    assert f"staged {data.location} as user nobody" in execution.notes
 
 
 def test_the_sites_staging_user_applies_to_the_local_platform(as_root, site_files, tmp_path):

@@ -29,7 +29,7 @@ from platforms.contract import Execution, Platform, PlatformError, WorkState
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
-from ..kinds.base import message
+from ..kinds.base import Component, message
 from ..sessions import store
 from ..sessions.execution import execution_of
 from ..sessions.phases import (
@@ -218,11 +218,11 @@ class Lifecycle:
                 continue
             started = time.time()
             status["phase"] = PREPARING
-            category, doc = _component(execution, status)
-            if category == "storage":
-                platform.prepare_storage(execution, doc)
-            elif category == "data":
-                platform.stage_data(execution, doc)
+            category, component = _component(execution, status)
+            if category == "storage" and component is not None:
+                platform.prepare_storage(execution, component)
+            elif category == "data" and component is not None:
+                platform.stage_data(execution, component)
             else:
                 platform.prepare_executable(execution)
             status["phase"] = AVAILABLE
@@ -355,7 +355,7 @@ class Lifecycle:
     # --- views of a session --------------------------------------------------------------------
 
     def execution(self, row: ExecutionSession) -> Execution:
-        return execution_of(row, self.config.workdir, self.staging)
+        return execution_of(row, self.broker.registry, self.config.workdir, self.staging)
 
 
 def add_note(broker: Broker, uuid: str, template: str, level: str = "INFO", **values: Any) -> None:
@@ -438,13 +438,13 @@ def _status(category: str, doc: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
-def _component(execution: Execution, status: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _component(execution: Execution, status: dict[str, Any]) -> tuple[str, Component | None]:
     category = status["category"]
     if category == "executable":
         return category, execution.executable
-    for doc in getattr(execution, category):
-        if (doc.get("meta") or {}).get("uuid") == status["uuid"]:
-            return category, doc
+    for component in getattr(execution, category):
+        if component.meta is not None and component.meta.uuid == status["uuid"]:
+            return category, component
     raise PlatformError(f"{category} component {status['uuid']} is missing from the session")
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from platforms.contract import PlatformError
+from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..broker import Broker
-from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..sessions import store
 from ..sessions.execution import execution_of
 
@@ -19,7 +19,8 @@ def session_logs(broker: Broker, session_uuid: str, identity: Identity = ANONYMO
     if platform is None or not row.platform_state:
         return ""
     try:
-        text = platform.logs(execution_of(row, broker.config.lifecycle.workdir)) or ""
+        execution = execution_of(row, broker.registry, broker.config.lifecycle.workdir)
+        text = platform.logs(execution) or ""
     except PlatformError as exc:
         return f"[the platform could not read the output: {exc}]\n"
     return text[-MAX_LOG_CHARS:]

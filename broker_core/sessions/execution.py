@@ -4,26 +4,46 @@ every platform call receives (the lifecycle engine's steps, an extension, the lo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from platforms.contract import Execution
+from platforms.contract import Execution, PlatformError
 
 from ..db.tables import ExecutionSession
+from ..errors import DocumentInvalid
+from ..kinds.base import Component
+from ..kinds.registry import KindRegistry, UnknownKind
 from ..staging.rules import StagingRules
 from .record import SessionRecord
 
 
 def execution_of(
-    row: ExecutionSession, workdir: Path, staging: StagingRules | None = None
+    row: ExecutionSession,
+    registry: KindRegistry,
+    workdir: Path,
+    staging: StagingRules | None = None,
 ) -> Execution:
-    """The session's components as offered, with what its record says was granted."""
+    """The session's components as offered, as their kinds' models, with what its record says
+    was granted. A component that no longer validates (its kind's plugin is gone) is a
+    PlatformError for the session."""
     doc = row.document
+
+    def typed(category: str, document: Any, *where: object) -> Component | None:
+        if not document:
+            return None
+        try:
+            return registry.parse(category, document, (category, *where))
+        except (UnknownKind, DocumentInvalid) as exc:
+            raise PlatformError(f"the session's {category} cannot be read: {exc}") from None
+
+    storage = [typed("storage", d, i) for i, d in enumerate(doc.get("storage") or [])]
+    data = [typed("data", d, i) for i, d in enumerate(doc.get("data") or [])]
     record = SessionRecord.of(row.record)
     return Execution(
         session=row.uuid,
-        executable=doc.get("executable") or {},
-        compute=doc.get("compute") or {},
-        storage=list(doc.get("storage", [])),
-        data=list(doc.get("data", [])),
+        executable=typed("executable", doc.get("executable")),
+        compute=typed("compute", doc.get("compute")),
+        storage=[c for c in storage if c is not None],
+        data=[c for c in data if c is not None],
         granted=dict(record.granted),
         prepare_at=row.prepare_at,
         start_at=row.start_at,

@@ -81,7 +81,8 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     platform = next((p for p in broker.platforms if p.name == row.platform), None)
     if platform is not None:
         try:
-            platform.extend(execution_of(row, broker.config.lifecycle.workdir), end_at)
+            execution = execution_of(row, broker.registry, broker.config.lifecycle.workdir)
+            platform.extend(execution, end_at)
         except PlatformError as exc:  # the transaction rolls back: nothing changes
             raise Conflict(
                 f"platform {row.platform} cannot extend: {exc}", phase=row.phase
