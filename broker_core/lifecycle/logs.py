@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from platforms.contract import PlatformError
-from policies.contract import ANONYMOUS_IDENTITY, Identity
 
 from ..broker import Broker
+from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..sessions import store
 from ..sessions.execution import execution_of
 
