@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import calendar
 import time
+from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from broker_core.kinds.request import parse_request
+from broker_core.offers import service
+from broker_core.offers.context import SearchContext
+from broker_core.offers.demand import resolve
+from broker_core.offers.policy import Verdict
 from broker_core.offers.service import request_offers
+from broker_core.pricing import budget_for
 from tests.conftest import ACCEPT, offered_start, request_doc
 
 
@@ -154,3 +163,26 @@ def test_offers_avoid_capacity_the_platform_gave_away_outside_the_broker(broker)
     assert "platform sim is unavailable: the cluster does not answer" in [
         m["message"] for m in answer["meta"]["messages"]
     ]
+
+
+def test_one_search_context_carries_a_request_through_search_and_explanation(broker):
+    """The search steps take one frozen context instead of the same seven values each; a step
+    that searches later works on a copy with another ``now``, sharing the verdict."""
+    request = parse_request(request_doc((500, 500)), broker.registry).request
+    demand = resolve(request, broker.config.offers)
+    plans, _ = service._plans(broker, request)
+    context = SearchContext(
+        broker=broker, request=request, document={}, demand=demand, plans=plans,
+        verdict=Verdict(demand), budget=budget_for(broker.config, []), now=int(time.time()),
+    )  # fmt: skip
+    with broker.db.snapshot() as session:
+        outcome, searches = service._search_within(context, session)
+    assert outcome.slots == [] and searches
+    (reason,) = service._explain(context, outcome, searches)
+    assert reason.template.startswith("this node has at most {capacity}")
+    assert reason.values["needed"] == 500
+    later = replace(context, now=context.now + 60)
+    assert later.verdict is context.verdict and later.max_offers == broker.config.offers.max_offers
+    assert replace(context, direct=True).max_offers == 1
+    with pytest.raises(FrozenInstanceError):
+        context.now = 0  # type: ignore[misc]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid as uuidlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,28 +15,28 @@ from sqlmodel import Session
 from platforms.contract import PlatformError
 
 from ..booking import holds, ledger
+from ..booking.pools import PoolView, Slot
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, OfferSet
 from ..errors import CannotStart, NotFound
 from ..identity import ANONYMOUS_IDENTITY, Identity
-from ..kinds.base import Message, message
+from ..kinds.base import Message, Range, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
-from ..pricing import Budget, budget_for, price_lists, quote_slot
-from ..schedule import format_seconds
+from ..pricing import budget_for, price_lists, quote_slot
+from ..schedule import format_seconds, instant, span
 from ..sessions import store
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.record import Grant, SessionRecord, own_pool_name
-from ..sessions.views import instant, render_offerset, span
+from ..sessions.views import render_offerset
 from ..staging.rules import rules_for
 from . import checks, fairness
-from .demand import Demand, Range, policy_limits, resolve, window_limits, zone_notes
+from .context import Plan, SearchContext
+from .demand import Demand, policy_limits, resolve, window_limits, zone_notes
 from .engine import (
     Outcome,
-    PoolView,
     Search,
-    Slot,
     find_slots,
     largest_capacity,
     select_distinct,
@@ -44,14 +44,6 @@ from .engine import (
 from .policy import Verdict, consult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Plan:
-    """One platform's search for a request."""
-
-    platform: Any
-    preparation: int
 
 
 def request_offers(
@@ -122,23 +114,22 @@ def request_offers(
         verdict.discount = fair.discount
     if probe:
         verdict.notes.append(message(PROBE_NOTE, level="INFO"))
-    # the request's cost limits and metric needs
-    budget = budget_for(broker.config, request.all_costs(), request.all_metrics())
+    context = SearchContext(
+        broker=broker, request=request, document=document, demand=demand, plans=plans,
+        verdict=verdict, now=now, owner=owner, notes=notes, direct=direct, probe=probe, fair=fair,
+        budget=budget_for(broker.config, request.all_costs(), request.all_metrics()),
+    )  # fmt: skip
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...
     with broker.db.snapshot() as session:
-        outcome, searches = _search_within(
-            broker, session, demand, plans, direct, int(time.time()), verdict, budget
-        )
+        outcome, searches = _search_within(replace(context, now=int(time.time())), session)
     if fair is not None:
         outcome.slots = fair.trim(outcome.slots)
     if probe:  # nothing is claimed: the offers are stored, holding nothing
         with broker.db.write(durable=False) as session:
-            return _answer(
-                broker, session, request, document, demand, outcome, searches, now, verdict,
-                owner, budget, notes, direct=False, probe=True, generations={},
-            )[0]  # fmt: skip
+            stored = replace(context, direct=False)
+            return _answer(stored, session, outcome, searches, generations={})[0]
     # ... then claim, as placement does: lock the pools and compare their generations with the
     # snapshot's. Pools claimed on since then are read again and the chosen slots that still
     # fit are kept; only when every slot was lost is the search run again, under the lock.
@@ -147,28 +138,24 @@ def request_offers(
     with broker.db.write(durable=direct) as session:
         lost = False
         if fair is not None:
-            lost = _lock_claimant(broker, session, fair, demand, preparation, verdict)
+            lost = _lock_claimant(context, session, fair)
         generations = ledger.lock_pools(session, names)
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
+        context = replace(context, now=now)
         if fair is not None and not {p for p, _ in fair.discount} <= generations.keys():
             fair.read(session, now, replace=holds.Held())  # on a pool not searched: keep it
             verdict.discount = {}
             lost = True
-        slots = [] if lost else _still_fitting(
-            broker, session, searches, outcome.slots, generations, now, verdict
-        )  # fmt: skip
+        slots = (
+            [] if lost else _still_fitting(context, session, searches, outcome.slots, generations)
+        )
         if fair is not None:
             slots = fair.trim(slots)
         if (outcome.slots or lost) and not slots:
-            outcome, searches = _search_within(
-                broker, session, demand, plans, direct, now, verdict, budget
-            )
+            outcome, searches = _search_within(context, session)
             slots = fair.trim(outcome.slots) if fair is not None else outcome.slots
         outcome = Outcome(slots, outcome.best, outcome.candidates, outcome.notes)
-        answer, claims = _answer(
-            broker, session, request, document, demand, outcome, searches, now, verdict, owner,
-            budget, notes, direct=direct, probe=False, generations=generations, fair=fair,
-        )  # fmt: skip
+        answer, claims = _answer(context, session, outcome, searches, generations)
     # committed: this process's cache takes the claims as they are, instead of reading them back
     for pool_id, rows in claims.items():
         broker.usage_cache.advance(pool_id, generations[pool_id], rows)
@@ -181,77 +168,59 @@ PROBE_NOTE = (
 )
 
 
-def _lock_claimant(
-    broker: Broker,
-    session: Session,
-    fair: fairness.Claimant,
-    demand: Demand,
-    preparation: int,
-    verdict: Verdict,
-) -> bool:
+def _lock_claimant(context: SearchContext, session: Session, fair: fairness.Claimant) -> bool:
     """Take the caller's (and project's) lock and the replaced offer set's, then read again
     what they hold: concurrent requests of one caller cannot both take the last of a limit,
     and the replaced holds are freed as they are now. True when the replaced holds changed
     since the search (its slots must be searched again)."""
-    sqlite = broker.db.is_sqlite
+    sqlite = context.broker.db.is_sqlite
     holds.lock_scopes(session, fair.lock_keys, sqlite=sqlite)
     holds.lock_offer_sets(session, fair.replaced, sqlite=sqlite)
     searched = fair.discount
     now = int(time.time())
     fair.read(session, now, replace=holds.held_of(session, fair.replaced))
-    fair.refuse_or_raise(demand, preparation, now)  # a 429 when concurrent requests took it
-    verdict.discount = fair.discount
+    fair.refuse_or_raise(context.demand, context.preparation, now)  # a 429 when others took it
+    context.verdict.discount = fair.discount
     return fair.discount != searched
 
 
 def _answer(
-    broker: Broker,
+    context: SearchContext,
     session: Session,
-    request: ExecutionRequest,
-    document: Any,
-    demand: Demand,
     outcome: Outcome,
     searches: list[Search],
-    now: int,
-    verdict: Verdict,
-    owner: str | None,
-    budget: Budget,
-    notes: list[Message],
-    *,
-    direct: bool,
-    probe: bool,
     generations: dict[int, int],
-    fair: fairness.Claimant | None = None,
 ) -> tuple[dict[str, Any], ledger.Claims]:
     """Store the offer set of the slots found (claiming them unless a probe), or the NO saying
     why there are none; the answer and the claims made."""
+    broker, budget, notes = context.broker, context.budget, context.notes
     if outcome.slots:
-        verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
+        context.verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
         return _store(
-            broker, session, request, document, demand, outcome, now, verdict, owner,
-            direct, generations, probe=probe, fair=fair,
+            broker, session, context.request, context.document, context.demand, outcome,
+            context.now, context.verdict, context.owner, context.direct, generations,
+            probe=context.probe, fair=context.fair,
         )  # fmt: skip
-    reasons = _explain(broker, demand, outcome, searches, now, verdict)
+    reasons = _explain(context, outcome, searches)
     if budget.turned_away:  # there was room, but only outside the client's limits
         reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
-    if direct:  # capacity, not the request, is the problem: the client may retry
+    if context.direct:  # capacity, not the request, is the problem: the client may retry
         raise CannotStart(
             "nothing can be started now: " + "; ".join(m.message for m in reasons),
             messages=[m.message for m in reasons],
             reasons=[m.model_dump(exclude_none=True) for m in notes + reasons],
         )
-    offerset = _store_refusal(session, document, notes + reasons, now, owner)
+    refused = notes + reasons
+    offerset = _store_refusal(session, context.document, refused, context.now, context.owner)
     return render_offerset(offerset, [], broker.base_url), {}
 
 
 def _still_fitting(
-    broker: Broker,
+    context: SearchContext,
     session: Session,
     searches: list[Search],
     slots: list[Slot],
     generations: dict[int, int],
-    now: int,
-    verdict: Verdict,
 ) -> list[Slot]:
     """The slots that still fit the locked pools. A pool claimed on since the search is read
     again as it is now: from the usage cache, which its claimers have usually brought up to date
@@ -259,6 +228,7 @@ def _still_fitting(
     frees in this transaction)."""
     if not slots:
         return []
+    broker, now = context.broker, context.now
     views = {p.id: p for s in searches for pool_set in s.pool_sets for p in pool_set}
     changed = {i for i, p in views.items() if i in generations and generations[i] != p.generation}
     if changed:
@@ -271,7 +241,7 @@ def _still_fitting(
             cache=broker.usage_cache,
             now=now,
         )
-        fairness.discount(current, verdict.discount)
+        fairness.discount(current, context.verdict.discount)
         for view in current:
             if view.id in changed:
                 view.add_external(views[view.id].external)
@@ -321,46 +291,27 @@ def _plans(broker: Broker, request: ExecutionRequest) -> tuple[list[Plan], list[
     return plans, refusals
 
 
-def _search(
-    broker: Broker,
-    session: Session,
-    demand: Demand,
-    plans: list[Plan],
-    direct: bool,
-    now: int,
-    verdict: Verdict,
-    budget: Budget | None = None,
-) -> tuple[Outcome, list[Search]]:
+def _search(context: SearchContext, session: Session) -> tuple[Outcome, list[Search]]:
     """Search the requested windows; "as soon as possible" looks at the next day first and
     only sweeps the whole look-ahead when that did not give enough offers."""
-    offers = broker.config.offers
+    offers = context.broker.config.offers
     lookahead = int(offers.lookahead.total_seconds())
-    if demand.windows is None and not direct:
+    demand, now = context.demand, context.now
+    if demand.windows is None and not context.direct:
         near = max(ASAP_FIRST_LOOK, demand.duration * offers.max_offers * 2)
         if near < lookahead:
             nearby = Demand(demand.amounts, demand.duration, [(now, now + near)])
-            outcome, searches = _search_windows(
-                broker, session, nearby, plans, direct, now, verdict, budget
-            )
+            outcome, searches = _search_windows(replace(context, demand=nearby), session)
             if len(outcome.slots) >= offers.max_offers:
                 return outcome, searches
-    return _search_windows(broker, session, demand, plans, direct, now, verdict, budget)
+    return _search_windows(context, session)
 
 
-def _search_within(
-    broker: Broker,
-    session: Session,
-    demand: Demand,
-    plans: list[Plan],
-    direct: bool,
-    now: int,
-    verdict: Verdict,
-    budget: Budget,
-) -> tuple[Outcome, list[Search]]:
+def _search_within(context: SearchContext, session: Session) -> tuple[Outcome, list[Search]]:
     """The search, keeping only slots within the request's cost limits; when some were above
     them and the request allows less, the least it allows is searched too (cheaper offers)."""
-    outcome, searches = _search(broker, session, demand, plans, direct, now, verdict, budget)
-    wanted = 1 if direct else broker.config.offers.max_offers
+    outcome, searches = _search(context, session)
+    demand, budget, wanted = context.demand, context.budget, context.max_offers
     if not budget.refused or len(outcome.slots) >= wanted:
         return outcome, searches
     ranges = {c: (r.min, r.max) for c, r in demand.amounts.items()}
@@ -372,7 +323,7 @@ def _search_within(
         if all(r.min == r.max == demand.amounts[c].max for c, r in amounts.items()):
             continue  # the request as it was
         more, more_searches = _search(
-            broker, session, replace(demand, amounts=amounts), plans, direct, now, verdict, budget
+            replace(context, demand=replace(demand, amounts=amounts)), session
         )
         slots = select_distinct(
             sorted(outcome.slots + more.slots, key=lambda s: s.start_at), searches[0].max_offers
@@ -388,16 +339,10 @@ def _search_within(
 ASAP_FIRST_LOOK = 24 * 3600
 
 
-def _search_windows(
-    broker: Broker,
-    session: Session,
-    demand: Demand,
-    plans: list[Plan],
-    direct: bool,
-    now: int,
-    verdict: Verdict,
-    budget: Budget | None = None,
-) -> tuple[Outcome, list[Search]]:
+def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, list[Search]]:
+    """One sweep of the context's windows on every platform's pools."""
+    broker, demand, now, verdict = context.broker, context.demand, context.now, context.verdict
+    plans = context.plans
     offers = broker.config.offers
     granularity = int(offers.granularity.total_seconds())
     horizon = now + int(offers.lookahead.total_seconds())
@@ -434,7 +379,7 @@ def _search_windows(
                                  platform=plan.platform.name, error=str(exc)[:500]))  # fmt: skip
             mine = []
         search_demand = demand
-        if direct:
+        if context.direct:
             earliest = -(-(now + plan.preparation) // granularity) * granularity
             starts = [(earliest, earliest)]
             if verdict.permitted is not None and not any(
@@ -451,13 +396,13 @@ def _search_windows(
             pool_sets=[
                 pool_set
                 for pool_set in _pool_sets(broker, plan.platform, mine)
-                if budget is None or budget.suits([p.name for p in pool_set])
+                if context.budget.suits([p.name for p in pool_set])
             ],
             now=now,
             preparation=plan.preparation,
             horizon=horizon,
             granularity=granularity,
-            max_offers=1 if direct else offers.max_offers,
+            max_offers=context.max_offers,
             limits=verdict.limits,
             pool_caps=verdict.pool_caps,
         )
@@ -467,8 +412,7 @@ def _search_windows(
         candidates += outcome.candidates
         for c, v in outcome.best.items():
             best[c] = max(best.get(c, 0), v)
-    if budget is not None:
-        slots = budget.affordable(slots)
+    slots = context.budget.affordable(slots)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates, notes), searches
 
@@ -496,14 +440,9 @@ def add_external_claims(platform: Any, pools: list[PoolView], first: int, last: 
         view.add_external({c: by_pool.get((view.name, c), []) for c in view.usage})
 
 
-def _explain(
-    broker: Broker,
-    demand: Demand,
-    outcome: Outcome,
-    searches: list[Search],
-    now: int,
-    verdict: Verdict,
-) -> list[Message]:
+def _explain(context: SearchContext, outcome: Outcome, searches: list[Search]) -> list[Message]:
+    """Why the searches found no slot, and what would work."""
+    demand, verdict, now = context.demand, context.verdict, context.now
     if outcome.notes and not any(p for s in searches for p in s.pool_sets):
         return list(outcome.notes)  # no platform could be searched at all
     reasons: list[Message] = list(outcome.notes)
