@@ -25,7 +25,7 @@ from broker_core.identity import (  # who is asking; plugins import these from t
     ANONYMOUS_IDENTITY,  # noqa: F401
     Identity,
 )
-from broker_core.kinds.base import Message, message
+from broker_core.kinds.base import Message, Range, message
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
     from broker_core.config import NodeConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Amount:
-    min: int
-    max: int
 
 
 @dataclass(frozen=True)
@@ -55,7 +49,7 @@ class PolicyRequest:
     """A summary of one request, as the policies see it."""
 
     identity: Identity
-    amounts: dict[str, Amount]  # resource class -> requested min/max (after defaults)
+    amounts: dict[str, Range]  # resource class -> requested min/max (after defaults)
     duration: int  # seconds the session is to be available
     windows: list[tuple[int, int]] | None  # allowed available-start instants; None = ASAP
     pools: list[PoolRef]  # every pool the node could draw on

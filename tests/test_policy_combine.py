@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import replace
 
+import policies.contract as contract
 from broker_core.booking.timeline import Claim, Usage
 from broker_core.kinds.base import Range
 from broker_core.offers.engine import find_slots
@@ -82,3 +84,10 @@ def test_a_cap_that_varies_over_time_is_honoured_slot_by_slot():
 def test_no_open_pool_refuses():
     verdict = apply(Decision(pools=frozenset()), demand(1, 1), NOW, 7 * 24 * H)
     assert [m.message for m in verdict.refusals] == ["no pool of this node is open to you"]
+
+
+def test_policies_are_asked_in_the_ranges_the_demand_resolved_to():
+    """One resolved min/max for the search and the policies (policies.contract.Amount was the
+    same two ints under another name, copied from each Range)."""
+    assert typing.get_type_hints(contract.PolicyRequest)["amounts"] == dict[str, Range]
+    assert not hasattr(contract, "Amount")

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from broker_core.kinds.base import Range
 from policies.contract import (
     ANONYMOUS_IDENTITY,
-    Amount,
     Decision,
     Identity,
     Limit,
@@ -59,9 +59,9 @@ def request(
     now: int = MONDAY,
     lookahead: int = WEEK,
 ) -> PolicyRequest:
-    amounts = {"cores": Amount(*cores), "memory": Amount(1, 1)}
+    amounts = {"cores": Range(*cores), "memory": Range(1, 1)}
     if gpus is not None:
-        amounts["gpus"] = Amount(*gpus)
+        amounts["gpus"] = Range(*gpus)
     return PolicyRequest(
         identity=identity or user("alice", "federation"),
         amounts=amounts,

@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from broker_core.config import ConfigError, PolicyConfig
-from broker_core.kinds.base import kind_uri
-from policies.contract import Amount, Decision, Identity, Limit, PolicyRequest, PoolRef, combine
+from broker_core.kinds.base import Range, kind_uri
+from policies.contract import Decision, Identity, Limit, PolicyRequest, PoolRef, combine
 from policies.registry import build_policies
 from policies.remote import RemotePolicy
 from tests.policy_service import (
@@ -42,7 +42,7 @@ def make_request(
 ) -> PolicyRequest:
     return PolicyRequest(
         identity=Identity(subject=subject, groups=frozenset(groups), issuer="test"),
-        amounts={"cores": Amount(*cores), "memory": Amount(1, 2)},
+        amounts={"cores": Range(*cores), "memory": Range(1, 2)},
         duration=3600,
         windows=windows,
         pools=[PoolRef("cluster", "federation"), PoolRef("cluster", "main")],

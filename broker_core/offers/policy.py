@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policies.contract import (
-    Amount,
     Decision,
     Limit,
     PolicyRequest,
@@ -66,7 +65,7 @@ def consult(
         return Verdict(demand)
     summary = PolicyRequest(
         identity=identity,
-        amounts={c: Amount(r.min, r.max) for c, r in demand.amounts.items()},
+        amounts=dict(demand.amounts),
         duration=demand.duration,
         windows=demand.windows,
         pools=[
