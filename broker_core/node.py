@@ -19,7 +19,7 @@ from .db import migrate
 from .db.engine import check_reachable, masked_url, open_database
 from .db.tables import Inventory, ResourcePool
 from .kinds.registry import load_registry
-from .sessions.views import instant
+from .schedule import instant
 
 if TYPE_CHECKING:
     from platforms.contract import Platform

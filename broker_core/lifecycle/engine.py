@@ -30,6 +30,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
 from ..kinds.base import Component, message
+from ..schedule import instant
 from ..sessions import store
 from ..sessions.execution import execution_of
 from ..sessions.phases import (
@@ -45,7 +46,6 @@ from ..sessions.phases import (
 )
 from ..sessions.record import SessionRecord
 from ..sessions.usage import record_usage
-from ..sessions.views import instant
 from ..staging.rules import rules_for
 
 log = logging.getLogger(__name__)

@@ -13,14 +13,14 @@ from sqlmodel import Session
 from platforms.contract import PlatformError
 
 from ..booking import ledger
+from ..booking.pools import Slot
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, ExecutionSession
 from ..errors import Conflict
 from ..kinds.base import message
+from ..schedule import instant
 from ..sessions.record import SessionRecord
-from ..sessions.views import instant
-from .engine import Slot
 from .service import add_external_claims
 
 

@@ -20,11 +20,10 @@ from ..broker import Broker
 from ..db.tables import ExecutionSession
 from ..errors import Conflict
 from ..pricing import price_lists, quote
-from ..schedule import format_duration, format_seconds
+from ..schedule import format_duration, format_seconds, instant, span
 from . import store
 from .execution import execution_of
 from .phases import DURATION_PATH, EXTENDABLE
-from .views import instant, span
 
 UNITS = {
     "seconds": 1,

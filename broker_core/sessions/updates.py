@@ -21,6 +21,7 @@ from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
 from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..offers.probe import claim_probe, is_probe
 from ..policy_host import admission_problems
+from ..schedule import instant
 from ..suggest import close_matches
 from . import store
 from .extend import extend, is_extension
@@ -36,7 +37,7 @@ from .phases import (
 )
 from .record import SessionRecord
 from .usage import record_usage
-from .views import instant, render_session
+from .views import render_session
 
 
 def get_session(

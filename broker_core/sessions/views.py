@@ -15,11 +15,7 @@ from typing import Any, Protocol
 
 from ..db.tables import OfferSet
 from ..kinds.base import KIND_PREFIX
-from ..schedule import (
-    format_seconds,
-    instant,
-    span,  # noqa: F401  (until sessions/extend.py imports it from there)
-)
+from ..schedule import format_seconds, instant
 from .phases import (
     ACCEPTED,
     AVAILABLE,
