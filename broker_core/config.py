@@ -138,6 +138,11 @@ class PlatformConfig(Model):
 
 
 class RangeDefault(Model):
+    """A default min/max as the configuration writes it: both bounds given and at least 0,
+    checked at start-up naming the key. Not the wire's :class:`~broker_core.kinds.base.MinMax`
+    (a client may leave a bound open, and a bad one is answered NO, not refused at start-up);
+    ``offers.demand`` resolves both into a :class:`~broker_core.kinds.base.Range`."""
+
     min: int = Field(ge=0)
     max: int = Field(ge=0)
 
