@@ -49,7 +49,7 @@ class BookingUsage:
 
     def committed(self, projects: Collection[str]) -> list[CommittedUse]:
         rows = self.session.connection().execute(_COMMITTED, {"projects": list(projects)})
-        return [CommittedUse(*row) for row in rows]
+        return [CommittedUse._make(row) for row in rows]
 
     def held(
         self, projects: Collection[str], resource_class: str, now: int, leave_out: Collection[str]

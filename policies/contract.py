@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from broker_core.booking.timeline import Claim, Usage
 from broker_core.identity import (  # who is asking; plugins import these from their contract
@@ -120,11 +120,11 @@ class Decision:
 # --- what a policy may read of its node -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CommittedUse:
+class CommittedUse(NamedTuple):
     """One resource class of an accepted session not yet ended: ``amount`` over its available
     period [``start``, ``end``) (what allocations charge) and over its whole booking
-    [``booked_start``, ``booked_end``), preparation included (what a concurrency cap counts)."""
+    [``booked_start``, ``booked_end``), preparation included (what a concurrency cap counts).
+    A named tuple: a policy reads one per accepted session and class for every request."""
 
     project: str
     resource_class: str
