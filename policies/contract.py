@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The name policies used for a requested min/max before it became kinds.base.Range; kept so
+# that a site's plugin written against it still imports.
+Amount = Range
+
 
 @dataclass(frozen=True)
 class PoolRef:
