@@ -33,7 +33,7 @@ from .phases import (
 )
 
 
-class SessionRecord(Protocol):
+class SessionRow(Protocol):
     """What rendering reads of a session: a stored row, or the row just inserted."""
 
     uuid: str
@@ -182,7 +182,7 @@ def default_name(doc: dict[str, Any], what: str) -> str:
     return what
 
 
-def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
+def render_session(row: SessionRow, base_url: str) -> dict[str, Any]:
     doc = row.document
     stored_meta = doc.get("meta", {})
     meta = {
@@ -245,7 +245,7 @@ def render_session(row: SessionRecord, base_url: str) -> dict[str, Any]:
 
 
 def render_offerset(
-    row: OfferSet, sessions: Sequence[SessionRecord], base_url: str
+    row: OfferSet, sessions: Sequence[SessionRow], base_url: str
 ) -> dict[str, Any]:
     doc = row.document
     stored_meta = doc.get("meta", {})
