@@ -69,7 +69,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, A
             "reconcile_interval": "PT2S",
         },
         # file:// data is staged from the site's data directories only
-        "staging": {"file_roots": [str(tmp_path / "shared")]},
+        "staging": {"file_roots": [str(tmp_path / "data-root")]},
         "platforms": [platform],
     }
     path = tmp_path / "node.yaml"
@@ -155,7 +155,7 @@ def left_on_platform(platform: Platform, uuid: str) -> set[str]:
 
 @pytest.fixture
 def data_file(tmp_path) -> Path:
-    path = tmp_path / "shared" / "input.txt"  # in the node's staging.file_roots
+    path = tmp_path / "data-root" / "input.txt"  # in the node's staging.file_roots
     path.parent.mkdir(exist_ok=True)
     path.write_text("staged-data-42\n")
     return path

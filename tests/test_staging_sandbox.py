@@ -70,7 +70,7 @@ def tmp_path() -> Iterator[Path]:
 def site_files(tmp_path: Path) -> dict[str, Path]:
     """A data root with a file, a directory and a link out of it; a secret beside it; the
     node's database and session workdir inside the root (as a careless site might have it)."""
-    root = tmp_path / "shared"
+    root = tmp_path / "data-root"
     (root / "inputs" / "deeper").mkdir(parents=True)
     (root / "inputs" / "a.txt").write_text("input-a\n")
     (root / "inputs" / "deeper" / "b.txt").write_text("input-b\n")
