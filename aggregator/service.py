@@ -154,10 +154,10 @@ class Aggregator:
             outcome, detail = task.result()
             if outcome == "offers":
                 offers, degraded = detail
-                if probe and any(not _is_probe(o) for o in offers):
-                    holding = [Unused(upstream.name, o.meta.url) for o in offers
-                               if not _is_probe(o)]  # fmt: skip
-                    self.rejections.reject(holding, token, "a probe passes on no offer that holds")
+                holding = [o for o in offers if not _is_probe(o)] if probe else []
+                if holding:
+                    withdrawn = [Unused(upstream.name, o.meta.url) for o in holding]
+                    self.rejections.reject(withdrawn, token, "a probe passes on no held offer")
                     notes.append(message(
                         "upstream {upstream} does not answer probes: its offers, which held "
                         "slots, were withdrawn", level="WARN", upstream=upstream.name,
