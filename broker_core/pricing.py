@@ -316,14 +316,12 @@ def needs_of(metrics: Sequence[Any]) -> tuple[list[Need], list[str]]:
     type: a metric is only comparable with one that measures the same thing)."""
     needs, vague = [], []
     for m in metrics:
-        bounds = [v for v in (m.min, m.max) if v is not None and math.isfinite(v)]
-        if not bounds:
+        low, high = (v if v is not None and math.isfinite(v) else None for v in (m.min, m.max))
+        if low is None and high is None:
             continue
         if not m.type:
-            vague.append("/".join(f"{v:g}" for v in bounds))
+            vague.append("/".join(f"{v:g}" for v in (low, high) if v is not None))
             continue
-        low = m.min if m.min is not None and math.isfinite(m.min) else None
-        high = m.max if m.max is not None and math.isfinite(m.max) else None
         needs.append(Need(m.type, low, high, m.units))
     return needs, vague
 
