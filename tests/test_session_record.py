@@ -239,7 +239,8 @@ def test_platforms_are_given_the_kinds_models(client, broker, tmp_path):
 
 def test_the_platforms_reach_into_no_documents():
     platforms = Path(__file__).resolve().parent.parent / "platforms"
-    modules = sorted(platforms.rglob("*.py"))
+    # the contract's own helpers validate documents into models (``Network.model_validate``)
+    modules = sorted(m for m in platforms.rglob("*.py") if m.name != "contract.py")
     assert len(modules) >= 5
     for module in modules:
         text = module.read_text()
