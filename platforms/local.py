@@ -25,17 +25,19 @@ Execution side, per session (everything is named ``ebroker-<session uuid>`` and 
 - ``list_work`` lists this platform's labelled containers in any state, ``remove_work``
   removes one.
 
-Every podman call goes through ``LocalPlatform._podman``; a failing call is a
-``PlatformError`` with podman's own message.
+The ``podman run`` argument list and the others come from pure functions of the session in
+:mod:`platforms.podman_args`; every podman call goes through ``LocalPlatform._run``
+(:mod:`platforms.commands`), and a failing call is a ``PlatformError`` with podman's own
+message.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -45,6 +47,7 @@ from broker_core.kinds.base import Message, kind_uri, message
 from broker_core.kinds.builtin import DockerContainer, ImagePlatform, SimpleVolumeMount
 from broker_core.kinds.request import ExecutionRequest
 
+from .commands import Outcome, Program, exists, find_image, image_locations
 from .contract import (
     WORK_PREFIX,
     Execution,
@@ -58,9 +61,19 @@ from .contract import (
     published_ports,
 )
 from .host import host_pool
+from .podman_args import (
+    CONTAINER_LOG,
+    Mount,
+    PortBinding,
+    list_argv,
+    mount,
+    publish_host,
+    remove_argv,
+    run_argv,
+    stop_argv,
+    transport,
+)
 
-SESSION_LABEL = "ebroker.session"
-PLATFORM_LABEL = "ebroker.platform"
 DOCKER = kind_uri("executable", "docker-container")
 ACCEPTED = frozenset(
     {
@@ -72,9 +85,7 @@ ACCEPTED = frozenset(
 )
 HTTP_CONNECTOR = "http-connector"
 PORT_CONNECTOR = "port-connector"
-CONTAINER_LOG = "container.log"
 OUTPUT_LOG = "output.log"
-ERROR_CHARS = 600
 
 
 class LocalOptions(PreparationOptions):
@@ -140,7 +151,7 @@ class LocalPlatform(Platform):
         for port in ports:
             if port.external_port is None:
                 continue
-            key = (port.external_port, _transport(port.protocol))
+            key = (port.external_port, transport(port.protocol))
             if key in seen:
                 messages.append(
                     message(
@@ -162,44 +173,57 @@ class LocalPlatform(Platform):
             kind = executable.kind if executable else None
             raise PlatformError(f"platform {self.name} cannot run executables of kind {kind}")
         image = executable.image
-        locations = list(image.locations) if image else []
+        locations = image_locations(executable)
         if not image or not locations:
             raise PlatformError("the executable names no image location")
 
-        chosen, pulled = self._find_image(locations)
-        info = self._inspect_image(chosen)
-        _check_digest(chosen, info, image.digest)
-        _check_platform(chosen, info, image.platform)
-        execution.state["image"] = chosen
+        found = find_image(
+            self.podman, locations, pull=self.options.pull, pull_timeout=self.options.pull_timeout
+        )
+        info = self._inspect_image(found.ref)
+        _check_digest(found.ref, info, image.digest)
+        _check_platform(found.ref, info, image.platform)
+        execution.state["image"] = found.ref
         execution.state["image_id"] = info.get("Id")
         execution.state["image_digest"] = info.get("Digest")
-        execution.notes.append(f"image {chosen} {'pulled' if pulled else 'ready'}")
+        execution.notes.append(found.note)
 
     @platform_step
     def start(self, execution: Execution) -> None:
         """Run the container; a no-op when the session's container exists already."""
         name = execution.name
-        if self._container_exists(name):
+        if exists(self.podman, "container", name):
             info = self._inspect_container(name)
             if "ports" not in execution.state:
-                execution.state["ports"] = self._recover_ports(execution, info)
+                execution.state["ports"] = _recover_ports(execution, info)
             if _status(info) in ("created", "configured", "initialized"):
-                self._podman("start", name)
+                self._run("start", name)
             return
 
         image_id = execution.state.get("image_id")
-        if not image_id or not self._image_exists(image_id):
+        if not image_id or not exists(self.podman, "image", image_id):
             self.prepare_executable(execution)
             image_id = execution.state["image_id"]
 
+        logs = (execution.workdir / "logs").resolve()
+        logs.mkdir(parents=True, exist_ok=True)
+        mounts = [self._mount(execution, volume) for volume in execution.volumes]
         ports = self._choose_ports(execution)
-        args = self._run_args(execution, ports, image_id)
+        args = run_argv(
+            execution,
+            self.options,
+            platform=self.name,
+            image=image_id,
+            ports=ports,
+            mounts=mounts,
+            logs=logs,
+        )
         execution.state["ports"] = ports
         try:
-            result = self._podman(*args)
+            result = self._run(*args)
         except PlatformError:
             # a container podman created but could not start would make a retry a no-op
-            self._podman("rm", "-f", "-i", name, check=False)
+            self._run("rm", "-f", "-i", name, check=False)
             execution.state.pop("ports", None)
             raise
         execution.state["container_id"] = result.stdout.strip()
@@ -208,7 +232,7 @@ class LocalPlatform(Platform):
     @platform_step
     def poll(self, execution: Execution) -> WorkStatus:
         name = execution.name
-        if not self._container_exists(name):
+        if not exists(self.podman, "container", name):
             self._save_logs(execution)
             return WorkStatus(WorkState.MISSING, message=f"no container {name}")
         info = self._inspect_container(name)
@@ -244,7 +268,7 @@ class LocalPlatform(Platform):
         ``url`` is there for HTTP and HTTPS ports only (with the port's ``path``).
         """
         host = self.options.connector_host or self.options.publish_host
-        url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        url_host = publish_host(host)
         result: list[dict[str, Any]] = []
         for port in execution.state.get("ports") or []:
             protocol = port["protocol"]
@@ -267,17 +291,10 @@ class LocalPlatform(Platform):
         """``podman stop``; no error when the container is gone or has ended."""
         self._save_logs(execution)
         name = execution.name
-        if self._container_exists(name):
+        if exists(self.podman, "container", name):
             if _status(self._inspect_container(name)) not in ("exited", "stopped"):
                 execution.state.setdefault("stopped", reason)
-            self._podman(
-                "stop",
-                "-i",
-                "-t",
-                str(self.options.stop_timeout),
-                name,
-                timeout=self.options.stop_timeout + self.options.command_timeout,
-            )
+            self._run(*stop_argv(name, self.options), timeout=self._stop_seconds)
         self._save_logs(execution)
 
     @platform_step
@@ -294,16 +311,7 @@ class LocalPlatform(Platform):
 
     @platform_step
     def list_work(self) -> set[str] | None:
-        result = self._podman(
-            "ps",
-            "-a",
-            "--filter",
-            f"label={SESSION_LABEL}",
-            "--filter",
-            f"label={PLATFORM_LABEL}={self.name}",
-            "--format",
-            "{{.Names}}",
-        )
+        result = self._run(*list_argv(self.name))
         return {n.strip() for n in result.stdout.splitlines() if n.strip().startswith(WORK_PREFIX)}
 
     @platform_step
@@ -314,88 +322,34 @@ class LocalPlatform(Platform):
 
     # --- podman -----------------------------------------------------------------------------
 
-    def _podman(
-        self, *args: str, timeout: float | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
+    @cached_property
+    def podman(self) -> Program:
+        return Program(self.options.podman, self.options.command_timeout, name="podman")
+
+    @property
+    def _stop_seconds(self) -> float:
+        """How long a stop or forced removal may take: podman waits ``stop_timeout`` first."""
+        return self.options.stop_timeout + self.options.command_timeout
+
+    def _run(self, *args: str, timeout: float | None = None, check: bool = True) -> Outcome:
         """Run podman; a non-zero exit is a PlatformError with podman's message."""
-        command = [self.options.podman, *args]
-        limit = timeout if timeout is not None else self.options.command_timeout
-        try:
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=limit,
-                stdin=subprocess.DEVNULL,
-            )
-        except FileNotFoundError:
-            raise PlatformError(f"podman not found: {self.options.podman!r}") from None
-        except subprocess.TimeoutExpired:
-            raise PlatformError(f"podman {args[0]} timed out after {limit:g} s") from None
-        except OSError as exc:
-            raise PlatformError(f"cannot run podman {args[0]}: {exc}") from None
-        if check and result.returncode != 0:
-            raise PlatformError(f"podman {args[0]} failed: {_trim(result.stderr, result.stdout)}")
-        return result
-
-    def _container_exists(self, name: str) -> bool:
-        result = self._podman("container", "exists", name, check=False)
-        if result.returncode in (0, 1):
-            return result.returncode == 0
-        raise PlatformError(f"podman container exists failed: {_trim(result.stderr)}")
-
-    def _image_exists(self, ref: str) -> bool:
-        result = self._podman("image", "exists", ref, check=False)
-        if result.returncode in (0, 1):
-            return result.returncode == 0
-        raise PlatformError(f"podman image exists failed: {_trim(result.stderr)}")
+        outcome = self.podman(*args, timeout=timeout)
+        return outcome.checked() if check else outcome
 
     def _inspect_container(self, name: str) -> dict[str, Any]:
-        return _first(self._podman("container", "inspect", "--format", "json", name).stdout)
+        return _first(self._run("container", "inspect", "--format", "json", name).stdout)
 
     def _inspect_image(self, ref: str) -> dict[str, Any]:
-        return _first(self._podman("image", "inspect", "--format", "json", ref).stdout)
+        return _first(self._run("image", "inspect", "--format", "json", ref).stdout)
 
     def _remove(self, name: str) -> None:
-        self._podman(
-            "rm",
-            "-f",
-            "-i",
-            "-t",
-            str(self.options.stop_timeout),
-            name,
-            timeout=self.options.stop_timeout + self.options.command_timeout,
-        )
+        self._run(*remove_argv(name, self.options), timeout=self._stop_seconds)
 
-    def _find_image(self, locations: list[str]) -> tuple[str, bool]:
-        """The first location present locally or pulled, by the pull policy; and if pulled."""
-        policy = self.options.pull
-        if policy != "always":
-            for location in locations:
-                ref = _local_ref(location)
-                if self._image_exists(ref):
-                    return ref, False
-            if policy == "never":
-                raise PlatformError(
-                    f"image {', '.join(locations)} not present on this host "
-                    "and the pull policy is 'never'"
-                )
-        errors: list[str] = []
-        for location in locations:
-            try:
-                self._podman("pull", "-q", location, timeout=self.options.pull_timeout)
-            except PlatformError as exc:
-                errors.append(f"{location}: {exc}")
-                continue
-            return _local_ref(location), True
-        raise PlatformError("cannot pull the image: " + "; ".join(errors))
+    # --- what podman run is given --------------------------------------------------------
 
-    # --- run arguments ----------------------------------------------------------------------
-
-    def _choose_ports(self, execution: Execution) -> list[dict[str, Any]]:
+    def _choose_ports(self, execution: Execution) -> list[PortBinding]:
         """The published ports: the requested external port or a free one."""
-        ports: list[dict[str, Any]] = []
+        ports: list[PortBinding] = []
         for port in executable_ports(execution.executable):
             if not port.access:
                 continue
@@ -404,88 +358,23 @@ class LocalPlatform(Platform):
                 {
                     "internal": port.internal_port,
                     "external": external
-                    or _free_port(self.options.publish_host, _transport(port.protocol)),
+                    or _free_port(self.options.publish_host, transport(port.protocol)),
                     "protocol": port.protocol,
                     "path": port.path,
                 }
             )
         return ports
 
-    def _recover_ports(self, execution: Execution, info: dict[str, Any]) -> list[dict[str, Any]]:
-        """The published ports of an existing container (state lost in a crash)."""
-        bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
-        ports = []
-        for port in executable_ports(execution.executable):
-            key = f"{port.internal_port}/{_transport(port.protocol)}"
-            for binding in bindings.get(key) or []:
-                if str(binding.get("HostPort") or "").isdigit():
-                    ports.append(
-                        {
-                            "internal": port.internal_port,
-                            "external": int(binding["HostPort"]),
-                            "protocol": port.protocol,
-                            "path": port.path,
-                        }
-                    )
-                    break
-        return ports
-
-    def _run_args(self, execution: Execution, ports: list[dict[str, Any]], image: str) -> list[str]:
-        executable = execution.executable
-        if not isinstance(executable, DockerContainer):
-            raise PlatformError(f"platform {self.name} runs docker containers only")
-        logs = (execution.workdir / "logs").resolve()
-        logs.mkdir(parents=True, exist_ok=True)
-        args = [
-            "run",
-            "-d",
-            "--name",
-            execution.name,
-            "--label",
-            f"{SESSION_LABEL}={execution.session}",
-            "--label",
-            f"{PLATFORM_LABEL}={self.name}",
-            "--network",
-            self.options.network,
-            "--log-driver",
-            "k8s-file",
-            "--log-opt",
-            f"path={logs / CONTAINER_LOG}",
-            "--stop-timeout",
-            str(self.options.stop_timeout),
-        ]
-        if self.options.log_max_size:
-            args += ["--log-opt", f"max-size={self.options.log_max_size}"]
-        cores = execution.granted.get("cores")
-        if cores:
-            args += ["--cpus", str(cores)]
-        memory = execution.granted.get("memory")
-        if memory:
-            args += ["--memory", f"{memory}g"]
-        if executable.privileged:
-            if not self.options.allow_privileged:
-                raise PlatformError(f"platform {self.name} does not run privileged containers")
-            args.append("--privileged")
-        for key, value in (executable.environment or {}).items():
-            if not key or "=" in key or "\0" in key:
-                raise PlatformError(f"invalid environment variable name {key!r}")
-            args += ["-e", f"{key}={value}"]
-        for port in ports:
-            args += [
-                "-p",
-                f"{_publish_host(self.options.publish_host)}:{port['external']}:"
-                f"{port['internal']}/{_transport(port['protocol'])}",
-            ]
-        for volume in execution.volumes:
-            args += ["-v", _volume(execution, volume)]
-        entrypoint = executable.entrypoint
-        if isinstance(entrypoint, list):
-            args += ["--entrypoint", json.dumps([str(part) for part in entrypoint])]
-        elif isinstance(entrypoint, str):
-            args += ["--entrypoint", entrypoint]
-        args.append(image)
-        args += [str(part) for part in executable.command or []]
-        return args
+    def _mount(self, execution: Execution, volume: SimpleVolumeMount) -> Mount:
+        """A volume's mount, its source checked to be there and resolved (podman needs an
+        absolute path, and takes a relative one for a named volume)."""
+        found = mount(execution, volume)
+        if not found.source.exists():
+            raise PlatformError(
+                f"volume {found.target}: {found.resource} was not prepared "
+                f"({found.source} is missing)"
+            )
+        return replace(found, source=found.source.resolve())
 
     # --- logs -------------------------------------------------------------------------------
 
@@ -510,15 +399,6 @@ class LocalPlatform(Platform):
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _trim(*texts: str) -> str:
-    text = next((t.strip() for t in texts if t and t.strip()), "") or "no message"
-    lines = [line.removeprefix("Error: ").strip() for line in text.splitlines() if line.strip()]
-    # podman's warnings come before the error; the error is what matters
-    errors = [line for line in lines if not line.startswith("time=")] or lines
-    text = " ".join(errors)
-    return text if len(text) <= ERROR_CHARS else "…" + text[-ERROR_CHARS:]
-
-
 def _first(output: str) -> dict[str, Any]:
     try:
         documents = json.loads(output)
@@ -533,14 +413,6 @@ def _first(output: str) -> dict[str, Any]:
 
 def _status(info: dict[str, Any]) -> str:
     return str((info.get("State") or {}).get("Status") or "unknown").lower()
-
-
-def _local_ref(location: str) -> str:
-    """An image location as podman names it locally (without a transport prefix)."""
-    for prefix in ("docker://", "containers-storage:"):
-        if location.startswith(prefix):
-            return location[len(prefix) :]
-    return location
 
 
 def _check_digest(ref: str, info: dict[str, Any], digest: str | None) -> None:
@@ -565,14 +437,6 @@ def _check_platform(ref: str, info: dict[str, Any], platform: ImagePlatform | No
             raise PlatformError(f"image {ref} is for {key} {have}, not the requested {wanted}")
 
 
-def _transport(protocol: str) -> str:
-    return "udp" if str(protocol).upper() == "UDP" else "tcp"
-
-
-def _publish_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def _free_port(host: str, transport: str) -> int:
     """A port nobody listens on now (the kernel's choice)."""
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
@@ -585,18 +449,24 @@ def _free_port(host: str, transport: str) -> int:
         raise PlatformError(f"cannot find a free port on {host}: {exc}") from None
 
 
-def _volume(execution: Execution, volume: SimpleVolumeMount) -> str:
-    resource = volume.resource or ""
-    path = volume.path or ""
-    source = execution.mount_source(resource)
-    if source is None:
-        raise PlatformError(f"volume {path}: no storage or data resource {resource!r}")
-    if not path.startswith("/") or ":" in path or ":" in str(source):
-        raise PlatformError(f"volume {path}: cannot mount {source} there")
-    if not source.exists():
-        raise PlatformError(f"volume {path}: {resource} was not prepared ({source} is missing)")
-    mode = "rw" if (volume.mode or "READONLY").upper() == "READWRITE" else "ro"
-    return f"{Path(source).resolve()}:{path}:{mode}"
+def _recover_ports(execution: Execution, info: dict[str, Any]) -> list[PortBinding]:
+    """The published ports of an existing container (state lost in a crash)."""
+    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+    ports: list[PortBinding] = []
+    for port in executable_ports(execution.executable):
+        key = f"{port.internal_port}/{transport(port.protocol)}"
+        for binding in bindings.get(key) or []:
+            if str(binding.get("HostPort") or "").isdigit():
+                ports.append(
+                    {
+                        "internal": port.internal_port,
+                        "external": int(binding["HostPort"]),
+                        "protocol": port.protocol,
+                        "path": port.path,
+                    }
+                )
+                break
+    return ports
 
 
 def _log_text(line: str) -> str:
