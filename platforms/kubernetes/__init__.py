@@ -1,0 +1,2 @@
+"""The ``kubernetes`` platform: a share of a cluster booked per node group, sessions run as
+Jobs (see ``platform``), their objects built by pure functions (``manifests``)."""

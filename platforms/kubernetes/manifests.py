@@ -1,0 +1,493 @@
+"""The objects a session is made of on Kubernetes, as pure functions of the typed session
+(``Execution``) and the platform's options: a Job with one pod, a PersistentVolumeClaim per
+storage resource, a Service and an Ingress for published ports. Nothing here talks to a
+cluster, so every manifest is shown by a snapshot test and validated against the API's schema.
+
+The pod's main container comes from a builder per executable kind (``CONTAINER_BUILDERS``):
+``docker-container`` is built here; another kind (a ``jupyter-notebook`` server) registers its
+own builder and gets the same pod, volumes, staging and security around it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from broker_core.kinds.base import Component, kind_uri
+from broker_core.kinds.builtin import DockerContainer, Port
+
+from ..contract import Execution, PlatformError, executable_ports, uuid_of
+from .options import KubernetesOptions, NodeGroup
+
+SESSION_LABEL = "ebroker.session"
+PLATFORM_LABEL = "ebroker.platform"
+COMPONENT_LABEL = "ebroker.component"
+MAIN = "main"
+STAGE_MOUNT = "/stage"
+GPU = "nvidia.com/gpu"
+DOCKER = kind_uri("executable", "docker-container")
+Manifest = dict[str, Any]
+
+
+def labels(platform: str, session: str) -> dict[str, str]:
+    """What finds a session's objects again: its uuid and the platform that made them."""
+    return {SESSION_LABEL: session, PLATFORM_LABEL: platform}
+
+
+def selector(platform: str, session: str | None = None) -> str:
+    """A label selector for one session's objects, or for all of this platform's."""
+    found = f"{PLATFORM_LABEL}={platform}"
+    return f"{SESSION_LABEL}={session},{found}" if session else f"{SESSION_LABEL},{found}"
+
+
+def _metadata(
+    execution: Execution, platform: str, options: KubernetesOptions, name: str, **extra: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": options.namespace,
+        "labels": {**labels(platform, execution.session), **extra},
+    }
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def pvc_name(execution: Execution, storage: Component) -> str:
+    return f"{execution.name}-{uuid_of(storage)}"
+
+
+def storage_size(execution: Execution, storage: Component) -> int:
+    """GiB of one storage resource: its granted size, else the session's storage shared out."""
+    size = getattr(storage, "size", None)
+    amount = (size.max if size.max is not None else size.min) if size else None
+    if amount:
+        return int(amount)
+    total = execution.granted.get("storage") or 1
+    return max(int(total) // max(len(execution.storage), 1), 1)
+
+
+def pvc_manifest(
+    execution: Execution, storage: Component, options: KubernetesOptions, platform: str
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "accessModes": [options.storage_access_mode],
+        "resources": {"requests": {"storage": f"{storage_size(execution, storage)}Gi"}},
+    }
+    if options.storage_class:
+        spec["storageClassName"] = options.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(
+            execution,
+            platform,
+            options,
+            pvc_name(execution, storage),
+            **{COMPONENT_LABEL: uuid_of(storage)},
+        ),
+        "spec": spec,
+    }
+
+
+def _storage_of(execution: Execution, data: Component) -> Component:
+    wanted = getattr(data, "storage", None)
+    for storage in execution.storage:
+        if wanted in (uuid_of(storage), storage.name):
+            return storage
+    raise PlatformError(
+        f"data {data.name or uuid_of(data)} names no storage resource of the session ({wanted!r})"
+    )
+
+
+def _volume_name(execution: Execution, storage: Component) -> str:
+    return f"storage-{execution.storage.index(storage)}"
+
+
+# --- data staging ------------------------------------------------------------------------------
+
+
+def file_name(location: str) -> str:
+    """The name a downloaded location keeps: its last path segment, made safe."""
+    last = unquote(urlsplit(location).path).rstrip("/").rsplit("/", 1)[-1]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", last).lstrip(".")
+    return safe[:200] or "data"
+
+
+STAGE_SCRIPT = (
+    'set -e; mkdir -p "$(dirname "$EBROKER_TARGET")"; '
+    'curl -fsSL --retry 3 --proto \'=http,https\' -o "$EBROKER_TARGET" "$EBROKER_LOCATION"'
+)
+
+
+def stager_containers(execution: Execution, options: KubernetesOptions) -> list[Manifest]:
+    """One init container per data resource, downloading its location into its storage's
+    claim (at ``<data uuid>/<file name>``) before the main container starts."""
+    containers = []
+    for index, data in enumerate(execution.data):
+        location = getattr(data, "location", None) or ""
+        if urlsplit(location).scheme not in ("http", "https"):
+            raise PlatformError(
+                f"data {data.name or uuid_of(data)}: only http(s) locations can "
+                "be staged into a pod"
+            )
+        storage = _storage_of(execution, data)
+        target = f"{STAGE_MOUNT}/{uuid_of(data)}/{file_name(location)}"
+        containers.append(
+            {
+                "name": f"stage-{index}",
+                "image": options.stager_image,
+                "imagePullPolicy": options.pull_policy,
+                "command": ["sh", "-c", STAGE_SCRIPT],
+                "env": [
+                    {"name": "EBROKER_LOCATION", "value": location},
+                    {"name": "EBROKER_TARGET", "value": target},
+                ],
+                "resources": resources(execution),
+                "securityContext": container_security(options, privileged=False),
+                "volumeMounts": [
+                    {"name": _volume_name(execution, storage), "mountPath": STAGE_MOUNT}
+                ],
+            }
+        )
+    return containers
+
+
+# --- the pod -----------------------------------------------------------------------------------
+
+
+def resources(execution: Execution) -> dict[str, dict[str, str]]:
+    """Requests equal to limits (the Guaranteed class): the granted cores, GiB and GPUs."""
+    amounts: dict[str, str] = {}
+    if execution.granted.get("cores"):
+        amounts["cpu"] = str(execution.granted["cores"])
+    if execution.granted.get("memory"):
+        amounts["memory"] = f"{execution.granted['memory']}Gi"
+    if execution.granted.get("gpus"):
+        amounts[GPU] = str(execution.granted["gpus"])
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def container_security(options: KubernetesOptions, privileged: bool) -> Manifest:
+    if privileged:
+        return {
+            "privileged": True,
+            "allowPrivilegeEscalation": True,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+        }
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": options.security.read_only_root_filesystem,
+        "runAsNonRoot": True,
+    }
+
+
+def pod_security(options: KubernetesOptions) -> Manifest:
+    security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": options.security.run_as_user,
+        "runAsGroup": options.security.run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if options.security.fs_group is not None:
+        security["fsGroup"] = options.security.fs_group
+    return security
+
+
+def _transport(protocol: str) -> str:
+    return "UDP" if protocol.upper() == "UDP" else "TCP"
+
+
+def port_name(port: Port) -> str:
+    return f"{_transport(port.protocol).lower()}-{port.internal_port}"
+
+
+def volume_mounts(execution: Execution) -> list[Manifest]:
+    """The request's ``compute.volumes``: a storage resource's claim, or the directory a data
+    resource was staged into (a sub-path of its storage's claim)."""
+    mounts = []
+    for volume in execution.volumes:
+        path, resource = volume.path or "", volume.resource or ""
+        if not path.startswith("/"):
+            raise PlatformError(f"volume {path!r}: the path must be absolute")
+        mount: dict[str, Any] = {
+            "mountPath": path,
+            "readOnly": (volume.mode or "READONLY").upper() != "READWRITE",
+        }
+        storage = next((s for s in execution.storage if resource in (uuid_of(s), s.name)), None)
+        data = next((d for d in execution.data if resource in (uuid_of(d), d.name)), None)
+        if storage is not None:
+            mount["name"] = _volume_name(execution, storage)
+        elif data is not None:
+            mount["name"] = _volume_name(execution, _storage_of(execution, data))
+            mount["subPath"] = uuid_of(data)
+        else:
+            raise PlatformError(f"volume {path}: no storage or data resource {resource!r}")
+        mounts.append(mount)
+    return mounts
+
+
+ContainerBuilder = Callable[[Execution, KubernetesOptions, str], Manifest]
+
+
+def docker_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:
+    """The main container of a ``docker-container`` executable: Docker's entrypoint is the
+    container's ``command``, Docker's command its ``args``."""
+    executable = execution.executable
+    if not isinstance(executable, DockerContainer):
+        raise PlatformError("the executable is not a docker-container")
+    if executable.privileged and not options.allow_privileged:
+        raise PlatformError("this platform does not run privileged containers")
+    container: dict[str, Any] = {
+        "name": MAIN,
+        "image": image,
+        "imagePullPolicy": options.pull_policy,
+    }
+    entrypoint = executable.entrypoint
+    if entrypoint:
+        container["command"] = [entrypoint] if isinstance(entrypoint, str) else list(entrypoint)
+    if executable.command:
+        container["args"] = list(executable.command)
+    environment = executable.environment or {}
+    for key in environment:
+        if not re.fullmatch(r"[-._a-zA-Z][-._a-zA-Z0-9]*", key):
+            raise PlatformError(f"invalid environment variable name {key!r}")
+    if environment:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(environment.items())]
+    ports = [
+        {"containerPort": p.internal_port, "protocol": _transport(p.protocol)}
+        for p in executable_ports(executable)
+    ]
+    if ports:
+        container["ports"] = ports
+    container["resources"] = resources(execution)
+    container["securityContext"] = container_security(options, executable.privileged)
+    mounts = volume_mounts(execution)
+    if mounts:
+        container["volumeMounts"] = mounts
+    return container
+
+
+CONTAINER_BUILDERS: dict[str, ContainerBuilder] = {DOCKER: docker_container}
+
+
+def main_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:
+    kind = execution.executable.kind if execution.executable else None
+    builder = CONTAINER_BUILDERS.get(kind or "")
+    if builder is None:
+        raise PlatformError(f"the kubernetes platform cannot run executables of kind {kind}")
+    return builder(execution, options, image)
+
+
+def pod_template(
+    execution: Execution, options: KubernetesOptions, platform: str, image: str, group: NodeGroup
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": options.termination_grace,
+        "securityContext": pod_security(options),
+        "containers": [main_container(execution, options, image)],
+    }
+    init = stager_containers(execution, options)
+    if init:
+        spec["initContainers"] = init
+    if execution.storage:
+        spec["volumes"] = [
+            {
+                "name": _volume_name(execution, s),
+                "persistentVolumeClaim": {"claimName": pvc_name(execution, s)},
+            }
+            for s in execution.storage
+        ]
+    if group.selector:
+        spec["nodeSelector"] = dict(group.selector)
+    if group.tolerations:
+        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in group.tolerations]
+    if options.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in options.image_pull_secrets]
+    if options.service_account:
+        spec["serviceAccountName"] = options.service_account
+    return {"metadata": {"labels": labels(platform, execution.session)}, "spec": spec}
+
+
+def deadline(execution: Execution, started_at: int) -> int:
+    """``activeDeadlineSeconds`` of a Job that started at ``started_at``: the booked end."""
+    return max(execution.end_at - started_at, 1)
+
+
+def job_manifest(
+    execution: Execution,
+    options: KubernetesOptions,
+    platform: str,
+    image: str,
+    group: NodeGroup,
+    now: int,
+) -> Manifest:
+    """The session's work: a Job with one pod that is never restarted, ending with the booked
+    window."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(execution, platform, options, execution.name),
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": deadline(execution, now),
+            "template": pod_template(execution, options, platform, image, group),
+        },
+    }
+
+
+# --- connectors --------------------------------------------------------------------------------
+
+
+def service_manifest(
+    execution: Execution, options: KubernetesOptions, platform: str
+) -> Manifest | None:
+    """A Service for the published ports (``access: true``), none when there are none."""
+    ports = [p for p in executable_ports(execution.executable) if p.access]
+    if not ports:
+        return None
+    service_ports = []
+    for port in ports:
+        entry: dict[str, Any] = {
+            "name": port_name(port),
+            "protocol": _transport(port.protocol),
+            "port": port.external_port or port.internal_port,
+            "targetPort": port.internal_port,
+        }
+        if options.service_type == "NodePort" and port.external_port:
+            entry["nodePort"] = port.external_port
+        service_ports.append(entry)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(execution, platform, options, execution.name),
+        "spec": {
+            "type": options.service_type,
+            "selector": labels(platform, execution.session),
+            "ports": service_ports,
+        },
+    }
+
+
+def http_ports(execution: Execution) -> list[Port]:
+    return [
+        p
+        for p in executable_ports(execution.executable)
+        if p.access and p.protocol.upper() in ("HTTP", "HTTPS")
+    ]
+
+
+def ingress_host(execution: Execution, options: KubernetesOptions) -> str:
+    assert options.ingress is not None
+    return options.ingress.host.replace("{session}", execution.name)
+
+
+def ingress_path(execution: Execution, options: KubernetesOptions, port: Port) -> str:
+    """The path a port is reached on: the prefix (a host per session), or the prefix and the
+    session's name (one host), and the port when the session publishes several."""
+    assert options.ingress is not None
+    path = options.ingress.path_prefix.rstrip("/")
+    if not options.ingress.per_session_host:
+        path += f"/{execution.name}"
+    if len(http_ports(execution)) > 1:
+        path += f"/{port.internal_port}"
+    return path + "/"
+
+
+def ingress_manifest(
+    execution: Execution, options: KubernetesOptions, platform: str
+) -> Manifest | None:
+    """An Ingress to the HTTP(S) ports, where the site configures one."""
+    ports = http_ports(execution)
+    if options.ingress is None or not ports:
+        return None
+    host = ingress_host(execution, options)
+    paths = [
+        {
+            "path": ingress_path(execution, options, port),
+            "pathType": "Prefix",
+            "backend": {
+                "service": {
+                    "name": execution.name,
+                    "port": {"number": port.external_port or port.internal_port},
+                }
+            },
+        }
+        for port in ports
+    ]
+    metadata = _metadata(execution, platform, options, execution.name)
+    if options.ingress.annotations:
+        metadata["annotations"] = dict(options.ingress.annotations)
+    spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": paths}}]}
+    if options.ingress.class_name:
+        spec["ingressClassName"] = options.ingress.class_name
+    if options.ingress.tls_secret:
+        spec["tls"] = [{"hosts": [host], "secretName": options.ingress.tls_secret}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def connectors(
+    execution: Execution,
+    options: KubernetesOptions,
+    service: Manifest | None,
+    ingress: Manifest | None,
+) -> list[dict[str, Any]]:
+    """How the user reaches the published ports, from the Service (and Ingress) as the cluster
+    has them: the node port, the load balancer's address, or the cluster-internal name; HTTP
+    ports get a ``url``, through the Ingress when there is one."""
+    if service is None:
+        return []
+    spec, status = service.get("spec") or {}, service.get("status") or {}
+    by_name = {p.get("name"): p for p in spec.get("ports") or []}
+    balancer = ((status.get("loadBalancer") or {}).get("ingress") or [{}])[0]
+    result = []
+    for port in executable_ports(execution.executable):
+        if not port.access:
+            continue
+        live = by_name.get(port_name(port)) or {}
+        kind = spec.get("type", "ClusterIP")
+        if kind == "NodePort":
+            host, number = options.connector_host, live.get("nodePort")
+        elif kind == "LoadBalancer":
+            host, number = balancer.get("hostname") or balancer.get("ip"), live.get("port")
+        else:
+            host = f"{execution.name}.{options.namespace}.svc.cluster.local"
+            number = live.get("port")
+        connector: dict[str, Any] = {
+            "kind": "http-connector"
+            if port.protocol.upper() in ("HTTP", "HTTPS")
+            else "port-connector",
+            "protocol": port.protocol.upper(),
+            "host": host,
+            "port": number,
+            "internal": port.internal_port,
+        }
+        if connector["kind"] == "http-connector":
+            path = "/" + (port.path or "").lstrip("/")
+            if ingress is not None and options.ingress is not None:
+                scheme = "https" if options.ingress.tls_secret else "http"
+                base = ingress_path(execution, options, port).rstrip("/")
+                connector["url"] = f"{scheme}://{ingress_host(execution, options)}{base}{path}"
+            elif host and number:
+                connector["url"] = f"{port.protocol.lower()}://{host}:{number}{path}"
+        result.append(connector)
+    return result
+
+
+def describe(manifest: Manifest) -> str:
+    """``Kind/name``, for messages."""
+    return f"{manifest.get('kind')}/{(manifest.get('metadata') or {}).get('name')}"

@@ -1,0 +1,373 @@
+"""The kubernetes platform's manifests and options: every manifest a pure function of a fixed
+session, shown by a snapshot (``tests/snapshots/kubernetes``; ``EBROKER_UPDATE_SNAPSHOTS=1``
+rewrites them) and validated against the Kubernetes OpenAPI schema of ``KUBE_VERSION``
+(kubernetes-validate, strict: no unknown fields); options refused with errors naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from broker_core.kinds.base import kind_uri
+from platforms.contract import Execution, PlatformError
+from platforms.kubernetes import manifests
+from platforms.kubernetes.options import KubernetesOptions
+
+KUBE_VERSION = "1.37"
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "kubernetes"
+RBAC = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "rbac.yaml"
+SESSION = "0b6f1a52-3c1e-4c55-9a0e-7d2c4f1e8a01"
+STORAGE_UUID = "5d1e2f3a-0000-4000-8000-000000000001"
+DATA_UUID = "5d1e2f3a-0000-4000-8000-000000000002"
+START = 1_900_000_000
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+
+
+def session(**executable: Any) -> Execution:
+    """One session with everything a pod can have: ports, environment, entrypoint, a storage
+    resource, a data resource staged into it and both mounted."""
+    return Execution(
+        session=SESSION,
+        executable={
+            "kind": kind_uri("executable", "docker-container"),
+            "meta": {"uuid": "5d1e2f3a-0000-4000-8000-0000000000e0"},
+            "image": {"locations": ["docker.io/library/python:3.12"]},
+            "entrypoint": ["python", "-u"],
+            "command": ["-m", "http.server", "8080"],
+            "environment": {"GREETING": "hello", "A_FIRST": "1"},
+            "network": {
+                "ports": [
+                    {"internal": {"port": 8080}, "protocol": "HTTP", "path": "/index.html"},
+                    {"internal": {"port": 5432}, "external": {"port": 30432}, "protocol": "TCP"},
+                ]
+            },
+            **executable,
+        },
+        compute={
+            "kind": kind_uri("compute", "simple-compute-resource"),
+            "meta": {"uuid": "5d1e2f3a-0000-4000-8000-0000000000c0"},
+            "volumes": [
+                {
+                    "kind": kind_uri("volume", "simple-volume-mount"),
+                    "path": "/work",
+                    "mode": "READWRITE",
+                    "resource": "scratch",
+                },
+                {
+                    "kind": kind_uri("volume", "simple-volume-mount"),
+                    "path": "/input",
+                    "resource": "input",
+                },
+            ],
+        },
+        storage=[
+            {
+                "kind": kind_uri("storage", "simple-storage-resource"),
+                "meta": {"uuid": STORAGE_UUID, "name": "scratch"},
+                "size": {"min": 20, "max": 20},
+            }
+        ],
+        data=[
+            {
+                "kind": kind_uri("data", "simple-data-resource"),
+                "meta": {"uuid": DATA_UUID, "name": "input"},
+                "storage": STORAGE_UUID,
+                "location": "https://data.example.org/sets/run%2042.fits?v=2",
+            }
+        ],
+        granted={"cores": 4, "memory": 16, "storage": 20, "gpus": 1},
+        prepare_at=START - 60,
+        start_at=START,
+        end_at=START + 7200,
+        workdir=Path("/nonexistent"),
+    )
+
+
+def options(**overrides: Any) -> KubernetesOptions:
+    base: dict[str, Any] = {
+        "namespace": "science",
+        "node_groups": [
+            {
+                "name": "gpu",
+                "selector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            }
+        ],
+        "storage_class": "fast-ssd",
+        "image_pull_secrets": ["registry-login"],
+    }
+    return KubernetesOptions.model_validate({**base, **overrides})
+
+
+def built(opts: KubernetesOptions) -> dict[str, dict[str, Any] | None]:
+    execution = session()
+    group = opts.node_groups[0]
+    return {
+        "job": manifests.job_manifest(
+            execution, opts, "k8s", "docker.io/library/python:3.12", group, START
+        ),
+        "pvc": manifests.pvc_manifest(execution, execution.storage[0], opts, "k8s"),
+        "service": manifests.service_manifest(execution, opts, "k8s"),
+        "ingress": manifests.ingress_manifest(execution, opts, "k8s"),
+    }
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "clusterip": {},
+    "nodeport-ingress-host": {
+        "service_type": "NodePort",
+        "connector_host": "node1.example.org",
+        "ingress": {
+            "class_name": "nginx",
+            "host": "{session}.apps.example.org",
+            "tls_secret": "apps-tls",
+        },
+    },
+    "loadbalancer-ingress-path": {
+        "service_type": "LoadBalancer",
+        "pull": "always",
+        "ingress": {
+            "host": "apps.example.org",
+            "path_prefix": "/sessions",
+            "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "0"},
+        },
+        "security": {
+            "run_as_user": 2000,
+            "run_as_group": 2000,
+            "fs_group": None,
+            "read_only_root_filesystem": True,
+        },
+    },
+}
+
+
+def check_snapshot(name: str, value: Any) -> None:
+    path = SNAPSHOTS / f"{name}.json"
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("EBROKER_UPDATE_SNAPSHOTS") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.is_file(), f"no snapshot {path}; run with EBROKER_UPDATE_SNAPSHOTS=1"
+    assert json.loads(path.read_text()) == json.loads(text), f"{name} differs from {path}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_manifests_match_their_snapshots_and_the_schema(variant: str) -> None:
+    found = built(options(**VARIANTS[variant]))
+    assert (found["ingress"] is None) == ("ingress" not in VARIANTS[variant])
+    for what, manifest in found.items():
+        if manifest is None:
+            continue
+        validate(manifest)
+        check_snapshot(f"{variant}-{what}", manifest)
+
+
+def test_the_job_is_one_guaranteed_pod_within_the_booked_window() -> None:
+    job = built(options())["job"]
+    assert job is not None
+    spec = job["spec"]
+    assert spec["activeDeadlineSeconds"] == 7200 and spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    (main,) = pod["containers"]
+    assert (
+        main["resources"]["requests"]
+        == main["resources"]["limits"]
+        == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    )
+    assert main["command"] == ["python", "-u"] and main["args"][0] == "-m"
+    assert {"name": "GREETING", "value": "hello"} in main["env"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert (
+        job["metadata"]["labels"]
+        == spec["template"]["metadata"]["labels"]
+        == {"ebroker.session": SESSION, "ebroker.platform": "k8s"}
+    )
+    # what the restricted Pod Security Standard asks of every container
+    for container in [*pod["initContainers"], main]:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # the data is staged into its storage's claim, and mounted from there
+    (stage,) = pod["initContainers"]
+    target = next(e["value"] for e in stage["env"] if e["name"] == "EBROKER_TARGET")
+    assert target == f"/stage/{DATA_UUID}/run_42.fits"
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    assert mounts["/input"] == {
+        "mountPath": "/input",
+        "name": "storage-0",
+        "readOnly": True,
+        "subPath": DATA_UUID,
+    }
+    assert mounts["/work"]["readOnly"] is False
+    assert pod["volumes"] == [
+        {
+            "name": "storage-0",
+            "persistentVolumeClaim": {"claimName": f"ebroker-{SESSION}-{STORAGE_UUID}"},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "pull,policy", [("missing", "IfNotPresent"), ("always", "Always"), ("never", "Never")]
+)
+def test_the_pull_option_maps_to_the_image_pull_policy(pull: str, policy: str) -> None:
+    job = built(options(pull=pull))["job"]
+    assert job is not None
+    assert job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == policy
+
+
+def test_a_privileged_container_needs_the_site_to_allow_it() -> None:
+    execution = session(privileged=True)
+    strict = options()
+    with pytest.raises(PlatformError, match="privileged"):
+        manifests.job_manifest(execution, strict, "k8s", "img", strict.node_groups[0], START)
+    allowed = options(allow_privileged=True)
+    job = manifests.job_manifest(execution, allowed, "k8s", "img", allowed.node_groups[0], START)
+    validate(job)
+    assert job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"]
+
+
+def test_a_session_without_ports_storage_or_data_has_only_a_job() -> None:
+    execution = session(network=None)
+    execution.storage, execution.data = [], []
+    execution.compute.volumes = []
+    opts = options(node_groups=[{"name": "all"}], image_pull_secrets=[])
+    assert manifests.service_manifest(execution, opts, "k8s") is None
+    assert manifests.ingress_manifest(execution, opts, "k8s") is None
+    job = manifests.job_manifest(execution, opts, "k8s", "img", opts.node_groups[0], START)
+    validate(job)
+    pod = job["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and "volumes" not in pod and "nodeSelector" not in pod
+
+
+def test_file_locations_cannot_be_staged_into_a_pod() -> None:
+    execution = session()
+    execution.data[0].location = "file:///etc/passwd"
+    opts = options()
+    with pytest.raises(PlatformError, match="http"):
+        manifests.job_manifest(execution, opts, "k8s", "img", opts.node_groups[0], START)
+
+
+@pytest.mark.parametrize(
+    "location,name",
+    [
+        ("https://x.org/a/b/c.txt", "c.txt"),
+        ("https://x.org/", "data"),
+        ("https://x.org/a/..%2F..%2Fetc", "etc"),
+        ("http://x.org/.hidden", "hidden"),
+    ],
+)
+def test_staged_file_names_are_safe(location: str, name: str) -> None:
+    assert manifests.file_name(location) == name
+
+
+def test_connectors_from_the_cluster_service() -> None:
+    execution = session()
+    node = options(service_type="NodePort", connector_host="node1.example.org")
+    service = manifests.service_manifest(execution, node, "k8s")
+    assert service is not None
+    service["spec"]["ports"][0]["nodePort"] = 31080  # what the API server chose
+    http, tcp = manifests.connectors(execution, node, service, None)
+    assert http["url"] == "http://node1.example.org:31080/index.html"
+    assert (tcp["kind"], tcp["port"], "url" in tcp) == ("port-connector", 30432, False)
+    cluster = options()
+    http, _ = manifests.connectors(
+        execution, cluster, manifests.service_manifest(execution, cluster, "k8s"), None
+    )
+    assert http["url"] == f"http://ebroker-{SESSION}.science.svc.cluster.local:8080/index.html"
+    routed = options(ingress={"host": "apps.example.org", "path_prefix": "/s", "tls_secret": "t"})
+    http, _ = manifests.connectors(
+        execution,
+        routed,
+        manifests.service_manifest(execution, routed, "k8s"),
+        manifests.ingress_manifest(execution, routed, "k8s"),
+    )
+    assert http["url"] == f"https://apps.example.org/s/ebroker-{SESSION}/index.html"
+    balancer = options(service_type="LoadBalancer")
+    service = manifests.service_manifest(execution, balancer, "k8s")
+    assert service is not None
+    assert manifests.connectors(execution, balancer, service, None)[0]["host"] is None
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+    assert manifests.connectors(execution, balancer, service, None)[0]["url"] == (
+        "http://203.0.113.7:8080/index.html"
+    )
+
+
+# --- options -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,key",
+    [
+        ({"namespace": "Not_A_Namespace"}, "namespace"),
+        ({"share": 0}, "share"),
+        ({"share": 1.5}, "share"),
+        ({"service_type": "ExternalName"}, "service_type"),
+        ({"service_type": "NodePort"}, "connector_host"),
+        ({"kubeconfig": "/nonexistent/kubeconfig"}, "kubeconfig"),
+        ({"in_cluster": True, "context": "prod"}, "in_cluster"),
+        ({"node_groups": []}, "node_groups"),
+        ({"node_groups": [{"name": "a"}, {"name": "a"}]}, "repeated"),
+        ({"node_groups": [{"name": "a", "selector": {"bad key!": "x"}}]}, "label key"),
+        ({"node_groups": [{"name": "a", "tolerations": [{"operator": "Equal"}]}]}, "Exists"),
+        ({"ingress": {"host": "{user}.example.org"}}, "placeholder"),
+        ({"ingress": {"host": "apps.example.org", "path_prefix": "sessions"}}, "path_prefix"),
+        ({"pending_timeout": "PT0S"}, "positive"),
+        ({"pull": "sometimes"}, "pull"),
+        ({"storage_class": "Fast SSD"}, "storage_class"),
+        ({"no_such_option": 1}, "no_such_option"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_key(bad: dict[str, Any], key: str) -> None:
+    with pytest.raises(ValidationError, match=key):
+        KubernetesOptions.model_validate(bad)
+
+
+def test_the_rbac_manifests_validate_and_grant_what_the_platform_uses() -> None:
+    documents = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    for document in documents:
+        validate(document)
+    kinds = {d["kind"] for d in documents}
+    assert {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    role = next(d for d in documents if d["kind"] == "Role")
+    granted = {
+        (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    for needed in [
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("", "pods/log"),
+        ("", "events"),
+        ("", "persistentvolumeclaims"),
+        ("", "services"),
+        ("", "resourcequotas"),
+        ("networking.k8s.io", "ingresses"),
+    ]:
+        assert needed in granted, needed
+    cluster = next(d for d in documents if d["kind"] == "ClusterRole")
+    read = {(r, v) for rule in cluster["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert {("nodes", "list"), ("pods", "list")} <= read
+    assert all(v in ("get", "list", "watch") for _, v in read), "the ClusterRole only reads"
+
+
+def test_the_schema_check_is_strict() -> None:
+    """An unknown field anywhere in a manifest is refused, so a typo cannot pass the checks."""
+    job = built(options())["job"]
+    assert job is not None
+    job["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(job)
