@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import Field
+
 from broker_core.kinds.base import Component
 
+from .contract import PreparationOptions
 from .errors import PlatformError
 
 # a command writing more than this is stopped and fails: its answer would be read half
@@ -147,6 +150,12 @@ class Program:
 
 
 # --- container images ------------------------------------------------------------------------
+
+
+class ImageOptions(PreparationOptions):
+    """The options of the platforms that pull container images (``find_image``)."""
+
+    pull_timeout: float = Field(default=1800, gt=0, description="seconds per image pull")
 
 
 @dataclass(frozen=True)

@@ -47,13 +47,12 @@ from broker_core.kinds.base import Message, kind_uri, message
 from broker_core.kinds.builtin import DockerContainer, ImagePlatform, SimpleVolumeMount
 from broker_core.kinds.request import ExecutionRequest
 
-from .commands import Outcome, Program, exists, find_image, image_locations
+from .commands import ImageOptions, Outcome, Program, exists, find_image, image_locations
 from .contract import (
     WORK_PREFIX,
     Execution,
     Platform,
     PlatformError,
-    PreparationOptions,
     WorkState,
     WorkStatus,
     executable_ports,
@@ -88,7 +87,7 @@ PORT_CONNECTOR = "port-connector"
 OUTPUT_LOG = "output.log"
 
 
-class LocalOptions(PreparationOptions):
+class LocalOptions(ImageOptions):
     podman: str = Field(default="podman", min_length=1, description="the podman binary")
     publish_host: str = Field(
         default="127.0.0.1", min_length=1, description="the host address ports are published on"
@@ -107,7 +106,6 @@ class LocalOptions(PreparationOptions):
     stop_timeout: int = Field(default=10, ge=0, le=3600, description="seconds before SIGKILL")
     storage_path: str = Field(default=".", description="where the host pool's free disk is read")
     command_timeout: float = Field(default=120, gt=0, description="seconds per podman call")
-    pull_timeout: float = Field(default=1800, gt=0, description="seconds per image pull")
     log_max_size: str | None = Field(
         default=None,
         pattern=r"^[0-9]+[kKmMgG]?[bB]?$",
