@@ -6,6 +6,7 @@ every container a test makes is removed in the fixture's teardown.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from broker_core.kinds.request import parse_request
 from broker_core.staging.rules import StagingRules
 from platforms.contract import Execution, PlatformError, WorkState, WorkStatus
 from platforms.local import LocalPlatform
+from platforms.podman_args import run_argv
 from tests.conftest import unavailable
 
 IMAGE = "localhost/busybox"
@@ -364,6 +366,17 @@ def test_start_twice_is_a_no_op(
     assert execution.state["container_id"] == first
     result = podman("ps", "-a", "-q", "--no-trunc", "--filter", f"name=^{execution.name}$")
     assert result.stdout.split() == [first]
+    # what podman was given is what the builder makes (tests/test_platform_builders.py)
+    created = podman("container", "inspect", "--format", "{{json .Config.CreateCommand}}", first)
+    assert json.loads(created.stdout)[1:] == run_argv(
+        execution,
+        platform.options,
+        platform=platform.name,
+        image=execution.state["image_id"],
+        ports=[],
+        mounts=[],
+        logs=(execution.workdir / "logs").resolve(),
+    )
     limits = podman(
         "container",
         "inspect",

@@ -22,7 +22,7 @@ from broker_core.kinds.base import kind_uri
 from broker_core.kinds.builtin import DockerContainer, SingularityContainer
 from broker_core.kinds.request import ExecutionRequest, RequestedSchedule
 from platforms.contract import Execution, PlatformError, WorkState, WorkStatus
-from platforms.slurm import SlurmPlatform, expand_hostlist, parse_records, pool_name
+from platforms.slurm import SlurmPlatform, builders, expand_hostlist, parse_records, pool_name
 from tests.conftest import unavailable
 
 DOCKER = kind_uri("executable", "docker-container")
@@ -283,7 +283,9 @@ def test_job_runs_in_its_reservation_and_succeeds(
     job = parse_records(sh("scontrol", "show", "job", "-o", job_id, check=True).stdout)[0]
     assert job["Reservation"] == execution.name
     assert job["JobName"] == execution.name
-    assert (execution.workdir / "job.sh").exists()
+    # the script written is what the builder makes (tests/test_platform_builders.py)
+    script = builders.job_script(execution, SHELL["docker-container"], platform="hpc")
+    assert (execution.workdir / "job.sh").read_text() == script
 
     first = p.poll(execution)
     assert first.state in (WorkState.PENDING, WorkState.RUNNING)
