@@ -203,8 +203,8 @@ def test_the_job_is_one_guaranteed_pod_within_the_booked_window() -> None:
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # the data is staged into its storage's claim, and mounted from there
     (stage,) = pod["initContainers"]
-    target = next(e["value"] for e in stage["env"] if e["name"] == "EBROKER_TARGET")
-    assert target == f"/stage/{DATA_UUID}/run_42.fits"
+    env = {e["name"]: e["value"] for e in stage["env"]}
+    assert (env["EBROKER_DIR"], env["EBROKER_FILE"]) == (f"/stage/{DATA_UUID}", "run_42.fits")
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert mounts["/input"] == {
         "mountPath": "/input",

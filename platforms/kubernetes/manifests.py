@@ -117,8 +117,8 @@ def file_name(location: str) -> str:
 
 
 STAGE_SCRIPT = (
-    'set -e; mkdir -p "$(dirname "$EBROKER_TARGET")"; '
-    'curl -fsSL --retry 3 --proto \'=http,https\' -o "$EBROKER_TARGET" "$EBROKER_LOCATION"'
+    'set -e; mkdir -p "$EBROKER_DIR"; curl -fsSL --retry 3 --proto =http,https '
+    '-o "$EBROKER_DIR/$EBROKER_FILE" "$EBROKER_LOCATION"'
 )
 
 
@@ -134,7 +134,6 @@ def stager_containers(execution: Execution, options: KubernetesOptions) -> list[
                 "be staged into a pod"
             )
         storage = _storage_of(execution, data)
-        target = f"{STAGE_MOUNT}/{uuid_of(data)}/{file_name(location)}"
         containers.append(
             {
                 "name": f"stage-{index}",
@@ -143,7 +142,8 @@ def stager_containers(execution: Execution, options: KubernetesOptions) -> list[
                 "command": ["sh", "-c", STAGE_SCRIPT],
                 "env": [
                     {"name": "EBROKER_LOCATION", "value": location},
-                    {"name": "EBROKER_TARGET", "value": target},
+                    {"name": "EBROKER_DIR", "value": f"{STAGE_MOUNT}/{uuid_of(data)}"},
+                    {"name": "EBROKER_FILE", "value": file_name(location)},
                 ],
                 "resources": resources(execution),
                 "securityContext": container_security(options, privileged=False),
