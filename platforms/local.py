@@ -193,7 +193,7 @@ class LocalPlatform(Platform):
         if exists(self.podman, "container", name):
             info = self._inspect_container(name)
             if "ports" not in execution.state:
-                execution.state["ports"] = _recover_ports(execution, info)
+                execution.state["ports"] = self._recover_ports(execution, info)
             if _status(info) in ("created", "configured", "initialized"):
                 self._run("start", name)
             return
@@ -363,6 +363,25 @@ class LocalPlatform(Platform):
             )
         return ports
 
+    def _recover_ports(self, execution: Execution, info: dict[str, Any]) -> list[PortBinding]:
+        """The published ports of an existing container (state lost in a crash)."""
+        bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+        ports: list[PortBinding] = []
+        for port in executable_ports(execution.executable):
+            key = f"{port.internal_port}/{transport(port.protocol)}"
+            for binding in bindings.get(key) or []:
+                if str(binding.get("HostPort") or "").isdigit():
+                    ports.append(
+                        {
+                            "internal": port.internal_port,
+                            "external": int(binding["HostPort"]),
+                            "protocol": port.protocol,
+                            "path": port.path,
+                        }
+                    )
+                    break
+        return ports
+
     def _mount(self, execution: Execution, volume: SimpleVolumeMount) -> Mount:
         """A volume's mount, its source checked to be there and resolved (podman needs an
         absolute path, and takes a relative one for a named volume)."""
@@ -445,26 +464,6 @@ def _free_port(host: str, transport: str) -> int:
             return int(sock.getsockname()[1])
     except OSError as exc:
         raise PlatformError(f"cannot find a free port on {host}: {exc}") from None
-
-
-def _recover_ports(execution: Execution, info: dict[str, Any]) -> list[PortBinding]:
-    """The published ports of an existing container (state lost in a crash)."""
-    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
-    ports: list[PortBinding] = []
-    for port in executable_ports(execution.executable):
-        key = f"{port.internal_port}/{transport(port.protocol)}"
-        for binding in bindings.get(key) or []:
-            if str(binding.get("HostPort") or "").isdigit():
-                ports.append(
-                    {
-                        "internal": port.internal_port,
-                        "external": int(binding["HostPort"]),
-                        "protocol": port.protocol,
-                        "path": port.path,
-                    }
-                )
-                break
-    return ports
 
 
 def _log_text(line: str) -> str:
