@@ -210,6 +210,11 @@ class KubernetesPlatform(Platform):
 
     def _note_pool(self, execution: Execution) -> None:
         """A note, once per change, when a pool the session draws on has shrunk."""
+        if self._baseline is not None:
+            try:
+                self._current()  # re-read the cluster when reread_interval has passed
+            except PlatformError as exc:  # reading capacity never fails a session's step
+                log.warning("platform %s: cannot re-read the cluster: %s", self.name, exc)
         for pool in execution.pools:
             text = self._shrunk.get(pool)
             noted = execution.state.setdefault("shrink_noted", {})
