@@ -381,6 +381,7 @@ class FakeCluster:
         self.history: list[tuple[int, str, str, Obj]] = []  # (rv, plural, type, object)
         self.rv = 100
         self.received: list[Obj] = []  # every object a client sent, as sent
+        self.requests: list[tuple[str, str]] = []  # (method, path and query) of every request
         self.runs: dict[tuple[str, str, str], Run] = {}  # (ns, pod, container) -> run
         self.storage = Path(tempfile.mkdtemp(prefix="kube-fake-"))
         self.stopping = threading.Event()
@@ -1150,6 +1151,7 @@ class FakeCluster:
                 self._serve("DELETE")
 
             def _serve(self, method: str) -> None:
+                cluster.requests.append((method, self.path))
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:

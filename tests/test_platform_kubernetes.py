@@ -541,13 +541,29 @@ def test_stop_mid_run_removes_the_pod_and_says_why(platform, fake, tmp_path) -> 
         time.sleep(0.1)
 
 
-def test_without_the_watch_the_pod_is_read_each_poll(make_platform, tmp_path) -> None:
+def test_with_the_watch_polling_a_running_session_asks_the_api_nothing(
+    platform, fake, tmp_path
+) -> None:
+    run = execution(tmp_path, "sleep 20")
+    prepare_and_start(platform, run)
+    assert wait_for(platform, run, WorkState.RUNNING).state == WorkState.RUNNING
+    fake.requests.clear()
+    for _ in range(5):
+        assert platform.poll(run).state == WorkState.RUNNING
+    assert [r for r in fake.requests if "watch=" not in r[1]] == []
+    platform.release(run)
+
+
+def test_without_the_watch_the_pod_is_read_each_poll(make_platform, fake, tmp_path) -> None:
     platform = make_platform(watch=False)
     run = execution(tmp_path, "echo polled")
     prepare_and_start(platform, run)
     status = wait_for(platform, run, WorkState.SUCCEEDED, WorkState.FAILED)
     assert status.state == WorkState.SUCCEEDED
-    assert platform._watch.thread is None
+    fake.requests.clear()
+    platform.poll(run)
+    assert any("/pods?" in path for _, path in fake.requests)  # a list of the session's pods
+    assert not any("watch=" in path for _, path in fake.requests)
 
 
 def test_reconciliation_lists_and_removes_a_stray_job(platform, fake, tmp_path) -> None:
@@ -712,6 +728,7 @@ def test_the_platform_type_is_registered_and_its_options_checked() -> None:
         build_platforms([bad])
 
 
+@pytest.mark.slow  # two `ebroker check-config` processes
 def test_check_config_accepts_the_example_and_names_a_bad_key(tmp_path: Path) -> None:
     example = ROOT / "examples" / "config" / "kubernetes.yaml"
     done = subprocess.run(

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from broker_core.kinds.base import kind_uri
+from broker_core.kinds.builtin import JupyterNotebook, Port
 from platforms.contract import Execution, PlatformError
 from platforms.kubernetes import manifests
 from platforms.kubernetes.options import KubernetesOptions
@@ -371,3 +372,56 @@ def test_the_schema_check_is_strict() -> None:
     job["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(job)
+
+
+def test_the_image_is_the_first_location_pinned_to_its_digest() -> None:
+    execution = session(
+        image={"locations": ["docker://registry.example.org/a/b:1", "x/y"], "digest": "0123abcd"}
+    )
+    assert manifests.docker_image(execution, options()) == (
+        "registry.example.org/a/b:1@sha256:0123abcd"
+    )
+    execution.executable.image.locations = [" "]
+    with pytest.raises(PlatformError, match="no image location"):
+        manifests.docker_image(execution, options())
+
+
+def test_another_executable_kind_plugs_into_the_same_pod(monkeypatch) -> None:
+    """What a jupyter-notebook (or any other) kind registers: its image, container and
+    ports; the pod, staging, security, Service and connectors come with it."""
+    notebook = kind_uri("executable", "jupyter-notebook")
+    port = Port.model_validate({"internal": {"port": 8888}, "protocol": "HTTP", "path": "/lab"})
+
+    def container(execution: Execution, opts: KubernetesOptions, image: str) -> dict[str, Any]:
+        return {
+            "name": manifests.MAIN,
+            "image": image,
+            "args": ["notebook"],
+            "resources": manifests.resources(execution),
+            "securityContext": manifests.container_security(opts, privileged=False),
+        }
+
+    monkeypatch.setitem(
+        manifests.EXECUTABLES,
+        notebook,
+        manifests.ExecutableKind(
+            lambda execution, opts: "notebook-image:1", container, lambda execution: [port]
+        ),
+    )
+    execution = session()
+    execution.executable = JupyterNotebook.model_validate(
+        {"kind": notebook, "location": "https://example.org/a.ipynb"}
+    )
+    opts = options()
+    kind = manifests.executable_kind(execution)
+    job = manifests.job_manifest(
+        execution, opts, "k8s", kind.image(execution, opts), opts.node_groups[0], START
+    )
+    validate(job)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "notebook-image:1"
+    assert pod["initContainers"][0]["name"] == "stage-0"
+    service = manifests.service_manifest(execution, opts, "k8s")
+    assert service is not None and service["spec"]["ports"][0]["port"] == 8888
+    (connector,) = manifests.connectors(execution, opts, service, None)
+    assert connector["url"].endswith(":8888/lab")

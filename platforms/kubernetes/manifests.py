@@ -3,15 +3,17 @@
 storage resource, a Service and an Ingress for published ports. Nothing here talks to a
 cluster, so every manifest is shown by a snapshot test and validated against the API's schema.
 
-The pod's main container comes from a builder per executable kind (``CONTAINER_BUILDERS``):
-``docker-container`` is built here; another kind (a ``jupyter-notebook`` server) registers its
-own builder and gets the same pod, volumes, staging and security around it.
+The pod's main container comes from the executable's kind (``EXECUTABLES``): the image it runs,
+the container, and the ports it publishes. ``docker-container`` is built here; another kind (a
+``jupyter-notebook`` server) registers an ``ExecutableKind`` of its own and gets the same pod,
+volumes, staging, security, Service, Ingress and connectors around it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -231,7 +233,22 @@ def volume_mounts(execution: Execution) -> list[Manifest]:
     return mounts
 
 
-ContainerBuilder = Callable[[Execution, KubernetesOptions, str], Manifest]
+def docker_image(execution: Execution, options: KubernetesOptions) -> str:
+    """The image a ``docker-container`` runs: its first location (the cluster pulls it; a
+    cluster cannot try several), pinned to ``image.digest`` when one is given."""
+    image = getattr(execution.executable, "image", None)
+    locations = [loc for loc in (image.locations if image else []) if loc.strip()]
+    if not locations:
+        raise PlatformError("the executable names no image location")
+    ref = locations[0].strip().removeprefix("docker://")
+    if image is not None and image.digest and "@" not in ref:
+        digest = image.digest if ":" in image.digest else f"sha256:{image.digest}"
+        ref = f"{ref}@{digest}"
+    return ref
+
+
+def docker_ports(execution: Execution) -> list[Port]:
+    return executable_ports(execution.executable)
 
 
 def docker_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:
@@ -272,15 +289,35 @@ def docker_container(execution: Execution, options: KubernetesOptions, image: st
     return container
 
 
-CONTAINER_BUILDERS: dict[str, ContainerBuilder] = {DOCKER: docker_container}
+@dataclass(frozen=True)
+class ExecutableKind:
+    """How one executable kind runs as the pod's main container (named ``MAIN``)."""
+
+    image: Callable[[Execution, KubernetesOptions], str]
+    container: Callable[[Execution, KubernetesOptions, str], Manifest]
+    ports: Callable[[Execution], list[Port]]  # all of them; those with ``access`` are published
+
+
+EXECUTABLES: dict[str, ExecutableKind] = {
+    DOCKER: ExecutableKind(docker_image, docker_container, docker_ports),
+}
+
+
+def executable_kind(execution: Execution) -> ExecutableKind:
+    kind = execution.executable.kind if execution.executable else None
+    found = EXECUTABLES.get(kind or "")
+    if found is None:
+        raise PlatformError(f"the kubernetes platform cannot run executables of kind {kind}")
+    return found
 
 
 def main_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:
-    kind = execution.executable.kind if execution.executable else None
-    builder = CONTAINER_BUILDERS.get(kind or "")
-    if builder is None:
-        raise PlatformError(f"the kubernetes platform cannot run executables of kind {kind}")
-    return builder(execution, options, image)
+    return executable_kind(execution).container(execution, options, image)
+
+
+def ports(execution: Execution) -> list[Port]:
+    """The executable's published ports (``access: true``)."""
+    return [p for p in executable_kind(execution).ports(execution) if p.access]
 
 
 def pod_template(
@@ -352,11 +389,11 @@ def service_manifest(
     execution: Execution, options: KubernetesOptions, platform: str
 ) -> Manifest | None:
     """A Service for the published ports (``access: true``), none when there are none."""
-    ports = [p for p in executable_ports(execution.executable) if p.access]
-    if not ports:
+    published = ports(execution)
+    if not published:
         return None
     service_ports = []
-    for port in ports:
+    for port in published:
         entry: dict[str, Any] = {
             "name": port_name(port),
             "protocol": _transport(port.protocol),
@@ -379,11 +416,7 @@ def service_manifest(
 
 
 def http_ports(execution: Execution) -> list[Port]:
-    return [
-        p
-        for p in executable_ports(execution.executable)
-        if p.access and p.protocol.upper() in ("HTTP", "HTTPS")
-    ]
+    return [p for p in ports(execution) if p.protocol.upper() in ("HTTP", "HTTPS")]
 
 
 def ingress_host(execution: Execution, options: KubernetesOptions) -> str:
@@ -455,9 +488,7 @@ def connectors(
     by_name = {p.get("name"): p for p in spec.get("ports") or []}
     balancer = ((status.get("loadBalancer") or {}).get("ingress") or [{}])[0]
     result = []
-    for port in executable_ports(execution.executable):
-        if not port.access:
-            continue
+    for port in ports(execution):
         live = by_name.get(port_name(port)) or {}
         kind = spec.get("type", "ClusterIP")
         if kind == "NodePort":

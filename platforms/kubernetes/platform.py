@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 from broker_core.config import PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
-from broker_core.kinds.builtin import DockerContainer
 from broker_core.kinds.request import ExecutionRequest
 
 from ..contract import (
@@ -38,7 +37,6 @@ from ..contract import (
     PlatformError,
     WorkState,
     WorkStatus,
-    executable_ports,
     platform_step,
     published_ports,
     uuid_of,
@@ -46,7 +44,7 @@ from ..contract import (
 )
 from . import cluster, manifests
 from .client import WORK_KINDS, Kube
-from .manifests import CONTAINER_BUILDERS, MAIN, SESSION_LABEL
+from .manifests import EXECUTABLES, MAIN, SESSION_LABEL
 from .options import KubernetesOptions, NodeGroup
 from .status import Seen, epoch, main_container_started, work_status
 from .watcher import PodWatch
@@ -151,7 +149,7 @@ class KubernetesPlatform(Platform):
         return pools
 
     def accepted_kinds(self) -> frozenset[str]:
-        return frozenset(CONTAINER_BUILDERS) | RESOURCE_KINDS
+        return frozenset(EXECUTABLES) | RESOURCE_KINDS
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
         messages = super().validate(request)
@@ -244,21 +242,12 @@ class KubernetesPlatform(Platform):
 
     @platform_step
     def prepare_executable(self, execution: Execution) -> None:
-        executable = execution.executable
-        kind = executable.kind if executable else None
-        if kind not in CONTAINER_BUILDERS:
-            raise PlatformError(f"platform {self.name} cannot run executables of kind {kind}")
-        image = getattr(executable, "image", None)
-        locations = [loc for loc in (image.locations if image else []) if loc.strip()]
-        if not locations:
-            raise PlatformError("the executable names no image location")
-        ref = locations[0].removeprefix("docker://")
-        if image is not None and image.digest and "@" not in ref:
-            digest = image.digest if ":" in image.digest else f"sha256:{image.digest}"
-            ref = f"{ref}@{digest}"
+        """Choose the image (the cluster pulls it when the pod starts) and build the main
+        container once, so that what cannot run fails before the booked start."""
+        kind = manifests.executable_kind(execution)
+        ref = kind.image(execution, self.options)
+        kind.container(execution, self.options, ref)
         execution.state["image"] = ref
-        if isinstance(executable, DockerContainer):
-            manifests.docker_container(execution, self.options, ref)  # refuses what cannot run
         execution.notes.append(f"the cluster pulls image {ref} ({self.options.pull_policy})")
 
     @platform_step
@@ -335,7 +324,7 @@ class KubernetesPlatform(Platform):
 
     @platform_step
     def connectors(self, execution: Execution) -> list[dict[str, Any]]:
-        if not [p for p in executable_ports(execution.executable) if p.access]:
+        if not manifests.ports(execution):
             return []
         service = self.kube.get("Service", execution.name)
         ingress = self.kube.get("Ingress", execution.name) if self.options.ingress else None
