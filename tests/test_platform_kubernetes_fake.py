@@ -1,0 +1,202 @@
+"""The fake API server behaves as the Kubernetes API does where the platform relies on it,
+checked through the official client (and raw HTTP where the client would refuse first):
+Status objects for 401, 404, 409 and 422; resourceVersions that move on every change;
+watches from a resourceVersion; label and field selectors; the job controller, scheduler and
+kubelet on their clock; a Job's pods orphaned by default and removed with ``Background``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client, config, watch
+
+from tests.kube_fake import FakeCluster, label_matcher, run_script
+
+BUSYBOX = "docker.io/library/busybox:1.36"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCluster]:
+    cluster = FakeCluster(images={BUSYBOX}).start()
+    cluster.add_node("n1", cpu="2", memory="4Gi")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def api(fake: FakeCluster, tmp_path: Path) -> client.ApiClient:
+    configuration = client.Configuration()
+    config.load_kube_config(
+        str(fake.kubeconfig(tmp_path / "kubeconfig")), client_configuration=configuration
+    )
+    return client.ApiClient(configuration)
+
+
+def job(name: str, script: str, cpu: str = "1", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "backoffLimit": 0,
+            **spec,
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": BUSYBOX,
+                            "args": ["sh", "-c", script],
+                            "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def wait(test: Any, seconds: float = 10) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := test()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return found
+
+
+def test_errors_are_status_objects(fake: FakeCluster, api: client.ApiClient) -> None:
+    batch = client.BatchV1Api(api)
+    with pytest.raises(client.ApiException) as missing:
+        batch.read_namespaced_job("nope", "default")
+    status = json.loads(missing.value.body)
+    assert (missing.value.status, status["kind"], status["reason"]) == (404, "Status", "NotFound")
+    batch.create_namespaced_job("default", job("j", "true"))
+    with pytest.raises(client.ApiException) as taken:
+        batch.create_namespaced_job("default", job("j", "true"))
+    assert (taken.value.status, json.loads(taken.value.body)["reason"]) == (409, "AlreadyExists")
+    raw = httpx.post(
+        f"{fake.url}/apis/batch/v1/namespaces/default/jobs",
+        json={**job("k", "true"), "spc": {}},
+        headers={"Authorization": f"Bearer {fake.token}"},
+    )
+    assert (raw.status_code, raw.json()["reason"]) == (422, "Invalid")  # schema-checked
+    assert httpx.get(f"{fake.url}/api/v1/nodes").status_code == 401  # no token
+
+
+def test_resource_versions_move_and_a_stale_replace_conflicts(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    made = core.create_namespaced_service(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "s"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]},
+        },
+    )
+    assert 30000 <= made.spec.ports[0].node_port <= 32767  # allocated by the server
+    patched = core.patch_namespaced_service("s", "default", {"metadata": {"labels": {"a": "b"}}})
+    assert int(patched.metadata.resource_version) > int(made.metadata.resource_version)
+    stale = core.read_namespaced_service("s", "default").to_dict()
+    stale["metadata"]["resource_version"] = made.metadata.resource_version
+    with pytest.raises(client.ApiException) as conflict:
+        core.replace_namespaced_service("s", "default", stale)
+    assert conflict.value.status == 409
+
+
+def test_a_watch_carries_on_from_a_resource_version(api: client.ApiClient) -> None:
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    listing = core.list_namespaced_pod("default", label_selector="app=w")
+    batch.create_namespaced_job("default", job("w", "echo hi; sleep 0.5"))
+    phases = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        core.list_namespaced_pod,
+        "default",
+        label_selector="app=w",
+        resource_version=listing.metadata.resource_version,
+        timeout_seconds=10,
+    ):
+        phases.append((event["type"], event["object"].status.phase))
+        if event["object"].status.phase == "Succeeded":
+            stream.stop()
+    assert phases[0] == ("ADDED", "Pending")  # nothing before the list's version is replayed
+    assert ("MODIFIED", "Running") in phases and phases[-1] == ("MODIFIED", "Succeeded")
+
+
+def test_selectors(fake: FakeCluster, api: client.ApiClient) -> None:
+    assert label_matcher("a in (x, y),!b,c!=3")({"a": "y", "c": "4"})
+    assert not label_matcher("a notin (x),c")({"a": "x", "c": "1"})
+    core = client.CoreV1Api(api)
+    fake.add_node("n2", cpu="2", memory="4Gi", labels={"zone": "b"})
+    assert [n.metadata.name for n in core.list_node(label_selector="zone=b").items] == ["n2"]
+    assert [n.metadata.name for n in core.list_node(field_selector="metadata.name!=n2").items] == [
+        "n1"
+    ]
+
+
+def test_the_controllers_run_a_job_and_the_scheduler_says_why_not(
+    fake: FakeCluster, api: client.ApiClient
+) -> None:
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    batch.create_namespaced_job("default", job("ok", "echo one; exit 4"))
+    done = wait(
+        lambda: [
+            c
+            for c in batch.read_namespaced_job("ok", "default").status.conditions or []
+            if c.type == "Failed"
+        ]
+    )
+    assert done[0].reason == "BackoffLimitExceeded"
+    (pod,) = core.list_namespaced_pod("default", label_selector="job-name=ok").items
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 4
+    assert core.read_namespaced_pod_log(pod.metadata.name, "default") == "one\n"
+    batch.create_namespaced_job("default", job("big", "true", cpu="3"))  # the node has 2
+    events = wait(
+        lambda: (
+            core.list_namespaced_event("default", field_selector="reason=FailedScheduling").items
+        )
+    )
+    assert events[0].message == "0/1 nodes are available: 1 Insufficient cpu."
+    batch.create_namespaced_job("default", job("late", "sleep 30", activeDeadlineSeconds=1))
+    failed = wait(
+        lambda: [
+            c
+            for c in batch.read_namespaced_job("late", "default").status.conditions or []
+            if c.type == "Failed"
+        ]
+    )
+    assert failed[0].reason == "DeadlineExceeded"
+
+
+def test_deleting_a_job_orphans_its_pods_unless_told_otherwise(
+    fake: FakeCluster, api: client.ApiClient
+) -> None:
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    for name in ("orphaning", "background"):
+        batch.create_namespaced_job("default", job(name, "sleep 30"))
+    wait(lambda: len(core.list_namespaced_pod("default").items) == 2)
+    batch.delete_namespaced_job("orphaning", "default")
+    batch.delete_namespaced_job("background", "default", propagation_policy="Background")
+    wait(lambda: len(core.list_namespaced_pod("default").items) == 1)
+    (left,) = core.list_namespaced_pod("default").items
+    assert left.metadata.labels["job-name"] == "orphaning" and not left.metadata.owner_references
+
+
+def test_the_shell_of_the_fake_images() -> None:
+    run = run_script(
+        ["sh", "-c", 'set -e; echo "$X"; sleep 2; false; echo never'],
+        {"X": "1"},
+        lambda path: None,
+        100.0,
+    )
+    assert (run.exit_code, run.duration, run.output(101)) == (1, 2.0, "1\n")
+    assert run_script(["sleep", "3"], {}, lambda path: None, 0).duration == 3
