@@ -169,11 +169,11 @@ def state_problems(conn: Connection) -> list[str]:
     # a probe's offers hold nothing: no booking until one is accepted (a fresh claim)
     probes = {
         uuid
-        for uuid, document in conn.execute(
-            text("SELECT uuid, document FROM execution_session WHERE phase IN "
+        for uuid, record in conn.execute(
+            text("SELECT uuid, record FROM execution_session WHERE phase IN "
                  "('OFFERED', 'EXPIRED', 'REJECTED', 'CANCELLED')")
         )
-        if '"probe": true' in (document if isinstance(document, str) else json.dumps(document))
+        if (json.loads(record) if isinstance(record, str) else record or {}).get("probe")
     }  # fmt: skip
     accepted: dict[str, list[str]] = defaultdict(list)
     bookings: dict[str, list[str | None]] = defaultdict(list)

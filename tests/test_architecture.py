@@ -90,7 +90,9 @@ PLUGINS = [
     path
     for package in ("platforms", "policies")
     for path in modules(package)
-    if module_of(path) not in CONTRACTS and path.name != "__init__.py"
+    # a plugin that is a package (platforms/slurm/) is its __init__.py too; the two
+    # namespaces' own __init__.py are no plugin
+    if module_of(path) not in CONTRACTS | {"platforms", "policies"}
 ]
 
 

@@ -28,7 +28,7 @@ from broker_core.kinds.legacy import (
 )
 from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import parse_request
-from broker_core.lifecycle.engine import publish_ports
+from broker_core.sessions.views import with_published_ports
 from platforms.contract import Execution, executable_ports, published_ports
 from platforms.local import LocalPlatform
 from tests.conftest import ACCEPT, COMPUTE, DOCKER
@@ -863,13 +863,13 @@ def test_published_ports_say_where_they_are() -> None:
              "internal": 5432},
         ],
     }  # fmt: skip
-    publish_ports(document)
-    ports = document["executable"]["network"]["ports"]
+    shown = with_published_ports(document["executable"], document["connectors"])
+    ports = shown["network"]["ports"]
     assert ports[0]["external"] == {"port": 18080, "addresses": ["127.0.0.1"]}
     assert ports[1]["external"] == {"port": 15432, "addresses": ["127.0.0.1"]}
     assert "external" not in ports[2]
     # and the document still reads as typed ports
-    assert [p.external_port for p in executable_ports(document["executable"])] == [
+    assert [p.external_port for p in executable_ports(shown)] == [
         18080,
         15432,
         None,

@@ -16,6 +16,7 @@ from broker_core.http.app import create_app
 from broker_core.lifecycle.engine import Lifecycle
 from broker_core.lifecycle.reconcile import reconcile
 from broker_core.offers.service import request_offers
+from broker_core.sessions.record import SessionRecord
 from platforms.contract import work_name
 from tests.conftest import ACCEPT, POOL_CONFIG, request_doc
 
@@ -121,7 +122,7 @@ def test_cancel_while_running_stops_the_work_and_frees_the_booking(node):
     assert "stopped and removed" in texts(doc)
     with broker.db.read() as session:
         row = session.get(ExecutionSession, uuid)
-    assert row.due_at is None and "stopped" in row.platform_state
+    assert row.due_at is None and "stopped" in SessionRecord.of(row.record).platform_state
 
 
 def test_an_accepted_future_offer_waits_for_its_preparing_start(node):
@@ -208,8 +209,8 @@ def test_reconciliation_removes_work_of_finished_sessions_and_reports_drift(
     listed.add(work_name(uuid))
     assert reconcile(engine)["removed"] == [work_name(uuid)] and removed == [work_name(uuid)]
     with broker.db.read() as session:
-        messages = session.get(ExecutionSession, uuid).document["meta"]["messages"]
-    assert any("reconciliation removed stray work" in m["message"] for m in messages)
+        messages = SessionRecord.of(session.get(ExecutionSession, uuid).record).messages
+    assert any("reconciliation removed stray work" in m.message for m in messages)
 
 
 def test_simulated_work_fills_its_window_and_completes_by_default(node):
@@ -362,3 +363,29 @@ def test_logs_are_served_as_text_and_unknown_sessions_are_404(node):
     missing = client.get(f"/sessions/{uuidlib.uuid4()}/logs")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_a_session_whose_kind_is_gone_fails_and_its_work_is_still_removed(node):
+    """A component whose kind's plugin is no longer installed cannot be given to the platform:
+    the session fails with a message saying so (it is not retried on every tick), and the
+    release still runs, on the session without its components."""
+    broker, client = node()
+    offer = client.post("/requests", json=request_doc()).json()["offers"][0]
+    uuid = offer["meta"]["uuid"]
+    with broker.db.write() as session:
+        row = session.get(ExecutionSession, uuid)
+        record = SessionRecord.of(row.record)
+        assert record.components.executable is not None
+        record.components.executable["kind"] = "urn:a-kind-whose-plugin-is-gone"
+        row.record = record.stored()
+        session.add(row)
+    assert client.post(f"/sessions/{uuid}", json=ACCEPT).status_code == 200
+    deadline = time.monotonic() + 20
+    while (doc := client.get(f"/sessions/{uuid}").json())["phase"] not in ("FAILED",):
+        assert time.monotonic() < deadline, doc["phase"]
+        time.sleep(0.1)
+    said = [m["message"] for m in doc["meta"]["messages"]]
+    assert sum("cannot be read" in m for m in said) == 1, said
+    with broker.db.read() as session:
+        booking = session.exec(select(Booking).where(Booking.session_uuid == uuid)).one()
+    assert booking.state == "RELEASED"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from sqlalchemy import create_engine, text
+from sqlmodel import Session as SqlSession
 from sqlmodel import select
 
 from broker_core.db import migrate
@@ -23,6 +24,7 @@ from broker_core.kinds.registry import load_registry
 from broker_core.sessions.execution import execution_of
 from broker_core.sessions.record import SessionRecord
 from broker_core.sessions.usage import record_usage
+from broker_core.sessions.views import render_session
 from tests.conftest import ACCEPT, COMPUTE, request_doc
 
 STORAGE = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/storage/simple-storage-resource.yaml"
@@ -50,20 +52,34 @@ def test_an_offer_records_what_it_grants_per_pool_and_per_class(client, broker):
     assert not record.probe and record.entered == {}
 
 
-def test_the_platform_is_given_what_the_record_granted_not_what_the_document_says(
-    client, broker, tmp_path
-):
+def test_a_session_is_its_row_and_its_record(client, broker, tmp_path):
+    """No rendered document is stored: the answer is rendered from the record on every read,
+    and what the platform is given comes from the same record."""
+    assert "document" not in ExecutionSession.model_fields
+    assert "platform_state" not in ExecutionSession.model_fields
     offer = client.post("/requests", json=request_doc(cores=(2, 2))).json()["offers"][0]
-    row = _row(broker, offer["meta"]["uuid"])
-    row.document = {**row.document, "compute": {**row.document["compute"], "cores": {"max": 99}}}
-    row.document["site"] = {"pools": ["sim/elsewhere"]}
-    execution = execution_of(row, broker.registry, tmp_path)
-    assert execution.granted["cores"] == 2 and execution.pools == ["main"]
+    uuid = offer["meta"]["uuid"]
+    with broker.db.write() as session:
+        row = session.get(ExecutionSession, uuid)
+        record = SessionRecord.of(row.record)
+        assert record.components.compute is not None
+        assert record.components.compute["cores"] == {"min": 2, "max": 2}
+        record.granted["cores"] = 3
+        record.components.compute["cores"] = {"min": 3, "max": 3}
+        record.pools = ["elsewhere"]
+        record.note("a note of the test's")
+        row.record = record.stored()
+        session.add(row)
+    shown = client.get(f"/sessions/{uuid}").json()
+    assert shown["compute"]["cores"] == {"min": 3, "max": 3}
+    assert shown["site"]["pools"] == ["sim/elsewhere"]
+    assert shown["meta"]["messages"][-1]["message"] == "a note of the test's"
+    execution = execution_of(_row(broker, uuid), broker.registry, tmp_path)
+    assert execution.granted["cores"] == 3 and execution.pools == ["elsewhere"]
 
 
 def test_usage_is_charged_from_the_recorded_instant(client, broker):
-    """The charge starts when the record says the session became available; the rendered
-    ``schedule.actual`` text is not read back."""
+    """The charge starts when the record says the session became available."""
     offer = client.post("/requests", json=request_doc()).json()["offers"][0]
     uuid = offer["meta"]["uuid"]
     assert client.post(f"/sessions/{uuid}", json=ACCEPT).status_code == 200
@@ -73,7 +89,6 @@ def test_usage_is_charged_from_the_recorded_instant(client, broker):
         booking = session.exec(select(Booking).where(Booking.session_uuid == uuid)).one()
         booking.state = "ACTIVE"
         session.add(booking)
-        row.document = {**row.document, "schedule": {"actual": {"available": "not an instant"}}}
         assert record_usage(session, row, now - 60, now) > 0
     with broker.db.read() as session:
         records = list(session.exec(select(UsageRecord).where(UsageRecord.session_uuid == uuid)))
@@ -165,7 +180,7 @@ def test_the_migration_gives_existing_sessions_their_record(database_url, tmp_pa
                 "INSERT INTO allocation (id, booking_id, pool_id, resource_class, amount, "
                 "generation) VALUES (1, 1, 1, 'cores', 2, 7)",
             )
-        migrate.upgrade(database_url)
+        migrate.upgrade(database_url, "0006")
         with engine.connect() as c:
             stored = dict(c.execute(text("SELECT uuid, record FROM execution_session")).all())
         records = {
@@ -187,24 +202,18 @@ def test_the_migration_gives_existing_sessions_their_record(database_url, tmp_pa
             (1, "memory", 4),
         ]
         assert records["failed"].granted == {"cores": 0, "memory": 0, "storage": 0}
-        # the session the platform is given reads as it read from the document before
-        row = ExecutionSession(
-            uuid="accepted",
-            offerset_uuid="os",
-            phase="ACCEPTED",
-            platform="sim",
-            created_at=0,
-            modified_at=0,
-            expires_at=10,
-            prepare_at=100,
-            start_at=100,
-            end_at=3700,
-            document=OLD_ACCEPTED,
-            record=accepted.stored(),
-        )
+        # and at the head, the session the platform is given reads as it read from the
+        # document before
+        migrate.upgrade(database_url)
+        with SqlSession(engine) as session:
+            row = session.get(ExecutionSession, "accepted")
+            assert row is not None
         execution = execution_of(row, load_registry(), tmp_path)
         assert execution.granted == {"cores": 2, "memory": 4, "storage": 3}
         assert execution.pools == ["main"]
+        assert isinstance(execution.compute, SimpleComputeResource)
+        assert execution.compute.cores is not None and execution.compute.cores.max == 2
+        assert [s.meta.uuid for s in execution.storage if s.meta] == ["s1", "s2"]
 
         _downgrade(database_url, "0005")
         with engine.connect() as c:
@@ -246,3 +255,102 @@ def test_the_platforms_reach_into_no_documents():
         text = module.read_text()
         for reach in ("executable.get(", "image.get(", "compute.get(", "volume.get("):
             assert reach not in text, f"{module.relative_to(platforms)}: {reach}"
+
+
+OLD_RUNNING = {
+    "meta": {
+        "name": "notebook",
+        "messages": [
+            {"level": "INFO", "template": "offered {granted}", "values": {"granted": "2 cores"},
+             "message": "offered 2 cores", "time": "2026-12-01T10:00:00Z"},
+            {"level": "LOUD", "template": "a level the node never wrote"},
+            {"no": "template"},
+        ],
+    },
+    "site": {"name": "site-a", "platform": "sim", "pools": ["sim/main"]},
+    "schedule": {"actual": {"available": "2026-12-01T12:00:00Z"}},
+    "executable": {"kind": COMPUTE.replace("compute/simple-compute-resource", "executable/"
+                                           "docker-container"),
+                   "meta": {"uuid": "e", "name": "nb"},
+                   "image": {"locations": ["localhost/busybox:latest"]}},
+    "compute": {"kind": COMPUTE, "meta": {"uuid": "c"}, "cores": {"min": 2, "max": 2}},
+    "storage": [],
+    "data": [],
+    "costs": [{"type": "urn:ebroker:cost:money:EUR", "min": 1.5, "max": 1.5}],
+    "metrics": [],
+    "components": [
+        {"category": "executable", "uuid": "e", "kind": "k", "name": "nb", "phase": "AVAILABLE",
+         "prepared": {"start": "2026-12-01T11:59:00Z", "seconds": 2.5}},
+    ],
+    "connectors": [{"kind": "http-connector", "url": "http://127.0.0.1:18080/", "port": 18080}],
+    "lifecycle": {"outcome": "FAILED", "exit_code": 3, "release_attempts": 1},
+}  # fmt: skip
+
+
+def test_the_migration_moves_the_document_and_the_platform_state_into_the_record(
+    database_url, tmp_path: Path
+):
+    """Rows of revision 0006 keep everything their answer showed: it is rendered from the
+    record now, and the downgrade gives the document back."""
+    migrate.upgrade(database_url, "0006")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as c:
+            _sql(c, "INSERT INTO offer_set (uuid, result, created_at, expires_at, document) "
+                    "VALUES ('os', 'YES', 0, 10, '{}')")  # fmt: skip
+            _sql(
+                c,
+                "INSERT INTO execution_session (uuid, offerset_uuid, phase, platform, "
+                "created_at, modified_at, expires_at, prepare_at, start_at, end_at, "
+                "generation, document, platform_state, record) VALUES ('running', 'os', "
+                "'RUNNING', 'sim', 0, 0, 10, 1796126340, 1796126400, 1796130000, 4, :doc, "
+                ":state, :record)",
+                doc=json.dumps(OLD_RUNNING),
+                state=json.dumps({"container": "ebroker-running"}),
+                record=json.dumps({"granted": {"cores": 2}, "pools": ["main"],
+                                   "entered": {"available": 1796126400}}),
+            )  # fmt: skip
+        migrate.upgrade(database_url)
+        with SqlSession(engine) as session:
+            row = session.get(ExecutionSession, "running")
+            assert row is not None
+        record = SessionRecord.of(row.record)
+        assert record.name == "notebook" and record.site == "site-a"
+        assert record.platform_state == {"container": "ebroker-running"}
+        assert [m.message for m in record.messages] == [
+            "offered 2 cores",
+            "a level the node never wrote",
+        ]
+        assert record.messages[1].level == "INFO"
+        assert record.statuses is not None and record.statuses[0].prepared is not None
+        assert record.statuses[0].prepared.start == 1796126340
+        assert (record.outcome, record.exit_code, record.release_attempts) == ("FAILED", 3, 1)
+        shown = render_session(row, "http://node")
+        assert shown["meta"]["name"] == "notebook"
+        assert shown["site"] == OLD_RUNNING["site"]
+        assert shown["costs"][0]["max"] == 1.5
+        assert shown["schedule"]["actual"] == {"available": "2026-12-01T12:00:00Z"}
+        assert shown["executable"]["phase"] == "RUNNING"
+        assert shown["executable"]["schedule"]["preparing"] == {
+            "start": "2026-12-01T11:59:00Z", "duration": "PT2S"}  # fmt: skip
+        assert shown["components"][0]["prepared"] == OLD_RUNNING["components"][0]["prepared"]
+        assert shown["connectors"][0]["location"] == "http://127.0.0.1:18080/"
+        execution = execution_of(row, load_registry(), tmp_path)
+        assert execution.state == {"container": "ebroker-running"}
+        assert isinstance(execution.executable, DockerContainer)
+
+        _downgrade(database_url, "0006")
+        with engine.connect() as c:
+            document, state = c.execute(
+                text("SELECT document, platform_state FROM execution_session")
+            ).one()
+        document = json.loads(document) if isinstance(document, str) else document
+        state = json.loads(state) if isinstance(state, str) else state
+        assert state == {"container": "ebroker-running"}
+        for key in ("site", "executable", "compute", "costs", "components", "connectors",
+                    "lifecycle"):  # fmt: skip
+            assert document[key] == OLD_RUNNING[key], key
+        assert document["meta"]["name"] == "notebook"
+        assert document["schedule"]["actual"] == OLD_RUNNING["schedule"]["actual"]
+    finally:
+        engine.dispose()

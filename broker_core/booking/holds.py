@@ -29,7 +29,6 @@ from ..db.tables import (
 from .timeline import Claim, Usage, group_steps
 
 OFFERED = "OFFERED"  # the session phase of an open offer (sessions.phases, without the import)
-EXPIRED = "EXPIRED"
 
 
 class HeldClaim(NamedTuple):
@@ -177,33 +176,15 @@ def lock_offer_sets(session: Session, offer_sets: Iterable[str], *, sqlite: bool
 def release_replaced(
     session: Session, held: Held, generations: dict[int, int], claimed: set[int], now: int
 ) -> list[tuple[int, int, str, int, int, int, str, str]]:
-    """Expire the open offers of the offer sets in ``held`` (replaced by a new request for the
-    same thing, in the same transaction) and free their holds, on pools the caller has locked:
-    their allocations take the pools' next generation, as the new claims do, and the pools not
-    ``claimed`` on move to it here. The changed rows, as (pool, allocation id, class, amount,
-    start, end, state, offer set) for the usage cache."""
+    """Free the holds of the offer sets in ``held`` (replaced by a new request for the same
+    thing, in the same transaction; the caller expires their offers), on pools the caller has
+    locked: their allocations take the pools' next generation, as the new claims do, and the
+    pools not ``claimed`` on move to it here. The changed rows, as (pool, allocation id, class,
+    amount, start, end, state, offer set) for the usage cache."""
     if not held.claims:
         return []
     offer_sets = sorted(held.offer_sets())
     connection = session.connection()
-    connection.execute(
-        update(ExecutionSession)
-        .where(
-            ExecutionSession.offerset_uuid.in_(offer_sets),  # type: ignore[attr-defined]
-            ExecutionSession.phase == OFFERED,
-        )
-        .values(
-            phase=EXPIRED,
-            expires_at=now,
-            modified_at=now,
-            generation=ExecutionSession.generation + 1,
-        )
-    )
-    connection.execute(
-        update(OfferSet)
-        .where(OfferSet.uuid.in_(offer_sets))  # type: ignore[attr-defined]
-        .values(expires_at=now)
-    )
     connection.execute(
         update(Booking)
         .where(

@@ -89,15 +89,14 @@ class ExecutionSession(SQLModel, table=True):
     start_at: int = _ts()
     end_at: int = _ts()
     generation: int = Field(default=0, sa_type=BigInteger)
-    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     # The lifecycle engine: when it must next look at the session (None once nothing is left
-    # to do), which node process holds it and until when, and what the platform keeps of it.
+    # to do), and which node process holds it and until when.
     due_at: int | None = Field(default=None, sa_type=BigInteger)
     lease_owner: str | None = Field(default=None, max_length=128)
     lease_until: int | None = Field(default=None, sa_type=BigInteger)
-    platform_state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    # the session's typed record (``sessions.record.SessionRecord``): what was granted, on
-    # which pools, and when each phase was entered
+    # the session's typed record (``sessions.record.SessionRecord``): its components as
+    # offered, what was granted on which pools, when each phase was entered, its messages and
+    # what its platform keeps; the wire document is rendered from it
     record: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     # the project charged for the session (the allocations policy chose it), if any
     project: str | None = Field(default=None, max_length=128, index=True)

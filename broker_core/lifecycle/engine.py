@@ -15,7 +15,6 @@ and the session resumes with the step it was in: platform steps are idempotent.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -29,7 +28,7 @@ from platforms.contract import Execution, Platform, PlatformError, WorkState
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
-from ..kinds.base import Component, message
+from ..kinds.base import Component, Level
 from ..schedule import instant
 from ..sessions import store
 from ..sessions.execution import execution_of
@@ -44,13 +43,12 @@ from ..sessions.phases import (
     RUNNING,
     WAITING,
 )
-from ..sessions.record import SessionRecord
+from ..sessions.record import ComponentStatus, Prepared, SessionRecord
 from ..sessions.usage import record_usage
 from ..staging.rules import rules_for
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGES = 200
 MAX_STEPS = 32  # per visit: a session that keeps changing is looked at again next tick
 
 
@@ -143,169 +141,144 @@ class Lifecycle:
             now = int(time.time())
             if row.due_at is None or row.due_at > now:
                 return
-            execution = self.execution(row)
-            document = _copy(row.document)
             record = SessionRecord.of(row.record)
+            unreadable: PlatformError | None = None
             try:
-                outcome = self._step(row, execution, document, record, now)
+                execution = self.execution(row)
+            except PlatformError as exc:  # a kind's plugin is gone: the work can still go
+                execution, unreadable = self.execution(row, components=False), exc
+            step = Step(self.platforms.get(row.platform), row, execution, record, now)
+            try:
+                if unreadable is not None and row.phase not in (RELEASING, CANCELLED):
+                    raise unreadable
+                outcome = self._step(step)
             except Exception as exc:  # a platform bug must not stop the engine
                 detail = str(exc) if isinstance(exc, PlatformError) else _unexpected(exc)
-                _note(document, "{phase} failed: {error}", "ERROR", phase=row.phase, error=detail)
+                record.note("{phase} failed: {error}", "ERROR", phase=row.phase, error=detail)
                 log.warning("session %s: %s failed: %s", uuid, row.phase, detail)
-                outcome = self._failure(row, document)
+                outcome = self._failure(row, record)
             for note in execution.notes:
-                _note(document, "{note}", note=note)
-            if not self._persist(row, document, record, execution, outcome):
+                record.note("{note}", note=note)
+            if not self._persist(row, record, execution, outcome):
                 self._keep_platform_state(row, execution)
 
-    def _failure(self, row: ExecutionSession, document: dict[str, Any]) -> Outcome:
+    def _failure(self, row: ExecutionSession, record: SessionRecord) -> Outcome:
         if row.phase in (RELEASING, CANCELLED):
-            return self._retry_release(row, document)
-        _lifecycle(document)["outcome"] = FAILED
+            return self._retry_release(row, record)
+        record.outcome = FAILED
         return Outcome(RELEASING, int(time.time()))
 
-    def _step(
-        self,
-        row: ExecutionSession,
-        execution: Execution,
-        document: dict[str, Any],
-        record: SessionRecord,
-        now: int,
-    ) -> Outcome:
-        platform = self.platforms.get(row.platform)
-        if platform is None:
+    def _step(self, step: Step) -> Outcome:
+        row, record, now = step.row, step.record, step.now
+        if step.platform is None:
             raise PlatformError(f"platform {row.platform} is not configured on this node")
+        platform, execution = step.platform, step.execution
         phase = row.phase
         if phase == ACCEPTED:
             platform.reserve(execution)
-            _entered(document, record, WAITING, now)
+            record.enter(WAITING, now)
             return Outcome(WAITING, row.prepare_at)
         if phase == WAITING:
             if now < row.prepare_at:
                 return Outcome(WAITING, row.prepare_at)
-            _entered(document, record, PREPARING, now)
-            for status in _components(document):
-                status["phase"] = WAITING
+            record.enter(PREPARING, now)
+            for status in record.component_statuses():
+                status.phase = WAITING
             return Outcome(PREPARING, now, ((CONFIRMED,), ACTIVE))
         if phase == PREPARING:
-            return self._prepare(platform, row, execution, document, record, now)
+            return self._prepare(step)
         if phase in (AVAILABLE, RUNNING):
-            return self._watch(platform, row, execution, document, record, now)
+            return self._watch(step)
         if phase == RELEASING:
-            return self._release(platform, row, execution, document, record, now)
+            return self._release(step)
         if phase == CANCELLED:
             if execution.state:
                 platform.stop(execution, "the session was cancelled")
                 platform.release(execution)
-                _note(document, "the work was stopped and removed from {platform}",
-                      platform=row.platform)  # fmt: skip
-            _entered(document, record, "finished", now)
+                record.note("the work was stopped and removed from {platform}",
+                            platform=row.platform)  # fmt: skip
+            record.enter("finished", now)
             return Outcome(CANCELLED, None, ((CONFIRMED, ACTIVE), RELEASED))
         return Outcome(phase, None)  # nothing to do in any other phase
 
-    def _prepare(
-        self,
-        platform: Platform,
-        row: ExecutionSession,
-        execution: Execution,
-        document: dict[str, Any],
-        record: SessionRecord,
-        now: int,
-    ) -> Outcome:
+    def _prepare(self, step: Step) -> Outcome:
         """One component per step, in order: storage, then data, then the executable."""
-        for status in _components(document):
-            if status["phase"] == AVAILABLE:
+        platform, row, execution, record = step.working
+        for status in record.component_statuses():
+            if status.phase == AVAILABLE:
                 continue
             started = time.time()
-            status["phase"] = PREPARING
-            category, component = _component(execution, status)
-            if category == "storage" and component is not None:
+            status.phase = PREPARING
+            component = _component(execution, status)
+            if status.category == "storage" and component is not None:
                 platform.prepare_storage(execution, component)
-            elif category == "data" and component is not None:
+            elif status.category == "data" and component is not None:
                 platform.stage_data(execution, component)
             else:
                 platform.prepare_executable(execution)
-            status["phase"] = AVAILABLE
-            status["prepared"] = {
-                "start": instant(int(started)),
-                "seconds": round(time.time() - started, 3),
-            }
+            status.phase = AVAILABLE
+            status.prepared = Prepared(start=int(started), seconds=round(time.time() - started, 3))
             return Outcome(PREPARING, int(time.time()))
-        if now < row.start_at:
+        if step.now < row.start_at:
             return Outcome(PREPARING, row.start_at)
         platform.start(execution)
-        document["connectors"] = platform.connectors(execution)
-        publish_ports(document)
-        _entered(document, record, AVAILABLE, now)
-        return Outcome(AVAILABLE, now)
+        record.connectors = platform.connectors(execution)
+        record.enter(AVAILABLE, step.now)
+        return Outcome(AVAILABLE, step.now)
 
-    def _watch(
-        self,
-        platform: Platform,
-        row: ExecutionSession,
-        execution: Execution,
-        document: dict[str, Any],
-        record: SessionRecord,
-        now: int,
-    ) -> Outcome:
+    def _watch(self, step: Step) -> Outcome:
+        platform, row, execution, record = step.working
+        now = step.now
         status = platform.poll(execution)
         running = status.state in (WorkState.PENDING, WorkState.RUNNING)
         if running and now >= row.end_at:  # work that ends with its window has completed
             platform.stop(execution, f"the booked window ended at {instant(row.end_at)}")
-            _note(document, "stopped: the booked window ended at {end}", "WARN",
-                  end=instant(row.end_at))  # fmt: skip
-            _lifecycle(document)["outcome"] = FAILED
+            record.note("stopped: the booked window ended at {end}", "WARN",
+                        end=instant(row.end_at))  # fmt: skip
+            record.outcome = FAILED
             return Outcome(RELEASING, now)
         tick = max(int(self.config.poll_interval.total_seconds()), 1)
         next_look = min(now + tick, row.end_at)
         if running:
             if status.state == WorkState.RUNNING and row.phase != RUNNING:
-                _entered(document, record, RUNNING, now)
-                document["connectors"] = platform.connectors(execution)
-                publish_ports(document)
+                record.enter(RUNNING, now)
+                record.connectors = platform.connectors(execution)
                 return Outcome(RUNNING, next_look)
             return Outcome(row.phase, next_look)
         if status.state == WorkState.SUCCEEDED:
-            _note(document, "the work finished: {detail}", detail=status.message or "exit code 0")
-            _lifecycle(document)["outcome"] = COMPLETED
+            record.note("the work finished: {detail}", detail=status.message or "exit code 0")
+            record.outcome = COMPLETED
         elif status.state == WorkState.FAILED:
-            _note(document, "the work failed: {detail}", "ERROR",
-                  detail=status.message or f"exit code {status.exit_code}")  # fmt: skip
-            _lifecycle(document)["outcome"] = FAILED
+            record.note("the work failed: {detail}", "ERROR",
+                        detail=status.message or f"exit code {status.exit_code}")  # fmt: skip
+            record.outcome = FAILED
         else:
-            _note(document, "drift: the work is gone from platform {platform} ({detail})",
-                  "ERROR", platform=row.platform, detail=status.message or "not found")  # fmt: skip
+            record.note("drift: the work is gone from platform {platform} ({detail})", "ERROR",
+                        platform=row.platform, detail=status.message or "not found")  # fmt: skip
             log.warning("session %s: work missing on %s", row.uuid, row.platform)
-            _lifecycle(document)["outcome"] = FAILED
+            record.outcome = FAILED
         if status.exit_code is not None:
-            _lifecycle(document)["exit_code"] = status.exit_code
+            record.exit_code = status.exit_code
         return Outcome(RELEASING, now)
 
-    def _release(
-        self,
-        platform: Platform,
-        row: ExecutionSession,
-        execution: Execution,
-        document: dict[str, Any],
-        record: SessionRecord,
-        now: int,
-    ) -> Outcome:
+    def _release(self, step: Step) -> Outcome:
+        platform, _, execution, record = step.working
         platform.stop(execution, "the session is ending")
         platform.release(execution)
-        document["connectors"] = []
-        _entered(document, record, "finished", now)
-        outcome = _lifecycle(document).get("outcome", COMPLETED)
-        _entered(document, record, outcome, now)
+        record.connectors = []
+        record.enter("finished", step.now)
+        outcome = record.outcome or COMPLETED
+        record.enter(outcome, step.now)
         return Outcome(outcome, None, ((CONFIRMED, ACTIVE), RELEASED))
 
-    def _retry_release(self, row: ExecutionSession, document: dict[str, Any]) -> Outcome:
-        state = _lifecycle(document)
-        state["release_attempts"] = attempts = state.get("release_attempts", 0) + 1
+    def _retry_release(self, row: ExecutionSession, record: SessionRecord) -> Outcome:
+        record.release_attempts = attempts = record.release_attempts + 1
         now = int(time.time())
         if attempts < self.config.release_attempts:
             return Outcome(row.phase, now + min(2**attempts, 60))
-        _note(document, "gave up releasing after {attempts} attempts; the platform may hold "
-              "leftovers (reconciliation removes them)", "ERROR", attempts=attempts)  # fmt: skip
+        record.note("gave up releasing after {attempts} attempts; the platform may hold "
+                    "leftovers (reconciliation removes them)", "ERROR",
+                    attempts=attempts)  # fmt: skip
         final = CANCELLED if row.phase == CANCELLED else FAILED
         return Outcome(final, None, ((CONFIRMED, ACTIVE), RELEASED))
 
@@ -314,20 +287,18 @@ class Lifecycle:
     def _persist(
         self,
         row: ExecutionSession,
-        document: dict[str, Any],
         record: SessionRecord,
         execution: Execution,
         outcome: Outcome,
     ) -> bool:
         """Write the step if nobody changed the session meanwhile (its generation)."""
         now = int(time.time())
+        record.platform_state = execution.state
         with self.broker.db.write() as session:
             written = store.write_step(
                 session, row, self.owner, now,
                 phase=outcome.phase,
-                document=document,
                 record=record.stored(),
-                platform_state=execution.state,
                 due_at=outcome.due_at,
                 lease_until=now + self._lease_seconds,
             )  # fmt: skip
@@ -354,98 +325,46 @@ class Lifecycle:
 
     # --- views of a session --------------------------------------------------------------------
 
-    def execution(self, row: ExecutionSession) -> Execution:
-        return execution_of(row, self.broker.registry, self.config.workdir, self.staging)
+    def execution(self, row: ExecutionSession, *, components: bool = True) -> Execution:
+        return execution_of(
+            row, self.broker.registry, self.config.workdir, self.staging, components=components
+        )
 
 
-def add_note(broker: Broker, uuid: str, template: str, level: str = "INFO", **values: Any) -> None:
+@dataclass
+class Step:
+    """What one step of a session works with: its platform (None when the node no longer
+    has it), the row as read, the platform's view of it, and its record, changed in place and
+    written with the step."""
+
+    platform: Platform | None
+    row: ExecutionSession
+    execution: Execution
+    record: SessionRecord
+    now: int
+
+    @property
+    def working(self) -> tuple[Platform, ExecutionSession, Execution, SessionRecord]:
+        assert self.platform is not None  # _step refuses a step without its platform
+        return self.platform, self.row, self.execution, self.record
+
+
+def add_note(
+    broker: Broker, uuid: str, template: str, level: Level = "INFO", **values: Any
+) -> None:
     """Add a message to a session outside the engine's steps (reconciliation, for one)."""
-    store.edit_document(
-        broker, uuid, lambda document: _note(document, template, level, **values), int(time.time())
+    store.edit_record(
+        broker, uuid, lambda record: record.note(template, level, **values), int(time.time())
     )
 
 
-def _copy(document: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(document)
-
-
-def publish_ports(document: dict[str, Any]) -> None:
-    """Once the platform has published the executable's ports, the session's executable says
-    where (the schema's DockerExternalPort: ``external: {port: N, addresses: [host]}``), from
-    the connectors that name the ``internal`` port they reach."""
-    network = (document.get("executable") or {}).get("network")
-    ports = network.get("ports") if isinstance(network, dict) else None
-    if not isinstance(ports, list):
-        return
-    published = {
-        (c.get("internal"), str(c.get("protocol") or "").upper()): c
-        for c in document.get("connectors") or []
-        if isinstance(c, dict) and isinstance(c.get("port"), int)
-    }
-    for port in ports:
-        internal = port.get("internal") if isinstance(port, dict) else None
-        number = internal.get("port") if isinstance(internal, dict) else internal
-        connector = published.get((number, str(port.get("protocol") or "TCP").upper()))
-        if connector is None:
-            continue
-        external = {"port": connector["port"]}
-        if connector.get("host"):
-            external["addresses"] = [connector["host"]]
-        port["external"] = external
-
-
-def _lifecycle(document: dict[str, Any]) -> dict[str, Any]:
-    """The engine's own notes in a session document (not rendered)."""
-    return document.setdefault("lifecycle", {})
-
-
-def _entered(document: dict[str, Any], record: SessionRecord, phase: str, now: int) -> None:
-    """The session entered ``phase`` (the first time only): its record notes when, and its
-    document's ``schedule.actual`` shows it."""
-    record.enter(phase, now)
-    actual = document.setdefault("schedule", {}).setdefault("actual", {})
-    actual.setdefault(phase.lower(), instant(now))
-
-
-def _note(document: dict[str, Any], template: str, level: str = "INFO", **values: Any) -> None:
-    meta = document.setdefault("meta", {})
-    entry = message(template, level=level, **values).model_dump(exclude_none=True)  # type: ignore[arg-type]
-    entry["time"] = instant(int(time.time()))
-    messages = meta.setdefault("messages", [])
-    messages.append(entry)
-    del messages[:-MAX_MESSAGES]
-
-
-def _components(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per component (storage, then data, then the executable): its phase, made once."""
-    statuses = document.get("components")
-    if statuses is None:
-        statuses = []
-        for category in ("storage", "data"):
-            for doc in document.get(category, []):
-                statuses.append(_status(category, doc))
-        statuses.append(_status("executable", document.get("executable") or {}))
-        document["components"] = statuses
-    return statuses
-
-
-def _status(category: str, doc: dict[str, Any]) -> dict[str, Any]:
-    meta = doc.get("meta") or {}
-    status = {"category": category, "uuid": meta.get("uuid"), "kind": doc.get("kind")}
-    if meta.get("name"):
-        status["name"] = meta["name"]
-    status["phase"] = WAITING
-    return status
-
-
-def _component(execution: Execution, status: dict[str, Any]) -> tuple[str, Component | None]:
-    category = status["category"]
-    if category == "executable":
-        return category, execution.executable
-    for component in getattr(execution, category):
-        if component.meta is not None and component.meta.uuid == status["uuid"]:
-            return category, component
-    raise PlatformError(f"{category} component {status['uuid']} is missing from the session")
+def _component(execution: Execution, status: ComponentStatus) -> Component | None:
+    if status.category == "executable":
+        return execution.executable
+    for component in getattr(execution, status.category):
+        if component.meta is not None and component.meta.uuid == status.uuid:
+            return component
+    raise PlatformError(f"{status.category} component {status.uuid} is missing from the session")
 
 
 def _unexpected(exc: Exception) -> str:

@@ -8,6 +8,7 @@ from ..broker import Broker
 from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..sessions import store
 from ..sessions.execution import execution_of
+from ..sessions.record import SessionRecord
 
 MAX_LOG_CHARS = 1 << 20
 
@@ -16,7 +17,7 @@ def session_logs(broker: Broker, session_uuid: str, identity: Identity = ANONYMO
     """The last MiB of the session's output; empty when there is none (yet)."""
     row = store.read(broker, session_uuid, identity)
     platform = next((p for p in broker.platforms if p.name == row.platform), None)
-    if platform is None or not row.platform_state:
+    if platform is None or not SessionRecord.of(row.record).platform_state:
         return ""
     try:
         execution = execution_of(row, broker.registry, broker.config.lifecycle.workdir)

@@ -13,13 +13,17 @@ import time
 import uuid as uuidlib
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..broker import Broker
 from ..db.tables import ExecutionSession, OfferSet
 from ..errors import CannotStart, DocumentInvalid
 from ..identity import ANONYMOUS_IDENTITY, Identity
+from ..kinds.base import Message, message
 from ..kinds.request import parse_request
 from ..sessions import store
 from ..sessions.phases import FAILED
+from ..sessions.record import Components, SessionRecord
 from ..sessions.views import render_session
 from .service import request_offers
 
@@ -52,11 +56,13 @@ def _failed(
     """Store and render a FAILED session for a direct execution that could not start."""
     now = int(time.time())
     request = document if isinstance(document, dict) else {}
-    meta: dict[str, Any] = {"messages": list(reasons)}
     asked = request.get("meta") if isinstance(request.get("meta"), dict) else {}
-    name = asked.get("name")
-    if name:
-        meta["name"] = name
+    record = SessionRecord(
+        name=asked.get("name") or None,
+        site=broker.config.site.name,
+        components=_components(broker, request),
+        messages=[_message(m) for m in reasons],
+    )
     row = ExecutionSession(
         uuid=str(uuidlib.uuid4()),
         offerset_uuid=offerset_uuid or str(uuidlib.uuid4()),
@@ -69,7 +75,7 @@ def _failed(
         prepare_at=now,
         start_at=now,
         end_at=now,
-        document={"meta": meta, "schedule": {}, **_components(broker, request)},
+        record=record.stored(),
     )
     with broker.db.write(durable=False) as session:
         if offerset_uuid is None:
@@ -89,7 +95,15 @@ def _failed(
     return rendered
 
 
-def _components(broker: Broker, request: dict[str, Any]) -> dict[str, Any]:
+def _message(reason: dict[str, Any]) -> Message:
+    """A reason as it was said (a message of the node's, or of its answer)."""
+    try:
+        return Message.model_validate(reason)
+    except ValidationError:
+        return message("{reason}", "ERROR", reason=str(reason.get("message") or reason))
+
+
+def _components(broker: Broker, request: dict[str, Any]) -> Components:
     """What was asked for: the node's form of each component when it knows their kinds, else
     the executable and the rest as the client sent them (they passed the spec's validation)."""
     try:
@@ -97,21 +111,20 @@ def _components(broker: Broker, request: dict[str, Any]) -> dict[str, Any]:
     except DocumentInvalid:  # (it parsed before) the session shows what was sent
         parsed = None
     if parsed is None:
-        parts: dict[str, Any] = {"executable": request.get("executable") or {}}
-        for key in ("compute", "storage", "data"):
-            if request.get(key):
-                parts[key] = request[key]
-        return parts
+        return Components(
+            executable=request.get("executable") or {},
+            compute=request.get("compute") or None,
+            storage=request.get("storage") or [],
+            data=request.get("data") or [],
+        )
 
     def dump(component: Any) -> dict[str, Any]:
         doc = component.model_dump(mode="json", exclude_none=True)
         return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
 
-    parts = {"executable": dump(parsed.executable)}
-    if parsed.compute:
-        parts["compute"] = dump(parsed.compute)
-    if parsed.storage:
-        parts["storage"] = [dump(s) for s in parsed.storage]
-    if parsed.data:
-        parts["data"] = [dump(d) for d in parsed.data]
-    return parts
+    return Components(
+        executable=dump(parsed.executable),
+        compute=dump(parsed.compute) if parsed.compute else None,
+        storage=[dump(s) for s in parsed.storage],
+        data=[dump(d) for d in parsed.data],
+    )

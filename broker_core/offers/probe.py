@@ -18,7 +18,6 @@ from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, ExecutionSession
 from ..errors import Conflict
-from ..kinds.base import message
 from ..schedule import instant
 from ..sessions.record import SessionRecord
 from .service import add_external_claims
@@ -80,13 +79,5 @@ def claim_probe(broker: Broker, session: Session, row: ExecutionSession, now: in
     )  # fmt: skip
     ledger.record_claims(session, [slot], now)
     record.probe = False
+    record.note("accepted from a probe: its slot was claimed afresh")
     row.record = record.stored()
-    document = dict(row.document)
-    document.pop("probe", None)
-    meta = dict(document.get("meta") or {})
-    meta["messages"] = [
-        *(meta.get("messages") or []),
-        message("accepted from a probe: its slot was claimed afresh").model_dump(exclude_none=True),
-    ]
-    document["meta"] = meta
-    row.document = document

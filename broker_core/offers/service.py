@@ -25,10 +25,10 @@ from ..kinds.base import Message, Range, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
 from ..pricing import budget_for, price_lists, quote_slot
-from ..schedule import format_seconds, instant, span
+from ..schedule import format_seconds, instant
 from ..sessions import store
 from ..sessions.phases import ACCEPTED, OFFERED
-from ..sessions.record import Grant, SessionRecord, own_pool_name
+from ..sessions.record import Components, Grant, SessionRecord, own_pool_name
 from ..sessions.views import render_offerset
 from ..staging.rules import rules_for
 from . import checks, fairness
@@ -41,7 +41,7 @@ from .engine import (
     largest_capacity,
     select_distinct,
 )
-from .policy import Verdict, consult
+from .policy import consult
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +196,7 @@ def _answer(
     broker, budget, notes = context.broker, context.budget, context.notes
     if outcome.slots:
         context.verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
-        return _store(
-            broker, session, context.request, context.document, context.demand, outcome,
-            context.now, context.verdict, context.owner, context.direct, generations,
-            probe=context.probe, fair=context.fair,
-        )  # fmt: skip
+        return _store(context, session, outcome, generations)
     reasons = _explain(context, outcome, searches)
     if budget.turned_away:  # there was room, but only outside the client's limits
         reasons = [message(t, level="WARN", **v) for t, v in budget.reasons()]
@@ -547,38 +543,28 @@ def _meta_of(document: Any) -> dict[str, Any]:
 
 
 def _store(
-    broker: Broker,
-    session: Session,
-    request: ExecutionRequest,
-    document: Any,
-    demand: Demand,
-    outcome: Outcome,
-    now: int,
-    verdict: Verdict,
-    owner: str | None,
-    direct: bool,
-    generations: dict[int, int],
-    *,
-    probe: bool = False,
-    fair: fairness.Claimant | None = None,
+    context: SearchContext, session: Session, outcome: Outcome, generations: dict[int, int]
 ) -> tuple[dict[str, Any], ledger.Claims]:
     """Insert the offer set, its sessions and their bookings in bulk, and free the holds of
     the offer set it replaces; the rendered offer set and the claims made. A probe's sessions
     keep their slots' allocations (for a fresh claim when one is accepted) and hold nothing."""
+    broker, now, fair = context.broker, context.now, context.fair
     expires = now + int(broker.config.offers.hold.total_seconds())
-    offerset = _offerset_row("YES", document, verdict.notes, now, expires, owner)
+    offerset = _offerset_row(
+        "YES", context.document, context.verdict.notes, now, expires, context.owner
+    )
     if fair is not None:
         offerset.request_key = fair.request_key
-    components = _components(request)
-    made = [_session_document(broker, request, components, demand, s, probe) for s in outcome.slots]
+    components = _components(context.request)
+    records = [_session_record(context, components, slot) for slot in outcome.slots]
     rows = [
         {
             "uuid": str(uuidlib.uuid4()),
             "offerset_uuid": offerset.uuid,
-            "phase": ACCEPTED if direct else OFFERED,
+            "phase": ACCEPTED if context.direct else OFFERED,
             "platform": slot.pools[0].platform,
-            "owner": owner,
-            "project": verdict.project,
+            "owner": context.owner,
+            "project": context.verdict.project,
             "created_at": now,
             "modified_at": now,
             "expires_at": expires,
@@ -586,35 +572,36 @@ def _store(
             "start_at": slot.start_at,
             "end_at": slot.end_at,
             "generation": 0,
-            "due_at": now if direct else None,
-            "document": document,
+            "due_at": now if context.direct else None,
             "record": record.stored(),
         }
-        for slot, (document, record) in zip(outcome.slots, made, strict=True)
+        for slot, record in zip(outcome.slots, records, strict=True)
     ]
     # Core inserts of plain rows: no ORM objects or unit of work on the hot path
     connection = session.connection()
     connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
     store.insert_many(session, rows)
     sessions = [SimpleNamespace(**row) for row in rows]  # what render_session reads
-    if probe:
-        return render_offerset(offerset, sessions, broker.base_url), {}
+    rendered = render_offerset(offerset, sessions, broker.base_url, records)
+    if context.probe:
+        return rendered, {}
     claims = ledger.insert_bookings(
         session,
         [(slot, row.uuid) for slot, row in zip(outcome.slots, sessions, strict=True)],
         offerset_uuid=offerset.uuid,
-        state=CONFIRMED if direct else HELD,
-        expires_at=None if direct else expires,
+        state=CONFIRMED if context.direct else HELD,
+        expires_at=None if context.direct else expires,
         now=now,
         generations=generations,
     )
     ledger.record_claims(session, outcome.slots, now)
     if fair is not None and fair.replaced:
         claimed = {pool_id for slot in outcome.slots for pool_id, _, _ in slot.allocations}
+        store.expire_offer_sets(session, sorted(fair.replacing.offer_sets()), now)
         freed = holds.release_replaced(session, fair.replacing, generations, claimed, now)
         for pool_id, *row in freed:
             claims.setdefault(pool_id, []).append(tuple(row))  # type: ignore[arg-type]
-    return render_offerset(offerset, sessions, broker.base_url), claims
+    return rendered, claims
 
 
 def _components(request: ExecutionRequest) -> dict[str, Any]:
@@ -635,47 +622,26 @@ _INSERT_OFFERSET = insert(OfferSet.__table__)  # type: ignore[arg-type]
 
 
 def _session_record(
-    components: dict[str, Any], shares: list[int], slot: Slot, probe: bool
+    context: SearchContext, components: dict[str, Any], slot: Slot
 ) -> SessionRecord:
-    """What the offered session is granted: the slot's amounts, and what was asked of the
-    classes no pool tracks (they are not booked)."""
+    """The offered session: the request's components, each with a uuid of its own and the
+    amounts granted (the slot's; classes no pool tracks are granted what was asked, and not
+    booked), and the node's quote for the slot."""
+    broker, request = context.broker, context.request
+
+    def own(doc: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a dumped component with a uuid of its own."""
+        return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
+
+    shares = _share(slot.totals.get("storage", 0), context.demand.storage_sizes)
     asked = components["compute"] or {}
     granted = {
         c: int(slot.totals[c] if c in slot.totals else (asked.get(c) or {}).get("max") or 0)
         for c in ("cores", "memory")
     }
     granted["storage"] = sum(shares)
-    names = {p.id: p.name for p in slot.pools}
-    return SessionRecord(
-        allocations=[
-            Grant(pool_id=p, pool=own_pool_name(names.get(p, "")), resource_class=c, amount=a)
-            for p, c, a in slot.allocations
-        ],
-        granted=granted,
-        pools=[own_pool_name(n) for n in sorted(names.values())],
-        probe=probe,
-    )
-
-
-def _session_document(
-    broker: Broker,
-    request: ExecutionRequest,
-    components: dict[str, Any],
-    demand: Demand,
-    slot: Slot,
-    probe: bool = False,
-) -> tuple[dict[str, Any], SessionRecord]:
-    """The offered session's record, and its document rendered from the record and the
-    request's components."""
-
-    def dump(doc: dict[str, Any]) -> dict[str, Any]:
-        """A copy of a dumped component with a uuid of its own."""
-        return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
-
-    shares = _share(slot.totals.get("storage", 0), demand.storage_sizes)
-    record = _session_record(components, shares, slot, probe)
     compute = (
-        dump(components["compute"])
+        own(asked)
         if components["compute"]
         else {
             "kind": broker.registry.find_by_name("simple-compute-resource", "compute"),
@@ -684,40 +650,32 @@ def _session_document(
     )
     for c in ("cores", "memory"):
         if c in slot.totals:
-            compute[c] = {"min": record.granted[c], "max": record.granted[c]}
-    storage = [dump(s) for s in components["storage"]]
+            compute[c] = {"min": granted[c], "max": granted[c]}
+    storage = [own(s) for s in components["storage"]]
     for doc, size in zip(storage, shares, strict=True):
         doc["size"] = {"min": size, "max": size}
-    data = _link_storage(broker, [dump(d) for d in components["data"]], storage)
-    platform = slot.pools[0].platform
-    pools = [ledger.pool_key(platform, name) for name in record.pools]
-    granted = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
-    document = {
-        **({"probe": True} if probe else {}),  # holds nothing: accepting it claims afresh
-        "meta": {
-            **({"name": request.meta.name} if request.meta and request.meta.name else {}),
-            "messages": [
-                message(
-                    "offered {granted} on {pools}",
-                    granted=granted,
-                    pools=", ".join(pools),
-                ).model_dump(exclude_none=True)
-            ],
-        },
-        "site": {"name": broker.config.site.name, "platform": platform, "pools": pools},
-        "schedule": {
-            "preparing": span(slot.prepare_at, slot.start_at - slot.prepare_at),
-            "available": span(slot.start_at, slot.end_at - slot.start_at),
-            "releasing": span(slot.end_at, 0),
-        },
-        "executable": dump(components["executable"]),
-        "compute": compute,
-        "storage": storage,
-        "data": data,
-        # the node's quote: its price list times the granted amounts and available window
-        **quote_slot(price_lists(broker.config), slot).__dict__,
-    }
-    return document, record
+    data = _link_storage(broker, [own(d) for d in components["data"]], storage)
+    names = {p.id: p.name for p in slot.pools}
+    pools = sorted(names.values())
+    offered = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
+    quoted = quote_slot(price_lists(broker.config), slot)
+    return SessionRecord(
+        name=request.meta.name if request.meta and request.meta.name else None,
+        site=broker.config.site.name,
+        components=Components(
+            executable=own(components["executable"]), compute=compute, storage=storage, data=data
+        ),
+        allocations=[
+            Grant(pool_id=p, pool=own_pool_name(names.get(p, "")), resource_class=c, amount=a)
+            for p, c, a in slot.allocations
+        ],
+        granted=granted,
+        pools=[own_pool_name(n) for n in pools],
+        costs=quoted.costs,
+        metrics=quoted.metrics,
+        probe=context.probe,
+        messages=[message("offered {granted} on {pools}", granted=offered, pools=", ".join(pools))],
+    )
 
 
 def _link_storage(

@@ -20,10 +20,11 @@ from ..broker import Broker
 from ..db.tables import ExecutionSession
 from ..errors import Conflict
 from ..pricing import price_lists, quote
-from ..schedule import format_duration, format_seconds, instant, span
+from ..schedule import format_duration, format_seconds, instant
 from . import store
 from .execution import execution_of
 from .phases import DURATION_PATH, EXTENDABLE
+from .record import SessionRecord
 
 UNITS = {
     "seconds": 1,
@@ -86,16 +87,13 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
             raise Conflict(
                 f"platform {row.platform} cannot extend: {exc}", phase=row.phase
             ) from None
-    document = dict(row.document)
-    schedule = dict(document.get("schedule") or {})
-    schedule["available"] = span(row.start_at, end_at - row.start_at)
-    schedule["releasing"] = span(end_at, 0)
-    document["schedule"] = schedule
     # the quote follows the window: the granted amounts for the longer available time
     names = {pool_id: view.name for pool_id, view in views.items()}
     priced = [(names.get(pool_id, ""), c, amount) for pool_id, c, amount in allocations]
-    document.update(quote(price_lists(broker.config), priced, end_at - row.start_at).__dict__)
-    row.document, row.end_at = document, end_at
+    quoted = quote(price_lists(broker.config), priced, end_at - row.start_at)
+    record = SessionRecord.of(row.record)
+    record.costs, record.metrics = quoted.costs, quoted.metrics
+    row.record, row.end_at = record.stored(), end_at
     if row.due_at is not None:
         row.due_at = min(row.due_at, now)  # the engine re-reads the new end at once
     store.changed(session, row, now)

@@ -1,17 +1,27 @@
-"""A session's own typed record: what was granted and when it happened, stored beside the
-session's document (the ``record`` column of ``execution_session``).
+"""A session's own typed record: what was offered and granted, when each step happened, what
+the platform made, and what the session has to say (the ``record`` column of
+``execution_session``).
 
-The document is what the client is shown; it is rendered, partly from this record, when the
-offer is made. Nothing is read back from the rendered text: what the platform is to provide,
-on which pools, and when the session became available (where its charge starts) come from
-here, as numbers and instants.
+It is the one stored form of a session beside the row's columns (phase, owner, the booked
+instants). The wire document is rendered from it on every read, in one place
+(:func:`broker_core.sessions.views.render_session`); nothing is ever read back from rendered
+text. The components are their kinds' documents as offered (uuids given, amounts resolved to
+what was granted); kinds are plugins, so they become their models where a platform needs them
+(:func:`broker_core.sessions.execution.execution_of`), and a session whose kind's plugin is gone
+still renders.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..kinds.base import Level, Message, message
+
+MAX_MESSAGES = 200  # a session's messages keep the newest
+
+ComponentCategory = Literal["storage", "data", "executable"]
 
 
 def own_pool_name(name: str) -> str:
@@ -19,10 +29,12 @@ def own_pool_name(name: str) -> str:
     return name.partition("/")[2] or name
 
 
-class Grant(BaseModel):
-    """An amount of one resource class booked on one pool."""
-
+class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Grant(_Record):
+    """An amount of one resource class booked on one pool."""
 
     pool_id: int
     pool: str  # the pool's name on its platform, as in ``Platform.pools()``
@@ -30,36 +42,103 @@ class Grant(BaseModel):
     amount: int
 
 
-class SessionRecord(BaseModel):
-    """What a session was granted and the instants of its lifecycle (epoch seconds)."""
+class Components(_Record):
+    """The session's components as offered: each its kind's document, with its own
+    ``meta.uuid`` and the amounts granted (``cores``, ``memory``, storage ``size``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    executable: dict[str, Any] | None = None
+    compute: dict[str, Any] | None = None
+    storage: list[dict[str, Any]] = Field(default_factory=list)
+    data: list[dict[str, Any]] = Field(default_factory=list)
 
+
+class Prepared(_Record):
+    """When a component's preparation started, and how long it took."""
+
+    start: int
+    seconds: float
+
+
+class ComponentStatus(_Record):
+    """Where one component is in its preparation (the standard gives each its own phase)."""
+
+    category: ComponentCategory
+    uuid: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    phase: str = "WAITING"
+    prepared: Prepared | None = None
+
+
+class SessionRecord(_Record):
+    """What a session was offered and granted, and what happened to it (instants are epoch
+    seconds)."""
+
+    name: str | None = None  # the request's own name
+    site: str = ""  # the site's name when it was offered
+    components: Components = Field(default_factory=Components)
     allocations: list[Grant] = Field(default_factory=list)
     # what the platform provides, per class: cores, memory (GiB), storage (GiB, over the
     # session's storage resources); classes no pool tracks are granted what was asked
     granted: dict[str, int] = Field(default_factory=dict)
     pools: list[str] = Field(default_factory=list)  # the pools drawn on, by their own names
-    # when each phase was first entered, by its name in lower case ("available", "finished")
-    entered: dict[str, int] = Field(default_factory=dict)
+    # the node's quote: its price list times the granted amounts and the available window
+    costs: list[dict[str, Any]] = Field(default_factory=list)
+    metrics: list[dict[str, Any]] = Field(default_factory=list)
     # a probe's offer holds nothing: accepting it claims ``allocations`` afresh
     probe: bool = False
+    # when each phase was first entered, by its name in lower case ("available", "finished")
+    entered: dict[str, int] = Field(default_factory=dict)
+    # per component, made when preparation begins (storage, then data, then the executable)
+    statuses: list[ComponentStatus] | None = None
+    messages: list[Message] = Field(default_factory=list)
+    # how to reach the running work, as its platform says (``Platform.connectors``); None
+    # until the work was started
+    connectors: list[dict[str, Any]] | None = None
+    # what the platform keeps to find its work again (``Execution.state``)
+    platform_state: dict[str, Any] = Field(default_factory=dict)
+    # how the work ended (the phase the session ends in), its exit code, and release retries
+    outcome: str | None = None
+    exit_code: int | None = None
+    release_attempts: int = 0
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> SessionRecord:
-        """The record as stored (a session stored without one, e.g. a direct execution that
-        never started, has an empty one)."""
+        """The record as stored (a session stored without one has an empty one)."""
         return cls.model_validate(stored or {})
 
     def stored(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude_defaults=True)
 
     def enter(self, phase: str, now: int) -> None:
         """Note when ``phase`` was entered, the first time only."""
         self.entered.setdefault(phase.lower(), now)
+
+    def note(self, template: str, level: Level = "INFO", **values: Any) -> None:
+        """Add a message for the session's user (the newest ``MAX_MESSAGES`` are kept)."""
+        self.messages.append(message(template, level, **values))
+        del self.messages[:-MAX_MESSAGES]
 
     @property
     def available_since(self) -> int | None:
         """When the session became available to its user (None if it never did): what is
         charged starts there, as the offer's duration did (preparation is the node's cost)."""
         return self.entered.get("available", self.entered.get("running"))
+
+    def component_statuses(self) -> list[ComponentStatus]:
+        """Each component's status, made once, when preparation begins."""
+        if self.statuses is None:
+            parts = self.components
+            self.statuses = [
+                *(_status("storage", doc) for doc in parts.storage),
+                *(_status("data", doc) for doc in parts.data),
+                _status("executable", parts.executable or {}),
+            ]
+        return self.statuses
+
+
+def _status(category: ComponentCategory, doc: dict[str, Any]) -> ComponentStatus:
+    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    return ComponentStatus(
+        category=category, uuid=meta.get("uuid"), kind=doc.get("kind"), name=meta.get("name")
+    )

@@ -8,7 +8,6 @@ Who may see a session is decided here too: its owner, or an admin.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,8 @@ from ..broker import Broker
 from ..db.locks import for_update, lock_session
 from ..db.tables import ExecutionSession, OfferSet
 from ..errors import NotFound
-from .phases import AVAILABLE, OFFERED, RUNNING
+from .phases import AVAILABLE, EXPIRED, OFFERED, RUNNING
+from .record import SessionRecord
 
 if TYPE_CHECKING:
     from ..identity import Identity
@@ -153,18 +153,39 @@ def set_phase(session: Session, uuids: Sequence[str], phase: str, now: int) -> N
         )
 
 
-def edit_document(
-    broker: Broker, session_uuid: str, edit: Callable[[dict[str, Any]], None], now: int
+def expire_offer_sets(session: Session, offerset_uuids: Sequence[str], now: int) -> None:
+    """The open offers of these offer sets expire now (a new request replaced them), and so
+    do the offer sets."""
+    if not offerset_uuids:
+        return
+    connection = session.connection()
+    connection.execute(
+        update(ExecutionSession)
+        .where(
+            ExecutionSession.offerset_uuid.in_(offerset_uuids),  # type: ignore[attr-defined]
+            ExecutionSession.phase == OFFERED,
+        )
+        .values(phase=EXPIRED, expires_at=now, modified_at=now, **_BUMPED)
+    )
+    connection.execute(
+        update(OfferSet)
+        .where(OfferSet.uuid.in_(offerset_uuids))  # type: ignore[attr-defined]
+        .values(expires_at=now)
+    )
+
+
+def edit_record(
+    broker: Broker, session_uuid: str, edit: Callable[[SessionRecord], None], now: int
 ) -> None:
-    """Change a session's document outside the engine's steps (a note from reconciliation):
-    ``edit`` changes a copy in place."""
+    """Change a session's record outside the engine's steps (a note from reconciliation):
+    ``edit`` changes it in place."""
     with broker.db.write() as session:
         row = session.get(ExecutionSession, session_uuid)
         if row is None:
             return
-        document = copy.deepcopy(row.document)
-        edit(document)
-        row.document = document
+        record = SessionRecord.of(row.record)
+        edit(record)
+        row.record = record.stored()
         changed(session, row, now)
 
 
@@ -254,7 +275,9 @@ def keep_platform_state(
     current = session.get(ExecutionSession, session_uuid)
     if current is None:
         return
-    current.platform_state = {**(current.platform_state or {}), **state}
+    record = SessionRecord.of(current.record)
+    record.platform_state = {**record.platform_state, **state}
+    current.record = record.stored()
     if current.due_at is None:
         current.due_at = now
     session.add(current)

@@ -182,12 +182,13 @@ def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -
 def _finish(
     session: Session, row: ExecutionSession, phase: str, states: tuple[str, ...], now: int
 ) -> None:
-    if row.platform_state:
+    record = SessionRecord.of(row.record)
+    if record.platform_state:
         # the platform holds work for it: the lifecycle engine stops and removes it, then
         # frees the booking (freeing it first could let another session start beside it)
         row.due_at = now
     else:
-        record_usage(session, row, SessionRecord.of(row.record).available_since, now)
+        record_usage(session, row, record.available_since, now)
         ledger.set_booking_state(
             session, session_uuids=[row.uuid], old=states, new=RELEASED, now=now
         )

@@ -1,11 +1,10 @@
 """Render stored offer sets and sessions as wire documents.
 
-Stored session documents keep the node's own form (instants, component statuses in
-``components``, data resources naming their storage); the answers are rendered here in the form
-of the IVOA ExecutionBroker schema (Calycopis-openapi v1.0): a ``ScheduledExecutionSession``
-whose ``schedule.available.start`` is an ISO-8601 interval, whose components each carry their
-own ``phase`` and ``schedule``, whose data resources name their storage by uuid, and whose
-message values are strings.
+A session is stored as its row and its typed record (:mod:`.record`); its answer is rendered
+here, and only here, in the form of the IVOA ExecutionBroker schema (Calycopis-openapi v1.0): a
+``ScheduledExecutionSession`` whose ``schedule.available.start`` is an ISO-8601 interval, whose
+components each carry their own ``phase`` and ``schedule``, whose data resources name their
+storage by uuid, and whose message values are strings.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any, Protocol
 
 from ..db.tables import OfferSet
 from ..kinds.base import KIND_PREFIX
-from ..schedule import format_seconds, instant
+from ..schedule import format_seconds, instant, span
 from .phases import (
     ACCEPTED,
     AVAILABLE,
@@ -31,6 +30,7 @@ from .phases import (
     WAITING,
     phase_options,
 )
+from .record import ComponentStatus, SessionRecord
 
 
 class SessionRow(Protocol):
@@ -42,10 +42,13 @@ class SessionRow(Protocol):
     created_at: int
     modified_at: int
     expires_at: int
-    document: dict[str, Any]
+    platform: str
+    prepare_at: int
+    start_at: int
+    end_at: int
+    record: dict[str, Any] | None
 
 
-HIDDEN = frozenset({"meta", "lifecycle"})  # the lifecycle engine's own notes stay inside
 # the standard's discriminator maps this kind to ScheduledExecutionSession
 SESSION_KIND = f"{KIND_PREFIX}session/scheduled-execution-session.yaml"
 # what nodes before the standard's form called it (the aggregator still reads it upstream)
@@ -114,39 +117,26 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _component_phase(session_phase: str, category: str, status: dict[str, Any] | None) -> str:
+def _component_phase(session_phase: str, category: str, status: ComponentStatus | None) -> str:
     if session_phase == PREPARING:
-        return str((status or {}).get("phase") or WAITING)
+        return status.phase if status is not None else WAITING
     if session_phase == RUNNING:
         return RUNNING if category == "executable" else AVAILABLE
     return _COMPONENT_PHASE.get(session_phase, WAITING)
 
 
-def _component_schedule(schedule: dict[str, Any], status: dict[str, Any] | None) -> dict[str, Any]:
+def _component_schedule(
+    schedule: dict[str, Any], status: ComponentStatus | None
+) -> dict[str, Any]:
     """The session's booked schedule, with the component's own preparation once it was made."""
-    own: dict[str, Any] = {k: schedule[k] for k in ("preparing", "available", "releasing")
-                           if isinstance(schedule.get(k), dict)}  # fmt: skip
-    prepared = (status or {}).get("prepared")
-    if isinstance(prepared, dict) and isinstance(prepared.get("start"), str):
-        seconds = prepared.get("seconds")
-        preparing = {"start": prepared["start"]}
-        if isinstance(seconds, int | float):
-            preparing["duration"] = format_seconds(round(seconds))
-        own["preparing"] = preparing
+    own = {k: schedule[k] for k in ("preparing", "available", "releasing")}
+    prepared = status.prepared if status is not None else None
+    if prepared is not None:
+        own["preparing"] = {
+            "start": instant(prepared.start),
+            "duration": format_seconds(round(prepared.seconds)),
+        }
     return own
-
-
-def _with_lifecycle(
-    doc: Any, category: str, phase: str, schedule: dict[str, Any], statuses: dict[str, Any]
-) -> Any:
-    if not isinstance(doc, dict):
-        return doc
-    status = statuses.get(((doc.get("meta") or {}).get("uuid"), category))
-    return {
-        **doc,
-        "phase": _component_phase(phase, category, status),
-        "schedule": _component_schedule(schedule, status),
-    }
 
 
 def _cost(cost: Any) -> Any:
@@ -182,58 +172,107 @@ def default_name(doc: dict[str, Any], what: str) -> str:
     return what
 
 
-def render_session(row: SessionRow, base_url: str) -> dict[str, Any]:
-    doc = row.document
-    stored_meta = doc.get("meta", {})
-    meta = {
-        **stored_meta,
+def _schedule(row: SessionRow, end_at: int, entered: dict[str, int]) -> dict[str, Any]:
+    """The booked schedule (``available.start`` as the standard's interval), and the instants
+    each phase was actually entered."""
+    schedule: dict[str, Any] = {
+        "preparing": span(row.prepare_at, row.start_at - row.prepare_at),
+        "available": span(row.start_at, end_at - row.start_at),
+        "releasing": span(end_at, 0),
+    }
+    schedule["available"]["start"] = start_interval(schedule["available"]["start"])
+    if entered:
+        schedule["actual"] = {phase: instant(at) for phase, at in entered.items()}
+    return schedule
+
+
+def with_published_ports(
+    executable: dict[str, Any], connectors: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The executable with each published port saying where it is reachable (the schema's
+    DockerExternalPort: ``external: {port: N, addresses: [host]}``), from the connectors
+    that name the ``internal`` port they reach."""
+    network = executable.get("network")
+    ports = network.get("ports") if isinstance(network, dict) else None
+    if not isinstance(ports, list) or not connectors:
+        return executable
+    published = {
+        (c.get("internal"), str(c.get("protocol") or "").upper()): c
+        for c in connectors
+        if isinstance(c.get("port"), int)
+    }
+    shown = []
+    for port in ports:
+        internal = port.get("internal") if isinstance(port, dict) else None
+        number = internal.get("port") if isinstance(internal, dict) else internal
+        connector = published.get((number, str(port.get("protocol") or "TCP").upper()))
+        if connector is not None:
+            external = {"port": connector["port"]}
+            if connector.get("host"):
+                external["addresses"] = [connector["host"]]
+            port = {**port, "external": external}
+        shown.append(port)
+    return {**executable, "network": {**network, "ports": shown}}
+
+
+def render_session(
+    row: SessionRow, base_url: str, record: SessionRecord | None = None
+) -> dict[str, Any]:
+    """The session as the standard's ``ScheduledExecutionSession``, rendered from its row and
+    its record (given when the caller has it typed already)."""
+    record = record if record is not None else SessionRecord.of(row.record)
+    parts = record.components
+    meta: dict[str, Any] = {"name": record.name} if record.name else {}
+    if record.messages:
+        meta["messages"] = wire_messages([m.model_dump(exclude_none=True) for m in record.messages])
+    meta |= {
         "uuid": row.uuid,
         "url": f"{base_url}/sessions/{row.uuid}",
         "created": instant(row.created_at),
         "modified": instant(row.modified_at),
         "options": phase_options(row.phase),
     }
-    meta["name"] = meta.get("name") or default_name(doc, "execution-session")
-    if "messages" in stored_meta:
-        meta["messages"] = wire_messages(stored_meta["messages"])
-    body = {k: v for k, v in doc.items() if k not in HIDDEN}
-    schedule = wire_schedule(doc.get("schedule") or {})
-    if "schedule" in body:
-        body["schedule"] = schedule
-    statuses = {
-        (s.get("uuid"), s.get("category")): s
-        for s in doc.get("components") or []
-        if isinstance(s, dict)
-    }
+    meta["name"] = meta.get("name") or default_name(parts.model_dump(), "execution-session")
+    schedule = _schedule(row, row.end_at, record.entered)
+    statuses = {(s.uuid, s.category): s for s in record.statuses or []}
 
-    def lifecycle(part: Any, category: str) -> Any:
-        return _with_lifecycle(part, category, row.phase, schedule, statuses)
+    def lifecycle(part: dict[str, Any], category: str) -> dict[str, Any]:
+        status = statuses.get(((part.get("meta") or {}).get("uuid"), category))
+        return {
+            **part,
+            "phase": _component_phase(row.phase, category, status),
+            "schedule": _component_schedule(schedule, status),
+        }
 
-    storage = [lifecycle(s, "storage") for s in doc.get("storage") or []]
-    by_name = {
-        (s.get("meta") or {}).get("name"): (s.get("meta") or {}).get("uuid")
-        for s in storage
-        if isinstance(s, dict)
-    }
+    storage = [lifecycle(s, "storage") for s in parts.storage]
+    by_name = {(s.get("meta") or {}).get("name"): (s.get("meta") or {}).get("uuid")
+               for s in storage}  # fmt: skip
     data = []
-    for d in doc.get("data") or []:
+    for d in parts.data:
         d = lifecycle(d, "data")
-        target = d.get("storage") if isinstance(d, dict) else None
-        if isinstance(target, str) and by_name.get(target):  # stored before storage had uuids
+        target = d.get("storage")
+        if isinstance(target, str) and by_name.get(target):  # offered before storage had uuids
             d["storage"] = by_name[target]
         data.append(d)
-    for key, value in (
-        ("executable", lifecycle(doc.get("executable"), "executable")),
-        ("compute", lifecycle(doc.get("compute"), "compute")),
-        ("storage", storage),
-        ("data", data),
-    ):
-        if key in body:
-            body[key] = value
-    if isinstance(body.get("costs"), list):
-        body["costs"] = [_cost(c) for c in body["costs"]]
-    if isinstance(body.get("connectors"), list):
-        body["connectors"] = [_connector(c) for c in body["connectors"]]
+    platform = row.platform
+    executable = with_published_ports(parts.executable or {}, record.connectors or [])
+    site = {"name": record.site, "platform": platform,
+            "pools": [f"{platform}/{name}" for name in record.pools]}  # fmt: skip
+    body: dict[str, Any] = {
+        **({"probe": True} if record.probe else {}),
+        **({"site": site} if platform else {}),  # a direct execution that never started
+        "schedule": schedule,
+        "executable": lifecycle(executable, "executable"),
+        **({"compute": lifecycle(parts.compute, "compute")} if parts.compute else {}),
+        "storage": storage,
+        "data": data,
+        "costs": [_cost(c) for c in record.costs],
+        "metrics": list(record.metrics),
+    }
+    if record.statuses is not None:
+        body["components"] = [_wire_status(s) for s in record.statuses]
+    if record.connectors is not None:
+        body["connectors"] = [_connector(c) for c in record.connectors]
     return {
         "kind": SESSION_KIND,
         "meta": meta,
@@ -244,9 +283,24 @@ def render_session(row: SessionRow, base_url: str) -> dict[str, Any]:
     }
 
 
+def _wire_status(status: ComponentStatus) -> dict[str, Any]:
+    shown = status.model_dump(exclude_none=True, exclude={"prepared"})
+    if status.prepared is not None:
+        shown["prepared"] = {
+            "start": instant(status.prepared.start),
+            "seconds": status.prepared.seconds,
+        }
+    return shown
+
+
 def render_offerset(
-    row: OfferSet, sessions: Sequence[SessionRow], base_url: str
+    row: OfferSet,
+    sessions: Sequence[SessionRow],
+    base_url: str,
+    records: Sequence[SessionRecord] | None = None,
 ) -> dict[str, Any]:
+    """The offer set and its offers (``records``: the sessions' records, when the caller has
+    them typed already)."""
     doc = row.document
     stored_meta = doc.get("meta", {})
     meta = {
@@ -255,10 +309,11 @@ def render_offerset(
         "url": f"{base_url}/offersets/{row.uuid}",
         "created": instant(row.created_at),
     }
+    typed = list(records) if records is not None else [SessionRecord.of(s.record) for s in sessions]
     # the request's name lives with its offers; an offer set of none is just "offerset"
-    first = sessions[0].document if sessions else {}
+    first = typed[0] if typed else SessionRecord()
     meta["name"] = (
-        meta.get("name") or (first.get("meta") or {}).get("name") or default_name(first, "offerset")
+        meta.get("name") or first.name or default_name(first.components.model_dump(), "offerset")
     )
     if "messages" in stored_meta:
         meta["messages"] = wire_messages(stored_meta["messages"])
@@ -267,5 +322,7 @@ def render_offerset(
         "meta": meta,
         "result": row.result,
         "expires": instant(row.expires_at),
-        "offers": [render_session(s, base_url) for s in sessions],
+        "offers": [
+            render_session(s, base_url, record) for s, record in zip(sessions, typed, strict=True)
+        ],
     }
