@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -753,3 +754,18 @@ def test_check_config_accepts_the_example_and_names_a_bad_key(tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "platforms.0.options.service_type" in done.stderr
+
+
+def test_an_unreachable_cluster_stops_the_node_with_a_message(tmp_path: Path) -> None:
+    fake = FakeCluster()  # never started: nothing listens on its port
+    kubeconfig = fake.kubeconfig(tmp_path / "kubeconfig")
+    fake.server.server_close()
+    shutil.rmtree(fake.storage)
+    config_ = PlatformConfig.model_validate(
+        {"name": "k8s", "type": "kubernetes", "options": {"kubeconfig": str(kubeconfig)}}
+    )
+    (platform,) = build_platforms([config_])
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="platform k8s: cannot read the cluster's nodes"):
+        platform.pools()
+    assert time.monotonic() - started < 30

@@ -6,6 +6,7 @@ few verbs on plain JSON objects (what the API sends, so the pure functions of ``
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ def api_client(options: KubernetesOptions) -> client.ApiClient:
         if found is None:
             configuration = client.Configuration()
             try:
-                if options.in_cluster:
+                if options.in_cluster or _only_in_cluster(options):
                     config.load_incluster_config(client_configuration=configuration)
                 else:
                     config.load_kube_config(
@@ -47,6 +48,18 @@ def api_client(options: KubernetesOptions) -> client.ApiClient:
             configuration.connection_pool_maxsize = 16
             found = _clients[key] = client.ApiClient(configuration)
         return found
+
+
+def _only_in_cluster(options: KubernetesOptions) -> bool:
+    """No kubeconfig given or at its default places, inside a pod: the service account."""
+    if options.kubeconfig or options.context:
+        return False
+    default = os.environ.get("KUBECONFIG") or os.path.expanduser(
+        config.KUBE_CONFIG_DEFAULT_LOCATION
+    )
+    return not os.path.exists(default.split(os.pathsep)[0]) and bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+    )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from broker_core.config import PoolConfig
+from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
@@ -61,6 +61,10 @@ RESOURCE_KINDS = frozenset(
 OUTPUT_LOG = "output.log"
 Obj = dict[str, Any]
 NODE_PORTS = range(30000, 32768)
+
+
+class ClusterUnreadable(ConfigError, PlatformError):
+    """The pools cannot be read at start-up: the node stops with this message, not a trace."""
 
 
 class KubernetesPlatform(Platform):
@@ -140,7 +144,12 @@ class KubernetesPlatform(Platform):
                     )
             self._baseline = list(self.config.pools)
             return list(self.config.pools)
-        readings, caps, _ = self._read()
+        try:
+            readings, caps, _ = self._read()
+        except PlatformError as exc:
+            raise ClusterUnreadable(
+                f"platform {self.name}: cannot read the cluster's nodes, pods and quotas: {exc}"
+            ) from None
         pools = [cluster.pool_config(r, self.options, caps) for r in readings]
         for reading in readings:
             if reading.left_out:
