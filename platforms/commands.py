@@ -9,7 +9,7 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,17 +75,28 @@ class Outcome:
 
 
 def run(
-    argv: Sequence[str], *, timeout: float, name: str | None = None, limit: int = OUTPUT_BYTES
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    name: str | None = None,
+    limit: int = OUTPUT_BYTES,
+    env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run ``argv`` (its first word the program's path) and wait for it, at most ``timeout``
     seconds; ``name`` is the program as messages name it (default: the path's last part).
+    ``env`` is added to this process's environment for the command: a secret passed that way
+    (``podman run --env NAME``) is on no command line.
     A command that cannot start, does not end in time or writes more than ``limit`` bytes on
     either stream is a PlatformError; one that exits non-zero is an ``Outcome`` to judge."""
     program = name or os.path.basename(argv[0])
     what = describe([program, *argv[1:]])
     try:
         process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **env} if env else None,
         )
     except FileNotFoundError:
         raise PlatformError(f"{program} not found: {argv[0]!r}") from None
@@ -145,8 +156,10 @@ class Program:
     timeout: float
     name: str | None = None  # as messages name it; default: the path's last part
 
-    def __call__(self, *args: str, timeout: float | None = None) -> Outcome:
-        return run([self.path, *args], timeout=timeout or self.timeout, name=self.name)
+    def __call__(
+        self, *args: str, timeout: float | None = None, env: Mapping[str, str] | None = None
+    ) -> Outcome:
+        return run([self.path, *args], timeout=timeout or self.timeout, name=self.name, env=env)
 
 
 # --- container images ------------------------------------------------------------------------

@@ -25,6 +25,13 @@ Execution side, per session (everything is named ``ebroker-<session uuid>`` and 
 - ``list_work`` lists this platform's labelled containers in any state, ``remove_work``
   removes one.
 
+A ``jupyter-notebook`` executable runs the site's ``notebook_image`` (refused at request time
+without one) as the same kind of container: ``prepare_executable`` finds the image, fetches the
+notebook into ``workdir/notebook`` through the staging rules and makes the session's token;
+``start`` runs the server (:mod:`platforms.notebooks`) with that directory as its root and its
+port published; the connector's URL opens the notebook with the token. The token goes to podman
+in its environment, never on a command line.
+
 The ``podman run`` argument list and the others come from pure functions of the session in
 :mod:`platforms.podman_args`; every podman call goes through ``LocalPlatform._run``
 (:mod:`platforms.commands`), and a failing call is a ``PlatformError`` with podman's own
@@ -44,9 +51,10 @@ from pydantic import Field, model_validator
 
 from broker_core.config import Duration, PoolConfig
 from broker_core.kinds.base import Message, kind_uri, message
-from broker_core.kinds.builtin import DockerContainer, ImagePlatform, SimpleVolumeMount
+from broker_core.kinds.builtin import DockerContainer, ImagePlatform, Port, SimpleVolumeMount
 from broker_core.kinds.request import ExecutionRequest
 
+from . import notebooks
 from .commands import ImageOptions, Outcome, Program, exists, find_image, image_locations
 from .contract import (
     WORK_PREFIX,
@@ -66,6 +74,8 @@ from .podman_args import (
     PortBinding,
     list_argv,
     mount,
+    notebook_mount,
+    notebook_run_argv,
     publish_host,
     remove_argv,
     run_argv,
@@ -87,7 +97,7 @@ PORT_CONNECTOR = "port-connector"
 OUTPUT_LOG = "output.log"
 
 
-class LocalOptions(ImageOptions):
+class LocalOptions(ImageOptions, notebooks.NotebookOptions):
     podman: str = Field(default="podman", min_length=1, description="the podman binary")
     publish_host: str = Field(
         default="127.0.0.1", min_length=1, description="the host address ports are published on"
@@ -129,14 +139,27 @@ class LocalPlatform(Platform):
         return self.config.pools or [host_pool(self.options.storage_path)]
 
     def accepted_kinds(self) -> frozenset[str]:
+        """The kinds it runs; jupyter-notebook only where the site configures its image."""
+        if self.options.notebook_image:
+            return ACCEPTED | {notebooks.NOTEBOOK}
         return ACCEPTED
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
         messages = super().validate(request)
         if not self.options.allow_privileged:
             messages += self.refuse_privileged(request)
+        notebook = notebooks.is_notebook(request.executable)
+        if notebook and not self.options.notebook_image:
+            messages.append(
+                message(
+                    "platform {platform} serves no Jupyter notebooks: the site has configured "
+                    "no notebook_image for it",
+                    level="WARN",
+                    platform=self.name,
+                )
+            )
         ports = published_ports(request)
-        if ports and self.options.network in ("none", "host"):
+        if (ports or notebook) and self.options.network in ("none", "host"):
             messages.append(
                 message(
                     "platform {platform} cannot publish ports with network mode {network}",
@@ -161,12 +184,23 @@ class LocalPlatform(Platform):
             seen.add(key)
         return messages
 
+    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
+        """As for any container, and for a notebook its image and the notebook's fetch."""
+        estimate = super().preparation_estimate(request)
+        if notebooks.is_notebook(request.executable):
+            estimate += self.options.image_pull + self.options.data_staging
+        return estimate
+
     # --- execution side ---------------------------------------------------------------------
 
     @platform_step
     def prepare_executable(self, execution: Execution) -> None:
-        """Find or pull the image, check its digest, record its id in ``state["image_id"]``."""
+        """Find or pull the image, check its digest, record its id in ``state["image_id"]``;
+        for a notebook, the site's notebook image, the notebook fetched and a token made."""
         executable = execution.executable
+        if notebooks.is_notebook(executable):
+            self._prepare_notebook(execution)
+            return
         if not isinstance(executable, DockerContainer):
             kind = executable.kind if executable else None
             raise PlatformError(f"platform {self.name} cannot run executables of kind {kind}")
@@ -207,7 +241,11 @@ class LocalPlatform(Platform):
         logs.mkdir(parents=True, exist_ok=True)
         mounts = [self._mount(execution, volume) for volume in execution.volumes]
         ports = self._choose_ports(execution)
-        args = run_argv(
+        notebook = notebooks.is_notebook(execution.executable)
+        build = notebook_run_argv if notebook else run_argv
+        if notebook:
+            mounts.insert(0, self._notebook_mount(execution))
+        args = build(
             execution,
             self.options,
             platform=self.name,
@@ -216,9 +254,11 @@ class LocalPlatform(Platform):
             mounts=mounts,
             logs=logs,
         )
+        # the notebook's token reaches the container through podman's environment only
+        env = notebooks.environment(notebooks.token_of(execution)) if notebook else None
         execution.state["ports"] = ports
         try:
-            result = self._run(*args)
+            result = self._run(*args, env=env)
         except PlatformError:
             # a container podman created but could not start would make a retry a no-op
             self._run("rm", "-f", "-i", name, check=False)
@@ -263,7 +303,8 @@ class LocalPlatform(Platform):
             {"kind": "port-connector", "protocol": "TCP", "host": "127.0.0.1",
              "port": 15432, "internal": 5432}
 
-        ``url`` is there for HTTP and HTTPS ports only (with the port's ``path``).
+        ``url`` is there for HTTP and HTTPS ports only (with the port's ``path``); a
+        notebook's carries the session's token, so that it opens the notebook.
         """
         host = self.options.connector_host or self.options.publish_host
         url_host = publish_host(host)
@@ -281,6 +322,9 @@ class LocalPlatform(Platform):
                 path = port.get("path") or "/"
                 path = path if path.startswith("/") else f"/{path}"
                 connector["url"] = f"{protocol.lower()}://{url_host}:{port['external']}{path}"
+                token = execution.state.get(notebooks.TOKEN_STATE)
+                if notebooks.is_notebook(execution.executable) and token:
+                    connector["url"] = notebooks.connector_url(connector["url"], token)
             result.append(connector)
         return result
 
@@ -329,9 +373,15 @@ class LocalPlatform(Platform):
         """How long a stop or forced removal may take: podman waits ``stop_timeout`` first."""
         return self.options.stop_timeout + self.options.command_timeout
 
-    def _run(self, *args: str, timeout: float | None = None, check: bool = True) -> Outcome:
+    def _run(
+        self,
+        *args: str,
+        timeout: float | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Outcome:
         """Run podman; a non-zero exit is a PlatformError with podman's message."""
-        outcome = self.podman(*args, timeout=timeout)
+        outcome = self.podman(*args, timeout=timeout, env=env)
         return outcome.checked() if check else outcome
 
     def _inspect_container(self, name: str) -> dict[str, Any]:
@@ -343,12 +393,43 @@ class LocalPlatform(Platform):
     def _remove(self, name: str) -> None:
         self._run(*remove_argv(name, self.options), timeout=self._stop_seconds)
 
+    # --- notebooks -------------------------------------------------------------------------
+
+    def _prepare_notebook(self, execution: Execution) -> None:
+        """The site's notebook image found (or pulled), the notebook fetched, a token made."""
+        image = self.options.notebook_image
+        if not image:
+            raise PlatformError(f"platform {self.name} has no notebook_image configured")
+        found = find_image(
+            self.podman, [image], pull=self.options.pull, pull_timeout=self.options.pull_timeout
+        )
+        info = self._inspect_image(found.ref)
+        execution.state["image"] = found.ref
+        execution.state["image_id"] = info.get("Id")
+        execution.state["image_digest"] = info.get("Digest")
+        execution.notes.append(found.note)
+        user = self.staging_user(execution)
+        execution.notes += notebooks.fetch(execution, execution.staging, user)
+        notebooks.token_of(execution)
+
+    def _notebook_mount(self, execution: Execution) -> Mount:
+        found = notebook_mount(execution)
+        if not found.source.is_dir():
+            raise PlatformError(f"the notebook was not fetched ({found.source} is missing)")
+        return replace(found, source=found.source.resolve())
+
     # --- what podman run is given --------------------------------------------------------
+
+    def _ports_of(self, execution: Execution) -> list[Port]:
+        """The executable's ports: a notebook's is its server's, opening the notebook."""
+        if notebooks.is_notebook(execution.executable):
+            return [notebooks.port(execution.state.get(notebooks.ENTRY_STATE))]
+        return executable_ports(execution.executable)
 
     def _choose_ports(self, execution: Execution) -> list[PortBinding]:
         """The published ports: the requested external port or a free one."""
         ports: list[PortBinding] = []
-        for port in executable_ports(execution.executable):
+        for port in self._ports_of(execution):
             if not port.access:
                 continue
             external = port.external_port
@@ -367,7 +448,7 @@ class LocalPlatform(Platform):
         """The published ports of an existing container (state lost in a crash)."""
         bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
         ports: list[PortBinding] = []
-        for port in executable_ports(execution.executable):
+        for port in self._ports_of(execution):
             key = f"{port.internal_port}/{transport(port.protocol)}"
             for binding in bindings.get(key) or []:
                 if str(binding.get("HostPort") or "").isdigit():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 
 from broker_core.kinds.builtin import DockerContainer, SimpleVolumeMount
 
+from . import notebooks
 from .contract import Execution
 from .errors import PlatformError
 
@@ -87,6 +88,59 @@ def run_argv(
     executable = execution.executable
     if not isinstance(executable, DockerContainer):
         raise PlatformError(f"platform {platform} runs docker containers only")
+    args = _session_args(execution, options, platform=platform, logs=logs)
+    if executable.privileged:
+        if not options.allow_privileged:
+            raise PlatformError(f"platform {platform} does not run privileged containers")
+        args.append("--privileged")
+    for key, value in (executable.environment or {}).items():
+        if not key or "=" in key or "\0" in key:
+            raise PlatformError(f"invalid environment variable name {key!r}")
+        args += ["-e", f"{key}={value}"]
+    args += _publish_args(ports, options) + _mount_args(mounts)
+    entrypoint = executable.entrypoint
+    if isinstance(entrypoint, list):
+        args += ["--entrypoint", json.dumps([str(part) for part in entrypoint])]
+    elif isinstance(entrypoint, str):
+        args += ["--entrypoint", entrypoint]
+    args.append(image)
+    args += [str(part) for part in executable.command or []]
+    return args
+
+
+def notebook_run_argv(
+    execution: Execution,
+    options: LocalOptions,
+    *,
+    platform: str,
+    image: str,
+    ports: list[PortBinding],
+    mounts: list[Mount],
+    logs: Path,
+) -> list[str]:
+    """``podman run`` of a ``jupyter-notebook`` session: the session's container as for a
+    docker container, running the site's notebook server (``notebooks.server_command``) in
+    ``notebooks.ROOT``, the fetched notebook's directory mounted read-write there (the first
+    of ``mounts``), the token named for podman to take from its own environment (so it is on no
+    command line: ``LocalPlatform`` passes it to podman)."""
+    if not notebooks.is_notebook(execution.executable):
+        raise PlatformError(f"platform {platform}: not a jupyter-notebook session")
+    args = _session_args(execution, options, platform=platform, logs=logs)
+    args += ["--env", notebooks.TOKEN_ENV, "--workdir", notebooks.ROOT]
+    args += _publish_args(ports, options) + _mount_args(mounts)
+    return [*args, image, *notebooks.server_command(execution, options)]
+
+
+def notebook_mount(execution: Execution) -> Mount:
+    """The fetched notebook's directory as the server's root, read-write (work is saved)."""
+    source = notebooks.notebook_dir(execution)
+    return Mount(notebooks.DIRECTORY, source, notebooks.ROOT, "rw")
+
+
+def _session_args(
+    execution: Execution, options: LocalOptions, *, platform: str, logs: Path
+) -> list[str]:
+    """What every session's container is run with: name, labels, network, log, limits."""
     args = [
         "run",
         "-d",
@@ -113,30 +167,22 @@ def run_argv(
     memory = execution.granted.get("memory")
     if memory:
         args += ["--memory", f"{memory}g"]
-    if executable.privileged:
-        if not options.allow_privileged:
-            raise PlatformError(f"platform {platform} does not run privileged containers")
-        args.append("--privileged")
-    for key, value in (executable.environment or {}).items():
-        if not key or "=" in key or "\0" in key:
-            raise PlatformError(f"invalid environment variable name {key!r}")
-        args += ["-e", f"{key}={value}"]
+    return args
+
+
+def _publish_args(ports: list[PortBinding], options: LocalOptions) -> list[str]:
+    args: list[str] = []
     for port in ports:
         args += [
             "-p",
             f"{publish_host(options.publish_host)}:{port['external']}:"
             f"{port['internal']}/{transport(port['protocol'])}",
         ]
-    for each in mounts:
-        args += ["-v", each.spec]
-    entrypoint = executable.entrypoint
-    if isinstance(entrypoint, list):
-        args += ["--entrypoint", json.dumps([str(part) for part in entrypoint])]
-    elif isinstance(entrypoint, str):
-        args += ["--entrypoint", entrypoint]
-    args.append(image)
-    args += [str(part) for part in executable.command or []]
     return args
+
+
+def _mount_args(mounts: list[Mount]) -> list[str]:
+    return [arg for each in mounts for arg in ("-v", each.spec)]
 
 
 def stop_argv(name: str, options: LocalOptions) -> list[str]:
