@@ -23,6 +23,9 @@ from kubernetes import client, config
 
 from broker_core.config import ConfigError, PlatformConfig
 from broker_core.kinds.base import kind_uri
+from broker_core.kinds.builtin import KINDS
+from broker_core.kinds.registry import KindRegistry
+from broker_core.kinds.request import parse_request
 from platforms.contract import Execution, PlatformError, WorkState, WorkStatus
 from platforms.kubernetes import KubernetesPlatform, cluster
 from platforms.kubernetes.options import KubernetesOptions
@@ -769,3 +772,47 @@ def test_an_unreachable_cluster_stops_the_node_with_a_message(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="platform k8s: cannot read the cluster's nodes"):
         platform.pools()
     assert time.monotonic() - started < 30
+
+
+def _request(data: str | None = None, **executable: Any) -> Any:
+    document: dict[str, Any] = {
+        "executable": {
+            "kind": kind_uri("executable", "docker-container"),
+            "image": {"locations": [BUSYBOX]},
+            **executable,
+        },
+        "compute": {"kind": kind_uri("compute", "simple-compute-resource"), "cores": {"min": 1}},
+    }
+    if data:
+        document["data"] = [{"kind": kind_uri("data", "simple-data-resource"), "location": data}]
+    parsed = parse_request(document, KindRegistry(KINDS))
+    assert parsed.request is not None
+    return parsed.request
+
+
+def test_requests_it_cannot_serve_are_answered_with_reasons() -> None:
+    platform = KubernetesPlatform(
+        PlatformConfig.model_validate({"name": "k8s", "type": "kubernetes"})
+    )
+    assert platform.validate(_request(data="https://data.example.org/x")) == []
+    (refusal,) = platform.validate(_request(privileged=True))
+    assert "privileged" in refusal.template
+    (refusal,) = platform.validate(_request(data="file:///etc/passwd"))
+    assert "stages http(s) data only" in refusal.message
+    twice = {"ports": [{"internal": 80, "external": 30080}, {"internal": 81, "external": 30080}]}
+    (refusal,) = platform.validate(_request(network=twice))
+    assert "requested twice" in refusal.template
+    nodeport = KubernetesPlatform(
+        PlatformConfig.model_validate(
+            {
+                "name": "k8s",
+                "type": "kubernetes",
+                "options": {"service_type": "NodePort", "connector_host": "node1.example.org"},
+            }
+        )
+    )
+    (refusal,) = nodeport.validate(_request(network={"ports": [{"internal": 80, "external": 80}]}))
+    assert "outside the cluster's node ports" in refusal.template
+    singularity = _request()
+    assert kind_uri("executable", "singularity-container") not in platform.accepted_kinds()
+    assert singularity.executable.kind in platform.accepted_kinds()
