@@ -111,7 +111,7 @@ def site(kube: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
             **kube["options"],
             "namespace": NAMESPACE,
             "reread_interval": "PT1S",
-            "pending_timeout": "PT1M",
+            "pending_timeout": "PT3S",
         },
     }
     node_config = {
@@ -303,3 +303,33 @@ def test_a_pool_shrinking_under_a_running_session_is_noted_and_offers_avoid_it(
     r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
     assert r.status_code == 200
     wait_gone(site["platform"], uuid, 60)
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_session_saying_so(site, node, data_url):
+    doc = request_doc(data_url, "true")
+    doc["executable"]["image"]["locations"] = ["registry.invalid/ebroker/missing:1"]
+    uuid = book(node, doc)
+    doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert doc["phase"] == "FAILED"
+    assert "the image registry.invalid/ebroker/missing:1 cannot be pulled" in messages(doc)
+    wait_gone(site["platform"], uuid)
+
+
+def test_a_pod_left_unscheduled_past_the_booked_start_fails_with_the_schedulers_reason(
+    site, node, data_url
+):
+    if site["fake"] is None:
+        pytest.skip("taints the nodes: runs against the fake API server only")
+    core = client.CoreV1Api(site["api"])
+    taint = {"spec": {"taints": [{"key": "maintenance", "effect": "NoSchedule"}]}}
+    doc = request_doc(data_url, "true", duration="PT5M")
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6))
+    doc["schedule"]["requested"]["start"] = f"{start}/PT1M"  # a little later: time to taint
+    uuid = book(node, doc)
+    for name in ("n1", "n2"):  # the admin taints every node before the booked start
+        core.patch_node(name, taint)
+    doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert doc["phase"] == "FAILED", messages(doc)
+    assert "could not be scheduled within 3 s of the booked start" in messages(doc)
+    assert "untolerated taint {maintenance: }" in messages(doc)  # the scheduler's own words
+    wait_gone(site["platform"], uuid)
