@@ -9,7 +9,11 @@ the real one does, and the official client talks to it unmodified through a kube
   (one, or a collection by selector) with the API's propagation policies (a Job's default is
   to orphan its pods, as on a real cluster); resourceVersions and uids; ``labelSelector`` and
   ``fieldSelector``; 404s, 409s and 422s as ``Status`` objects;
-- ``?watch=true`` streams (chunked, one JSON event per line) from a resourceVersion;
+- ``?watch=true`` streams (chunked, one JSON event per line) from a resourceVersion, and a
+  ``410 Expired`` error event once that version has been compacted away (``history_limit``);
+- admission as the API server does it: ResourceQuotas (a pod over a hard limit is forbidden,
+  and the job controller records ``FailedCreate`` on its Job), and ``pvc-protection`` (a
+  claim deleted while a pod uses it stays, with a deletionTimestamp, until the pod is gone);
 - every object it receives validated against the Kubernetes OpenAPI schema of ``VERSION``
   (kubernetes-validate, strict), refused with a 422 like the API server's;
 - controllers on a clock: claims bind; the job controller makes each Job's pod, and marks the
@@ -83,6 +87,7 @@ RESOURCES = {
     ]
 }
 # what DELETE answers with the object deleted (the others answer a Status), as the API does
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 RETURNS_DELETED = {
     "nodes",
     "namespaces",
@@ -372,8 +377,14 @@ class FakeCluster:
     """The API server's store and its controllers. ``images`` are the images the registry
     has: pods of any other image back off pulling it."""
 
-    def __init__(self, token: str = "fake-token", images: set[str] | None = None):
+    def __init__(
+        self,
+        token: str = "fake-token",
+        images: set[str] | None = None,
+        history_limit: int = 100_000,
+    ):
         self.token = token
+        self.history_limit = history_limit
         self.images = set(images or ())
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -441,6 +452,8 @@ class FakeCluster:
     def _record(self, plural: str, kind: str, obj: Obj) -> None:
         obj["metadata"]["resourceVersion"] = self._bump()
         self.history.append((self.rv, plural, kind, copy.deepcopy(obj)))
+        if len(self.history) > self.history_limit:  # etcd compacts: older versions expire
+            del self.history[: len(self.history) // 2]
         self.changed.notify_all()
 
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
@@ -485,6 +498,8 @@ class FakeCluster:
                 )
             metadata["namespace"] = ns
         with self.lock:
+            if plural == "pods":
+                self._admit(ns, name, obj)
             if (ns, name) in self.objects[plural]:
                 raise ApiError(
                     409,
@@ -568,6 +583,12 @@ class FakeCluster:
                     obj["metadata"]["deletionGracePeriodSeconds"] = period
                     self._record(plural, "MODIFIED", obj)
                     return copy.deepcopy(obj)
+            if plural == "persistentvolumeclaims" and self._claim_in_use(namespace, name):
+                # kubernetes.io/pvc-protection: the claim goes once no pod uses it
+                if not obj["metadata"].get("deletionTimestamp"):
+                    obj["metadata"]["deletionTimestamp"] = now_text()
+                    self._record(plural, "MODIFIED", obj)
+                return copy.deepcopy(obj)
             self._remove(plural, namespace, name)
             policy = propagation or ("Orphan" if plural == "jobs" else "Background")
             uid = obj["metadata"]["uid"]
@@ -621,6 +642,36 @@ class FakeCluster:
                 f'{obj.get("kind")} "{name}" is invalid: {where}: {exc.message}',
                 {"name": name, "kind": obj.get("kind")},
             ) from None
+
+    def _admit(self, namespace: str, name: str, pod: Obj) -> None:
+        """The ResourceQuota admission plug-in: a pod that would take the namespace over a
+        quota's hard limit is forbidden."""
+        wanted = {f"requests.{k}": v for k, v in pod_requests(pod).items()}
+        wanted["pods"] = 1
+        used: dict[str, float] = {"pods": 0}
+        for (ns, _), other in self.objects["pods"].items():
+            if ns == namespace and other["status"].get("phase") not in ("Succeeded", "Failed"):
+                used["pods"] += 1
+                for key, value in pod_requests(other).items():
+                    used[f"requests.{key}"] = used.get(f"requests.{key}", 0) + value
+        for (ns, quota_name), quota in self.objects["resourcequotas"].items():
+            if ns != namespace:
+                continue
+            for key, limit in (quota["spec"].get("hard") or {}).items():
+                counted = key if key.startswith("requests.") or key == "pods" else f"requests.{key}"
+                if counted not in wanted:
+                    continue
+                if used.get(counted, 0) + wanted[counted] > quantity(limit) + 1e-9:
+                    raise ApiError(
+                        403,
+                        "Forbidden",
+                        (
+                            f'pods "{name}" is forbidden: exceeded quota: {quota_name}, requested: '
+                            f"{key}={_quantity_text(wanted[counted])}, used: "
+                            f"{key}={_quantity_text(used.get(counted, 0))}, limited: {key}={limit}"
+                        ),
+                        {"name": name, "kind": "pods"},
+                    )
 
     def _check_immutable(self, plural: str, current: Obj, new: Obj) -> None:
         if plural == "jobs":
@@ -679,6 +730,7 @@ class FakeCluster:
                     used.add(port["nodePort"])
             obj["status"] = {"loadBalancer": {}}
         elif plural == "persistentvolumeclaims":
+            obj["metadata"].setdefault("finalizers", []).append(PVC_PROTECTION)
             spec.setdefault("volumeMode", "Filesystem")
             spec.setdefault("storageClassName", "standard")
             obj["status"] = {"phase": "Pending"}
@@ -735,8 +787,23 @@ class FakeCluster:
                 self._kubelet(at)
                 self._quotas()
 
+    def _claim_in_use(self, namespace: str, name: str) -> bool:
+        return any(
+            ns == namespace
+            and pod["status"].get("phase") not in ("Succeeded", "Failed")
+            and any(
+                (v.get("persistentVolumeClaim") or {}).get("claimName") == name
+                for v in pod["spec"].get("volumes") or []
+            )
+            for (ns, _), pod in self.objects["pods"].items()
+        )
+
     def _bind_claims(self) -> None:
         for (ns, name), claim in list(self.objects["persistentvolumeclaims"].items()):
+            if claim["metadata"].get("deletionTimestamp"):
+                if not self._claim_in_use(ns, name):
+                    self._remove("persistentvolumeclaims", ns, name)
+                continue
             if claim["status"].get("phase") == "Pending":
                 (self.storage / claim["metadata"]["uid"]).mkdir(parents=True, exist_ok=True)
 
@@ -768,7 +835,17 @@ class FakeCluster:
                 continue
             pods = self._pods_of(job)
             if not pods and not job["status"].get("startTime"):
-                self._make_pod(job)
+                try:
+                    self._make_pod(job)
+                except ApiError as refused:
+                    self._event(
+                        job,
+                        "FailedCreate",
+                        f"Error creating: {refused.message}",
+                        "Warning",
+                        "job-controller",
+                    )
+                    continue
                 self.update_status(
                     "jobs",
                     ns,
@@ -854,6 +931,8 @@ class FakeCluster:
     def _event(
         self, pod: Obj, reason: str, message: str, kind: str = "Normal", source: str = "kubelet"
     ) -> None:
+        """An Event about ``pod`` (or any object: a Job's FailedCreate), counted up when the
+        same one repeats."""
         ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         for (ens, ename), event in self.objects["events"].items():
             same = event["involvedObject"].get("uid") == pod["metadata"]["uid"]
@@ -873,11 +952,11 @@ class FakeCluster:
             {
                 "metadata": {"name": f"{pod_name}.{uuid.uuid4().hex[:16]}", "namespace": ns},
                 "involvedObject": {
-                    "kind": "Pod",
+                    "kind": pod.get("kind", "Pod"),
                     "name": pod_name,
                     "namespace": ns,
                     "uid": pod["metadata"]["uid"],
-                    "apiVersion": "v1",
+                    "apiVersion": pod.get("apiVersion", "v1"),
                 },
                 "reason": reason,
                 "message": message,
@@ -1321,28 +1400,23 @@ class FakeCluster:
                     if test(o)
                 ]
                 since = self.rv
-            elif self.history and since < self.history[0][0] - 1:
-                pending = [
-                    {
-                        "type": "ERROR",
-                        "object": ApiError(
-                            410, "Expired", f"too old resource version: {since}"
-                        ).status(),
-                    }
-                ]
-            position = bisect.bisect_right([h[0] for h in self.history], since)
         ends = time.monotonic() + timeout
         try:
             for event in pending:
                 handler._chunk(event)
             while time.monotonic() < ends and not self.stopping.is_set():
                 with self.changed:
+                    if self.history and since < self.history[0][0] - 1:  # compacted away
+                        gone = ApiError(410, "Expired", f"too old resource version: {since}")
+                        handler._chunk({"type": "ERROR", "object": gone.status()})
+                        break
+                    start = bisect.bisect_right(self.history, since, key=lambda h: h[0])
                     events = [
                         (kind, obj)
-                        for _, plural, kind, obj in self.history[position:]
+                        for _, plural, kind, obj in self.history[start:]
                         if plural == resource.plural and test(obj)
                     ]
-                    position = len(self.history)
+                    since = self.rv
                     if not events:
                         self.changed.wait(min(1.0, max(ends - time.monotonic(), 0)))
                         continue

@@ -816,3 +816,28 @@ def test_requests_it_cannot_serve_are_answered_with_reasons() -> None:
     singularity = _request()
     assert kind_uri("executable", "singularity-container") not in platform.accepted_kinds()
     assert singularity.executable.kind in platform.accepted_kinds()
+
+
+def test_a_job_the_quota_refuses_a_pod_fails_with_the_quota_message(
+    platform, fake, tmp_path
+) -> None:
+    fake.create(
+        "resourcequotas",
+        NAMESPACE,
+        {"metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "1"}}},
+    )
+    fake.create(
+        "pods",
+        NAMESPACE,
+        {
+            "metadata": {"name": "someone-elses"},
+            "spec": {"containers": [{"name": "c", "image": BUSYBOX, "args": ["sleep", "60"]}]},
+        },
+    )
+    run = execution(tmp_path, "true")
+    prepare_and_start(platform, run)
+    assert platform.poll(run).state == WorkState.PENDING
+    status = wait_for(platform, run, WorkState.FAILED, seconds=10)
+    assert status.state == WorkState.FAILED
+    assert "made no pod within 2 s" in (status.message or "")
+    assert "exceeded quota: two-pods" in (status.message or "")

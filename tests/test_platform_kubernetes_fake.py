@@ -200,3 +200,80 @@ def test_the_shell_of_the_fake_images() -> None:
     )
     assert (run.exit_code, run.duration, run.output(101)) == (1, 2.0, "1\n")
     assert run_script(["sleep", "3"], {}, lambda path: None, 0).duration == 3
+
+
+def test_admission_quotas_and_claim_protection(fake: FakeCluster, api: client.ApiClient) -> None:
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    core.create_namespaced_resource_quota(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "q"},
+            "spec": {"hard": {"requests.cpu": "1500m"}},
+        },
+    )
+    batch.create_namespaced_job("default", job("fits", "sleep 30"))
+    wait(lambda: core.list_namespaced_pod("default").items)
+    batch.create_namespaced_job("default", job("over", "true"))
+    refused = wait(
+        lambda: (
+            core.list_namespaced_event(
+                "default", field_selector="involvedObject.name=over,reason=FailedCreate"
+            ).items
+        )
+    )
+    assert "exceeded quota: q, requested: requests.cpu=1, used: requests.cpu=1" in (
+        refused[0].message
+    )
+    core.create_namespaced_persistent_volume_claim(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "c"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    fake.create(
+        "pods",
+        "default",
+        {
+            "metadata": {"name": "user"},
+            "spec": {
+                "containers": [{"name": "m", "image": BUSYBOX, "args": ["sleep", "30"]}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}],
+            },
+        },
+    )
+    core.delete_namespaced_persistent_volume_claim("c", "default")
+    claim = core.read_namespaced_persistent_volume_claim("c", "default")
+    assert claim.metadata.deletion_timestamp and claim.metadata.finalizers == [
+        "kubernetes.io/pvc-protection"
+    ]
+    core.delete_namespaced_pod("user", "default", grace_period_seconds=0)
+    wait(lambda: not core.list_namespaced_persistent_volume_claim("default").items)
+
+
+def test_a_watch_from_a_compacted_version_is_told_410(tmp_path: Path) -> None:
+    small = FakeCluster(images={BUSYBOX}, history_limit=20).start()
+    try:
+        configuration = client.Configuration()
+        config.load_kube_config(
+            str(small.kubeconfig(tmp_path / "kc")), client_configuration=configuration
+        )
+        core = client.CoreV1Api(client.ApiClient(configuration))
+        first = core.list_namespaced_service("default").metadata.resource_version
+        for i in range(30):
+            small.add_node(f"n{i}")
+        stream = watch.Watch().stream(
+            core.list_namespaced_service, "default", resource_version=first, timeout_seconds=5
+        )
+        with pytest.raises(client.ApiException) as expired:
+            next(stream)
+        assert expired.value.status == 410
+    finally:
+        small.stop()

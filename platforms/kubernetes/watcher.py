@@ -9,7 +9,6 @@ import threading
 import time
 from typing import Any
 
-from ..errors import PlatformError
 from .client import Kube
 from .manifests import SESSION_LABEL
 
@@ -56,7 +55,7 @@ class PodWatch:
                         continue
                     with self.lock:
                         self._keep(kind, pod)
-            except (PlatformError, Exception) as exc:  # the stream breaks; list and watch again
+            except Exception as exc:  # the stream breaks or expires (410): list and watch again
                 self.synced.clear()
                 log.info("kubernetes pod watch: %s; listing again in %.0f s", exc, backoff)
                 time.sleep(backoff)
