@@ -734,7 +734,7 @@ def test_the_platform_type_is_registered_and_its_options_checked() -> None:
 
 @pytest.mark.slow  # two `ebroker check-config` processes
 def test_check_config_accepts_the_example_and_names_a_bad_key(tmp_path: Path) -> None:
-    example = ROOT / "examples" / "config" / "kubernetes.yaml"
+    example = ROOT / "deploy" / "kubernetes" / "node.yaml"
     done = subprocess.run(
         [sys.executable, "-m", "ebroker", "check-config", "-c", str(example)],
         cwd=tmp_path,
