@@ -333,3 +333,18 @@ def test_a_pod_left_unscheduled_past_the_booked_start_fails_with_the_schedulers_
     assert "could not be scheduled within 3 s of the booked start" in messages(doc)
     assert "untolerated taint {maintenance: }" in messages(doc)  # the scheduler's own words
     wait_gone(site["platform"], uuid)
+
+
+def test_extending_a_running_session_moves_the_jobs_deadline(site, node, data_url):
+    uuid = book(node, request_doc(data_url, "echo long; sleep 300", duration="PT2M"))
+    wait_phase(node, uuid, {"RUNNING"})
+    batch = client.BatchV1Api(site["api"])
+    before = batch.read_namespaced_job(work_name(uuid), NAMESPACE).spec.active_deadline_seconds
+    longer = {"kind": "uri:integer-delta-update", "path": "schedule.duration", "delta": 600}
+    r = httpx.post(f"{node.url}/sessions/{uuid}", json=longer, timeout=30)
+    assert r.status_code == 200, r.text
+    after = batch.read_namespaced_job(work_name(uuid), NAMESPACE).spec.active_deadline_seconds
+    assert after - before >= 590, (before, after)  # the booked end moved by ten minutes
+    r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
+    assert r.status_code == 200
+    wait_gone(site["platform"], uuid, 60)
