@@ -477,17 +477,19 @@ class LocalPlatform(Platform):
     # --- logs -------------------------------------------------------------------------------
 
     def _save_logs(self, execution: Execution) -> None:
-        """Write the plain output (``output.log``) from podman's log file in the workdir."""
+        """Write the plain output (``output.log``) from podman's log file in the workdir; a
+        notebook's token is left out (a server may log a URL that carries it)."""
         logs = execution.workdir / "logs"
         source = logs / CONTAINER_LOG
         if not source.exists():
             return
         target = logs / OUTPUT_LOG
         partial = logs / f".{OUTPUT_LOG}.partial"
+        token = execution.state.get(notebooks.TOKEN_STATE)
         try:
             with source.open(errors="replace") as lines, partial.open("w") as out:
                 for line in lines:
-                    out.write(_log_text(line))
+                    out.write(notebooks.scrub(_log_text(line), token))
             partial.replace(target)
         except OSError as exc:
             partial.unlink(missing_ok=True)

@@ -47,6 +47,7 @@ TOKEN_ENV = "JUPYTER_TOKEN"  # read by both the classic notebook server and jupy
 TOKEN_STATE = "notebook_token"  # in Execution.state
 ENTRY_STATE = "notebook"  # in Execution.state: the notebook to open, relative to ROOT
 TOKEN_BYTES = 32
+HIDDEN = "[token]"  # what the token is in the output the node keeps
 CULL_INTERVAL = 60  # seconds between the kernel manager's looks for idle kernels
 
 ServerKind = Literal["notebook", "jupyter-server"]
@@ -149,6 +150,12 @@ def server_command(execution: Execution, options: NotebookOptions) -> list[str]:
         f"--MappingKernelManager.cull_interval={min(CULL_INTERVAL, idle)}",
         "--MappingKernelManager.cull_connected=True",
     ]
+
+
+def scrub(text: str, token: str | None) -> str:
+    """``text`` (a line of the server's output) without the token: a server may log a
+    request's URL with the token in its query."""
+    return text.replace(token, HIDDEN) if token else text
 
 
 def open_path(entry: str | None) -> str:

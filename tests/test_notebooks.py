@@ -65,6 +65,14 @@ def test_tokens_are_random_url_safe_and_kept_in_the_state() -> None:
     assert notebooks.environment(first) == {"JUPYTER_TOKEN": first}
 
 
+def test_the_token_is_scrubbed_from_the_output() -> None:
+    line = "[W NotebookApp] 404 GET /notebooks/x.ipynb?token=s3cret-T0ken (10.0.0.1)\n"
+    assert notebooks.scrub(line, "s3cret-T0ken") == (
+        "[W NotebookApp] 404 GET /notebooks/x.ipynb?token=[token] (10.0.0.1)\n"
+    )
+    assert notebooks.scrub(line, None) == line
+
+
 def test_the_server_command_line_serves_the_root_and_culls_idle_kernels() -> None:
     execution = notebook_session()
     command = notebooks.server_command(execution, OPTIONS)
