@@ -36,7 +36,9 @@ def api_client(options: KubernetesOptions) -> client.ApiClient:
                     config.load_incluster_config(client_configuration=configuration)
                 else:
                     config.load_kube_config(
-                        config_file=options.kubeconfig,
+                        config_file=os.path.expanduser(options.kubeconfig)
+                        if options.kubeconfig
+                        else None,
                         context=options.context,
                         client_configuration=configuration,
                     )
