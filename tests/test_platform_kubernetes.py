@@ -546,8 +546,9 @@ def test_stop_mid_run_removes_the_pod_and_says_why(platform, fake, tmp_path) -> 
 
 
 def test_with_the_watch_polling_a_running_session_asks_the_api_nothing(
-    platform, fake, tmp_path
+    make_platform, fake, tmp_path
 ) -> None:
+    platform = make_platform(reread_interval="PT1H")  # the capacity re-read is not per poll
     run = execution(tmp_path, "sleep 20")
     prepare_and_start(platform, run)
     assert wait_for(platform, run, WorkState.RUNNING).state == WorkState.RUNNING
