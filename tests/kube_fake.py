@@ -245,8 +245,9 @@ def json_patch(target: Obj, operations: list[Obj]) -> Obj:
         if op["op"] in ("add", "replace"):
             if isinstance(parent, list):
                 index = len(parent) if last == "-" else int(last)
-                parent.insert(index, op["value"]) if op["op"] == "add" else None
-                if op["op"] == "replace":
+                if op["op"] == "add":
+                    parent.insert(index, op["value"])
+                else:
                     parent[index] = op["value"]
             else:
                 parent[last] = op["value"]

@@ -277,3 +277,20 @@ def test_a_watch_from_a_compacted_version_is_told_410(tmp_path: Path) -> None:
         assert expired.value.status == 410
     finally:
         small.stop()
+
+
+def test_json_patches_as_clients_send_them(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.patch_node(
+        "n1",
+        [
+            {"op": "add", "path": "/metadata/labels/zone", "value": "a"},
+            {"op": "add", "path": "/spec/taints", "value": []},
+            {"op": "add", "path": "/spec/taints/-", "value": {"key": "k", "effect": "NoSchedule"}},
+            {"op": "replace", "path": "/spec/taints/0/key", "value": "j"},
+        ],
+    )
+    node = core.read_node("n1")
+    assert node.metadata.labels["zone"] == "a" and node.spec.taints[0].key == "j"
+    core.patch_node("n1", [{"op": "remove", "path": "/spec/taints/0"}])
+    assert not core.read_node("n1").spec.taints
