@@ -196,6 +196,9 @@ def test_a_session_runs_as_a_pod_and_completes(site, node, data_url):
     if site["fake"] is not None:  # every object the node sent was checked against the schema
         kinds = {o["kind"] for o in site["fake"].received}
         assert {"Job", "PersistentVolumeClaim"} <= kinds
+        # the node watched its pods rather than listing them on every poll
+        watches = [p for _, p in site["fake"].requests if "/pods?" in p and "watch=true" in p]
+        assert watches and all("ebroker.platform%3Dk8s" in p for p in watches), watches
 
 
 def test_a_failing_executable_ends_failed(site, node, data_url):
