@@ -58,11 +58,44 @@ chroot "$ROOTFS" dpkg --configure -a
 chroot "$ROOTFS" python3 -c 'import jupyter_server, notebook, zmq'
 chroot "$ROOTFS" apt-get clean
 rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/* "$ROOTFS/etc/resolv.conf"
-mkdir -p "$ROOTFS/work"
+mkdir -p "$ROOTFS/work" "$ROOTFS/etc/jupyter"
+# The servers log a failed request's URL and referrer whole, and the session's token may be in
+# them (the connector's URL carries it): the image's request log leaves it out.
+request_log() {  # the config file's name, the server's module, its application class
+  cat >"$ROOTFS/etc/jupyter/$1" <<PY
+# written by ebroker .ci/setup-jupyter.sh: request URLs are logged without their token
+import re
+
+import tornado.web
+from $2.log import log_request
+
+_TOKEN = re.compile(r"(token=)[^&\s]*", re.IGNORECASE)
+_summary = tornado.web.RequestHandler._request_summary
+
+
+def _scrubbed_summary(handler):  # what tornado's own warnings name a request by
+    return _TOKEN.sub(r"\1[token]", _summary(handler))
+
+
+tornado.web.RequestHandler._request_summary = _scrubbed_summary
+
+
+def _log_request(handler):
+    request = handler.request
+    request.uri = _TOKEN.sub(r"\1[token]", request.uri)
+    if "Referer" in request.headers:
+        request.headers["Referer"] = _TOKEN.sub(r"\1[token]", request.headers["Referer"])
+    log_request(handler)
+
+
+c.$3.tornado_settings = {"log_function": _log_request}
+PY
+}
+request_log jupyter_notebook_config.py notebook NotebookApp
+request_log jupyter_server_config.py jupyter_server ServerApp
 
 tar -C "$ROOTFS" -c . | podman import --quiet \
   --change 'WORKDIR /work' \
-  --change 'ENV HOME=/work' \
   - "$IMAGE" >/dev/null
 podman tag "$IMAGE" "$NAME:latest"
 podman run --rm --network none "$IMAGE" python3 -c 'import jupyter_server, notebook' >/dev/null

@@ -27,7 +27,9 @@ import pytest
 import yaml
 
 from broker_core.config import PlatformConfig
-from platforms.contract import Platform, work_name
+from broker_core.staging.rules import StagingRules
+from platforms.contract import Execution, Platform, work_name
+from platforms.local import LocalPlatform
 from platforms.registry import build_platforms
 from tests.conftest import ACCEPT, COMPUTE, unavailable
 from tests.nodes import Node, start_node
@@ -234,7 +236,9 @@ def test_a_notebook_session_is_served_with_its_token_then_cancelled(
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert marker in dom.stdout, dom.stdout[-3000:]
 
-        # the token is on no command line and in no log
+        # the token is on no command line and in no log, not even a failed request's line
+        missing = httpx.get(f"{base}/notebooks/missing.ipynb?token={token}", timeout=10)
+        assert missing.status_code == 404
         created = subprocess.run(
             ["podman", "inspect", "--format", "{{json .Config.CreateCommand}}", work_name(uuid)],
             capture_output=True, text=True, timeout=60, check=True,
@@ -243,6 +247,9 @@ def test_a_notebook_session_is_served_with_its_token_then_cancelled(
         logs = httpx.get(f"{node.url}/sessions/{uuid}/logs", timeout=30)
         assert logs.status_code == 200 and logs.text.strip()  # the server's own output
         assert token not in logs.text
+        assert "missing.ipynb" in logs.text  # the failed request was logged, without the token
+        raw = tmp_path / "sessions" / uuid / "logs" / "container.log"  # as the image wrote it
+        assert raw.is_file() and token not in raw.read_text()
         assert token not in node.output()
 
         r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
@@ -281,3 +288,35 @@ def test_an_idle_notebook_server_ends_itself_and_completes_the_session(
         print(f"the idle server ended {time.monotonic() - running:.1f} s after it answered")
     finally:
         node.stop()
+
+
+def test_a_node_that_lost_the_ports_finds_the_running_server_and_its_url_again(
+    tmp_path: Path, notebook_file: Path, clean: list[Platform]
+) -> None:
+    """The platform's steps without a node: after a crash between ``podman run`` and saving
+    the state, ``start`` again finds the container, and the connector opens the same notebook
+    with the same token (kept in the state the engine saved before)."""
+    _, platform = site_config(tmp_path)
+    assert isinstance(platform, LocalPlatform)
+    clean.append(platform)
+    now = int(time.time())
+    execution = Execution(
+        session=str(uuids.uuid4()),
+        executable={"kind": NOTEBOOK, "meta": {"uuid": str(uuids.uuid4())},
+                    "location": notebook_file.as_uri()},
+        compute=None, storage=[], data=[], granted={"cores": 1, "memory": 1},
+        prepare_at=now, start_at=now, end_at=now + 600,
+        workdir=tmp_path / "sessions" / "lost",
+        staging=StagingRules(file_roots=(str(notebook_file.parent.resolve()),)),
+    )  # fmt: skip
+    execution.workdir.mkdir(parents=True)
+    platform.prepare_executable(execution)
+    platform.start(execution)
+    (first,) = platform.connectors(execution)
+    assert wait_served(first["url"]).status_code == 200
+    execution.state.pop("ports")  # the crash
+    platform.start(execution)  # a no-op for the container: it runs already
+    assert platform.connectors(execution) == [first]
+    platform.stop(execution, "the test ended")
+    platform.release(execution)
+    assert not left(platform, execution.session)
