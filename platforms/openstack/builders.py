@@ -1,0 +1,563 @@
+"""What a session is made of on OpenStack, as pure functions of the typed session
+(``Execution``) and the platform's options: the flavor (a private one, or the smallest existing
+one that fits), the security group's rules, the cloud-init user data that runs the executable
+inside the server, the server's create request, the Blazar lease, and the connectors. Nothing
+here talks to a cloud, so every builder is shown by a snapshot test.
+
+What runs on the server comes from the executable's kind:
+
+- ``docker-container``: cloud-init starts the container with the image's container runtime
+  (podman, else docker), publishing the requested ports; when it exits, its exit code is
+  written to the console (``EXIT_MARK``) and the server powers off, which ends the session;
+- ``virtual-machine``: the user's SSH key for the image's default user, and the user's own
+  cloud-config after ours (a multipart document);
+- ``jupyter-notebook``: the notebook (fetched by the node, within its staging rules) is written
+  into the server, and the notebook server started on ``notebooks.PORT`` with the session's
+  token in its environment, from a root-only file.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import math
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.charset import Charset
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from typing import Any
+
+import yaml
+
+from broker_core.kinds.base import Component
+from broker_core.kinds.builtin import DockerContainer, JupyterNotebook, Port
+
+from .. import notebooks
+from ..contract import Execution, PlatformError, executable_ports
+from .kinds import VirtualMachine
+from .options import OpenStackOptions
+
+SESSION_KEY = "ebroker.session"
+PLATFORM_KEY = "ebroker.platform"
+EXIT_MARK = "ebroker-exit-code="
+CONTAINER = "ebroker-main"
+NOTEBOOK_TOKEN_FILE = "/etc/ebroker/notebook.env"
+USER_DATA_LIMIT = 65535  # Nova's limit on the base64 user data
+MIME_BOUNDARY = "==ebroker-user-data=="
+PLAIN_UTF8 = Charset("utf-8")
+PLAIN_UTF8.body_encoding = None  # the parts stay readable (8bit), as cloud-init takes them
+HTTP_CONNECTOR = "http-connector"  # as the local platform names them
+PORT_CONNECTOR = "port-connector"
+SSH_CONNECTOR = "ssh-connector"
+Body = dict[str, Any]
+
+
+def metadata(platform: str, session: str) -> dict[str, str]:
+    """What finds a session's server again: its uuid and the platform that made it."""
+    return {SESSION_KEY: session, PLATFORM_KEY: platform}
+
+
+def kind_name(executable: Component | None) -> str:
+    if isinstance(executable, DockerContainer):
+        return "docker-container"
+    if isinstance(executable, JupyterNotebook):
+        return "jupyter-notebook"
+    if isinstance(executable, VirtualMachine):
+        return "virtual-machine"
+    raise PlatformError(f"an OpenStack server cannot run a {getattr(executable, 'kind', None)}")
+
+
+# --- flavors -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlavorSpec:
+    """A flavor's size: vCPUs, RAM in MiB, root disk in GiB."""
+
+    vcpus: int
+    ram: int
+    disk: int
+
+    def fits(self, flavor: FlavorSpec) -> bool:
+        """Whether ``flavor`` gives at least this much of everything."""
+        return flavor.vcpus >= self.vcpus and flavor.ram >= self.ram and flavor.disk >= self.disk
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """An existing flavor as the platform chooses among them."""
+
+    id: str
+    name: str
+    spec: FlavorSpec
+    public: bool = True
+
+
+def flavor_spec(execution: Execution, options: OpenStackOptions) -> FlavorSpec:
+    """The granted amounts as a flavor: cores, GiB of memory as MiB, and a root disk of the
+    site's ``root_disk`` plus the session's granted storage (its storage resources)."""
+    cores = max(int(execution.granted.get("cores") or 1), 1)
+    memory = max(int(execution.granted.get("memory") or 1), 1)
+    storage = int(execution.granted.get("storage") or 0) if execution.storage else 0
+    return FlavorSpec(vcpus=cores, ram=memory * 1024, disk=options.root_disk + storage)
+
+
+def private_flavor(execution: Execution, options: OpenStackOptions, platform: str) -> Body:
+    """The create request of a session's private flavor (``flavor_policy: private-per-session``),
+    deleted at release."""
+    spec = flavor_spec(execution, options)
+    return {
+        "name": execution.name,
+        "vcpus": spec.vcpus,
+        "ram": spec.ram,
+        "disk": spec.disk,
+        "is_public": False,
+        "description": f"ebroker session {execution.session} of platform {platform}",
+    }
+
+
+def smallest_fitting(flavors: list[Flavor], need: FlavorSpec) -> Flavor | None:
+    """The smallest public flavor giving at least ``need`` (fewest vCPUs, then RAM, then disk,
+    then name); ebroker's own private flavors are never chosen."""
+    fitting = [
+        f for f in flavors if f.public and need.fits(f.spec) and not f.name.startswith("ebroker-")
+    ]
+    fitting.sort(key=lambda f: (f.spec.vcpus, f.spec.ram, f.spec.disk, f.name))
+    return fitting[0] if fitting else None
+
+
+# --- security group ----------------------------------------------------------------------------
+
+
+def ports(execution: Execution) -> list[Port]:
+    """The ports the session publishes: the executable's, the notebook server's, and SSH for
+    VM sessions (where the site opens it)."""
+    executable = execution.executable
+    if isinstance(executable, JupyterNotebook):
+        return [notebooks.port(execution.state.get(notebooks.ENTRY_STATE))]
+    return [p for p in executable_ports(executable) if p.access]
+
+
+def security_group(execution: Execution, platform: str) -> Body:
+    return {
+        "name": execution.name,
+        "description": f"ebroker session {execution.session} of platform {platform}",
+    }
+
+
+def _protocol(port: Port) -> str:
+    return "udp" if port.protocol.upper() == "UDP" else "tcp"
+
+
+def server_port(port: Port) -> int:
+    """The port on the server a published port is reached at: the external port asked for,
+    else the container's own."""
+    return port.external_port or port.internal_port
+
+
+def security_rules(execution: Execution, options: OpenStackOptions, group_id: str) -> list[Body]:
+    """Ingress rules opening only the session's ports (and SSH for VMs) from the site's
+    ``ingress_cidrs``; egress stays Neutron's default."""
+    wanted: list[tuple[str, int]] = []
+    for port in ports(execution):
+        wanted.append((_protocol(port), server_port(port)))
+    if isinstance(execution.executable, VirtualMachine) and options.security.open_ssh_for_vms:
+        wanted.append(("tcp", options.security.ssh_port))
+    rules = []
+    for protocol, number in sorted(set(wanted), key=lambda w: (w[1], w[0])):
+        for cidr in options.security.ingress_cidrs:
+            rules.append(
+                {
+                    "security_group_id": group_id,
+                    "direction": "ingress",
+                    "ethertype": "IPv6" if ":" in cidr else "IPv4",
+                    "protocol": protocol,
+                    "port_range_min": number,
+                    "port_range_max": number,
+                    "remote_ip_prefix": cidr,
+                }
+            )
+    return rules
+
+
+# --- user data ---------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (scripts, files) as literal blocks, as one would write them."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value and not value.startswith(" ") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
+def _cloud_config(document: Body) -> str:
+    text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
+    return "#cloud-config\n" + text
+
+
+def _shell(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+STORAGE_ROOT = "/srv/ebroker/storage"  # storage resources on the server's root disk
+
+
+def storage_mounts(execution: Execution) -> list[tuple[str, str, str]]:
+    """The compute resource's volume mounts of storage resources: (directory on the server,
+    path in the container, ro|rw)."""
+    found = []
+    for volume in execution.volumes:
+        for storage in execution.storage:
+            meta = storage.meta
+            if volume.resource in ((meta.uuid if meta else None), storage.name):
+                mode = "ro" if volume.mode == "READONLY" else "rw"
+                found.append(
+                    (f"{STORAGE_ROOT}/{meta.uuid if meta else ''}", volume.path or "", mode)
+                )
+    return found
+
+
+def container_command(execution: Execution, executable: DockerContainer, image: str) -> list[str]:
+    """The container's run command after ``<runtime> run``: name, ports, environment file,
+    storage mounts, entrypoint, image, command."""
+    argv = ["--name", CONTAINER, "--env-file", "/etc/ebroker/container.env"]
+    if executable.privileged:
+        argv.append("--privileged")
+    for source, target, mode in storage_mounts(execution):
+        argv += ["-v", f"{source}:{target}:{mode}"]
+    for port in executable_ports(executable):
+        if port.access:
+            argv += ["-p", f"{server_port(port)}:{port.internal_port}/{_protocol(port)}"]
+    entrypoint = executable.entrypoint
+    if isinstance(entrypoint, list) and entrypoint:
+        argv += ["--entrypoint", entrypoint[0]]
+        command = [*entrypoint[1:], *(executable.command or [])]
+    else:
+        if isinstance(entrypoint, str) and entrypoint:
+            argv += ["--entrypoint", entrypoint]
+        command = list(executable.command or [])
+    return [*argv, image, *command]
+
+
+def _image_ref(executable: DockerContainer) -> str:
+    image = executable.image
+    locations = [loc.strip() for loc in (image.locations if image else []) if loc.strip()]
+    if not locations:
+        raise PlatformError("the docker-container executable names no image location")
+    ref = locations[0]
+    if image and image.digest and "@" not in ref:
+        ref = f"{ref}@{image.digest}"  # pinned: a runtime takes name:tag@digest
+    return ref
+
+
+def _env_file(environment: dict[str, str] | None) -> str:
+    lines = []
+    for key, value in sorted((environment or {}).items()):
+        if "\n" in value or "\n" in key or "=" in key:
+            raise PlatformError(f"environment variable {key[:64]!r}: no newlines or = in names")
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def exit_code(console: str) -> int | None:
+    """The work's exit code, from the last ``EXIT_MARK`` line of the console (None: none)."""
+    for line in reversed(console.splitlines()):
+        _, mark, rest = line.partition(EXIT_MARK)
+        if mark and rest.strip().isdigit():
+            return int(rest.strip())
+    return None
+
+
+def docker_user_data(execution: Execution) -> str:
+    """Run the container once with the image's runtime, log its output to the console, then
+    write its exit code there and power off."""
+    executable = execution.executable
+    assert isinstance(executable, DockerContainer)
+    argv = container_command(execution, executable, _image_ref(executable))
+    folders = [source for source, _, _ in storage_mounts(execution)]
+    script = "\n".join(
+        [
+            "#!/bin/sh",
+            "# ebroker: run the session's container once, then power off",
+            *([f"mkdir -p {_shell(folders)}"] if folders else []),
+            "rt=$(command -v podman || command -v docker) || { echo 'ebroker: no container runtime'"
+            f" >/dev/console; echo '{EXIT_MARK}127' >/dev/console; poweroff; exit 127; }}",
+            f'"$rt" run {_shell(argv)} >/dev/console 2>&1',
+            "code=$?",
+            f'echo "{EXIT_MARK}$code" >/dev/console',
+            "poweroff",
+            "",
+        ]
+    )
+    return _cloud_config(
+        {
+            "write_files": [
+                {
+                    "path": "/etc/ebroker/container.env",
+                    "permissions": "0600",
+                    "content": _env_file(executable.environment),
+                },
+                {"path": "/usr/local/sbin/ebroker-run", "permissions": "0700", "content": script},
+            ],
+            "runcmd": [["/usr/local/sbin/ebroker-run"]],
+        }
+    )
+
+
+def vm_user_data(execution: Execution) -> str:
+    """The user's SSH key for the image's default user; the user's own cloud-config, when it
+    has one, runs after ours (a multipart document cloud-init merges)."""
+    executable = execution.executable
+    assert isinstance(executable, VirtualMachine)
+    ours: Body = {}
+    if executable.ssh_public_key:
+        ours["ssh_authorized_keys"] = [executable.ssh_public_key.strip()]
+    ours["write_files"] = [
+        {"path": "/etc/ebroker/session", "permissions": "0644", "content": f"{execution.session}\n"}
+    ]
+    if not executable.user_data:
+        return _cloud_config(ours)
+    multipart = MIMEMultipart(boundary=MIME_BOUNDARY)
+    for index, text in enumerate((_cloud_config(ours), executable.user_data)):
+        part = MIMEText(text, "cloud-config", PLAIN_UTF8)
+        part.add_header("Content-Disposition", "attachment", filename=f"part-{index}.cfg")
+        multipart.attach(part)
+    return multipart.as_string()
+
+
+def notebook_user_data(
+    execution: Execution, options: OpenStackOptions, files: dict[str, bytes]
+) -> str:
+    """The fetched notebook's ``files`` written under ``notebooks.ROOT``, the token in a
+    root-only environment file, and the server started from it (its command line has no
+    token)."""
+    token = notebooks.token_of(execution)
+    env = "".join(f"{k}={v}\n" for k, v in notebooks.environment(token).items())
+    written: list[Body] = [
+        {"path": NOTEBOOK_TOKEN_FILE, "permissions": "0600", "content": env},
+    ]
+    for name, content in sorted(files.items()):
+        written.append(
+            {
+                "path": f"{notebooks.ROOT}/{name}",
+                "permissions": "0644",
+                "encoding": "gz+b64",
+                "content": base64.b64encode(gzip.compress(content, mtime=0)).decode(),
+            }
+        )
+    command = notebooks.server_command(execution, options)
+    unit = "\n".join(
+        [
+            "[Unit]",
+            "Description=ebroker notebook server",
+            "[Service]",
+            f"EnvironmentFile={NOTEBOOK_TOKEN_FILE}",
+            f"WorkingDirectory={notebooks.ROOT}",
+            f"ExecStart={_shell(command)}",
+            "ExecStopPost=/bin/sh -c 'echo " + EXIT_MARK + "$EXIT_STATUS >/dev/console'",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
+    written.append(
+        {
+            "path": "/etc/systemd/system/ebroker-notebook.service",
+            "permissions": "0644",
+            "content": unit,
+        }
+    )
+    return _cloud_config(
+        {
+            "write_files": written,
+            "runcmd": [
+                ["systemctl", "daemon-reload"],
+                ["systemctl", "start", "ebroker-notebook.service"],
+            ],
+        }
+    )
+
+
+def user_data(
+    execution: Execution, options: OpenStackOptions, files: dict[str, bytes] | None = None
+) -> str:
+    """The server's cloud-init user data for the session's executable kind."""
+    kind = kind_name(execution.executable)
+    if kind == "docker-container":
+        text = docker_user_data(execution)
+    elif kind == "virtual-machine":
+        text = vm_user_data(execution)
+    else:
+        text = notebook_user_data(execution, options, files or {})
+    encoded = base64.b64encode(text.encode()).decode()
+    if len(encoded) > USER_DATA_LIMIT:
+        raise PlatformError(
+            f"the server's user data is {len(encoded)} bytes in base64, more than Nova's "
+            f"{USER_DATA_LIMIT} (a smaller notebook, or less user data)"
+        )
+    return text
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+def server_request(
+    execution: Execution,
+    options: OpenStackOptions,
+    platform: str,
+    *,
+    flavor_id: str,
+    image_id: str,
+    network_id: str | None,
+    security_group: str | None,
+    user_data_text: str,
+    availability_zone: str | None = None,
+    reservation: str | None = None,
+) -> Body:
+    """The create-server request (openstacksdk's ``compute.create_server`` arguments)."""
+    body: Body = {
+        "name": execution.name,
+        "flavor_id": flavor_id,
+        "image_id": image_id,
+        "metadata": metadata(platform, execution.session),
+        "user_data": base64.b64encode(user_data_text.encode()).decode(),
+        "networks": [{"uuid": network_id}] if network_id else "none",
+        "config_drive": True,
+    }
+    if network_id and security_group:
+        body["security_groups"] = [{"name": security_group}]
+    if options.key_name:
+        body["key_name"] = options.key_name
+    if availability_zone:
+        body["availability_zone"] = availability_zone
+    if reservation:
+        body["scheduler_hints"] = {"reservation": reservation}
+    return body
+
+
+# --- Blazar ------------------------------------------------------------------------------------
+
+
+def blazar_time(epoch: int) -> str:
+    """Blazar's date format (UTC, to the minute)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def lease_window(execution: Execution, options: OpenStackOptions, now: int) -> tuple[int, int]:
+    """The lease's start and end: from the preparation start (or now, when that has passed,
+    less the site's lead) to the window's end, rounded out to Blazar's minutes."""
+    lead = int(options.blazar.lead.total_seconds())
+    start = max(execution.prepare_at - lead, now)
+    end = max(execution.end_at, start + 60)
+    return start, int(math.ceil(end / 60) * 60)
+
+
+def lease_request(
+    execution: Execution, options: OpenStackOptions, now: int, hosts: list[str] | None = None
+) -> Body:
+    """The lease for the session's window: a host reservation of one of the pool's hosts, or
+    an instance reservation of the flavor's size. ``start_date: now`` when the window starts
+    within the minute (Blazar refuses a start in the past)."""
+    start, end = lease_window(execution, options, now)
+    if options.blazar.reservation == "physical:host":
+        properties = ""
+        if hosts:
+            names = ", ".join(f'"{h}"' for h in sorted(hosts))
+            properties = (
+                f'["in", "$hypervisor_hostname", {names}]'
+                if len(hosts) > 1
+                else (f'["=", "$hypervisor_hostname", "{hosts[0]}"]')
+            )
+        reservation: Body = {
+            "resource_type": "physical:host",
+            "min": 1,
+            "max": 1,
+            "hypervisor_properties": properties,
+            "resource_properties": "",
+        }
+    else:
+        spec = flavor_spec(execution, options)
+        reservation = {
+            "resource_type": "virtual:instance",
+            "amount": 1,
+            "vcpus": spec.vcpus,
+            "memory_mb": spec.ram,
+            "disk_gb": spec.disk,
+            "affinity": False,
+            "resource_properties": "",
+        }
+    return {
+        "name": execution.name,
+        "start_date": "now" if start - now < 60 else blazar_time(start),
+        "end_date": blazar_time(end),
+        "reservations": [reservation],
+        "events": [],
+    }
+
+
+# --- connectors --------------------------------------------------------------------------------
+
+
+def addresses(server_addresses: dict[str, list[Body]] | None) -> tuple[str | None, str | None]:
+    """The server's fixed and floating IPv4 addresses (None where it has none)."""
+    fixed = floating = None
+    for entries in (server_addresses or {}).values():
+        for entry in entries:
+            if entry.get("version", 4) != 4:
+                continue
+            if entry.get("OS-EXT-IPS:type") == "floating":
+                floating = floating or entry.get("addr")
+            else:
+                fixed = fixed or entry.get("addr")
+    return fixed, floating
+
+
+def connectors(
+    execution: Execution, options: OpenStackOptions, server_addresses: dict[str, list[Body]] | None
+) -> list[Body]:
+    """How to reach the session: the server's address (its floating IP where it has one)
+    with each published port, the notebook's URL with its token, SSH for VM sessions."""
+    fixed, floating = addresses(server_addresses)
+    host = floating or fixed
+    if host is None:
+        return []
+    found: list[Body] = []
+    notebook = isinstance(execution.executable, JupyterNotebook)
+    for port in ports(execution):
+        number = server_port(port)
+        protocol = port.protocol.upper()
+        web = protocol in ("HTTP", "HTTPS")
+        entry: Body = {
+            "kind": HTTP_CONNECTOR if web else PORT_CONNECTOR,
+            "protocol": protocol,
+            "host": host,
+            "port": number,
+            "internal": port.internal_port,
+        }
+        if web:
+            path = port.path or "/"
+            path = path if path.startswith("/") else f"/{path}"
+            url = f"{protocol.lower()}://{host}:{number}{path}"
+            if notebook:
+                url = notebooks.connector_url(url, notebooks.token_of(execution))
+            entry["url"] = url
+        found.append(entry)
+    if isinstance(execution.executable, VirtualMachine) and options.security.open_ssh_for_vms:
+        number = options.security.ssh_port
+        found.append(
+            {
+                "kind": SSH_CONNECTOR,
+                "protocol": "SSH",
+                "host": host,
+                "port": number,
+                "url": f"ssh://{host}:{number}" if number != 22 else f"ssh://{host}",
+            }
+        )
+    return found
