@@ -24,6 +24,7 @@ from platforms.kubernetes.options import KubernetesOptions
 KUBE_VERSION = "1.37"
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "kubernetes"
 RBAC = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "rbac.yaml"
+NETWORK_POLICY = RBAC.with_name("networkpolicy.yaml")
 SESSION = "0b6f1a52-3c1e-4c55-9a0e-7d2c4f1e8a01"
 STORAGE_UUID = "5d1e2f3a-0000-4000-8000-000000000001"
 DATA_UUID = "5d1e2f3a-0000-4000-8000-000000000002"
@@ -425,3 +426,12 @@ def test_another_executable_kind_plugs_into_the_same_pod(monkeypatch) -> None:
     assert service is not None and service["spec"]["ports"][0]["port"] == 8888
     (connector,) = manifests.connectors(execution, opts, service, None)
     assert connector["url"].endswith(":8888/lab")
+
+
+def test_the_sessions_network_policy_validates_and_selects_the_sessions_pods() -> None:
+    (policy,) = [d for d in yaml.safe_load_all(NETWORK_POLICY.read_text()) if d]
+    validate(policy)
+    (expression,) = policy["spec"]["podSelector"]["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == (manifests.SESSION_LABEL, "Exists")
+    blocked = policy["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
+    assert "169.254.0.0/16" in blocked and "10.0.0.0/8" in blocked  # metadata, cluster nets
