@@ -28,6 +28,7 @@ from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import parse_request
 from platforms.contract import Execution, PlatformError, WorkState, WorkStatus
 from platforms.kubernetes import KubernetesPlatform, cluster
+from platforms.kubernetes.client import only_in_cluster
 from platforms.kubernetes.options import KubernetesOptions
 from platforms.kubernetes.status import Seen, work_status
 from platforms.registry import build_platforms
@@ -842,3 +843,19 @@ def test_a_job_the_quota_refuses_a_pod_fails_with_the_quota_message(
     assert status.state == WorkState.FAILED
     assert "made no pod within 2 s" in (status.message or "")
     assert "exceeded quota: two-pods" in (status.message or "")
+
+
+def test_without_a_kubeconfig_a_node_in_a_pod_uses_its_service_account(
+    monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    assert only_in_cluster(KubernetesOptions())
+    assert not only_in_cluster(KubernetesOptions(context="prod"))
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("{}")
+    assert not only_in_cluster(KubernetesOptions())  # a kubeconfig at its default place wins
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    (tmp_path / ".kube" / "config").unlink()
+    assert not only_in_cluster(KubernetesOptions())  # not in a pod

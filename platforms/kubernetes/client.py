@@ -32,7 +32,7 @@ def api_client(options: KubernetesOptions) -> client.ApiClient:
         if found is None:
             configuration = client.Configuration()
             try:
-                if options.in_cluster or _only_in_cluster(options):
+                if options.in_cluster or only_in_cluster(options):
                     config.load_incluster_config(client_configuration=configuration)
                 else:
                     config.load_kube_config(
@@ -52,7 +52,7 @@ def api_client(options: KubernetesOptions) -> client.ApiClient:
         return found
 
 
-def _only_in_cluster(options: KubernetesOptions) -> bool:
+def only_in_cluster(options: KubernetesOptions) -> bool:
     """No kubeconfig given or at its default places, inside a pod: the service account."""
     if options.kubeconfig or options.context:
         return False
