@@ -5,7 +5,9 @@
 #  - The image is tagged localhost/ebroker-jupyter:<first 16 hex of this script's sha256>, so a
 #    change to the recipe (this file) makes a new image and an unchanged one is reused: the
 #    build is skipped when that tag exists (the cache). localhost/ebroker-jupyter:latest is
-#    moved to it, for a site's config to name.
+#    moved to it, for a site's config to name; the images of other recipes are removed.
+#  - With EBROKER_IMAGE_CACHE (a directory a CI keeps between runs), the image is also saved
+#    there as ebroker-jupyter-<hash>.tar after a build, and loaded from there before one.
 #  - debootstrap leaves python3-zmq unconfigured (it cannot resolve the virtual
 #    python3-cffi-backend-api-*); `apt-get install --fix-broken` in the chroot completes it.
 #  - Needs root and the apt mirror; run after .ci/setup-podman.sh. Prints the image's name.
@@ -19,10 +21,22 @@ IMAGE="$NAME:$RECIPE_SHA"
 SUITE=bookworm
 PACKAGES=python3-jupyter-server,python3-notebook
 
-if podman image exists "$IMAGE"; then
+CACHED="${EBROKER_IMAGE_CACHE:+$EBROKER_IMAGE_CACHE/ebroker-jupyter-$RECIPE_SHA.tar}"
+
+done_with() {  # the image is there: the stable tag moved to it, other recipes' images gone
   podman tag "$IMAGE" "$NAME:latest"
+  podman images --format '{{.Repository}}:{{.Tag}}' "$NAME" |
+    grep -vxF -e "$IMAGE" -e "$NAME:latest" | xargs -r podman rmi >/dev/null || true
   echo "$IMAGE"
   exit 0
+}
+
+if podman image exists "$IMAGE"; then
+  done_with
+fi
+if [ -n "$CACHED" ] && [ -s "$CACHED" ] && podman load --quiet --input "$CACHED" >/dev/null &&
+  podman image exists "$IMAGE"; then
+  done_with
 fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -97,6 +111,9 @@ request_log jupyter_server_config.py jupyter_server ServerApp
 tar -C "$ROOTFS" -c . | podman import --quiet \
   --change 'WORKDIR /work' \
   - "$IMAGE" >/dev/null
-podman tag "$IMAGE" "$NAME:latest"
 podman run --rm --network none "$IMAGE" python3 -c 'import jupyter_server, notebook' >/dev/null
-echo "$IMAGE"
+if [ -n "$CACHED" ]; then
+  mkdir -p "$EBROKER_IMAGE_CACHE"
+  podman save --quiet --output "$CACHED.partial" "$IMAGE" && mv "$CACHED.partial" "$CACHED"
+fi
+done_with
