@@ -3,6 +3,7 @@ offending key): its own site, server and database, and the upstreams it federate
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -17,9 +18,8 @@ from broker_core.config import (
     PositiveDuration,
     ServerConfig,
     SiteConfig,
-    read_config_file,
+    load_with_secrets,
     require_unique,
-    validate_config,
 )
 
 
@@ -95,5 +95,7 @@ class AggregatorConfig(Model):
         return self.server.base_url
 
 
-def load_aggregator_config(path: str | Path) -> AggregatorConfig:
-    return validate_config(AggregatorConfig, read_config_file(path), str(path))
+def load_aggregator_config(
+    path: str | Path, environ: Mapping[str, str] | None = None
+) -> AggregatorConfig:
+    return load_with_secrets(AggregatorConfig, path, environ)[0]

@@ -5,14 +5,22 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-from .config import NodeConfig, load_config
+from .config import NodeConfig, load_with_secrets
+from .secrets import Secrets, mask_logs
 
 
 def _load(args: argparse.Namespace) -> NodeConfig:
-    config = load_config(args.config)
+    """The node's configuration (file, environment, secret files, command line), with its
+    secrets masked in every log line from now on."""
+    config, secrets = load_with_secrets(NodeConfig, args.config)
     overrides = {}
     if getattr(args, "host", None):
         overrides["host"] = args.host
@@ -24,7 +32,13 @@ def _load(args: argparse.Namespace) -> NodeConfig:
         config.database = config.database.model_copy(update={"url": args.database})
     if getattr(args, "site_name", None):
         config.site = config.site.model_copy(update={"name": args.site_name})
+    secrets.add_url_password(config.database.url)
+    mask_logs(secrets)
+    _SECRETS.append(secrets)
     return config
+
+
+_SECRETS: list[Secrets] = []  # this process's, handed on to its worker processes
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -51,7 +65,7 @@ def serve(args: argparse.Namespace) -> int:
         server.serve(create_app(broker), config.server, log_level=level, limits=limits)
         return 0
     broker.db.dispose()
-    os.environ[CONFIG_ENV] = config.model_dump_json()
+    os.environ[CONFIG_FILE_ENV] = str(_hand_on(config))
     server.serve(
         "broker_core.cli:worker_app",
         config.server,
@@ -63,16 +77,32 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-CONFIG_ENV = "EBROKER_WORKER_CONFIG"
+CONFIG_FILE_ENV = "EBROKER_WORKER_CONFIG_FILE"
+
+
+def _hand_on(config: NodeConfig) -> Path:
+    """The validated configuration, for the worker processes, in a file only this user may
+    read (removed when the node exits): never in their environment, where its secrets would
+    show in ``/proc/<pid>/environ`` and in every child's environment."""
+    directory = Path(tempfile.mkdtemp(prefix="ebroker-workers-"))  # mode 0700
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = directory / "config.json"
+    secrets = sorted(s for found in _SECRETS for s in found.values())
+    handed = {"config": config.model_dump(mode="json"), "secrets": secrets}
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(handed, handle)
+    return path
 
 
 def worker_app() -> object:
     """The app of one of several worker processes, from the config the parent validated."""
-    from .config import NodeConfig
     from .http.app import create_app
     from .node import build_broker
 
-    config = NodeConfig.model_validate_json(os.environ[CONFIG_ENV])
+    handed = json.loads(Path(os.environ[CONFIG_FILE_ENV]).read_text())
+    mask_logs(Secrets(handed["secrets"]))
+    config = NodeConfig.model_validate(handed["config"])
     config.database = config.database.model_copy(update={"migrate_on_start": False})
     return create_app(build_broker(config))
 

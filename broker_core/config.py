@@ -6,6 +6,7 @@ the node runs on its embedded default: SQLite and the ``simulated`` platform siz
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from .pricing import Pricing, check_platform
+from .secrets import Secrets
 from .suggest import iso_duration_hint, unknown_field_at
 
 RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
@@ -590,9 +592,11 @@ def describe_errors(
     source: str,
     prefix: tuple[object, ...] = (),
     model: type[BaseModel] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> str:
     """One line per bad key. With the ``model`` validated, an unknown key gets the known one
-    it is closest to (``offers.hodl: unknown field 'hodl'; did you mean 'hold'?``)."""
+    it is closest to (``offers.hodl: unknown field 'hodl'; did you mean 'hold'?``); a key an
+    environment variable set (``origins``: dotted key -> variable) says which."""
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top level)"
@@ -601,14 +605,30 @@ def describe_errors(
             detail = unknown_field_at(model, err["loc"]) or detail
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
             detail = str(err["ctx"]["error"])  # our own message, without pydantic's prefix
-        lines.append(f"  {where}: {detail}")
+        variable = _origin(origins or {}, where)
+        lines.append(f"  {where}: {detail}" + (f" (set by {variable})" if variable else ""))
     return "\n".join(lines)
+
+
+def _origin(origins: Mapping[str, str], where: str) -> str | None:
+    """The environment variable that set the key at ``where`` (or a key around it)."""
+    parts = where.split(".")
+    for end in range(len(parts), 0, -1):
+        found = origins.get(".".join(parts[:end]))
+        if found:
+            return found
+    return None
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate_config(model: type[M], data: Any, source: str = "<config>") -> M:
+def validate_config(
+    model: type[M],
+    data: Any,
+    source: str = "<config>",
+    origins: Mapping[str, str] | None = None,
+) -> M:
     """A config document validated into ``model``; a ConfigError naming every bad key."""
     if data is None:
         data = {}
@@ -617,7 +637,7 @@ def validate_config(model: type[M], data: Any, source: str = "<config>") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, source, model=model)) from None
+        raise ConfigError(describe_errors(exc, source, model=model, origins=origins)) from None
 
 
 def read_config_file(path: str | Path) -> Any:
@@ -634,7 +654,27 @@ def parse_config(data: Any, source: str = "<config>") -> NodeConfig:
     return validate_config(NodeConfig, data, source)
 
 
-def load_config(path: str | Path | None) -> NodeConfig:
-    if path is None:
-        return NodeConfig()
-    return parse_config(read_config_file(path), str(path))
+def load_with_secrets(
+    model: type[M], path: str | Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[M, Secrets]:
+    """The configuration of ``model`` from its file (none: the defaults), the environment
+    and secret files (``config_sources``), and its secrets, which no error repeats."""
+    from .config_sources import SourceError, gather
+
+    document = read_config_file(path) if path is not None else None
+    source = str(path) if path is not None else "the defaults"
+    try:
+        sources = gather(model, document, environ)
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from None
+    if sources.origins:
+        source += " and the environment"
+    try:
+        config = validate_config(model, sources.document, source, sources.origins)
+    except ConfigError as exc:
+        raise ConfigError(sources.secrets.mask(str(exc))) from None
+    return config, sources.secrets
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    return load_with_secrets(NodeConfig, path, environ)[0]
