@@ -5,8 +5,9 @@ notebook) on rootful podman, through the node's HTTP API.
 request → accept → the notebook fetched from the site's data directory → RUNNING → the
 connector's URL opens the notebook with a real HTTP client (the notebook listed and served, and
 refused without the token or with another) and in headless Chromium (the notebook's cell
-rendered) → cancel → the container gone. And an idle server ends itself (idle culling), which
-completes the session before its window ends. The token is in no log and on no command line.
+rendered) → cancel → the container gone. A SIGKILLed node, restarted, finds the session running
+with the same URL. An idle server ends itself (idle culling), which completes the session
+before its window ends. The token is in no log and on no command line.
 A missing image or Chromium fails in CI (``EBROKER_REQUIRE_INTEGRATION=1``).
 """
 
@@ -264,6 +265,45 @@ def test_a_notebook_session_is_served_with_its_token_then_cancelled(
         print(f"notebook served {started:.1f} s after acceptance")
     finally:
         node.stop()
+
+
+def test_a_notebook_outlives_a_sigkilled_node_and_opens_with_the_same_url_after_restart(
+    tmp_path: Path, notebook_file: Path, marker: str, clean: list[Platform]
+) -> None:
+    """The token is in the platform state the node keeps: after SIGKILL and a restart the
+    session is still RUNNING, its connector the same URL, and the server still answers it."""
+    config, platform = site_config(tmp_path)
+    clean.append(platform)
+    first = start_node(config, tmp_path, "first")
+    try:
+        uuid = book(first, notebook_file.as_uri())
+        doc = wait_phase(first, uuid, {"RUNNING", "FAILED", "COMPLETED", "CANCELLED"})
+        assert doc["phase"] == "RUNNING", messages(doc)
+        (connector,) = doc["connectors"]
+        assert wait_served(connector["url"]).status_code == 200
+    finally:
+        first.kill()  # SIGKILL: no shutdown handler runs
+    assert left(platform, uuid), "the notebook server should outlive the node"
+    second = start_node(config, tmp_path, "second")
+    try:
+        time.sleep(3)  # a few polls and a reconciliation of the restarted node
+        doc = session(second, uuid)
+        assert doc["phase"] == "RUNNING", messages(doc) + second.output()[-3000:]
+        assert doc["connectors"] == [connector]
+        (token,) = parse_qs(urlsplit(connector["url"]).query)["token"]
+        base = "{0.scheme}://{0.netloc}".format(urlsplit(connector["url"]))
+        served = httpx.get(f"{base}/api/contents/analysis.ipynb?token={token}", timeout=10)
+        assert served.status_code == 200
+        assert marker in "".join(served.json()["content"]["cells"][0]["source"])
+        r = httpx.post(f"{second.url}/sessions/{uuid}", json=CANCEL, timeout=30)
+        assert r.status_code == 200 and r.json()["phase"] == "CANCELLED"
+        deadline = time.monotonic() + 60
+        while left(platform, uuid):
+            assert time.monotonic() < deadline, "the notebook server outlived its cancellation"
+            time.sleep(0.3)
+        assert token not in first.output() + second.output()
+    finally:
+        second.stop()
 
 
 def test_an_idle_notebook_server_ends_itself_and_completes_the_session(
