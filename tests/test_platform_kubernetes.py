@@ -518,7 +518,7 @@ def test_a_pod_that_fits_no_node_fails_after_the_pending_timeout(platform, tmp_p
 def test_the_job_ends_with_the_booked_window_and_extending_moves_it(
     platform, fake, tmp_path
 ) -> None:
-    run = execution(tmp_path, "sleep 30", seconds=3)
+    run = execution(tmp_path, "sleep 30", seconds=10)  # extended before it ends
     prepare_and_start(platform, run)
     assert wait_for(platform, run, WorkState.RUNNING).state == WorkState.RUNNING
     platform.extend(run, run.end_at + 600)
