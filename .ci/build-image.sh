@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the ebroker image (Containerfile) with podman on a machine that reaches no registry.
 #  1. The base: a Debian bookworm root filesystem with python3 (debootstrap --variant=minbase),
-#     imported as localhost/ebroker-base:<first 16 hex of the sha256 of this script>, so a change
-#     to the recipe (this file) makes a new base and an unchanged one is reused (the build is
-#     skipped when that tag exists). With EBROKER_IMAGE_CACHE (a directory a CI keeps between
+#     imported as localhost/ebroker-base:<first 16 hex of the sha256 of its recipe: build_base
+#     below, the suite and the packages>, so a change to the recipe makes a new base and an
+#     unchanged one is reused (the build is skipped when that tag exists). With EBROKER_IMAGE_CACHE (a directory a CI keeps between
 #     runs) the base is saved there as ebroker-base-<hash>.tar after a build and loaded from there
 #     before one. The bases of other recipes are removed.
 #  2. The wheels: every package of the lock file (constraints.txt) and ebroker's own, built on
@@ -22,14 +22,17 @@ export DEBIAN_FRONTEND=noninteractive
 cd "$(dirname "$0")/.."
 
 BASE_NAME=localhost/ebroker-base
-RECIPE_SHA="$(sha256sum "$0" | cut -c1-16)"
-BASE="$BASE_NAME:$RECIPE_SHA"
 IMAGE="${EBROKER_IMAGE:-localhost/ebroker:latest}"
 SUITE=bookworm
 # python3-venv: the build stage's virtual environment; ca-certificates: https upstreams, OIDC
 PACKAGES=python3,python3-venv,ca-certificates
 
-CACHED="${EBROKER_IMAGE_CACHE:+$EBROKER_IMAGE_CACHE/ebroker-base-$RECIPE_SHA.tar}"
+work="$(mktemp -d)"  # the base's root filesystem, then the build context
+cleanup() {
+  umount -R "$work/rootfs/proc" "$work/rootfs/dev" "$work/rootfs/sys" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 base_kept() {  # the base is there: the bases of other recipes go
   podman images --format '{{.Repository}}:{{.Tag}}' "$BASE_NAME" |
@@ -45,13 +48,9 @@ build_base() {
   local mirror
   mirror="${EBROKER_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}"
   mirror="${mirror:-http://deb.debian.org/debian}"
-  local tmp
-  tmp="$(mktemp -d)"
-  # shellcheck disable=SC2064  # the directory is fixed now
-  trap "umount -R '$tmp/rootfs/proc' '$tmp/rootfs/dev' '$tmp/rootfs/sys' 2>/dev/null || true; rm -rf '$tmp'" RETURN
-  local rootfs="$tmp/rootfs"
+  local rootfs="$work/rootfs"
   debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$mirror" \
-    >"$tmp/debootstrap.log" 2>&1 || { tail -n 40 "$tmp/debootstrap.log" >&2; return 1; }
+    >"$work/debootstrap.log" 2>&1 || { tail -n 40 "$work/debootstrap.log" >&2; return 1; }
   chroot "$rootfs" python3 -c 'import venv, ensurepip, ssl'
   chroot "$rootfs" apt-get clean
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/log/*.log \
@@ -63,7 +62,13 @@ build_base() {
     mkdir -p "$EBROKER_IMAGE_CACHE"
     podman save --quiet --output "$CACHED.partial" "$BASE" && mv "$CACHED.partial" "$CACHED"
   fi
+  rm -rf "$rootfs"
 }
+
+# the base's recipe: build_base as written, the suite and the packages
+RECIPE_SHA="$({ declare -f build_base; echo "$SUITE $PACKAGES"; } | sha256sum | cut -c1-16)"
+BASE="$BASE_NAME:$RECIPE_SHA"
+CACHED="${EBROKER_IMAGE_CACHE:+$EBROKER_IMAGE_CACHE/ebroker-base-$RECIPE_SHA.tar}"
 
 started=$SECONDS
 if ! podman image exists "$BASE"; then
@@ -75,8 +80,8 @@ fi
 base_kept
 echo "base $BASE ready in $((SECONDS - started)) s" >&2
 
-context="$(mktemp -d)"
-trap 'rm -rf "$context"' EXIT
+context="$work/context"
+mkdir "$context"
 if [ -n "${EBROKER_IMAGE_REF:-}" ]; then
   # one commit, e.g. HEAD: what is committed, whatever the working tree holds
   git archive --format=tar "$EBROKER_IMAGE_REF" | tar -x -C "$context"
