@@ -7,6 +7,7 @@ import argparse
 from broker_core.config import load_with_secrets
 from broker_core.db.engine import masked_url
 from broker_core.http import server
+from broker_core.observability import logs
 from broker_core.secrets import mask_logs
 
 from .config import AggregatorConfig
@@ -23,6 +24,7 @@ def aggregator(args: argparse.Namespace) -> int:
         config.database = config.database.model_copy(update={"url": args.database})
     secrets.add_url_password(config.database.url)
     mask_logs(secrets)
+    logs.configure(args.log_level.upper(), config.server.log_format)
     app = create_aggregator_app(config)
     names = ", ".join(u.name for u in config.upstreams)
     print(f"ebroker aggregator {config.site.name!r} at {config.base_url}", flush=True)

@@ -226,7 +226,7 @@ class Aggregator:
         try:
             offerset = parse_offerset(locate_offers(answer.document, upstream.config.base))
         except ValueError as exc:
-            upstream.breaker.failure(time.monotonic())
+            upstream.breaker.failure(time.monotonic(), str(exc))
             return "failed", _failed(name, str(exc))
         if offerset.result == "NO":
             reasons = [m.get("message") for m in offerset.meta.get("messages") or []

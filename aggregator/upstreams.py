@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,12 @@ from urllib.parse import urljoin
 import aiohttp
 
 from broker_core import reading
+from broker_core.observability import request_ids
 
 from .config import AggregatorConfig, BreakerConfig, UpstreamConfig
+from .metrics import UPSTREAM_CALLS
+
+log = logging.getLogger(__name__)
 
 
 class UpstreamError(Exception):
@@ -41,24 +46,35 @@ class Answer:
 @dataclass
 class Breaker:
     """Closed while calls succeed; open (skipped) for a growing back-off after ``failures``
-    consecutive failures; then one call is let through to probe it."""
+    consecutive failures; then one call is let through to probe it. A named breaker (an
+    upstream's own) logs each change of state once: failing, open, recovered; never a line per
+    call."""
 
     config: BreakerConfig
     failures: int = 0
     open_until: float = 0.0
     opened: int = 0
+    name: str | None = None
 
     def allows(self, now: float) -> bool:
         return now >= self.open_until
 
     def success(self) -> None:
+        if self.failures and self.name:
+            log.info("upstream %s answers again, after %d failed calls", self.name, self.failures)
         self.failures, self.open_until, self.opened = 0, 0.0, 0
 
-    def failure(self, now: float) -> None:
+    def failure(self, now: float, reason: str = "") -> None:
         self.failures += 1
+        if self.failures == 1 and self.name:
+            log.warning("upstream %s failing: %s", self.name, reason or "a failed call")
         if self.failures >= self.config.failures:
             backoff = self.config.backoff.total_seconds() * 2 ** min(self.opened, 30)
             self.open_until = now + min(backoff, self.config.max_backoff.total_seconds())
+            if self.opened == 0 and self.name:
+                log.warning("upstream %s skipped for %.0f s after %d failed calls (last: %s); "
+                            "then one call probes it", self.name, self.open_until - now,
+                            self.failures, reason or "a failed call")  # fmt: skip
             self.opened += 1
 
     def state(self, now: float) -> str:
@@ -66,6 +82,12 @@ class Breaker:
             wait = self.open_until - now
             return f"open: backing off for {wait:.0f} s after {self.failures} failures"
         return "ok" if self.failures == 0 else f"degraded: {self.failures} recent failures"
+
+    def state_code(self, now: float) -> int:
+        """0 closed, 1 degraded (recent failures), 2 open: the breaker-state metric."""
+        if not self.allows(now):
+            return 2
+        return 1 if self.failures else 0
 
 
 @dataclass
@@ -89,7 +111,9 @@ class Upstreams:
 
     def __init__(self, config: AggregatorConfig):
         self.config = config
-        self.by_name = {u.name: Upstream(u, Breaker(config.breaker)) for u in config.upstreams}
+        self.by_name = {
+            u.name: Upstream(u, Breaker(config.breaker, name=u.name)) for u in config.upstreams
+        }
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -164,12 +188,36 @@ class Upstreams:
         timeout = upstream.config.timeout.total_seconds()
         if deadline is not None:
             timeout = max(min(timeout, deadline - now), 0.001)
-        headers = {}
+        headers = request_ids.outgoing()
         if body is not None:  # the same request to many upstreams is encoded once
             headers["Content-Type"] = "application/json"
         bearer = token if upstream.config.forward_token and token else upstream.config.token
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
+        started = time.perf_counter()
+        try:
+            answer = await self._request(upstream, method, url, document, body, headers,
+                                         timeout, breaker, late_after)  # fmt: skip
+        except UpstreamError as exc:
+            UPSTREAM_CALLS.labels(upstream.name, "error").observe(time.perf_counter() - started)
+            breaker.failure(time.monotonic(), str(exc))
+            raise
+        UPSTREAM_CALLS.labels(upstream.name, "ok").observe(time.perf_counter() - started)
+        return answer
+
+    async def _request(
+        self,
+        upstream: Upstream,
+        method: str,
+        url: str,
+        document: Any,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+        breaker: Breaker,
+        late_after: float | None,
+    ) -> Answer:
+        """One HTTP exchange; anything that counts against the breaker is an UpstreamError."""
         try:
             async with self.session.request(
                 method,
@@ -185,38 +233,31 @@ class Upstreams:
                 content_type = response.content_type
                 raw = await read_whole(response, self.config.fanout.max_answer_bytes)
         except UpstreamError:
-            breaker.failure(time.monotonic())
             raise
         except TimeoutError:
-            breaker.failure(time.monotonic())
             raise UpstreamError(f"no answer within {timeout:.1f} s") from None
         except aiohttp.ClientPayloadError as exc:
-            breaker.failure(time.monotonic())
             raise UpstreamError(f"its answer was cut short ({exc})"[:300]) from None
         except aiohttp.ClientError as exc:
-            breaker.failure(time.monotonic())
             raise UpstreamError(f"cannot reach it ({type(exc).__name__}: {exc})"[:300]) from None
         if status >= 500:
-            breaker.failure(time.monotonic())
             raise UpstreamError(f"it answered {status}")
         try:
             document = json.loads(raw) if raw.strip() else None
         except ValueError:
-            if status >= 300:  # a bare 404, an HTML error page: the status says enough
-                document = None
-            else:
-                breaker.failure(time.monotonic())
+            if status < 300:
                 raise UpstreamError(f"its answer ({status}, {content_type}) is not JSON") from None
+            document = None  # a bare 404, an HTML error page: the status says enough
         now = time.monotonic()
         if late_after is not None and now > late_after:
-            breaker.failure(now)
+            breaker.failure(now, f"it answered after the fan-out stopped waiting ({status})")
         else:
             breaker.success()
         return Answer(status, document, urljoin(url, location) if location else None)
 
     async def text(self, upstream: Upstream, url: str, *, token: str | None) -> str | None:
         """A text resource (session logs); None when the upstream has no such resource."""
-        headers = {"Accept": "text/plain"}
+        headers = {"Accept": "text/plain", **request_ids.outgoing()}
         bearer = token if upstream.config.forward_token and token else upstream.config.token
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 from .config import NodeConfig, load_with_secrets
+from .observability import logs
+from .observability.metrics import MULTIPROCESS_ENV
 from .secrets import Secrets, mask_logs
 
 
@@ -35,6 +37,7 @@ def _load(args: argparse.Namespace) -> NodeConfig:
     secrets.add_url_password(config.database.url)
     mask_logs(secrets)
     _SECRETS.append(secrets)
+    logs.configure(getattr(args, "log_level", "INFO"), config.server.log_format)
     return config
 
 
@@ -65,7 +68,12 @@ def serve(args: argparse.Namespace) -> int:
         server.serve(create_app(broker), config.server, log_level=level, limits=limits)
         return 0
     broker.db.dispose()
-    os.environ[CONFIG_FILE_ENV] = str(_hand_on(config))
+    handed = _hand_on(config, level)
+    os.environ[CONFIG_FILE_ENV] = str(handed)
+    # each worker's counters, summed when /metrics is scraped (prometheus-client's way)
+    metrics_dir = handed.parent / "metrics"
+    metrics_dir.mkdir(mode=0o700)
+    os.environ[MULTIPROCESS_ENV] = str(metrics_dir)
     server.serve(
         "broker_core.cli:worker_app",
         config.server,
@@ -80,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
 CONFIG_FILE_ENV = "EBROKER_WORKER_CONFIG_FILE"
 
 
-def _hand_on(config: NodeConfig) -> Path:
+def _hand_on(config: NodeConfig, log_level: str) -> Path:
     """The validated configuration, for the worker processes, in a file only this user may
     read (removed when the node exits): never in their environment, where its secrets would
     show in ``/proc/<pid>/environ`` and in every child's environment."""
@@ -88,7 +96,8 @@ def _hand_on(config: NodeConfig) -> Path:
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     path = directory / "config.json"
     secrets = sorted(s for found in _SECRETS for s in found.values())
-    handed = {"config": config.model_dump(mode="json"), "secrets": secrets}
+    handed = {"config": config.model_dump(mode="json"), "secrets": secrets,
+              "log_level": log_level}  # fmt: skip
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(handed, handle)
@@ -103,6 +112,7 @@ def worker_app() -> object:
     handed = json.loads(Path(os.environ[CONFIG_FILE_ENV]).read_text())
     mask_logs(Secrets(handed["secrets"]))
     config = NodeConfig.model_validate(handed["config"])
+    logs.configure(handed["log_level"].upper(), config.server.log_format)
     config.database = config.database.model_copy(update={"migrate_on_start": False})
     return create_app(build_broker(config))
 

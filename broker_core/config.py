@@ -251,6 +251,10 @@ class HoldsConfig(Model):
 
 class ServerConfig(Model):
     host: str = "127.0.0.1"
+    log_format: Literal["plain", "json"] = Field(
+        default="plain",
+        description="plain lines for a terminal, or one JSON object per line for a collector",
+    )
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

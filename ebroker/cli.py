@@ -5,12 +5,12 @@ when it runs, so that ``ebroker serve`` loads nothing of the aggregator."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import warnings
 
 from broker_core import cli as node
 from broker_core.config import ConfigError
+from broker_core.observability import logs
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # connexion imports starlette's test client at import time, which warns about httpx
     warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(getattr(args, "log_level", "INFO"))  # plain, until the config says
     try:
         return int(args.func(args))
     except ConfigError as exc:

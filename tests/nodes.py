@@ -70,9 +70,12 @@ def start_node(
     command: str = "serve",
     port: int | None = None,
     open_files: int | None = None,
+    log_level: str = "WARNING",
+    env: dict[str, str] | None = None,
 ) -> Node:
     """``ebroker serve`` (or ``ebroker aggregator``) on a free port (or ``port``), ready;
-    ``open_files``: the process's RLIMIT_NOFILE (soft and hard)."""
+    ``open_files``: the process's RLIMIT_NOFILE (soft and hard); ``env``: added to this
+    process's environment."""
     limit = None
     if open_files is not None:
 
@@ -86,9 +89,9 @@ def start_node(
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "ebroker", command, "-c", str(config_file),
-                 "--port", str(port), "--log-level", "WARNING"],
+                 "--port", str(port), "--log-level", log_level],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, preexec_fn=limit,
             )  # fmt: skip
         node = Node(f"http://127.0.0.1:{port}", process, log)
         if node.ready():

@@ -171,7 +171,8 @@ def _children(pid: int) -> list[int]:
 def test_workers_are_handed_the_config_in_a_private_file_not_their_environment(tmp_path: Path):
     """Two workers, a secret from a file and a key from the environment: each worker has them
     (Basic auth works, the site's name is the variable's), no worker's environment holds the
-    config or the secret, the hand-over file is private and gone when the node stops."""
+    config or the secret, the hand-over file is private and gone when the node stops; the
+    metrics are every worker's."""
     port = free_port()
     secret = hash_password("correct horse")
     (tmp_path / "hash").write_text(secret)
@@ -208,6 +209,12 @@ def test_workers_are_handed_the_config_in_a_private_file_not_their_environment(t
                            auth=("alice", "correct horse"))  # fmt: skip
             assert r.status_code == 200 and r.json()["result"] == "YES", r.text
         assert httpx.post(f"{base}/requests", json=request_doc(), timeout=10).status_code == 401
+        # every worker's counters, summed (prometheus-client's multiprocess mode): the five
+        # POST /requests, the 401 among them
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        answered = [line for line in metrics.splitlines()
+                    if line.startswith('ebroker_http_requests_total{operation="requestOffers"')]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in answered) == 5  # fmt: skip
         workers = _children(proc.pid)
         assert len(workers) >= 2
         for pid in workers:

@@ -7,8 +7,9 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-from broker_core.http.app import handlers_in, serve_spec
+from broker_core.http.app import SPEC_DOCUMENT, handlers_in, serve_spec
 from broker_core.kinds.registry import load_registry
+from broker_core.observability.http import Observed
 
 from ..budget import AnswerTiming
 from ..config import AggregatorConfig
@@ -44,5 +45,6 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
         bind=lambda: current_aggregator.set(service),
         handlers=HANDLERS,
     )
-    # outermost: an answer's deadline counts from its arrival to its last byte sent
-    return AnswerTiming(app, service.after_fanout)
+    # an answer's deadline counts from its arrival to its last byte sent; outermost, each
+    # request's id and metrics
+    return Observed(AnswerTiming(app, service.after_fanout), SPEC_DOCUMENT["paths"])

@@ -23,6 +23,7 @@ from ..broker import Broker
 from ..config import ServerConfig
 from ..kinds.registry import KindRegistry
 from ..lifecycle.runner import LifecycleRunner
+from ..observability.http import Observed
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .answers import AnswerJsonifier, serialised_in_thread
@@ -64,6 +65,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "executeDirectLegacy": ("direct", "post"),
     "getLiveness": ("health", "live"),
     "getReadiness": ("health", "ready"),
+    "getMetrics": ("metrics", "get"),
     "getNode": ("node", "get"),
     "getUsage": ("accounting", "usage"),
     "getProject": ("accounting", "project"),
@@ -150,7 +152,7 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
         bind=lambda: current_broker.set(broker),
         handlers=HANDLERS,
     )
-    return Authentication(app, broker=broker, spec=SPEC_DOCUMENT)
+    return Observed(Authentication(app, broker=broker, spec=SPEC_DOCUMENT), SPEC_DOCUMENT["paths"])
 
 
 def serve_spec(

@@ -135,6 +135,7 @@ def serve(
         host=server.host,
         port=server.port,
         log_level=log_level,
+        log_config=None,  # the process's logging is ours (observability.logs), workers' too
         workers=workers,
         factory=factory,
         timeout_keep_alive=max(1, round(server.keep_alive_timeout.total_seconds())),

@@ -29,6 +29,7 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
 from ..kinds.base import Component, Level
+from ..observability.metrics import PLATFORM_ERRORS, PLATFORM_STEPS
 from ..schedule import instant
 from ..sessions import store
 from ..sessions.execution import execution_of
@@ -148,15 +149,18 @@ class Lifecycle:
             except PlatformError as exc:  # a kind's plugin is gone: the work can still go
                 execution, unreadable = self.execution(row, components=False), exc
             step = Step(self.platforms.get(row.platform), row, execution, record, now)
+            started = time.perf_counter()
             try:
                 if unreadable is not None and row.phase not in (RELEASING, CANCELLED):
                     raise unreadable
                 outcome = self._step(step)
             except Exception as exc:  # a platform bug must not stop the engine
+                PLATFORM_ERRORS.labels(row.platform, row.phase).inc()
                 detail = str(exc) if isinstance(exc, PlatformError) else _unexpected(exc)
                 record.note("{phase} failed: {error}", "ERROR", phase=row.phase, error=detail)
                 log.warning("session %s: %s failed: %s", uuid, row.phase, detail)
                 outcome = self._failure(row, record)
+            PLATFORM_STEPS.labels(row.platform, row.phase).observe(time.perf_counter() - started)
             for note in execution.notes:
                 record.note("{note}", note=note)
             if not self._persist(row, record, execution, outcome):

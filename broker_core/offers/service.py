@@ -24,6 +24,7 @@ from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..kinds.base import Message, Range, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
+from ..observability.metrics import OFFER_SETS
 from ..pricing import budget_for, price_lists, quote_slot
 from ..schedule import format_seconds, instant
 from ..sessions import store
@@ -96,7 +97,7 @@ def request_offers(
         replaces=fair.replaced if fair else (),
     )  # fmt: skip
     if verdict.refusals:
-        return _refuse(broker, document, notes + verdict.refusals, now, owner)
+        return _refuse(broker, document, notes + verdict.refusals, now, owner, "policy")
     demand = verdict.demand
     verdict.notes = notes + verdict.notes
     preparation = min(p.preparation for p in plans)
@@ -108,7 +109,7 @@ def request_offers(
             )
         hold_refusals = fair.refuse_or_raise(demand, preparation, now)  # or a 429
         if hold_refusals:
-            return _refuse(broker, document, notes + hold_refusals, now, owner)
+            return _refuse(broker, document, notes + hold_refusals, now, owner, "holds")
         verdict.limits = verdict.limits + fair.limits(demand)
         verdict.pool_caps = fair.pool_caps()
         verdict.discount = fair.discount
@@ -196,6 +197,7 @@ def _answer(
     broker, budget, notes = context.broker, context.budget, context.notes
     if outcome.slots:
         context.verdict.notes += [message(t, level="WARN", **v) for t, v in budget.notes()]
+        OFFER_SETS.labels("YES", "").inc()
         return _store(context, session, outcome, generations)
     reasons = _explain(context, outcome, searches)
     if budget.turned_away:  # there was room, but only outside the client's limits
@@ -207,6 +209,7 @@ def _answer(
             reasons=[m.model_dump(exclude_none=True) for m in notes + reasons],
         )
     refused = notes + reasons
+    OFFER_SETS.labels("NO", "budget" if budget.turned_away else "capacity").inc()
     offerset = _store_refusal(session, context.document, refused, context.now, context.owner)
     return render_offerset(offerset, [], broker.base_url), {}
 
@@ -502,7 +505,11 @@ def _refuse(
     reasons: list[Message],
     now: int,
     owner: str | None,
+    reason: str = "request",
 ) -> dict[str, Any]:
+    """Store and render a NO; ``reason`` is its class for the metrics (request, policy,
+    holds)."""
+    OFFER_SETS.labels("NO", reason).inc()
     with broker.db.write(durable=False) as session:
         offerset = _store_refusal(session, document, reasons, now, owner)
     return render_offerset(offerset, [], broker.base_url)

@@ -19,6 +19,7 @@ from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession
 from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
 from ..identity import ANONYMOUS_IDENTITY, Identity
+from ..observability.metrics import ACCEPTS, EXPIRIES
 from ..offers.probe import claim_probe, is_probe
 from ..policy_host import admission_problems
 from ..schedule import instant
@@ -89,6 +90,8 @@ def _update_session(
             return render_session(row, broker.base_url)  # repeating an update is harmless
         allowed = CLIENT_TRANSITIONS.get(row.phase, ())
         if value not in allowed:
+            if value == ACCEPTED:
+                ACCEPTS.labels("conflict").inc()
             raise Conflict(
                 f"cannot change phase from {row.phase} to {value}"
                 + (f"; allowed: {', '.join(allowed)}" if allowed else ""),
@@ -97,8 +100,14 @@ def _update_session(
         if value == ACCEPTED and row.expires_at <= now:
             _expire(session, [row.offerset_uuid], now)
             expired = True
+            ACCEPTS.labels("expired").inc()
         elif value == ACCEPTED:
-            _accept(broker, session, row, now)
+            try:
+                _accept(broker, session, row, now)
+            except Conflict:
+                ACCEPTS.labels("conflict").inc()
+                raise
+            ACCEPTS.labels("accepted").inc()
         elif value == REJECTED or (value == CANCELLED and row.phase == OFFERED):
             # withdrawing one offer frees its hold; its siblings stay OFFERED
             _finish(session, row, value, (HELD,), now)
@@ -221,6 +230,7 @@ def expire_due(broker: Broker, now: int | None = None, batch: int = 50) -> int:
             if not due:
                 return total
             count = _expire(session, locked, now)
+        EXPIRIES.inc(count)
         total += count
         if due < batch or count == 0:
             return total

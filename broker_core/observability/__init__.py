@@ -1,0 +1,1 @@
+"""What the node (and the aggregator) says about itself: request ids, logs and metrics."""
