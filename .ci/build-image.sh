@@ -103,5 +103,5 @@ podman build --quiet --format docker --build-arg BASE="$BASE" -f "$context/Conta
 VERSION="$(awk -F'"' '/^version *=/ {print $2; exit}' "$context/pyproject.toml")"
 podman tag "$IMAGE" "${IMAGE%:*}:$VERSION"
 echo "image $IMAGE (and ${IMAGE%:*}:$VERSION) built in $((SECONDS - started)) s" >&2
-podman run --rm --network none "$IMAGE" --version >/dev/null
+podman run --rm --network none --no-healthcheck "$IMAGE" --version >/dev/null
 echo "$IMAGE"
