@@ -389,3 +389,32 @@ def test_a_session_whose_kind_is_gone_fails_and_its_work_is_still_removed(node):
     with broker.db.read() as session:
         booking = session.exec(select(Booking).where(Booking.session_uuid == uuid)).one()
     assert booking.state == "RELEASED"
+
+
+NOTEBOOK = "https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable/jupyter-notebook.yaml"
+
+
+def test_a_notebook_whose_window_ends_is_completed_not_failed(node):
+    """A person works in a notebook until the booked window ends: that is its normal end,
+    whereas batch work still running then did not finish (the test above)."""
+    broker, client = node(run_time="PT1H")
+    doc = request_doc(cores=(1, 1), duration="PT3S")
+    doc["executable"] = {"kind": NOTEBOOK, "location": "https://notebooks.example.org/a.ipynb"}
+    r = client.post("/direct", json=doc, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    uuid = r.json()["meta"]["uuid"]
+    done = wait_for(client, uuid, {"COMPLETED", "FAILED"})
+    assert done["phase"] == "COMPLETED", texts(done)
+    assert "booked window ended" in texts(done) and "stopped" not in texts(done)
+    assert booking_state(broker, uuid) == "RELEASED"
+
+
+def test_a_notebook_location_staging_would_refuse_is_a_no_at_request_time(client):
+    for location in ("file:///etc/passwd", "http://127.0.0.1:8080/a.ipynb",
+                     "http://10.0.0.7/a.ipynb"):  # fmt: skip
+        doc = request_doc()
+        doc["executable"] = {"kind": NOTEBOOK, "location": location}
+        answer = client.post("/requests", json=doc).json()
+        assert answer["result"] == "NO", location
+        pointers = [m["values"].get("pointer") for m in answer["meta"]["messages"]]
+        assert "/executable/location" in pointers, answer["meta"]["messages"]

@@ -149,6 +149,9 @@ class Component(Strict):
 
     CATEGORY: ClassVar[str]
     NAME: ClassVar[str]
+    # an executable a person works in (a notebook, a VM) rather than work that ends by itself:
+    # its session is over, not failed, when the booked window ends
+    INTERACTIVE: ClassVar[bool] = False
 
     kind: str
     meta: Meta | None = None

@@ -204,6 +204,7 @@ class SingularityContainer(Component):
 class JupyterNotebook(Component):
     CATEGORY = EXEC
     NAME = "jupyter-notebook"
+    INTERACTIVE = True
     kind: Literal[kind_uri(EXEC, "jupyter-notebook")] = _kind(EXEC, "jupyter-notebook")  # type: ignore[valid-type]
     location: str | None = Field(default=None, max_length=2048)
 

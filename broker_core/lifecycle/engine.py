@@ -235,11 +235,16 @@ class Lifecycle:
         now = step.now
         status = platform.poll(execution)
         running = status.state in (WorkState.PENDING, WorkState.RUNNING)
-        if running and now >= row.end_at:  # work that ends with its window has completed
+        if running and now >= row.end_at:
             platform.stop(execution, f"the booked window ended at {instant(row.end_at)}")
-            record.note("stopped: the booked window ended at {end}", "WARN",
-                        end=instant(row.end_at))  # fmt: skip
-            record.outcome = FAILED
+            if execution.executable is not None and execution.executable.INTERACTIVE:
+                # a notebook's (a VM's) window ending is its session's normal end
+                record.note("the booked window ended at {end}", end=instant(row.end_at))
+                record.outcome = COMPLETED
+            else:  # batch work still running at its window's end did not finish
+                record.note("stopped: the booked window ended at {end}", "WARN",
+                            end=instant(row.end_at))  # fmt: skip
+                record.outcome = FAILED
             return Outcome(RELEASING, now)
         tick = max(int(self.config.poll_interval.total_seconds()), 1)
         next_look = min(now + tick, row.end_at)

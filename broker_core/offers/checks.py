@@ -37,7 +37,9 @@ def problems(request: ExecutionRequest, staging: StagingRules | None = None) -> 
         found += storage.problems(f"/storage/{i}")
     for i, data in enumerate(request.data):
         found += data.problems(f"/data/{i}")
-    found += location_problems(request.data, staging or StagingRules())
+    fetched = [("/executable", request.executable)]
+    fetched += [(f"/data/{i}", d) for i, d in enumerate(request.data)]
+    found += location_problems(fetched, staging or StagingRules())
     found += references(request.compute, request.storage, request.data)
     return found + schedule_problems(request.schedule)
 
@@ -51,17 +53,21 @@ def messages(found: list[Problem]) -> list[Message]:
     return shown
 
 
-def location_problems(data: list[Component], rules: StagingRules) -> list[Problem]:
-    """Data locations that staging would refuse: each names the rule and what would work."""
+def location_problems(
+    components: list[tuple[str, Component]], rules: StagingRules
+) -> list[Problem]:
+    """Locations that staging would refuse, of components (at their pointers) whose
+    ``location`` the node fetches (data resources, a notebook): each names the rule and what
+    would work."""
     located = [
-        (i, d.location)
-        for i, d in enumerate(data)
-        if isinstance(getattr(d, "location", None), str) and d.location.strip()
+        (at, c.location.strip())
+        for at, c in components
+        if isinstance(getattr(c, "location", None), str) and c.location.strip()
     ]
-    refusals = location_refusals([location.strip() for _, location in located], rules)
+    refusals = location_refusals([location for _, location in located], rules)
     return [
-        refusal.problem(f"/data/{i}/location")
-        for (i, _), refusal in zip(located, refusals, strict=True)
+        refusal.problem(f"{at}/location")
+        for (at, _), refusal in zip(located, refusals, strict=True)
         if refusal is not None
     ]
 
