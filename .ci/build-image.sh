@@ -91,10 +91,15 @@ else
     tar --null --no-recursion --ignore-failed-read -T - -c 2>/dev/null | tar -x -C "$context"
 fi
 started=$SECONDS
-# pip names each local index it finds no project in: not a problem, not shown
-"${PYTHON:-python3}" -m pip wheel --quiet --disable-pip-version-check -c "$context/constraints.txt" \
+# pip names each local index it finds no project in: not a problem, not shown.
+# SOURCE_DATE_EPOCH makes ebroker's own wheel the same bytes for the same tree, so that
+# podman's layer cache holds when nothing changed.
+SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 315532800)" \
+  "${PYTHON:-python3}" -m pip wheel --quiet --disable-pip-version-check -c "$context/constraints.txt" \
   "$context" -w "$context/wheels" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 echo "wheels built in $((SECONDS - started)) s" >&2
+# podman's COPY cache sees the files' times too: one fixed time for the whole context
+find "$context" -exec touch -h -d "@$(git log -1 --format=%ct 2>/dev/null || echo 315532800)" {} +
 
 started=$SECONDS
 podman build --quiet --format docker --build-arg BASE="$BASE" -f "$context/Containerfile" \
