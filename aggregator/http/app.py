@@ -45,6 +45,6 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
         bind=lambda: current_aggregator.set(service),
         handlers=HANDLERS,
     )
-    # an answer's deadline counts from its arrival to its last byte sent; outermost, each
-    # request's id and metrics
-    return Observed(AnswerTiming(app, service.after_fanout), SPEC_DOCUMENT["paths"])
+    # outermost: an answer's deadline counts from its arrival to its last byte sent; inside
+    # it, each request's id and metrics
+    return AnswerTiming(Observed(app, SPEC_DOCUMENT["paths"]), service.after_fanout)
