@@ -4,7 +4,8 @@ No kube-apiserver can run here, so this speaks the part of the API the platform 
 the real one does, and the official client talks to it unmodified through a kubeconfig file:
 
 - the real paths: core v1 nodes, pods (and ``pods/log``), events, persistentvolumeclaims,
-  services, resourcequotas; batch/v1 jobs; networking.k8s.io/v1 ingresses; bearer-token auth;
+  services, secrets, resourcequotas; batch/v1 jobs; networking.k8s.io/v1 ingresses;
+  bearer-token auth;
 - get, list, create, replace, patch (merge, strategic-merge as merge, and JSON patch), delete
   (one, or a collection by selector) with the API's propagation policies (a Job's default is
   to orphan its pods, as on a real cluster); resourceVersions and uids; ``labelSelector`` and
@@ -20,15 +21,22 @@ the real one does, and the official client talks to it unmodified through a kube
   Job complete, failed, or past its ``activeDeadlineSeconds``; the scheduler binds pods to
   Ready, schedulable nodes whose labels, taints and free resources fit, or records a
   ``FailedScheduling`` event with its message; a kubelet pulls images (unknown images back off
-  with ``ImagePullBackOff``), runs init containers then the main container, and ends the pod.
+  with ``ImagePullBackOff``), resolves ``valueFrom.secretKeyRef`` (a missing Secret or key is a
+  ``CreateContainerConfigError``), runs init containers then the main container, and ends the
+  pod; Secrets keep ``data`` base64 (``stringData`` merged in) and refuse changes once
+  ``immutable``.
 
 Containers run in a tiny interpreter of busybox-style ``sh -c`` scripts (``echo``, ``sleep``,
 ``exit``, ``cat``, ``mkdir -p``, ``curl -o``, ``true``/``false``, ``set -e``) against one
-directory per claim, so staged data is real and the output is what a real busybox would print.
+directory per claim (and per pod for an ``emptyDir``), so staged data is real and the output is
+what a real busybox would print. An image in ``programs`` runs a test's stand-in for its program
+instead (a notebook server), given the same arguments, environment and files.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import contextlib
 import copy
@@ -81,6 +89,7 @@ RESOURCES = {
         Resource("", "v1", "events", "Event"),
         Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
         Resource("", "v1", "services", "Service"),
+        Resource("", "v1", "secrets", "Secret"),
         Resource("", "v1", "resourcequotas", "ResourceQuota"),
         Resource("batch", "v1", "jobs", "Job"),
         Resource("networking.k8s.io", "v1", "ingresses", "Ingress"),
@@ -371,22 +380,29 @@ def _curl(args: list[str], files: Callable[[str], Path | None], run: Run, clock:
     return 0
 
 
+# a test's stand-in for an image's program: (argv, env, files, started) -> its run
+Program = Callable[[list[str], dict[str, str], Callable[[str], Path | None], float], Run]
+
+
 # --- the cluster -------------------------------------------------------------------------------
 
 
 class FakeCluster:
     """The API server's store and its controllers. ``images`` are the images the registry
-    has: pods of any other image back off pulling it."""
+    has: pods of any other image back off pulling it; those in ``programs`` run that program
+    rather than the ``sh`` interpreter."""
 
     def __init__(
         self,
         token: str = "fake-token",
         images: set[str] | None = None,
         history_limit: int = 100_000,
+        programs: dict[str, Program] | None = None,
     ):
         self.token = token
         self.history_limit = history_limit
-        self.images = set(images or ())
+        self.programs = dict(programs or {})
+        self.images = set(images or ()) | set(self.programs)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {p: {} for p in RESOURCES}
@@ -542,6 +558,8 @@ class FakeCluster:
                     obj["metadata"][key] = current["metadata"][key]
             if obj.get("spec") != current.get("spec"):
                 obj["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+            if plural == "secrets":
+                _secret_data(obj)
             self._check_immutable(plural, current, obj)
             self.objects[plural][(namespace, name)] = obj
             self._record(plural, "MODIFIED", obj)
@@ -618,6 +636,8 @@ class FakeCluster:
         self._record(plural, "DELETED", obj)
         if plural == "persistentvolumeclaims":
             shutil.rmtree(self.storage / obj["metadata"]["uid"], ignore_errors=True)
+        if plural == "pods":  # its emptyDir volumes go with it
+            shutil.rmtree(self.storage / "pods" / obj["metadata"]["uid"], ignore_errors=True)
 
     def _not_found(self, plural: str, name: str) -> ApiError:
         group = RESOURCES[plural].group
@@ -675,6 +695,24 @@ class FakeCluster:
                     )
 
     def _check_immutable(self, plural: str, current: Obj, new: Obj) -> None:
+        if plural == "secrets":
+            name = current["metadata"]["name"]
+            if new.get("type", "Opaque") != current.get("type"):
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Secret "{name}" is invalid: type: Invalid value: '
+                    f'"{new.get("type")}": field is immutable',
+                )
+            if current.get("immutable") and any(
+                new.get(key) != current.get(key) for key in ("data", "immutable")
+            ):
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Secret "{name}" is invalid: data: Forbidden: '
+                    "field is immutable when `immutable` is set",
+                )
         if plural == "jobs":
             old = copy.deepcopy(current["spec"])
             changed = copy.deepcopy(new.get("spec") or {})
@@ -691,7 +729,8 @@ class FakeCluster:
 
     def _default(self, plural: str, obj: Obj) -> None:
         """What the API server fills in on create."""
-        spec = obj.setdefault("spec", {}) if plural not in ("events", "namespaces") else {}
+        plain = ("events", "namespaces", "secrets")  # kinds without a spec
+        spec = obj.setdefault("spec", {}) if plural not in plain else {}
         if plural == "pods":
             obj["status"] = {"phase": "Pending", "qosClass": _qos(spec)}
             spec.setdefault("restartPolicy", "Always")
@@ -739,6 +778,9 @@ class FakeCluster:
             obj["status"] = {"hard": dict(spec.get("hard") or {}), "used": {}}
         elif plural == "ingresses":
             obj["status"] = {"loadBalancer": {}}
+        elif plural == "secrets":
+            obj.setdefault("type", "Opaque")
+            _secret_data(obj)
 
     # --- what tests do as a cluster admin -----------------------------------------------------
 
@@ -1064,7 +1106,12 @@ class FakeCluster:
             for mount in mounts:
                 base = mount["mountPath"].rstrip("/")
                 if path == base or path.startswith(base + "/"):
-                    claim = (volumes.get(mount["name"]) or {}).get("persistentVolumeClaim")
+                    volume = volumes.get(mount["name"]) or {}
+                    if "emptyDir" in volume:  # the kubelet's directory for this pod
+                        root = self.storage / "pods" / pod["metadata"]["uid"] / mount["name"]
+                        root.mkdir(parents=True, exist_ok=True)
+                        return root / mount.get("subPath", "") / path[len(base) :].lstrip("/")
+                    claim = volume.get("persistentVolumeClaim")
                     pvc = self.objects["persistentvolumeclaims"].get(
                         (ns, (claim or {}).get("claimName", ""))
                     )
@@ -1096,6 +1143,17 @@ class FakeCluster:
                 }
                 self._set_status(ns, name, container, init, waiting=waiting)
                 return
+        for container in [*init, *main]:
+            if (ns, name, container["name"]) in self.runs:
+                continue
+            problem = self._env(ns, container)[1]
+            if problem:
+                waiting = {"reason": "CreateContainerConfigError", "message": problem}
+                self._event(pod, "Failed", f"Error: {problem}", "Warning")
+                self._set_status(ns, name, container, init, waiting=waiting)
+                return
+            if container in init:
+                break  # the next init container to run: the later ones are resolved then
         for container in init:
             run = self._run(ns, name, pod, container, at)
             if not run.ended(at):
@@ -1112,13 +1170,33 @@ class FakeCluster:
         else:
             self._set_status(ns, name, main[0], init, running=run, phase="Running")
 
+    def _env(self, ns: str, container: Obj) -> tuple[dict[str, str], str | None]:
+        """A container's environment as the kubelet makes it, values from Secrets included;
+        what keeps it from starting when a Secret or key is missing."""
+        env: dict[str, str] = {}
+        for entry in container.get("env") or []:
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                env[entry["name"]] = entry.get("value", "")
+                continue
+            secret = self.objects["secrets"].get((ns, ref.get("name", "")))
+            data = (secret or {}).get("data") or {}
+            if ref.get("key") in data:
+                env[entry["name"]] = base64.b64decode(data[ref["key"]]).decode(errors="replace")
+            elif not ref.get("optional"):
+                if secret is None:
+                    return env, f'secret "{ref.get("name")}" not found'
+                return env, f"couldn't find key {ref.get('key')} in Secret {ns}/{ref.get('name')}"
+        return env, None
+
     def _run(self, ns: str, name: str, pod: Obj, container: Obj, at: float) -> Run:
         key = (ns, name, container["name"])
         if key not in self.runs:
-            env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
+            env = self._env(ns, container)[0]
             # the fake images have no entrypoint and ``sh`` as their command, like busybox
             argv = [*(container.get("command") or []), *(container.get("args") or [])] or ["sh"]
-            self.runs[key] = run_script(argv, env, self._files(ns, pod, container), at)
+            program = self.programs.get(container["image"], run_script)
+            self.runs[key] = program(argv, env, self._files(ns, pod, container), at)
             self._event(pod, "Started", f"Started container {container['name']}")
         return self.runs[key]
 
@@ -1470,6 +1548,24 @@ def _set_condition(status: Obj, condition: Obj) -> None:
             conditions[i] = old if same else condition
             return
     conditions.append(condition)
+
+
+def _secret_data(secret: Obj) -> None:
+    """What the API server keeps of a Secret: ``data`` as base64 (a value that is not is a
+    400, as the API's decoding refuses it), with ``stringData`` encoded and merged in."""
+    for value in (secret.get("data") or {}).values():
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise ApiError(
+                400,
+                "BadRequest",
+                'Secret in version "v1" cannot be handled as a Secret: illegal base64 data',
+            ) from None
+    strings = secret.pop("stringData", None) or {}
+    if strings:
+        data = secret.setdefault("data", {})
+        data.update({k: base64.b64encode(v.encode()).decode() for k, v in strings.items()})
 
 
 def _tolerated(taint: Obj, tolerations: list[Obj]) -> bool:

@@ -8,6 +8,7 @@ idempotent steps; extension; others' pods, a quota and a shrinking pool as claim
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import shutil
 import subprocess
@@ -23,16 +24,17 @@ from kubernetes import client, config
 
 from broker_core.config import ConfigError, PlatformConfig
 from broker_core.kinds.base import kind_uri
-from broker_core.kinds.builtin import KINDS
+from broker_core.kinds.builtin import KINDS, JupyterNotebook
 from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import parse_request
+from platforms import notebooks
 from platforms.contract import Execution, PlatformError, WorkState, WorkStatus
-from platforms.kubernetes import KubernetesPlatform, cluster
+from platforms.kubernetes import KubernetesPlatform, cluster, manifests
 from platforms.kubernetes.client import only_in_cluster
 from platforms.kubernetes.options import KubernetesOptions
 from platforms.kubernetes.status import Seen, work_status
 from platforms.registry import build_platforms
-from tests.kube_fake import FakeCluster
+from tests.kube_fake import FakeCluster, Run
 
 ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "docker.io/library/busybox:1.36"
@@ -629,6 +631,177 @@ def test_reconciliation_lists_and_removes_a_stray_job(platform, fake, tmp_path) 
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert [j["metadata"]["name"] for j in fake.items("jobs", NAMESPACE)] == ["not-ours"]
+
+
+# --- notebooks ---------------------------------------------------------------------------------
+
+NOTEBOOK_IMAGE = "registry.example.org/ebroker/notebook:1"
+
+
+def notebook_server(
+    argv: list[str], env: dict[str, str], files: Callable[[str], Path | None], started: float
+) -> Run:
+    """A stand-in for the notebook server in the fake's kubelet: what it is given (its root,
+    base URL and token) and what it finds in its root, in the lines a classic server logs,
+    including a failed request's URL with the token (as the real one logs it); it serves until
+    stopped. Without a token or a root it exits, as the real one would fail."""
+    traits = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    root = next((v for k, v in traits.items() if k.endswith((".notebook_dir", ".root_dir"))), "")
+    base = next((v for k, v in traits.items() if k.endswith(".base_url")), "/")
+    directory = files(root) if root else None
+    token = env.get(notebooks.TOKEN_ENV)
+    if not token or directory is None or not directory.is_dir():
+        return Run(started, [(0, "[C NotebookApp] no token or no root directory\n")], 0.1, 1)
+    found = sorted(p.name for p in directory.iterdir())
+    lines = [
+        f"[I NotebookApp] Serving notebooks from local directory: {root}: {', '.join(found)}\n",
+        f"[I NotebookApp] http://127.0.0.1:{notebooks.PORT}{base}?token=...\n",
+        f"[W NotebookApp] 404 GET {base}api/missing?token={token} (10.244.0.1) 1.2ms\n",
+        f"[I NotebookApp] running as {'root' if '--allow-root' in argv else 'a user'}\n",
+    ]
+    return Run(started, [(0.1 * i, line) for i, line in enumerate(lines)], float("inf"))
+
+
+def notebook_run(tmp_path: Path, data_url: str) -> Execution:
+    """A notebook session whose notebook is served next to the data (``data_url``'s server)."""
+    served = tmp_path / "served" / "analysis.ipynb"
+    served.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    run = execution(tmp_path, "")
+    run.executable = JupyterNotebook.model_validate(
+        {
+            "kind": notebooks.NOTEBOOK,
+            "location": data_url.rsplit("/", 1)[0] + "/analysis.ipynb",
+        }
+    )
+    return run
+
+
+def test_a_notebook_is_served_with_its_token_from_a_secret_and_leaves_nothing_behind(
+    make_platform, fake, tmp_path, data_url
+) -> None:
+    fake.programs[NOTEBOOK_IMAGE] = notebook_server
+    fake.images.add(NOTEBOOK_IMAGE)
+    platform = make_platform(
+        notebook_image=NOTEBOOK_IMAGE, ingress={"host": "apps.example.org", "path_prefix": "/s"}
+    )
+    run = notebook_run(tmp_path, data_url)
+    prepare_and_start(platform, run)
+    token = run.state[notebooks.TOKEN_STATE]
+    assert wait_for(platform, run, WorkState.RUNNING).state == WorkState.RUNNING
+    (secret,) = fake.items("secrets", NAMESPACE)
+    assert manifests.token_from_secret(secret) == token
+    (pod,) = fake.items("pods", NAMESPACE)
+    assert token not in json.dumps(pod) and token not in json.dumps(fake.items("jobs"))
+    (connector,) = platform.connectors(run)
+    assert connector["url"] == (
+        f"http://apps.example.org/s/{run.name}/notebooks/analysis.ipynb?token={token}"
+    )
+    deadline = time.monotonic() + 10
+    while "running as" not in (text := platform.logs(run) or ""):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    # the server got its token from the Secret, its root with the notebook, the Ingress path
+    assert "local directory: /work: analysis.ipynb" in text
+    assert f"/s/{run.name}/?token=..." in text and "running as a user" in text
+    assert token not in text and "?token=[token]" in text  # the failed URL, scrubbed
+    assert token not in (run.workdir / "logs" / "output.log").read_text()
+    # a start after the state was lost finds the Secret, and the running server's token
+    run.state.pop(notebooks.TOKEN_STATE)
+    platform.start(run)
+    assert run.state[notebooks.TOKEN_STATE] == token
+    assert len(fake.items("secrets", NAMESPACE)) == 1
+    assert any("fetched by the pod's init container" in n for n in run.notes)
+    platform.stop(run, "cancelled")
+    platform.release(run)
+    deadline = time.monotonic() + 5
+    while platform.list_work():
+        assert time.monotonic() < deadline, platform.list_work()
+        time.sleep(0.1)
+    assert not fake.items("secrets", NAMESPACE) and not fake.items("services", NAMESPACE)
+    assert {"Secret", "Job", "Service", "Ingress"} <= {o["kind"] for o in fake.received}
+
+
+def test_a_stray_notebook_secret_is_found_and_removed_by_reconciliation(platform, fake) -> None:
+    stray = "11111111-2222-4333-8444-666666666666"
+    labels = {"ebroker.session": stray, "ebroker.platform": "k8s"}
+    fake.create("secrets", NAMESPACE, {"metadata": {"name": f"ebroker-{stray}", "labels": labels}})
+    assert platform.list_work() == {f"ebroker-{stray}"}
+    platform.remove_work(f"ebroker-{stray}")
+    assert platform.list_work() == set() and not fake.items("secrets", NAMESPACE)
+
+
+def test_a_notebook_whose_secret_is_gone_fails_saying_so(make_platform, fake, tmp_path):
+    gate = threading.Event()
+
+    class Gated(http.server.BaseHTTPRequestHandler):
+        """Serves the notebook once the test lets it: the pod waits in its fetch."""
+
+        def do_GET(self) -> None:
+            gate.wait(10)
+            body = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gated)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake.programs[NOTEBOOK_IMAGE] = notebook_server
+    fake.images.add(NOTEBOOK_IMAGE)
+    platform = make_platform(notebook_image=NOTEBOOK_IMAGE)
+    run = execution(tmp_path, "")
+    run.executable = JupyterNotebook.model_validate(
+        {
+            "kind": notebooks.NOTEBOOK,
+            "location": f"http://127.0.0.1:{server.server_address[1]}/a.ipynb",
+        }
+    )
+    try:
+        platform.prepare_executable(run)
+        platform.start(run)
+        fake.delete("secrets", NAMESPACE, run.name)  # removed by hand while the pod fetches
+        gate.set()
+        status = wait_for(platform, run, WorkState.FAILED)
+    finally:
+        gate.set()
+        server.shutdown()
+    assert status.state == WorkState.FAILED, status
+    assert status.message == (
+        f'container main cannot start (CreateContainerConfigError): secret "{run.name}" not found'
+    )
+    platform.release(run)
+
+
+def _notebook_request(location: str = "https://notebooks.example.org/a.ipynb") -> Any:
+    document = {
+        "executable": {"kind": notebooks.NOTEBOOK, "location": location},
+        "compute": {"kind": kind_uri("compute", "simple-compute-resource"), "cores": {"min": 1}},
+    }
+    parsed = parse_request(document, KindRegistry(KINDS))
+    assert parsed.request is not None
+    return parsed.request
+
+
+def test_notebooks_are_refused_where_no_notebook_image_is_configured() -> None:
+    def platform(**options: Any) -> KubernetesPlatform:
+        config_ = {"name": "k8s", "type": "kubernetes", "options": options}
+        return KubernetesPlatform(PlatformConfig.model_validate(config_))
+
+    plain = platform()
+    assert notebooks.NOTEBOOK not in plain.accepted_kinds()
+    kind, refusal = plain.validate(_notebook_request())
+    assert kind.values == {"platform": "k8s", "kind": notebooks.NOTEBOOK}
+    assert refusal.values == {"platform": "k8s"} and "notebook_image" in refusal.template
+    serving = platform(notebook_image=NOTEBOOK_IMAGE, base_preparation="PT5S",
+                       image_pull="PT60S", data_staging="PT30S")  # fmt: skip
+    assert notebooks.NOTEBOOK in serving.accepted_kinds()
+    assert serving.validate(_notebook_request()) == []
+    (refusal,) = serving.validate(_notebook_request("ftp://files.example.org/a.ipynb"))
+    assert "http(s) only" in refusal.template
+    assert serving.preparation_estimate(_notebook_request()).total_seconds() == 95
 
 
 def _admin(fake: FakeCluster, tmp_path: Path) -> client.CoreV1Api:

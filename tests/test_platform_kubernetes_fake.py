@@ -2,11 +2,15 @@
 checked through the official client (and raw HTTP where the client would refuse first):
 Status objects for 401, 404, 409 and 422; resourceVersions that move on every change;
 watches from a resourceVersion; label and field selectors; the job controller, scheduler and
-kubelet on their clock; a Job's pods orphaned by default and removed with ``Background``."""
+kubelet on their clock; a Job's pods orphaned by default and removed with ``Background``;
+Secrets (base64 data, ``stringData`` merged, ``immutable``) given to containers through
+``secretKeyRef``; ``emptyDir`` volumes shared by a pod's containers."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +298,108 @@ def test_json_patches_as_clients_send_them(api: client.ApiClient) -> None:
     assert node.metadata.labels["zone"] == "a" and node.spec.taints[0].key == "j"
     core.patch_node("n1", [{"op": "remove", "path": "/spec/taints/0"}])
     assert not core.read_node("n1").spec.taints
+
+
+def test_secrets_keep_base64_data_and_refuse_changes_once_immutable(
+    api: client.ApiClient,
+) -> None:
+    core = client.CoreV1Api(api)
+    made = core.create_namespaced_secret(
+        "default",
+        {"metadata": {"name": "s"}, "stringData": {"K": "plain"}, "data": {"B": "Ynl0ZXM="}},
+    )
+    assert made.type == "Opaque" and made.data == {"K": "cGxhaW4=", "B": "Ynl0ZXM="}
+    assert made.string_data is None  # stringData is merged into data, never kept
+    with pytest.raises(client.ApiException) as again:
+        core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    assert again.value.status == 409
+    core.patch_namespaced_secret("s", "default", {"data": {"K": "b3RoZXI="}})  # mutable
+    core.patch_namespaced_secret("s", "default", {"immutable": True})
+    with pytest.raises(client.ApiException) as frozen:
+        core.patch_namespaced_secret("s", "default", {"data": {"K": "dGhpcmQ="}})
+    assert frozen.value.status == 422
+    assert core.read_namespaced_secret("s", "default").data["K"] == "b3RoZXI="
+    with pytest.raises(client.ApiException) as bad:
+        core.create_namespaced_secret("default", {"metadata": {"name": "t"}, "data": {"K": "!"}})
+    assert bad.value.status == 400
+    core.delete_namespaced_secret("s", "default")
+    assert core.list_namespaced_secret("default").items == []
+
+
+def test_the_kubelet_gives_containers_their_secrets_and_waits_for_a_missing_one(
+    fake: FakeCluster, api: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(api)
+    spec = job("with-secret", 'echo "token=$TOKEN"')
+    container = spec["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "T"}}}
+    ]
+    client.BatchV1Api(api).create_namespaced_job("default", spec)
+
+    def waiting() -> Any:
+        pods = core.list_namespaced_pod("default", label_selector="app=with-secret").items
+        statuses = (pods[0].status.container_statuses or []) if pods else []
+        return statuses and statuses[0].state.waiting
+
+    state = wait(waiting)
+    assert (state.reason, state.message) == (
+        "CreateContainerConfigError",
+        'secret "later" not found',
+    )
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "later"}, "stringData": {"T": "s3cret"}}
+    )
+
+    def succeeded() -> Any:
+        pods = core.list_namespaced_pod("default", label_selector="app=with-secret").items
+        return pods and pods[0].status.phase == "Succeeded" and pods[0]
+
+    pod = wait(succeeded)
+    assert core.read_namespaced_pod_log(pod.metadata.name, "default") == "token=s3cret\n"
+
+
+def test_an_empty_dir_is_shared_by_a_pods_containers_and_goes_with_the_pod(
+    fake: FakeCluster, api: client.ApiClient, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("in the empty dir\n")
+
+    def handler(*args: Any) -> http.server.SimpleHTTPRequestHandler:
+        return http.server.SimpleHTTPRequestHandler(*args, directory=str(tmp_path))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/file"
+    spec = job("shared", "cat /data/file")
+    pod = spec["spec"]["template"]["spec"]
+    pod["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    pod["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/data"}]
+    pod["initContainers"] = [
+        {
+            "name": "fetch",
+            "image": BUSYBOX,
+            "args": ["sh", "-c", f"curl -fsSL -o /out/file {url}"],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/out"}],
+        }
+    ]
+    client.BatchV1Api(api).create_namespaced_job("default", spec)
+    core = client.CoreV1Api(api)
+    try:
+        (made,) = wait(
+            lambda: core.list_namespaced_pod("default", label_selector="app=shared").items
+        )
+        done = wait(
+            lambda: (
+                (p := core.read_namespaced_pod(made.metadata.name, "default")).status.phase
+                in ("Succeeded", "Failed")
+                and p
+            )
+        )
+    finally:
+        server.shutdown()
+    assert done.status.phase == "Succeeded"
+    assert core.read_namespaced_pod_log(made.metadata.name, "default") == "in the empty dir\n"
+    directory = fake.storage / "pods" / made.metadata.uid / "scratch"
+    assert (directory / "file").is_file()
+    core.delete_namespaced_pod(made.metadata.name, "default", grace_period_seconds=0)
+    wait(lambda: not directory.exists())

@@ -5,6 +5,7 @@ rewrites them) and validated against the Kubernetes OpenAPI schema of ``KUBE_VER
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from broker_core.kinds.base import kind_uri
 from broker_core.kinds.builtin import JupyterNotebook, Port
+from platforms import notebooks
 from platforms.contract import Execution, PlatformError
 from platforms.kubernetes import manifests
 from platforms.kubernetes.options import KubernetesOptions
@@ -350,6 +352,7 @@ def test_the_rbac_manifests_validate_and_grant_what_the_platform_uses() -> None:
         (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
     }
     for needed in [
+        ("", "secrets"),
         ("batch", "jobs"),
         ("", "pods"),
         ("", "pods/log"),
@@ -360,6 +363,8 @@ def test_the_rbac_manifests_validate_and_grant_what_the_platform_uses() -> None:
         ("networking.k8s.io", "ingresses"),
     ]:
         assert needed in granted, needed
+    secrets = {v for rule in role["rules"] if "secrets" in rule["resources"] for v in rule["verbs"]}
+    assert secrets == {"get", "list", "create", "delete"}, "a notebook's token, and no more"
     cluster = next(d for d in documents if d["kind"] == "ClusterRole")
     read = {(r, v) for rule in cluster["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert {("nodes", "list"), ("pods", "list")} <= read
@@ -435,3 +440,179 @@ def test_the_sessions_network_policy_validates_and_selects_the_sessions_pods() -
     assert (expression["key"], expression["operator"]) == (manifests.SESSION_LABEL, "Exists")
     blocked = policy["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
     assert "169.254.0.0/16" in blocked and "10.0.0.0/8" in blocked  # metadata, cluster nets
+
+
+# --- jupyter-notebook ----------------------------------------------------------------------------
+
+NOTEBOOK_KIND = kind_uri("executable", "jupyter-notebook")
+TOKEN = "fixed-test-token-0123456789abcdefghijklmnopqrstu"  # what notebooks.new_token makes
+NOTEBOOK_IMAGE = "registry.example.org/jupyter/minimal-notebook:2026.11"
+
+
+def notebook_session(location: str = "https://notebooks.example.org/lab/Analysis%201.ipynb?v=3"):
+    """The session above with a notebook for its executable (and its storage and data mounted
+    beside the notebook's directory), its token already made."""
+    execution = session()
+    execution.executable = JupyterNotebook.model_validate(
+        {
+            "kind": NOTEBOOK_KIND,
+            "meta": {"uuid": "5d1e2f3a-0000-4000-8000-0000000000e1"},
+            "location": location,
+        }
+    )
+    execution.compute.volumes[0].path = "/scratch"
+    execution.state[notebooks.TOKEN_STATE] = TOKEN
+    return execution
+
+
+def notebook_built(opts: KubernetesOptions) -> dict[str, dict[str, Any] | None]:
+    execution = notebook_session()
+    kind = manifests.executable_kind(execution)
+    (secret,) = kind.objects(execution, opts, "k8s")
+    return {
+        "secret": secret,
+        "job": manifests.job_manifest(
+            execution, opts, "k8s", kind.image(execution, opts), opts.node_groups[0], START
+        ),
+        "service": manifests.service_manifest(execution, opts, "k8s"),
+        "ingress": manifests.ingress_manifest(execution, opts, "k8s"),
+    }
+
+
+NOTEBOOK_VARIANTS: dict[str, dict[str, Any]] = {
+    "notebook-clusterip": {"notebook_image": NOTEBOOK_IMAGE},
+    "notebook-ingress-path": {
+        "notebook_image": NOTEBOOK_IMAGE,
+        "notebook_server": "jupyter-server",
+        "notebook_idle_timeout": "PT20M",
+        "service_type": "LoadBalancer",
+        "ingress": {"host": "apps.example.org", "path_prefix": "/s", "tls_secret": "apps-tls"},
+        "security": {"run_as_user": 2000, "run_as_group": 2000, "read_only_root_filesystem": True},
+    },
+}
+
+
+@pytest.mark.parametrize("variant", sorted(NOTEBOOK_VARIANTS))
+def test_notebook_manifests_match_their_snapshots_and_the_schema(variant: str) -> None:
+    found = notebook_built(options(**NOTEBOOK_VARIANTS[variant]))
+    assert (found["ingress"] is None) == ("ingress" not in NOTEBOOK_VARIANTS[variant])
+    for what, manifest in found.items():
+        if manifest is None:
+            continue
+        validate(manifest)
+        check_snapshot(f"{variant}-{what}", manifest)
+
+
+def test_the_notebook_token_is_in_its_secret_and_in_no_other_manifest() -> None:
+    found = notebook_built(options(**NOTEBOOK_VARIANTS["notebook-ingress-path"]))
+    secret = found.pop("secret")
+    assert secret is not None
+    assert secret["metadata"]["name"] == f"ebroker-{SESSION}" and secret["immutable"] is True
+    assert manifests.token_from_secret(secret) == TOKEN
+    assert base64.b64decode(secret["data"]["JUPYTER_TOKEN"]).decode() == TOKEN
+    for manifest in found.values():
+        assert TOKEN not in json.dumps(manifest)
+    job = found["job"]
+    assert job is not None
+    (main,) = job["spec"]["template"]["spec"]["containers"]
+    (token,) = [e for e in main["env"] if e["name"] == "JUPYTER_TOKEN"]
+    assert token == {
+        "name": "JUPYTER_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": f"ebroker-{SESSION}", "key": "JUPYTER_TOKEN"}},
+    }
+    assert manifests.token_from_secret({"data": {"JUPYTER_TOKEN": "not base64!"}}) is None
+
+
+def test_the_notebook_server_runs_as_the_sites_non_root_user_serving_its_root() -> None:
+    opts = options(**NOTEBOOK_VARIANTS["notebook-ingress-path"])
+    job = notebook_built(opts)["job"]
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    (main,) = pod["containers"]
+    assert main["image"] == NOTEBOOK_IMAGE and main["workingDir"] == notebooks.ROOT
+    assert main["command"][:3] == ["python3", "-m", "jupyter_server"]
+    assert "--allow-root" not in main["command"]
+    assert "--ServerApp.root_dir=/work" in main["command"]
+    assert "--ServerApp.shutdown_no_activity_timeout=1200" in main["command"]  # idle culling
+    assert main["securityContext"]["runAsUser"] == pod["securityContext"]["runAsUser"] == 2000
+    assert main["securityContext"]["runAsNonRoot"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert job["spec"]["activeDeadlineSeconds"] == 7200  # the hard stop at the window's end
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    assert mounts["/work"] == "notebook" and mounts["/home/ebroker"] == "notebook-home"
+    assert mounts["/scratch"] == mounts["/input"] == "storage-0"
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["HOME"] == env["TMPDIR"] == "/home/ebroker"  # writable with a read-only root
+    assert {"name": "notebook", "emptyDir": {}} in pod["volumes"]
+
+
+def test_the_notebook_is_fetched_into_the_servers_root_before_the_data_is_staged() -> None:
+    job = notebook_built(options(notebook_image=NOTEBOOK_IMAGE))["job"]
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    fetch, stage = pod["initContainers"]
+    assert (fetch["name"], stage["name"]) == ("fetch-notebook", "stage-0")
+    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert env == {
+        "EBROKER_LOCATION": "https://notebooks.example.org/lab/Analysis%201.ipynb?v=3",
+        "EBROKER_DIR": "/stage",
+        "EBROKER_FILE": "Analysis_1.ipynb",
+    }
+    assert fetch["volumeMounts"] == [{"name": "notebook", "mountPath": "/stage"}]
+    assert fetch["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_notebook_connector_opens_the_notebook_through_the_ingress_with_the_token() -> None:
+    opts = options(**NOTEBOOK_VARIANTS["notebook-ingress-path"])
+    found = notebook_built(opts)
+    execution = notebook_session()
+    service, ingress, job = found["service"], found["ingress"], found["job"]
+    assert service is not None and ingress is not None and job is not None
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8888, 8888)
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == f"/s/ebroker-{SESSION}/"
+    (connector,) = manifests.connectors(execution, opts, service, ingress)
+    assert connector["url"] == (
+        f"https://apps.example.org/s/ebroker-{SESSION}/notebooks/Analysis_1.ipynb?token={TOKEN}"
+    )
+    # the server serves under the Ingress path, so the URL reaches it unchanged
+    main = job["spec"]["template"]["spec"]["containers"][0]
+    assert f"--ServerApp.base_url=/s/ebroker-{SESSION}/" in main["command"]
+    assert main["readinessProbe"]["httpGet"]["path"] == f"/s/ebroker-{SESSION}/api"
+    plain = options(notebook_image=NOTEBOOK_IMAGE)
+    (connector,) = manifests.connectors(
+        execution, plain, manifests.service_manifest(execution, plain, "k8s"), None
+    )
+    assert connector["url"] == (
+        f"http://ebroker-{SESSION}.science.svc.cluster.local:8888"
+        f"/notebooks/Analysis_1.ipynb?token={TOKEN}"
+    )
+
+
+def test_a_location_that_names_no_notebook_opens_the_file_list() -> None:
+    execution = notebook_session("https://notebooks.example.org/lab/")
+    assert manifests.notebook_entry(execution) is None
+    assert manifests.ports(execution)[0].path == "/tree"
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"notebook_image": None}, "no notebook_image"),
+        ({"location": "file:///etc/passwd"}, "http"),
+        ({"location": " "}, "no location"),
+        ({"volume": "/work"}, "notebook server's own directory"),
+    ],
+)
+def test_notebooks_that_cannot_run_are_refused_before_the_booked_start(
+    change: dict[str, Any], match: str
+) -> None:
+    execution = notebook_session(change.get("location", "https://x.org/a.ipynb"))
+    if "volume" in change:
+        execution.compute.volumes[0].path = change["volume"]
+    opts = options(notebook_image=change.get("notebook_image", NOTEBOOK_IMAGE))
+    kind = manifests.executable_kind(execution)
+    with pytest.raises(PlatformError, match=match):
+        kind.container(execution, opts, kind.image(execution, opts))
+        kind.init_containers(execution, opts)

@@ -82,12 +82,13 @@ KINDS = {
     ),
     "Service": Kind(client.CoreV1Api, "service", "Service"),
     "Ingress": Kind(client.NetworkingV1Api, "ingress", "Ingress"),
+    "Secret": Kind(client.CoreV1Api, "secret", "Secret"),
     "Event": Kind(client.CoreV1Api, "event", "Event"),
     "ResourceQuota": Kind(client.CoreV1Api, "resource_quota", "ResourceQuota"),
     "Node": Kind(client.CoreV1Api, "node", "Node", namespaced=False),
 }
 # what a session is made of, in the order release removes it
-WORK_KINDS = ("Job", "Pod", "Service", "Ingress", "PersistentVolumeClaim")
+WORK_KINDS = ("Job", "Pod", "Service", "Ingress", "Secret", "PersistentVolumeClaim")
 
 
 def _api_message(exc: client.ApiException) -> str:

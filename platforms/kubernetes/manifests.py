@@ -1,16 +1,18 @@
 """The objects a session is made of on Kubernetes, as pure functions of the typed session
 (``Execution``) and the platform's options: a Job with one pod, a PersistentVolumeClaim per
-storage resource, a Service and an Ingress for published ports. Nothing here talks to a
-cluster, so every manifest is shown by a snapshot test and validated against the API's schema.
+storage resource, a Service and an Ingress for published ports, and a notebook's token in a
+Secret. Nothing here talks to a cluster, so every manifest is shown by a snapshot test and
+validated against the API's schema.
 
 The pod's main container comes from the executable's kind (``EXECUTABLES``): the image it runs,
-the container, and the ports it publishes. ``docker-container`` is built here; another kind (a
-``jupyter-notebook`` server) registers an ``ExecutableKind`` of its own and gets the same pod,
-volumes, staging, security, Service, Ingress and connectors around it.
+the container, and the ports it publishes. ``docker-container`` and ``jupyter-notebook`` are
+built here; each registers an ``ExecutableKind`` and gets the same pod, volumes, staging,
+security, Service, Ingress and connectors around it.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 from broker_core.kinds.base import Component, kind_uri
 from broker_core.kinds.builtin import DockerContainer, Port
 
+from .. import notebooks
 from ..contract import Execution, PlatformError, executable_ports, uuid_of
 from .options import KubernetesOptions, NodeGroup
 
@@ -289,17 +292,189 @@ def docker_container(execution: Execution, options: KubernetesOptions, image: st
     return container
 
 
+def _nothing(*_: Any) -> list[Manifest]:
+    return []
+
+
 @dataclass(frozen=True)
 class ExecutableKind:
-    """How one executable kind runs as the pod's main container (named ``MAIN``)."""
+    """How one executable kind runs as the pod's main container (named ``MAIN``), and what
+    else it needs around it: init containers run before the session's data stagers, pod
+    volumes, and objects of its own (a Secret) made before the Job and removed at release."""
 
     image: Callable[[Execution, KubernetesOptions], str]
     container: Callable[[Execution, KubernetesOptions, str], Manifest]
     ports: Callable[[Execution], list[Port]]  # all of them; those with ``access`` are published
+    init_containers: Callable[[Execution, KubernetesOptions], list[Manifest]] = _nothing
+    volumes: Callable[[Execution], list[Manifest]] = _nothing
+    objects: Callable[[Execution, KubernetesOptions, str], list[Manifest]] = _nothing
+
+
+# --- jupyter-notebook --------------------------------------------------------------------------
+# The site's notebook-server image (``notebook_image``) serving ``notebooks.ROOT``, an emptyDir
+# the init container ``FETCHER`` downloads the notebook into (as data is staged); the token in a
+# Secret of the session's name, given to the server through ``valueFrom.secretKeyRef`` so that it
+# is in no pod spec; a writable home (an emptyDir) for a non-root user. Behind an Ingress path
+# the server's ``base_url`` is that path, so the connector's URL reaches it unchanged.
+
+NOTEBOOK = notebooks.NOTEBOOK
+FETCHER = "fetch-notebook"
+NOTEBOOK_VOLUME = "notebook"
+HOME_VOLUME = "notebook-home"
+NOTEBOOK_HOME = "/home/ebroker"  # HOME and TMPDIR of the server: the image's may be read-only
+
+
+def notebook_location(execution: Execution) -> str:
+    executable = execution.executable
+    location = (getattr(executable, "location", None) or "").strip()
+    if not notebooks.is_notebook(executable) or not location:
+        raise PlatformError("the jupyter-notebook executable names no location")
+    if urlsplit(location).scheme not in ("http", "https"):
+        raise PlatformError(
+            f"the notebook's location {location[:200]}: only http(s) locations can be "
+            "fetched into a pod"
+        )
+    return location
+
+
+def notebook_file(execution: Execution) -> str:
+    """The name the notebook is saved under in ``notebooks.ROOT`` (made safe, as data's)."""
+    return file_name(notebook_location(execution))
+
+
+def notebook_entry(execution: Execution) -> str | None:
+    """The notebook the connector opens: the fetched file when the location names a
+    notebook (``notebooks.entry_from_location``), else none (the file list)."""
+    location = notebook_location(execution)
+    name = file_name(location)
+    return name if notebooks.entry_from_location(location) and name.endswith(".ipynb") else None
+
+
+def notebook_image(execution: Execution, options: KubernetesOptions) -> str:
+    if not options.notebook_image:
+        raise PlatformError(
+            "this platform serves no Jupyter notebooks: the site has configured no notebook_image"
+        )
+    return options.notebook_image
+
+
+def notebook_ports(execution: Execution) -> list[Port]:
+    return [notebooks.port(notebook_entry(execution))]
+
+
+def notebook_base_url(execution: Execution, options: KubernetesOptions) -> str:
+    """Where the server serves: the Ingress path when there is one, else the root."""
+    if options.ingress is None:
+        return "/"
+    return ingress_path(execution, options, notebook_ports(execution)[0])
+
+
+def token_secret(execution: Execution, options: KubernetesOptions, platform: str) -> Manifest:
+    """The session's token (``notebooks.token_of``), read by the server's container only."""
+    token = notebooks.token_of(execution).encode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(execution, platform, options, execution.name),
+        "type": "Opaque",
+        "immutable": True,
+        "data": {notebooks.TOKEN_ENV: base64.b64encode(token).decode()},
+    }
+
+
+def token_from_secret(secret: Manifest) -> str | None:
+    """The token a Secret made by ``token_secret`` holds (for a start that finds it there)."""
+    encoded = (secret.get("data") or {}).get(notebooks.TOKEN_ENV)
+    try:
+        return base64.b64decode(encoded, validate=True).decode() if encoded else None
+    except ValueError:
+        return None
+
+
+def notebook_objects(
+    execution: Execution, options: KubernetesOptions, platform: str
+) -> list[Manifest]:
+    return [token_secret(execution, options, platform)]
+
+
+def notebook_volumes(execution: Execution) -> list[Manifest]:
+    return [{"name": NOTEBOOK_VOLUME, "emptyDir": {}}, {"name": HOME_VOLUME, "emptyDir": {}}]
+
+
+def notebook_fetcher(execution: Execution, options: KubernetesOptions) -> list[Manifest]:
+    """The init container that downloads the notebook into the server's root directory."""
+    return [
+        {
+            "name": FETCHER,
+            "image": options.stager_image,
+            "imagePullPolicy": options.pull_policy,
+            "command": ["sh", "-c", STAGE_SCRIPT],
+            "env": [
+                {"name": "EBROKER_LOCATION", "value": notebook_location(execution)},
+                {"name": "EBROKER_DIR", "value": STAGE_MOUNT},
+                {"name": "EBROKER_FILE", "value": notebook_file(execution)},
+            ],
+            "resources": resources(execution),
+            "securityContext": container_security(options, privileged=False),
+            "volumeMounts": [{"name": NOTEBOOK_VOLUME, "mountPath": STAGE_MOUNT}],
+        }
+    ]
+
+
+def notebook_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:
+    """The notebook server as the pod's main container, as ``options.security.run_as_user``
+    (so not ``--allow-root``), its token from the Secret."""
+    server = notebooks.SERVERS[options.notebook_server]
+    base_url = notebook_base_url(execution, options)
+    command = [a for a in notebooks.server_command(execution, options) if a != "--allow-root"]
+    command.append(f"--{server.app}.base_url={base_url}")
+    mounts = volume_mounts(execution)
+    for mount in mounts:
+        if mount["mountPath"].rstrip("/") in (notebooks.ROOT, NOTEBOOK_HOME):
+            raise PlatformError(
+                f"volume {mount['mountPath']}: the notebook server's own directory is there"
+            )
+    token = {"secretKeyRef": {"name": execution.name, "key": notebooks.TOKEN_ENV}}
+    return {
+        "name": MAIN,
+        "image": image,
+        "imagePullPolicy": options.pull_policy,
+        "command": command,
+        "workingDir": notebooks.ROOT,
+        "env": [
+            {"name": notebooks.TOKEN_ENV, "valueFrom": token},
+            {"name": "HOME", "value": NOTEBOOK_HOME},
+            {"name": "TMPDIR", "value": NOTEBOOK_HOME},
+        ],
+        "ports": [{"name": "notebook", "containerPort": notebooks.PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": f"{base_url}api", "port": notebooks.PORT},
+            "periodSeconds": 5,
+        },
+        "resources": resources(execution),
+        "securityContext": {
+            **container_security(options, privileged=False),
+            "runAsUser": options.security.run_as_user,
+            "runAsGroup": options.security.run_as_group,
+        },
+        "volumeMounts": [
+            {"name": NOTEBOOK_VOLUME, "mountPath": notebooks.ROOT},
+            {"name": HOME_VOLUME, "mountPath": NOTEBOOK_HOME},
+            *mounts,
+        ],
+    }
 
 
 EXECUTABLES: dict[str, ExecutableKind] = {
     DOCKER: ExecutableKind(docker_image, docker_container, docker_ports),
+    NOTEBOOK: ExecutableKind(
+        notebook_image,
+        notebook_container,
+        notebook_ports,
+        init_containers=notebook_fetcher,
+        volumes=notebook_volumes,
+        objects=notebook_objects,
+    ),
 }
 
 
@@ -331,17 +506,22 @@ def pod_template(
         "securityContext": pod_security(options),
         "containers": [main_container(execution, options, image)],
     }
-    init = stager_containers(execution, options)
+    kind = executable_kind(execution)
+    init = [*kind.init_containers(execution, options), *stager_containers(execution, options)]
     if init:
         spec["initContainers"] = init
-    if execution.storage:
-        spec["volumes"] = [
+    volumes = [
+        *kind.volumes(execution),
+        *(
             {
                 "name": _volume_name(execution, s),
                 "persistentVolumeClaim": {"claimName": pvc_name(execution, s)},
             }
             for s in execution.storage
-        ]
+        ),
+    ]
+    if volumes:
+        spec["volumes"] = volumes
     if group.selector:
         spec["nodeSelector"] = dict(group.selector)
     if group.tolerations:
@@ -481,7 +661,7 @@ def connectors(
 ) -> list[dict[str, Any]]:
     """How the user reaches the published ports, from the Service (and Ingress) as the cluster
     has them: the node port, the load balancer's address, or the cluster-internal name; HTTP
-    ports get a ``url``, through the Ingress when there is one."""
+    ports get a ``url``, through the Ingress when there is one (a notebook's with its token)."""
     if service is None:
         return []
     spec, status = service.get("spec") or {}, service.get("status") or {}
@@ -515,6 +695,9 @@ def connectors(
                 connector["url"] = f"{scheme}://{ingress_host(execution, options)}{base}{path}"
             elif host and number:
                 connector["url"] = f"{port.protocol.lower()}://{host}:{number}{path}"
+            token = execution.state.get(notebooks.TOKEN_STATE)
+            if "url" in connector and notebooks.is_notebook(execution.executable) and token:
+                connector["url"] = notebooks.connector_url(connector["url"], token)
         result.append(connector)
     return result
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from broker_core.config import NAME_PATTERN, Duration
 
 from ..contract import PreparationOptions
+from ..notebooks import NotebookOptions
 
 # label keys (an optional DNS-subdomain prefix and a name) and values, as the API checks them
 LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
@@ -20,7 +21,6 @@ LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{LABEL_NAME
 LABEL_VALUE = re.compile(rf"^({LABEL_NAME})?$")
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
-# the executable kinds a pod can be built for; jupyter-notebook plugs in here (see manifests)
 PULL_POLICIES = {"missing": "IfNotPresent", "always": "Always", "never": "Never"}
 
 
@@ -110,7 +110,11 @@ class SecurityDefaults(Strict):
     read_only_root_filesystem: bool = False
 
 
-class KubernetesOptions(PreparationOptions):
+class KubernetesOptions(PreparationOptions, NotebookOptions):
+    """The platform's options; the ``notebook_*`` ones (``NotebookOptions``) say which image
+    serves ``jupyter-notebook`` sessions, which must run as a non-root user
+    (``security.run_as_user``)."""
+
     kubeconfig: str | None = Field(
         default=None, description="a kubeconfig file; default: ~/.kube/config or in-cluster"
     )

@@ -14,6 +14,11 @@ the image (pinned to its digest when one is given); ``start`` makes the Job, the
 Ingress; ``poll`` reads the pod (from the watch) and the Job; ``stop`` and ``release`` save the
 output and delete the session's objects; ``extend`` moves the Job's ``activeDeadlineSeconds``;
 ``list_work``/``remove_work`` serve reconciliation.
+
+A ``jupyter-notebook`` session (only where ``notebook_image`` is configured) is the same Job
+running the site's notebook server, the notebook fetched by an init container, its token in a
+Secret of the session's name (made by ``start``, removed by ``release``) and in the connector's
+URL, never in a pod spec, and left out of the output the node keeps.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +35,7 @@ from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
+from .. import notebooks
 from ..contract import (
     WORK_PREFIX,
     Execution,
@@ -158,12 +165,15 @@ class KubernetesPlatform(Platform):
         return pools
 
     def accepted_kinds(self) -> frozenset[str]:
-        return frozenset(EXECUTABLES) | RESOURCE_KINDS
+        """The kinds it runs; jupyter-notebook only where the site configures its image."""
+        kinds = frozenset(EXECUTABLES) | RESOURCE_KINDS
+        return kinds if self.options.notebook_image else kinds - {notebooks.NOTEBOOK}
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
         messages = super().validate(request)
         if not self.options.allow_privileged:
             messages += self.refuse_privileged(request)
+        messages += self._refuse_notebook(request)
         for data in request.data:
             location = getattr(data, "location", None)
             if location and urlsplit(location).scheme not in ("http", "https"):
@@ -195,6 +205,38 @@ class KubernetesPlatform(Platform):
                 )
             seen.add(key)
         return messages
+
+    def _refuse_notebook(self, request: ExecutionRequest) -> list[Message]:
+        executable = request.executable
+        if not notebooks.is_notebook(executable):
+            return []
+        if not self.options.notebook_image:
+            return [
+                message(
+                    "platform {platform} serves no Jupyter notebooks: the site has configured "
+                    "no notebook_image for it",
+                    level="WARN",
+                    platform=self.name,
+                )
+            ]
+        location = (getattr(executable, "location", None) or "").strip()
+        if location and urlsplit(location).scheme not in ("http", "https"):
+            return [
+                message(
+                    "platform {platform} fetches notebooks over http(s) only, not {location}",
+                    level="WARN",
+                    platform=self.name,
+                    location=location[:200],
+                )
+            ]
+        return []
+
+    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
+        """As for any container, and for a notebook its image and the notebook's fetch."""
+        estimate = super().preparation_estimate(request)
+        if notebooks.is_notebook(request.executable):
+            estimate += self.options.image_pull + self.options.data_staging
+        return estimate
 
     @platform_step
     def external_claims(self, start: int, end: int) -> list[ExternalClaim]:
@@ -256,12 +298,21 @@ class KubernetesPlatform(Platform):
         kind = manifests.executable_kind(execution)
         ref = kind.image(execution, self.options)
         kind.container(execution, self.options, ref)
+        kind.init_containers(execution, self.options)
         execution.state["image"] = ref
         execution.notes.append(f"the cluster pulls image {ref} ({self.options.pull_policy})")
+        if notebooks.is_notebook(execution.executable):
+            notebooks.token_of(execution)
+            execution.notes.append(
+                f"the notebook {manifests.notebook_location(execution)} is fetched by the "
+                "pod's init container"
+            )
 
     @platform_step
     def start(self, execution: Execution) -> None:
-        """Make the Job, Service and Ingress; those already there are kept (a repeated start)."""
+        """Make the executable's own objects (a notebook's Secret), the Job, Service and
+        Ingress; those already there are kept (a repeated start), and a notebook's token is
+        the one its Secret holds."""
         if "image" not in execution.state:
             self.prepare_executable(execution)
         now = int(time.time())
@@ -275,6 +326,7 @@ class KubernetesPlatform(Platform):
         )
         made = []
         for manifest in (
+            *manifests.executable_kind(execution).objects(execution, self.options, self.name),
             job,
             manifests.service_manifest(execution, self.options, self.name),
             manifests.ingress_manifest(execution, self.options, self.name),
@@ -284,6 +336,10 @@ class KubernetesPlatform(Platform):
             obj, new = self.kube.create(manifest)
             if manifest["kind"] == "Job":
                 execution.state["job_uid"] = obj["metadata"].get("uid")
+            if manifest["kind"] == "Secret" and not new:
+                kept = manifests.token_from_secret(obj)
+                if kept:  # the running server's token, whatever this start's state held
+                    execution.state[notebooks.TOKEN_STATE] = kept
             if new:
                 made.append(manifests.describe(manifest))
         if made:
@@ -404,7 +460,7 @@ class KubernetesPlatform(Platform):
 
     def _save_logs(self, execution: Execution, pod: Obj | None) -> None:
         """The main container's output into ``workdir/logs/output.log``, where it outlives the
-        pod."""
+        pod; a notebook's token is left out (a server may log a URL that carries it)."""
         if pod is None or not main_container_started(pod):
             return
         text = self.kube.log(pod["metadata"]["name"], MAIN)
@@ -413,7 +469,7 @@ class KubernetesPlatform(Platform):
         logs = execution.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         partial = logs / f".{OUTPUT_LOG}.partial"
-        partial.write_text(text)
+        partial.write_text(notebooks.scrub(text, execution.state.get(notebooks.TOKEN_STATE)))
         partial.replace(Path(logs / OUTPUT_LOG))
 
 
