@@ -32,6 +32,7 @@ CHARTS = ROOT / "deploy" / "helm"
 NODE = CHARTS / "ebroker-node"
 AGGREGATOR = CHARTS / "ebroker-aggregator"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
+EXAMPLES = CHARTS / "examples"
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "helm"
 RELEASE, NAMESPACE = "ebroker", "broker"
 # kinds no Kubernetes OpenAPI schema has: a CRD's (Prometheus Operator)
@@ -152,6 +153,8 @@ VALUE_SETS: dict[str, tuple[Path, dict[str, Any]]] = {
             "sessionsNetworkPolicy": {"enabled": True},
         },
     ),
+    # the README's full values.yaml: the 1000/500 site, its sessions on the kubernetes platform
+    "node-1000-500": (NODE, yaml.safe_load((EXAMPLES / "node-1000-500.yaml").read_text())),
     "aggregator-minimal": (AGGREGATOR, {}),
     "aggregator-production": (
         AGGREGATOR,
@@ -684,24 +687,42 @@ def test_rendered_node_config_passes_check_config(
     assert "configuration OK" in capsys.readouterr().out
 
 
+def existing_secrets(pg_url: str) -> dict[tuple[str, str], str]:
+    """What the sites of the value sets keep in Secrets of their own, which the charts only
+    name: the test server's URL, real password hashes, a policy's token."""
+    return {
+        ("ebroker-database", "url"): pg_url + "\n",  # with the newline `kubectl` may leave
+        ("ebroker-users", "alice"): hashed("alice's password"),
+        ("ebroker-users", "monitor"): hashed("the monitor's password"),
+        ("ebroker-policy", "token"): "Bearer policy-token-0123456789",
+    }
+
+
+# what check-config says of each PostgreSQL value set: its site, platforms and policies
+SAID = {
+    "node-production": "configuration OK: site 'example-site', 1 platform(s), 1 policy(ies)",
+    "node-1000-500": "configuration OK: site 'example-site', 1 platform(s), 2 policy(ies)",
+}
+
+
 @pytest.mark.postgres
-def test_production_node_config_passes_check_config_on_postgresql(
-    pg_server_url: str, tmp_path: Path, pod_env: Any, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("name", sorted(SAID))
+def test_postgresql_node_config_passes_check_config(
+    name: str,
+    pg_server_url: str,
+    tmp_path: Path,
+    pod_env: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The production set, with its existing Secrets holding the test server's URL and a real
-    password hash: check-config reads every secret file and reaches the database."""
+    """A value set on PostgreSQL, its existing Secrets holding the test server's URL and real
+    password hashes: check-config reads every secret file and reaches the database."""
     from ebroker.cli import main
 
-    existing = {
-        ("ebroker-database", "url"): pg_server_url + "\n",  # as `kubectl create secret` may
-        ("ebroker-users", "alice"): hashed("alice's password"),
-    }
-    pod = pod_files(render("node-production"), existing)
+    pod = pod_files(render(name), existing_secrets(pg_server_url))
     args, env = in_place(pod, write_pod_files(pod, tmp_path))
     pod_env(env)
     assert main(["check-config", *args[1:]]) == 0, capsys.readouterr()
-    out = capsys.readouterr().out
-    assert "configuration OK: site 'example-site', 1 platform(s), 1 policy(ies)" in out
+    assert SAID[name] in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["aggregator-minimal", "aggregator-production"])

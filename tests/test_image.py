@@ -26,8 +26,9 @@ from tests.conftest import unavailable
 from tests.nodes import free_port
 from tests.test_helm_charts import (
     AGGREGATOR,
+    SAID,
     PodFiles,
-    hashed,
+    existing_secrets,
     manifests_of,
     pod_files,
     render,
@@ -197,19 +198,16 @@ def test_check_config_passes_in_the_image_on_the_rendered_config(
 
 
 @pytest.mark.postgres
-def test_check_config_passes_in_the_image_on_the_production_config(
-    image: str, pg_server_url: str, tmp_path: Path
+@pytest.mark.parametrize("name", sorted(SAID))
+def test_check_config_passes_in_the_image_on_the_postgresql_configs(
+    image: str, name: str, pg_server_url: str, tmp_path: Path
 ) -> None:
-    """The production set: PostgreSQL by URL from a Secret, a Basic user's hash and a policy
-    credential as files, read by the image's ebroker, which reaches the real database (the host's
-    network, where the test server listens)."""
-    existing = {
-        ("ebroker-database", "url"): pg_server_url + "\n",
-        ("ebroker-users", "alice"): hashed("alice's password"),
-    }
-    pod = pod_files(render("node-production"), existing)
+    """The production set and the README's 1000/500 site: PostgreSQL by URL from a Secret,
+    Basic users' hashes and a policy credential as files, read by the image's ebroker, which
+    reaches the real database (on the host's network, where the test server listens)."""
+    pod = pod_files(render(name), existing_secrets(pg_server_url))
     places = write_pod_files(pod, tmp_path)
     result = check_config_in_image(image, pod, places, f"ebroker-check-{uuid.uuid4().hex[:8]}",
                                    "--network", "host")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "configuration OK: site 'example-site', 1 platform(s), 1 policy(ies)" in result.stdout
+    assert SAID[name] in result.stdout
