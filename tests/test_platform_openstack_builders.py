@@ -538,7 +538,14 @@ def test_the_virtual_machine_kind_is_registered_and_checks_its_fields() -> None:
         {"image": "../etc", "ssh_public_key": "ssh-ed25519 notbase64!", "user_data": "echo hi"}
     )
     pointers = [p.pointer for p in bad.problems("/executable")]
-    assert pointers == ["/executable/image", "/executable/ssh_public_key", "/executable/user_data"]
+    assert pointers == [
+        "/executable/image/name",
+        "/executable/ssh_public_key",
+        "/executable/user_data",
+    ]
+    # the image by its name, as a string, an object, or the node's legacy reading of a string
+    for image in ("debian-12", {"name": "debian-12"}, {"locations": ["debian-12"]}):
+        assert VirtualMachine.model_validate({"image": image}).image_name == "debian-12"
     for kind in ("ssh-rsa", "ecdsa-sha2-nistp256"):
         assert ssh_key_problem(ssh_key(kind)) is None
     assert ssh_key_problem(ssh_key().replace("ssh-ed25519 ", "ssh-rsa ", 1)) is not None

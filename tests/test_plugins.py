@@ -101,5 +101,7 @@ def test_a_platform_plugin_serves_its_kind(monkeypatch, broker_factory, client_f
 
 def test_an_unknown_platform_type_names_the_installed_ones():
     config = parse_config({"platforms": [{"name": "x", "type": "mainframe"}]})
-    with pytest.raises(Exception, match="installed: kubernetes, local, openstack, simulated, slurm"):
+    with pytest.raises(
+        Exception, match="installed: kubernetes, local, openstack, simulated, slurm"
+    ):
         platforms_registry.build_platforms(config.platforms)

@@ -450,11 +450,11 @@ def blazar_time(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def lease_window(execution: Execution, options: OpenStackOptions, now: int) -> tuple[int, int]:
-    """The lease's start and end: from the preparation start (or now, when that has passed,
-    less the site's lead) to the window's end, rounded out to Blazar's minutes."""
-    lead = int(options.blazar.lead.total_seconds())
-    start = max(execution.prepare_at - lead, now)
+def lease_window(execution: Execution, now: int) -> tuple[int, int]:
+    """The lease's start and end: from the preparation start (which leaves Blazar its
+    ``activation`` before the booked start), or now when that has passed, to the window's end,
+    rounded up to Blazar's minutes."""
+    start = max(execution.prepare_at, now)
     end = max(execution.end_at, start + 60)
     return start, int(math.ceil(end / 60) * 60)
 
@@ -465,7 +465,7 @@ def lease_request(
     """The lease for the session's window: a host reservation of one of the pool's hosts, or
     an instance reservation of the flavor's size. ``start_date: now`` when the window starts
     within the minute (Blazar refuses a start in the past)."""
-    start, end = lease_window(execution, options, now)
+    start, end = lease_window(execution, now)
     if options.blazar.reservation == "physical:host":
         properties = ""
         if hosts:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from broker_core.kinds.base import Component, Problem, kind_uri
+from broker_core.kinds.base import Component, Problem, Strict, kind_uri
 from broker_core.kinds.builtin import Network
 
 EXEC = "executable"
@@ -49,28 +49,49 @@ def ssh_key_problem(key: str) -> str | None:
     return None
 
 
+class VmImage(Strict):
+    """One of the site's VM images, by the name the site gives it (not a Glance id)."""
+
+    name: str = Field(max_length=128)
+
+
 class VirtualMachine(Component):
     CATEGORY = EXEC
     NAME = NAME
     kind: Literal[kind_uri(EXEC, NAME)] = Field(default=kind_uri(EXEC, NAME))  # type: ignore[valid-type]
-    image: str | None = Field(
-        default=None, max_length=128, description="one of the site's VM images, by its name"
-    )
+    image: VmImage | None = Field(default=None, description="one of the site's VM images")
     user_data: str | None = Field(
         default=None, max_length=USER_DATA_LIMIT, description="cloud-init user data (#cloud-config)"
     )
     ssh_public_key: str | None = Field(default=None, max_length=16384)
     network: Network | None = None
 
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_name(cls, value: Any) -> Any:
+        """``image: debian-12`` is ``image: {name: debian-12}``; so is the one-location object
+        the node's legacy reading makes of any executable's string image."""
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and set(value) == {"locations"}:
+            locations = value["locations"]
+            if isinstance(locations, list) and len(locations) == 1:
+                return {"name": locations[0]}
+        return value
+
+    @property
+    def image_name(self) -> str | None:
+        return self.image.name if self.image else None
+
     def problems(self, at: str) -> list[Problem]:
         found = []
-        if self.image is not None and not IMAGE_NAME.match(self.image):
+        if self.image is not None and not IMAGE_NAME.match(self.image.name):
             found.append(
                 Problem(
-                    f"{at}/image",
+                    f"{at}/image/name",
                     "image '{value}' is not an image name; give one of the site's VM "
                     "images, e.g. debian-12",
-                    {"value": self.image[:128]},
+                    {"value": self.image.name[:128]},
                 )
             )
         if self.ssh_public_key is not None:

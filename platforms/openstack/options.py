@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker_core.config import NAME_PATTERN, Duration
+from broker_core.kinds.request import ExecutionRequest
 
 from ..contract import PreparationOptions
 from ..notebooks import NotebookOptions
@@ -144,8 +145,11 @@ class BlazarOptions(Strict):
 
     enabled: bool = False
     reservation: Literal["physical:host", "virtual:instance"] = "physical:host"
-    # leases start on the manager's next pass: ask for them this much before preparation
-    lead: Duration = Field(default=timedelta(seconds=0))
+    activation: Duration = Field(
+        default=timedelta(seconds=30),
+        description="how long Blazar takes to start a lease (its manager's next passes): "
+        "booked in front of the session, with its preparation",
+    )
     active_timeout: Duration = Field(
         default=timedelta(seconds=60), description="how long a lease may take to become ACTIVE"
     )
@@ -240,6 +244,11 @@ class OpenStackOptions(PreparationOptions, NotebookOptions):
         if self.floating_ip_pool and not self.network:
             raise ValueError("floating_ip_pool needs network: a floating IP is bound to a port")
         return self
+
+    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
+        """The preparation, and the lease's activation where the site has Blazar."""
+        estimate = self.estimate(request)
+        return estimate + self.blazar.activation if self.blazar.enabled else estimate
 
     def image_for(self, kind: str, vm_image: str | None = None) -> str | None:
         """The Glance image a session of an executable kind boots (None: refused)."""

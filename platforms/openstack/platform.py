@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ class OpenStackPlatform(Platform):
         messages = super().validate(request)
         executable = request.executable
         if isinstance(executable, VirtualMachine):
-            wanted = executable.image or self.options.images.vm_default
+            wanted = executable.image_name or self.options.images.vm_default
             if wanted is None:
                 messages.append(
                     message(
@@ -232,6 +233,9 @@ class OpenStackPlatform(Platform):
                 )
             )
         return messages
+
+    def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
+        return self.options.preparation_estimate(request)
 
     @platform_step
     def external_claims(self, start: int, end: int) -> list[ExternalClaim]:
@@ -314,7 +318,8 @@ class OpenStackPlatform(Platform):
         security group, so that what cannot boot fails before the booked start."""
         conn = self.cloud.conn
         kind = builders.kind_name(execution.executable)
-        wanted = getattr(execution.executable, "image", None) if kind == "virtual-machine" else None
+        executable = execution.executable
+        wanted = executable.image_name if isinstance(executable, VirtualMachine) else None
         image_name = self.options.image_for(kind, wanted)
         if image_name is None:
             raise PlatformError(f"platform {self.name} has no image for {kind} sessions")

@@ -1,0 +1,472 @@
+"""The openstack platform end to end, through real node processes and their HTTP API, against a
+real OpenStack: by default the one ``.ci/setup-openstack.sh`` runs on this machine (Keystone,
+Placement, Glance, Neutron and Nova with its fake virt driver, Blazar), through the official
+openstacksdk, unmodified.
+
+- request (pools read from the real Placement) → accept → a real Nova server ACTIVE, with its
+  private flavor and security group → COMPLETED at the window's end, the server, flavor and
+  security group gone, the console log the session's log (a VM session and a container
+  session side by side);
+- cancel mid-session; SIGKILL of the node mid-session and a restart;
+- a stray server of an ended session removed by reconciliation;
+- "No valid host" for a flavor larger than any host, failing the session with Nova's fault;
+- a server booted by hand, outside ebroker, shrinking what is offered;
+- with Blazar: a lease per accepted session, the server booted into its reservation, a server
+  without the reservation's hint refused on the reserved host.
+
+Another cloud: ``OS_CLOUD=<cloud in clouds.yaml>`` (with ``OS_CLIENT_CONFIG_FILE`` when the file
+is not in openstacksdk's search path) runs the same tests there; ``EBROKER_OS_TEST_IMAGE``
+(default ``tiny-raw``) and ``EBROKER_OS_TEST_NETWORK`` (default ``ebroker-test-net``, made when
+missing) name what the servers boot. The credentials need the admin role (Placement, flavors,
+Blazar hosts). The Blazar test runs where the cloud has a reservation service.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+import subprocess
+import threading
+import time
+import uuid as uuids
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openstack
+import pytest
+import yaml
+
+from broker_core.config import PlatformConfig
+from platforms.contract import Platform, work_name
+from platforms.openstack.kinds import VIRTUAL_MACHINE
+from platforms.registry import build_platforms
+from tests.conftest import COMPUTE, DOCKER, unavailable
+from tests.nodes import ROOT, Node, start_node
+from tests.test_platforms_e2e import CANCEL, FAST, messages, wait_phase
+from tests.test_platforms_e2e import book as book_on
+
+BOOKED: list[str] = []  # every session the tests booked, so that nothing is left behind
+
+pytestmark = pytest.mark.slow  # real node processes and a real cloud
+
+CI_CLOUDS = "/tmp/ci-openstack/clouds.yaml"
+CLOUD = os.environ.get("OS_CLOUD", "ci-openstack")
+CLOUDS_FILE = os.environ.get("OS_CLIENT_CONFIG_FILE", CI_CLOUDS)
+IMAGE = os.environ.get("EBROKER_OS_TEST_IMAGE", "tiny-raw")
+NETWORK = os.environ.get("EBROKER_OS_TEST_NETWORK", "ebroker-test-net")
+RESERVATION = {"service_type": "reservation", "interface": "public"}
+
+
+def ssh_key() -> str:
+    name = b"ssh-ed25519"
+    blob = struct.pack(">I", len(name)) + name + struct.pack(">I", 32) + bytes(range(32))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} tester@example.org"
+
+
+@pytest.fixture(scope="module")
+def conn() -> Iterator[openstack.connection.Connection]:
+    """An admin connection to the cloud, with the test network and image there."""
+    if not Path(CLOUDS_FILE).is_file():
+        unavailable(f"no clouds.yaml at {CLOUDS_FILE} (run .ci/setup-openstack.sh)")
+    os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS_FILE
+    try:
+        connection = openstack.connect(cloud=CLOUD)
+        connection.authorize()
+        list(connection.compute.servers(limit=1))
+    except Exception as exc:
+        unavailable(f"OpenStack cloud {CLOUD} unreachable: {type(exc).__name__}: {exc}")
+    if connection.image.find_image(IMAGE) is None:
+        unavailable(f"image {IMAGE} is not in cloud {CLOUD}")
+    network = connection.network.find_network(NETWORK)
+    if network is None:
+        network = connection.network.create_network(name=NETWORK)
+        connection.network.create_subnet(
+            name=f"{NETWORK}-subnet",
+            network_id=network.id,
+            ip_version=4,
+            cidr="10.98.0.0/24",
+            enable_dhcp=False,
+        )
+    yield connection
+    connection.close()
+
+
+def options(**extra: Any) -> dict[str, Any]:
+    return {
+        **FAST,
+        "cloud": CLOUD,
+        "clouds_file": CLOUDS_FILE,
+        "network": NETWORK,
+        "flavor_policy": "private-per-session",
+        "images": {"docker_container": IMAGE, "vm_images": {"tiny": IMAGE}, "vm_default": "tiny"},
+        "reread_interval": "PT1S",
+        "boot_timeout": "PT60S",
+        **extra,
+    }
+
+
+def make_site(tmp_path: Path, platform_options: dict[str, Any], **platform: Any) -> dict[str, Any]:
+    config = {"name": "cloud", "type": "openstack", "options": platform_options, **platform}
+    node_config = {
+        "site": {"name": "e2e-openstack"},
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+        "offers": {"granularity": "PT1S", "max_offers": 2},
+        "holds": {"anonymous": {}},  # the tests ask as one anonymous caller, without limit
+        "lifecycle": {
+            "workdir": str(tmp_path / "sessions"),
+            "poll_interval": "PT1S",
+            "reconcile_interval": "PT2S",
+        },
+        "platforms": [config],
+    }
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(node_config))
+    (inspector,) = build_platforms([PlatformConfig.model_validate(config)])
+    return {"config": path, "tmp": tmp_path, "platform": inspector}
+
+
+def book(node: Node, doc: dict[str, Any]) -> str:
+    uuid = book_on(node, doc)
+    BOOKED.append(uuid)
+    return uuid
+
+
+def clean(site: dict[str, Any]) -> None:
+    """Never leave work behind, whatever failed: everything of the sessions booked here."""
+    made = {work_name(uuid) for uuid in BOOKED}
+    for name in (site["platform"].list_work() or set()) & made:
+        site["platform"].remove_work(name)
+
+
+@pytest.fixture
+def site(conn, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    site = make_site(tmp_path, options())
+    yield {**site, "conn": conn}
+    clean(site)
+
+
+@pytest.fixture
+def node(site: dict[str, Any]) -> Iterator[Node]:
+    node = start_node(site["config"], site["tmp"], "node")
+    yield node
+    node.stop()
+
+
+def vm_request(duration: str = "PT15S", cores: int = 1, memory: int = 1) -> dict[str, Any]:
+    return {
+        "executable": {"kind": VIRTUAL_MACHINE, "image": "tiny", "ssh_public_key": ssh_key()},
+        "compute": {
+            "kind": COMPUTE,
+            "cores": {"min": cores, "max": cores},
+            "memory": {"min": memory, "max": memory},
+        },
+        "schedule": {"requested": {"duration": duration}},
+    }
+
+
+def container_request(duration: str = "PT15S") -> dict[str, Any]:
+    return {
+        "executable": {
+            "kind": DOCKER,
+            "image": {"locations": ["docker.io/library/nginx:1.27"]},
+            "network": {"ports": [{"internal": {"port": 80}, "protocol": "HTTP"}]},
+        },
+        "compute": {"kind": COMPUTE, "cores": {"min": 2, "max": 2}, "memory": {"min": 2, "max": 2}},
+        "schedule": {"requested": {"duration": duration}},
+    }
+
+
+def servers_of(conn: Any, uuid: str) -> list[Any]:
+    return list(conn.compute.servers(details=True, name=f"^{work_name(uuid)}$"))
+
+
+def left_on_platform(platform: Platform, uuid: str) -> set[str]:
+    return {name for name in platform.list_work() or set() if name == work_name(uuid)}
+
+
+def wait_gone(platform: Platform, uuid: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while left_on_platform(platform, uuid):
+        assert time.monotonic() < deadline, "the session's server, flavor or group outlived it"
+        time.sleep(0.5)
+
+
+def wait_server(conn: Any, server: Any, status: str) -> Any:
+    failures = ["ERROR"] if status != "ERROR" else ["ACTIVE"]
+    return conn.compute.wait_for_server(server, status=status, failures=failures, interval=1,
+                                        wait=120)  # fmt: skip
+
+
+def placement_capacity(conn: Any, resource_class: str = "VCPU") -> int:
+    """The cloud's vCPUs (or another class) as Placement gives them, read here on our own:
+    (total - reserved) x allocation ratio over the compute hosts."""
+    total = 0.0
+    for rp in conn.placement.get("/resource_providers", microversion="1.14").json()[
+        "resource_providers"
+    ]:
+        inventories = conn.placement.get(f"/resource_providers/{rp['uuid']}/inventories").json()
+        vcpu = inventories["inventories"].get(resource_class)
+        if vcpu and rp["uuid"] == rp["root_provider_uuid"]:
+            total += (vcpu["total"] - vcpu["reserved"]) * vcpu["allocation_ratio"]
+    return int(total)
+
+
+def test_sessions_boot_servers_and_complete_at_the_windows_end(site, node):
+    conn = site["conn"]
+    (pool,) = site["platform"].pools()
+    assert pool.inventories["cores"].total == placement_capacity(conn)  # read from Placement
+    vm = book(node, vm_request("PT20S"))
+    box = book(node, container_request("PT20S"))
+    for uuid in (vm, box):
+        wait_phase(node, uuid, {"RUNNING"}, 60)
+    (server,) = servers_of(conn, vm)
+    assert server.status == "ACTIVE"
+    assert server.metadata == {"ebroker.session": vm, "ebroker.platform": "cloud"}
+    flavor = conn.compute.find_flavor(work_name(vm), is_public=None)
+    assert (flavor.vcpus, flavor.ram, flavor.is_public) == (1, 1024, False)
+    (box_server,) = servers_of(conn, box)
+    group = conn.network.find_security_group(work_name(box))
+    rules = group.security_group_rules
+    opened = {r["port_range_min"] for r in rules if r["direction"] == "ingress"}
+    assert opened == {80}  # only the requested port
+    assert {g["name"] for g in box_server.security_groups} == {work_name(box)}
+    vm_doc = httpx.get(f"{node.url}/sessions/{vm}", timeout=30).json()
+    connectors = vm_doc.get("connectors") or []
+    assert any(c.get("protocol") == "SSH" for c in connectors), vm_doc
+    for uuid in (vm, box):
+        doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 60)
+        assert doc["phase"] == "COMPLETED", messages(doc) + node.output()[-3000:]
+        assert "served its booked window" in messages(doc)
+    for uuid in (vm, box):
+        wait_gone(site["platform"], uuid)
+        assert servers_of(conn, uuid) == []
+        assert conn.compute.find_flavor(work_name(uuid), is_public=None) is None
+        assert conn.network.find_security_group(work_name(uuid)) is None
+    log = site["tmp"] / "sessions" / vm / "logs" / "output.log"
+    assert log.is_file() and log.read_text().strip()  # the server's console log
+    served = httpx.get(f"{node.url}/sessions/{vm}/logs", timeout=30)
+    assert served.status_code == 200 and served.text == log.read_text()
+
+
+def test_cancel_mid_session_removes_the_server(site, node):
+    uuid = book(node, vm_request("PT5M"))
+    wait_phase(node, uuid, {"RUNNING"}, 60)
+    assert servers_of(site["conn"], uuid)
+    r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
+    assert r.status_code == 200 and r.json()["phase"] == "CANCELLED"
+    wait_gone(site["platform"], uuid)
+    doc = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
+    assert "stopped and removed" in messages(doc)
+
+
+def test_sigkill_mid_session_then_restart_completes_and_leaves_the_cloud_clean(site):
+    first = start_node(site["config"], site["tmp"], "first")
+    try:
+        uuid = book(first, vm_request("PT20S"))
+        wait_phase(first, uuid, {"RUNNING"}, 60)
+    finally:
+        first.kill()  # SIGKILL: no shutdown handler runs
+    assert servers_of(site["conn"], uuid), "the server should outlive the node"
+    second = start_node(site["config"], site["tmp"], "second")
+    try:
+        doc = wait_phase(second, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 60)
+        assert doc["phase"] == "COMPLETED", messages(doc) + second.output()[-3000:]
+        wait_gone(site["platform"], uuid)
+    finally:
+        second.stop()
+
+
+def test_reconciliation_removes_a_stray_server_of_an_ended_session(site, node):
+    conn = site["conn"]
+    uuid = book(node, vm_request("PT15S"))
+    wait_phase(node, uuid, {"COMPLETED"}, 60)
+    wait_gone(site["platform"], uuid)
+    # someone (or a crash at the wrong moment) leaves a server of that session behind
+    flavor = conn.compute.create_flavor(name=f"stray-{uuid[:8]}", vcpus=1, ram=512, disk=1)
+    try:
+        stray = conn.compute.create_server(
+            name=work_name(uuid),
+            flavor_id=flavor.id,
+            image_id=conn.image.find_image(IMAGE).id,
+            networks="none",
+            metadata={"ebroker.session": uuid, "ebroker.platform": "cloud"},
+        )
+        wait_gone(site["platform"], uuid)
+        assert conn.compute.find_server(stray.id) is None
+    finally:
+        conn.compute.delete_flavor(flavor)
+    deadline = time.monotonic() + 20
+    while True:  # the note follows the removal (which waits for the server to be gone)
+        doc = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
+        if "reconciliation removed stray work" in messages(doc):
+            break
+        assert time.monotonic() < deadline, messages(doc)
+        time.sleep(0.5)
+    assert doc["phase"] == "COMPLETED"
+
+
+def test_no_valid_host_fails_the_session_with_novas_fault(conn, tmp_path):
+    # the site gives servers a root disk larger than any host has: Nova cannot place them
+    disk = placement_capacity(conn, "DISK_GB") * 2
+    site = make_site(tmp_path, options(root_disk=disk))
+    node = start_node(site["config"], tmp_path, "node")
+    try:
+        uuid = book(node, vm_request("PT1M"))
+        doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 90)
+        assert doc["phase"] == "FAILED", messages(doc)
+        text = messages(doc)
+        fault = text.split(f"server {work_name(uuid)} ERROR: ", 1)[1].split(" | ")[0]
+        assert fault.strip() and fault != "no fault recorded", text  # Nova's own message
+        wait_gone(site["platform"], uuid)
+    finally:
+        node.stop()
+        clean(site)
+
+
+def test_a_server_booted_outside_ebroker_shrinks_what_is_offered(site, node):
+    conn = site["conn"]
+    (pool,) = site["platform"].pools()
+    cores = pool.inventories["cores"].total
+    memory = min(pool.inventories["memory"].total, 4)
+    whole = vm_request(cores=cores, memory=memory)
+    r = httpx.post(f"{node.url}/requests", json=whole, timeout=30)
+    assert r.status_code == 200 and r.json()["result"] == "YES", r.text
+    taken = max(cores - 1, 1)
+    flavor = conn.compute.create_flavor(name=f"external-{uuids.uuid4().hex[:8]}", vcpus=taken,
+                                        ram=512, disk=1)  # fmt: skip
+    external = None
+    try:
+        external = conn.compute.create_server(
+            name=f"external-{uuids.uuid4().hex[:8]}",
+            flavor_id=flavor.id,
+            image_id=conn.image.find_image(IMAGE).id,
+            networks="none",
+        )
+        wait_server(conn, external, "ACTIVE")
+        deadline = time.monotonic() + 30
+        while True:  # the node re-reads Placement every second
+            r = httpx.post(f"{node.url}/requests", json=whole, timeout=30)
+            assert r.status_code == 200, r.text
+            if r.json()["result"] != "YES":
+                break
+            assert time.monotonic() < deadline, r.text
+            time.sleep(1)
+        small = vm_request(cores=cores - taken, memory=1)
+        r = httpx.post(f"{node.url}/requests", json=small, timeout=30)
+        assert r.status_code == 200 and r.json()["result"] == "YES", r.text
+    finally:
+        if external is not None:
+            conn.compute.delete_server(external)
+            conn.compute.wait_for_delete(external, interval=1, wait=120)
+        conn.compute.delete_flavor(flavor)
+
+
+# --- Blazar ------------------------------------------------------------------------------------
+
+
+def blazar(conn: Any, method: str, path: str, **kwargs: Any) -> Any:
+    r = conn.session.request(path, method, endpoint_filter=RESERVATION, raise_exc=False, **kwargs)
+    assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text[:300]}"
+    return r.json() if r.content else None
+
+
+def refresh_compute() -> None:
+    """Blazar gives a host it manages a child resource provider in Placement and deletes it
+    when the host leaves; nova-compute keeps the deleted provider in its cache (for
+    ``resource_provider_association_refresh``, 300 s) and fails every build meanwhile. On the
+    CI cloud, restart nova-compute so that it reads Placement again."""
+    script = ROOT.parent / "shared" / "infra" / "openstack" / "setup-openstack.sh"
+    if CLOUD == "ci-openstack" and script.is_file():
+        subprocess.run(["bash", str(script), "restart-compute"], check=True, timeout=120,
+                       capture_output=True)  # fmt: skip
+
+
+@pytest.fixture
+def blazar_host(conn) -> Iterator[str]:
+    """The compute host registered with Blazar (so only reservations boot on it), and
+    unregistered afterwards, when no lease holds it any more. Another cloud's host is
+    registered only with ``EBROKER_OS_TEST_BLAZAR=1``: it takes the host from other users."""
+    if CLOUD != "ci-openstack" and os.environ.get("EBROKER_OS_TEST_BLAZAR") != "1":
+        pytest.skip("registers a compute host with Blazar: opt in with EBROKER_OS_TEST_BLAZAR=1")
+    try:
+        conn.session.get_endpoint(**RESERVATION)
+    except Exception as exc:
+        unavailable(f"cloud {CLOUD} has no reservation service (Blazar): {exc}")
+    hypervisor = next(conn.compute.hypervisors()).name
+    hosts = blazar(conn, "GET", "/os-hosts")["hosts"]
+    host = next((h for h in hosts if h["hypervisor_hostname"] == hypervisor), None)
+    if host is None:
+        host = blazar(conn, "POST", "/os-hosts", json={"name": hypervisor})["host"]
+    yield hypervisor
+    deadline = time.monotonic() + 60
+    while True:
+        r = conn.session.request(f"/os-hosts/{host['id']}", "DELETE", endpoint_filter=RESERVATION,
+                                 raise_exc=False)  # fmt: skip
+        if r.status_code < 400 or r.status_code == 404 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    refresh_compute()
+
+
+def test_with_blazar_each_session_has_a_lease_and_the_host_refuses_others(conn, tmp_path,
+                                                                          blazar_host):  # fmt: skip
+    site = make_site(tmp_path, options(blazar={"enabled": True, "activation": "PT30S"}))
+    node = start_node(site["config"], tmp_path, "node")
+    outside = None
+    try:
+        uuid = book(node, vm_request("PT15S"))
+        deadline = time.monotonic() + 30
+        while True:  # the lease is made at acceptance, by the engine's first step
+            leases = blazar(conn, "GET", "/leases")["leases"]
+            mine = [x for x in leases if x["name"] == work_name(uuid)]
+            if mine:
+                break
+            doc = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
+            assert time.monotonic() < deadline, messages(doc) + node.output()[-3000:]
+            time.sleep(0.5)
+        (lease,) = mine
+        assert lease["reservations"][0]["resource_type"] == "physical:host"
+        wait_phase(node, uuid, {"RUNNING"}, 90)
+        (server,) = servers_of(conn, uuid)
+        assert server.compute_host == blazar_host
+        # a server without the reservation's hint is refused on the reserved host
+        flavor = conn.compute.find_flavor(work_name(uuid), is_public=None)
+        outside = conn.compute.create_server(
+            name=f"outside-{uuid[:8]}",
+            flavor_id=flavor.id,
+            image_id=conn.image.find_image(IMAGE).id,
+            networks="none",
+        )
+        assert wait_server(conn, outside, "ERROR").status == "ERROR"
+        doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 90)
+        assert doc["phase"] == "COMPLETED", messages(doc) + node.output()[-3000:]
+        assert f"Blazar lease {lease['id']} made" in messages(doc)
+        wait_gone(site["platform"], uuid)
+        leases = blazar(conn, "GET", "/leases")["leases"]
+        assert not [x for x in leases if x["name"] == work_name(uuid)]
+    finally:
+        if outside is not None:
+            conn.compute.delete_server(outside)
+            conn.compute.wait_for_delete(outside, interval=1, wait=120)
+        node.stop()
+        clean(site)
+
+
+def test_parallel_steps_share_one_connection(conn):
+    """openstacksdk is called from the engine's worker threads: one connection per process
+    and credentials, whatever the number of threads."""
+    from platforms.openstack.client import connect
+    from platforms.openstack.options import OpenStackOptions
+
+    chosen = OpenStackOptions.model_validate(options())
+    found: list[Any] = []
+    threads = [threading.Thread(target=lambda: found.append(connect(chosen))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(c) for c in found}) == 1
+    assert found[0].authorize()  # a token, from the shared session
