@@ -3,26 +3,32 @@ the fake API server (``tests/kube_fake.py``) that the official client talks to u
 request → accept → pod Running → Succeeded → COMPLETED with the staged data and the output
 checked; a failing executable; cancel mid-run leaving nothing behind; SIGKILL of the node
 mid-session and a restart; reconciliation removing a stray Job; a pool shrinking under a
-running session.
+running session; a notebook session served through an Ingress path with its token (from a
+Secret, in no pod spec and no log), then cancelled with its Secret, Job, Service and Ingress
+gone.
 
 Against a real cluster: ``EBROKER_KUBE_TEST_CONTEXT=<kubeconfig context>`` (and optionally
 ``EBROKER_KUBE_TEST_NAMESPACE``, default ``ebroker-test``, which must exist, and
 ``EBROKER_KUBE_TEST_HOST``, the address the cluster's pods reach this machine at for the
 staged data) runs the same tests there; the one that cordons a node runs only against the
-fake. Without the variable the real-cluster path is not taken (this is an opt-in, not an
-integration dependency: CI runs every test here against the fake).
+fake, and the notebook one there needs ``EBROKER_KUBE_TEST_NOTEBOOK_IMAGE`` (a notebook image
+that runs as a non-root user). Without the variable the real-cluster path is not taken (this is
+an opt-in, not an integration dependency: CI runs every test here against the fake).
 """
 
 from __future__ import annotations
 
+import base64
 import http.server
 import ipaddress
+import json
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -31,10 +37,12 @@ from kubernetes import client, config
 
 from broker_core.config import PlatformConfig
 from platforms.contract import Platform, work_name
+from platforms.notebooks import NOTEBOOK
 from platforms.registry import build_platforms
 from tests.conftest import COMPUTE, DOCKER, offered_start
 from tests.kube_fake import FakeCluster
 from tests.nodes import Node, start_node
+from tests.test_platform_kubernetes import notebook_server
 from tests.test_platforms_e2e import CANCEL, DATA_KIND, FAST, MOUNT, book, messages, wait_phase
 
 pytestmark = pytest.mark.slow  # real node processes
@@ -351,3 +359,124 @@ def test_extending_a_running_session_moves_the_jobs_deadline(site, node, data_ur
     r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
     assert r.status_code == 200
     wait_gone(site["platform"], uuid, 60)
+
+
+# --- a notebook session ------------------------------------------------------------------------
+
+NOTEBOOK_IMAGE = os.environ.get(
+    "EBROKER_KUBE_TEST_NOTEBOOK_IMAGE", "registry.example.org/ebroker/notebook:1"
+)
+
+
+@pytest.fixture
+def notebook_site(kube: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A node whose kubernetes platform serves notebooks behind an Ingress path; on the fake,
+    its kubelet runs a stand-in for the server (``notebook_server``), not a real Jupyter (that
+    runs for real on podman: tests/test_notebooks_podman.py)."""
+    if kube["fake"] is not None:
+        kube["fake"].programs[NOTEBOOK_IMAGE] = notebook_server
+        kube["fake"].images.add(NOTEBOOK_IMAGE)
+    elif "EBROKER_KUBE_TEST_NOTEBOOK_IMAGE" not in os.environ:
+        pytest.skip("a real cluster needs EBROKER_KUBE_TEST_NOTEBOOK_IMAGE, a notebook image")
+    platform = {
+        "name": "k8s",
+        "type": "kubernetes",
+        "options": {
+            **FAST,
+            **kube["options"],
+            "namespace": NAMESPACE,
+            "notebook_image": NOTEBOOK_IMAGE,
+            "ingress": {"host": "notebooks.example.org", "path_prefix": "/s"},
+        },
+    }
+    node_config = {
+        "site": {"name": "e2e-kubernetes-notebooks"},
+        "database": {"url": f"sqlite:///{tmp_path / 'node.db'}"},
+        "offers": {"granularity": "PT1S", "max_offers": 2},
+        "lifecycle": {"workdir": str(tmp_path / "sessions"), "poll_interval": "PT1S"},
+        "staging": _allowing(DATA_HOST),
+        "platforms": [platform],
+    }
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(node_config))
+    (inspector,) = build_platforms([PlatformConfig.model_validate(platform)])
+    yield {**kube, "config": path, "tmp": tmp_path, "platform": inspector}
+    for name in inspector.list_work() or set():
+        inspector.remove_work(name)
+
+
+def test_a_notebook_is_served_through_the_ingress_with_its_token_then_cancelled(
+    notebook_site, data_url
+):
+    site = notebook_site
+    served = site["tmp"] / "served" / "analysis.ipynb"
+    served.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    node = start_node(site["config"], site["tmp"], "node")
+    try:
+        doc = {
+            "executable": {
+                "kind": NOTEBOOK,
+                "location": data_url.replace("input.txt", served.name),
+            },
+            "compute": {"kind": COMPUTE, "cores": {"min": 1, "max": 1}, "memory": {"min": 1}},
+            "schedule": {"requested": {"duration": "PT5M"}},
+        }
+        uuid = book(node, doc)
+        doc = wait_phase(node, uuid, {"RUNNING", "COMPLETED", "FAILED", "CANCELLED"})
+        assert doc["phase"] == "RUNNING", messages(doc) + node.output()[-3000:]
+        # the connector opens the notebook through the Ingress path, with the session's token
+        (connector,) = doc["connectors"]
+        parts = urlsplit(connector["url"])
+        (token,) = parse_qs(parts.query)["token"]
+        name = work_name(uuid)
+        assert (parts.scheme, parts.netloc) == ("http", "notebooks.example.org")
+        assert parts.path == f"/s/{name}/notebooks/analysis.ipynb"
+        api = site["api"]
+        secret = client.CoreV1Api(api).read_namespaced_secret(name, NAMESPACE)
+        assert base64.b64decode(secret.data["JUPYTER_TOKEN"]).decode() == token
+        ingress = client.NetworkingV1Api(api).read_namespaced_ingress(name, NAMESPACE)
+        (path,) = ingress.spec.rules[0].http.paths
+        assert path.path == f"/s/{name}/" and path.backend.service.port.number == 8888
+        service = client.CoreV1Api(api).read_namespaced_service(name, NAMESPACE)
+        assert [p.target_port for p in service.spec.ports] == [8888]
+        # the token is in no pod spec: the server reads it from the Secret
+        (pod,) = (
+            client.CoreV1Api(api)
+            .list_namespaced_pod(NAMESPACE, label_selector=f"ebroker.session={uuid}")
+            .items
+        )
+        assert token not in json.dumps(api.sanitize_for_serialization(pod))
+        (env,) = [e for e in pod.spec.containers[0].env if e.name == "JUPYTER_TOKEN"]
+        assert (env.value, env.value_from.secret_key_ref.name) == (None, name)
+        if site["fake"] is not None:
+            assert all(
+                token not in json.dumps(o) for o in site["fake"].received if o["kind"] != "Secret"
+            )
+            # the stand-in server saw the fetched notebook, its token and the Ingress path
+            deadline = time.monotonic() + 30
+            while "running as" not in (
+                logs := httpx.get(f"{node.url}/sessions/{uuid}/logs", timeout=30).text
+            ):
+                assert time.monotonic() < deadline, logs
+                time.sleep(0.5)
+            assert "local directory: /work: analysis.ipynb" in logs
+            assert f"/s/{name}/?token=..." in logs and "running as a user" in logs
+            assert token not in logs and "?token=[token]" in logs  # a failed URL, scrubbed
+        r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
+        assert r.status_code == 200 and r.json()["phase"] == "CANCELLED"
+        wait_gone(site["platform"], uuid, 60)
+        core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)
+        for read in (
+            core.read_namespaced_secret,
+            core.read_namespaced_service,
+            networking.read_namespaced_ingress,
+            client.BatchV1Api(api).read_namespaced_job,
+        ):
+            with pytest.raises(client.ApiException) as gone:
+                read(name, NAMESPACE)
+            assert gone.value.status == 404, read
+        kept = output(site, uuid)
+        assert token not in kept
+        assert token not in node.output()  # nor in the node's own log
+    finally:
+        node.stop()
