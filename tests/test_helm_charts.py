@@ -225,41 +225,59 @@ def kinds(manifests: list[dict[str, Any]]) -> list[str]:
 
 @dataclass
 class PodFiles:
-    """What the chart's Deployment gives its container: arguments, environment, and the files
-    of its volumes (ConfigMap and Secrets), by mount path; for check-config here and in the
-    image."""
+    """What one of the chart's pods gives its container: command, arguments, environment, and
+    the files of its volumes (ConfigMap and Secrets), by mount path; for check-config here and
+    for podman in the image."""
 
+    command: list[str] | None
     args: list[str]
     env: dict[str, str]
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # mount path -> name -> text
     writable: list[str] = field(default_factory=list)  # mount paths of emptyDirs and claims
 
 
-def pod_files(manifests: list[dict[str, Any]], existing: dict[tuple[str, str], str]) -> PodFiles:
-    deployment = one(manifests, "Deployment")
-    spec = deployment["spec"]["template"]["spec"]
+def pod_files(
+    manifests: list[dict[str, Any]],
+    existing: dict[tuple[str, str], str],
+    kind: str = "Deployment",
+) -> PodFiles:
+    """The pod of the one ``kind`` object (the Deployment, or the migration Job), with the
+    texts of its Secrets: the rendered ones', or ``existing``'s for (Secret, key) the chart only
+    names."""
+    spec = one(manifests, kind)["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     secrets = {
         m["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in m["data"].items()}
         for m in manifests
-        if m["kind"] == "Secret" and "helm.sh/hook" not in m["metadata"].get("annotations", {})
+        if m["kind"] == "Secret"
     }
     configmaps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
-    pod = PodFiles(args=container["args"], env={e["name"]: e["value"] for e in container["env"]})
+
+    def secret_texts(name: str, items: list[dict[str, str]]) -> dict[str, str]:
+        given = secrets.get(name)
+        return {
+            i["path"]: given[i["key"]] if given is not None else existing[(name, i["key"])]
+            for i in items
+        }
+
+    pod = PodFiles(
+        command=container.get("command"),
+        args=container["args"],
+        env={e["name"]: e["value"] for e in container.get("env", [])},
+    )
     for mount in container["volumeMounts"]:
         volume = volumes[mount["name"]]
         if "configMap" in volume:
             pod.files[mount["mountPath"]] = dict(configmaps[volume["configMap"]["name"]])
         elif "projected" in volume:
-            texts = {}
+            texts: dict[str, str] = {}
             for source in volume["projected"]["sources"]:
-                name = source["secret"]["name"]
-                for item in source["secret"]["items"]:
-                    given = secrets.get(name, {})
-                    key = (name, item["key"])
-                    texts[item["path"]] = given[item["key"]] if name in secrets else existing[key]
+                texts |= secret_texts(source["secret"]["name"], source["secret"]["items"])
             pod.files[mount["mountPath"]] = texts
+        elif "secret" in volume:
+            secret = volume["secret"]
+            pod.files[mount["mountPath"]] = secret_texts(secret["secretName"], secret["items"])
         else:
             pod.writable.append(mount["mountPath"])
     return pod

@@ -27,6 +27,7 @@ from tests.nodes import free_port
 from tests.test_helm_charts import (
     AGGREGATOR,
     SAID,
+    VALUE_SETS,
     PodFiles,
     existing_secrets,
     manifests_of,
@@ -75,12 +76,25 @@ def run_argv(pod: PodFiles, places: dict[str, Path], *, name: str) -> list[str]:
     return argv
 
 
+def command_of(pod: PodFiles, image: str) -> list[str]:
+    """The end of ``podman run``: the image and the container's args, after its command's
+    program as the entrypoint when it has a command."""
+    if not pod.command:
+        return [image, *pod.args]
+    return ["--entrypoint", pod.command[0], image, *pod.command[1:], *pod.args]
+
+
 def readable(places: dict[str, Path]) -> None:
     """Secret and ConfigMap files as the kubelet makes them readable to the pod's group."""
     for place in places.values():
         place.chmod(0o755)
         for file in place.iterdir():
             file.chmod(0o644)
+
+
+def fetch(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.status, answer.read()
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, Any]:
@@ -211,3 +225,77 @@ def test_check_config_passes_in_the_image_on_the_postgresql_configs(
                                    "--network", "host")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert SAID[name] in result.stdout
+
+
+@pytest.fixture
+def containers() -> Iterator[list[str]]:
+    """Names of the test's containers, removed afterwards."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        podman("rm", "--force", "--ignore", "--time", "0", name)
+
+
+def run_on_host(
+    image: str, pod: PodFiles, tmp_path: Path, name: str, *, detach: bool
+) -> subprocess.CompletedProcess[str]:
+    """One of the chart's pods on the host's network (where the test PostgreSQL listens)."""
+    places = write_pod_files(pod, tmp_path / name)
+    readable({m: p for m, p in places.items() if m in pod.files})
+    argv = run_argv(pod, places, name=name)
+    if not detach:
+        argv.remove("--detach")
+    return podman(*argv, "--network", "host", *command_of(pod, image))
+
+
+@pytest.mark.postgres
+def test_production_node_migrates_in_its_hook_job_then_serves(
+    image: str, pg_url: str, tmp_path: Path, containers: list[str]
+) -> None:
+    """The production set on a fresh PostgreSQL database: the pre-install Job's container
+    migrates it (`ebroker db upgrade`), then the node, two workers, which does not migrate
+    (database.migrate_on_start false), is ready: the schema is current. Its /metrics, which
+    the ServiceMonitor scrapes, answers."""
+    manifests = render("node-production")
+    secrets = existing_secrets(pg_url)
+    tag = uuid.uuid4().hex[:8]
+    containers.extend([f"ebroker-migrate-{tag}", f"ebroker-node-{tag}"])
+    job = run_on_host(image, pod_files(manifests, secrets, kind="Job"), tmp_path,
+                      containers[0], detach=False)  # fmt: skip
+    assert job.returncode == 0, job.stdout + job.stderr
+    node = pod_files(manifests, secrets)
+    port = free_port()
+    node.env["EBROKER_SERVER__PORT"] = str(port)  # the host's network: a free port of its own
+    run = run_on_host(image, node, tmp_path, containers[1], detach=True)
+    assert run.returncode == 0, run.stderr
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, containers[1])
+    status, described = get(f"{url}/node")
+    assert status == 200 and described["site"]["name"] == "example-site"
+    status, metrics = fetch(f"{url}/metrics")
+    assert status == 200 and metrics
+
+
+@pytest.mark.postgres
+def test_production_aggregator_migrates_in_its_hook_job_then_serves(
+    image: str, pg_url: str, tmp_path: Path, containers: list[str]
+) -> None:
+    """The aggregator's production set on a fresh PostgreSQL database: its Job's script
+    migrates the aggregator's schema, then the aggregator, which does not migrate, is ready."""
+    _, values = VALUE_SETS["aggregator-production"]
+    values = {**values, "database": {"type": "postgresql", "postgresql": {"url": pg_url}}}
+    manifests = manifests_of(render_templates(AGGREGATOR, values))
+    tag = uuid.uuid4().hex[:8]
+    containers.extend([f"ebroker-aggregator-migrate-{tag}", f"ebroker-aggregator-{tag}"])
+    job = run_on_host(image, pod_files(manifests, {}, kind="Job"), tmp_path, containers[0],
+                      detach=False)  # fmt: skip
+    assert job.returncode == 0, job.stdout + job.stderr
+    aggregator = pod_files(manifests, {})
+    port = free_port()
+    aggregator.env["EBROKER_SERVER__PORT"] = str(port)
+    run = run_on_host(image, aggregator, tmp_path, containers[1], detach=True)
+    assert run.returncode == 0, run.stderr
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, containers[1])
+    status, described = get(f"{url}/node")
+    assert status == 200 and [u["name"] for u in described["upstreams"]] == ["site-a", "europe"]
