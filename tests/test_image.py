@@ -9,6 +9,7 @@ render (the production set's against the real PostgreSQL); the image's HEALTHCHE
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -299,3 +300,18 @@ def test_production_aggregator_migrates_in_its_hook_job_then_serves(
     wait_ready(url, containers[1])
     status, described = get(f"{url}/node")
     assert status == 200 and [u["name"] for u in described["upstreams"]] == ["site-a", "europe"]
+
+
+def test_image_runs_as_its_own_user_without_build_tools(image: str) -> None:
+    """The final stage: a non-root user, the HEALTHCHECK on /health/live, no compiler and no
+    installer (pip) on PATH or in the environment's bin."""
+    inspected = json.loads(podman("image", "inspect", image).stdout)[0]
+    assert inspected["Config"]["User"] == f"{UID}:{UID}"
+    assert any("/health/live" in part for part in inspected["HealthCheck"]["Test"])
+    found = podman("run", "--rm", "--no-healthcheck", "--network", "none", "--entrypoint",
+                   "/bin/sh", image, "-c",
+                   "id -u; for p in gcc cc make pip pip3; do command -v $p; done; "
+                   "ls /opt/ebroker/bin")  # fmt: skip
+    lines = found.stdout.split()
+    assert lines[0] == str(UID)
+    assert not [line for line in lines if re.search(r"(^|/)(gcc|cc|make|pip3?)$", line)], lines
