@@ -307,7 +307,7 @@ def test_image_runs_as_its_own_user_without_build_tools(image: str) -> None:
     installer (pip) on PATH or in the environment's bin."""
     inspected = json.loads(podman("image", "inspect", image).stdout)[0]
     assert inspected["Config"]["User"] == f"{UID}:{UID}"
-    assert any("/health/live" in part for part in inspected["HealthCheck"]["Test"])
+    assert any("/health/live" in part for part in inspected["Healthcheck"]["Test"])
     found = podman("run", "--rm", "--no-healthcheck", "--network", "none", "--entrypoint",
                    "/bin/sh", image, "-c",
                    "id -u; for p in gcc cc make pip pip3; do command -v $p; done; "
