@@ -12,7 +12,8 @@ openstacksdk, unmodified.
 - "No valid host" for a flavor larger than any host, failing the session with Nova's fault;
 - a server booted by hand, outside ebroker, shrinking what is offered;
 - with Blazar: a lease per accepted session, the server booted into its reservation, a server
-  without the reservation's hint refused on the reserved host.
+  without the reservation's hint refused on the reserved host, an extension moving the lease's
+  end, a cancel removing it.
 
 Another cloud: ``OS_CLOUD=<cloud in clouds.yaml>`` (with ``OS_CLIENT_CONFIG_FILE`` when the file
 is not in openstacksdk's search path) runs the same tests there; ``EBROKER_OS_TEST_IMAGE``
@@ -411,13 +412,14 @@ def blazar_host(conn) -> Iterator[str]:
     refresh_compute()
 
 
-def test_with_blazar_each_session_has_a_lease_and_the_host_refuses_others(conn, tmp_path,
-                                                                          blazar_host):  # fmt: skip
+def test_with_blazar_a_lease_per_session_the_host_refuses_others_extends_move_it(
+    conn, tmp_path, blazar_host
+):
     site = make_site(tmp_path, options(blazar={"enabled": True, "activation": "PT30S"}))
     node = start_node(site["config"], tmp_path, "node")
     outside = None
     try:
-        uuid = book(node, vm_request("PT15S"))
+        uuid = book(node, vm_request("PT2M"))
         deadline = time.monotonic() + 30
         while True:  # the lease is made at acceptance, by the engine's first step
             leases = blazar(conn, "GET", "/leases")["leases"]
@@ -441,10 +443,18 @@ def test_with_blazar_each_session_has_a_lease_and_the_host_refuses_others(conn, 
             networks="none",
         )
         assert wait_server(conn, outside, "ERROR").status == "ERROR"
-        doc = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 90)
-        assert doc["phase"] == "COMPLETED", messages(doc) + node.output()[-3000:]
-        assert f"Blazar lease {lease['id']} made" in messages(doc)
+        # extending the session moves the lease's end (Blazar keeps minutes)
+        before = blazar(conn, "GET", f"/leases/{lease['id']}")["lease"]["end_date"]
+        longer = {"kind": "uri:integer-delta-update", "path": "schedule.duration", "delta": 60}
+        r = httpx.post(f"{node.url}/sessions/{uuid}", json=longer, timeout=30)
+        assert r.status_code == 200, r.text
+        after = blazar(conn, "GET", f"/leases/{lease['id']}")["lease"]["end_date"]
+        assert after > before, (before, after)
+        r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
+        assert r.status_code == 200 and r.json()["phase"] == "CANCELLED"
         wait_gone(site["platform"], uuid)
+        doc = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
+        assert f"Blazar lease {lease['id']} made" in messages(doc)
         leases = blazar(conn, "GET", "/leases")["leases"]
         assert not [x for x in leases if x["name"] == work_name(uuid)]
     finally:
