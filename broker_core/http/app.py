@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -40,7 +41,18 @@ logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
 # the spec declares bearer tokens for clients; they are checked by our own layer in front of
 # connexion (``identity.Authentication``), so connexion's "no x-bearerInfoFunc" is expected
 logging.getLogger("connexion.security").setLevel(logging.ERROR)
-SPEC = Path(__file__).resolve().parents[2] / "openapi" / "ebroker.yaml"
+
+
+def _spec_path() -> Path:
+    """The spec beside the source tree (a clone, an editable install), else where a wheel
+    installs it (``[tool.setuptools.data-files]``: ``<prefix>/share/ebroker/openapi``)."""
+    beside = Path(__file__).resolve().parents[2] / "openapi" / "ebroker.yaml"
+    if beside.is_file():
+        return beside
+    return Path(sys.prefix) / "share" / "ebroker" / "openapi" / "ebroker.yaml"
+
+
+SPEC = _spec_path()
 SPEC_DOCUMENT = yaml.safe_load(SPEC.read_text())
 REAPER_MAX_SLEEP = 1.0
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
