@@ -4,8 +4,10 @@ environment with the token resolved from the session's Secret, user and group, d
 capabilities, no privilege escalation, a read-only root filesystem, the emptyDir volumes) is run
 by podman the way a kubelet runs it, with the image .ci/setup-jupyter.sh builds. The notebook is
 put where the fetch init container puts it. Then the connector's URL, its host replaced by the
-published port as an Ingress forwards it, serves the notebook under the Ingress path; the
-readiness probe's path answers; a kernel starts; without the token nothing is served.
+published port as an Ingress forwards it, serves the notebook under the Ingress path (the
+classic server's page; for jupyter-server, which has no notebook front end in that image, its
+contents API); the readiness probe's path answers; a kernel starts; without the token nothing
+is served.
 
 This shows that a notebook image runs as the site's non-root user under the ``restricted``
 profile with what the manifest gives it. A missing podman or image fails in CI
@@ -82,11 +84,13 @@ def kubelet_argv(
     return [*argv, "--entrypoint", command[0], IMAGE, *command[1:]]
 
 
+@pytest.mark.parametrize("server", ["notebook", "jupyter-server"])
 def test_the_notebook_container_serves_as_the_sites_user_behind_the_ingress_path(
-    tmp_path: Path,
+    tmp_path: Path, server: str
 ) -> None:
     opts = options(
         notebook_image=IMAGE,
+        notebook_server=server,
         node_groups=[{"name": "all"}],
         ingress={"host": "apps.example.org", "path_prefix": "/s"},
         security={"run_as_user": 1000, "run_as_group": 1000, "read_only_root_filesystem": True},
@@ -130,12 +134,15 @@ def test_the_notebook_container_serves_as_the_sites_user_behind_the_ingress_path
         assert parts.netloc == "apps.example.org" and f"token={TOKEN}" in parts.query
         # the Ingress forwards the path unchanged to the Service's port, the server's
         url = urlunsplit(("http", f"127.0.0.1:{port}", parts.path, parts.query, ""))
-        page = httpx.get(url, timeout=30)
-        assert page.status_code == 200 and "analysis.ipynb" in page.text
+        if server == "notebook":  # the image's jupyter-server has no notebook front end
+            page = httpx.get(url, timeout=30)
+            assert page.status_code == 200 and "analysis.ipynb" in page.text
         api = f"{base}{manifests.notebook_base_url(execution, opts)}api"
         auth = {"Authorization": f"token {TOKEN}"}
         listed = httpx.get(f"{api}/contents", headers=auth, timeout=30).json()
         assert [c["name"] for c in listed["content"]] == ["analysis.ipynb"]
+        content = httpx.get(f"{api}/contents/analysis.ipynb", headers=auth, timeout=30).json()
+        assert content["content"]["cells"][0]["source"] == "print(6 * 7)"
         kernel = httpx.post(f"{api}/kernels", headers=auth, timeout=60)
         assert kernel.status_code == 201, kernel.text  # as a non-root user, on a read-only root
         refused = httpx.get(f"{api}/contents", timeout=30)
