@@ -480,3 +480,18 @@ def test_a_notebook_is_served_through_the_ingress_with_its_token_then_cancelled(
         assert token not in node.output()  # nor in the node's own log
     finally:
         node.stop()
+
+
+def test_a_notebook_where_no_notebook_image_is_configured_is_answered_no_saying_why(
+    site, node, data_url
+):
+    doc = {
+        "executable": {"kind": NOTEBOOK, "location": data_url.replace("input.txt", "a.ipynb")},
+        "compute": {"kind": COMPUTE, "cores": {"min": 1, "max": 1}},
+        "schedule": {"requested": {"duration": "PT5M"}},
+    }
+    r = httpx.post(f"{node.url}/requests", json=doc, timeout=30)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["result"] == "NO" and not answer.get("offers"), answer
+    assert "configured no notebook_image" in json.dumps(answer), answer
