@@ -180,6 +180,19 @@ def container_request(duration: str = "PT15S") -> dict[str, Any]:
     }
 
 
+def wait_all_running(node: Node, uuids: list[str], seconds: float = 60) -> None:
+    """Until every session runs (side by side: none may end before the others run)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        docs = [httpx.get(f"{node.url}/sessions/{u}", timeout=30).json() for u in uuids]
+        phases = [d["phase"] for d in docs]
+        if all(p == "RUNNING" for p in phases):
+            return
+        ended = [d for d in docs if d["phase"] in ("RELEASING", "COMPLETED", "FAILED", "CANCELLED")]
+        assert not ended and time.monotonic() < deadline, [messages(d) for d in docs]
+        time.sleep(0.3)
+
+
 def servers_of(conn: Any, uuid: str) -> list[Any]:
     return list(conn.compute.servers(details=True, name=f"^{work_name(uuid)}$"))
 
@@ -219,10 +232,9 @@ def test_sessions_boot_servers_and_complete_at_the_windows_end(site, node):
     conn = site["conn"]
     (pool,) = site["platform"].pools()
     assert pool.inventories["cores"].total == placement_capacity(conn)  # read from Placement
-    vm = book(node, vm_request("PT20S"))
-    box = book(node, container_request("PT20S"))
-    for uuid in (vm, box):
-        wait_phase(node, uuid, {"RUNNING"}, 60)
+    vm = book(node, vm_request("PT25S"))
+    box = book(node, container_request("PT25S"))
+    wait_all_running(node, [vm, box])
     (server,) = servers_of(conn, vm)
     assert server.status == "ACTIVE"
     assert server.metadata == {"ebroker.session": vm, "ebroker.platform": "cloud"}
@@ -266,7 +278,7 @@ def test_cancel_mid_session_removes_the_server(site, node):
 def test_sigkill_mid_session_then_restart_completes_and_leaves_the_cloud_clean(site):
     first = start_node(site["config"], site["tmp"], "first")
     try:
-        uuid = book(first, vm_request("PT20S"))
+        uuid = book(first, vm_request("PT15S"))
         wait_phase(first, uuid, {"RUNNING"}, 60)
     finally:
         first.kill()  # SIGKILL: no shutdown handler runs
@@ -365,6 +377,29 @@ def test_a_server_booted_outside_ebroker_shrinks_what_is_offered(site, node):
         conn.compute.delete_flavor(flavor)
 
 
+def test_a_host_shrinking_under_a_running_session_is_noted(site, node):
+    if CLOUD != "ci-openstack" or not SETUP.is_file():
+        pytest.skip("resizes the fake compute host: runs on the CI cloud only")
+    uuid = book(node, vm_request("PT5M"))
+    wait_phase(node, uuid, {"RUNNING"}, 60)
+    try:
+        restart_compute(FAKE_VCPUS="4")  # the admin takes half the host away
+        deadline = time.monotonic() + 30
+        while True:
+            doc = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
+            if "shrank" in messages(doc):
+                break
+            assert time.monotonic() < deadline, messages(doc) + node.output()[-2000:]
+            time.sleep(0.5)
+        assert "pool default of cloud shrank: 4 of 8 cores" in messages(doc)
+        assert "pool default shrank" in node.output()
+    finally:
+        restart_compute()
+    r = httpx.post(f"{node.url}/sessions/{uuid}", json=CANCEL, timeout=30)
+    assert r.status_code == 200
+    wait_gone(site["platform"], uuid)
+
+
 # --- Blazar ------------------------------------------------------------------------------------
 
 
@@ -374,15 +409,23 @@ def blazar(conn: Any, method: str, path: str, **kwargs: Any) -> Any:
     return r.json() if r.content else None
 
 
+SETUP = ROOT.parent / "shared" / "infra" / "openstack" / "setup-openstack.sh"
+
+
+def restart_compute(**sizes: str) -> None:
+    """Restart the CI cloud's nova-compute (with other ``FAKE_*`` sizes of its fake host)."""
+    env = {**os.environ, **sizes}
+    subprocess.run(["bash", str(SETUP), "restart-compute"], check=True, timeout=120,
+                   capture_output=True, env=env)  # fmt: skip
+
+
 def refresh_compute() -> None:
     """Blazar gives a host it manages a child resource provider in Placement and deletes it
     when the host leaves; nova-compute keeps the deleted provider in its cache (for
     ``resource_provider_association_refresh``, 300 s) and fails every build meanwhile. On the
     CI cloud, restart nova-compute so that it reads Placement again."""
-    script = ROOT.parent / "shared" / "infra" / "openstack" / "setup-openstack.sh"
-    if CLOUD == "ci-openstack" and script.is_file():
-        subprocess.run(["bash", str(script), "restart-compute"], check=True, timeout=120,
-                       capture_output=True)  # fmt: skip
+    if CLOUD == "ci-openstack" and SETUP.is_file():
+        restart_compute()
 
 
 @pytest.fixture
