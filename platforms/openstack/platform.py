@@ -330,7 +330,8 @@ class OpenStackPlatform(Platform):
             raise PlatformError(f"image {image_name} is {image.status}, not active")
         execution.state["image_id"] = image.id
         if kind == "jupyter-notebook":
-            execution.notes += notebooks.fetch(execution, execution.staging, None)
+            user = self.staging_user(execution)
+            execution.notes += notebooks.fetch(execution, execution.staging, user)
             notebooks.token_of(execution)
         self._flavor(execution)
         if self.options.network:
