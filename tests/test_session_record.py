@@ -354,3 +354,25 @@ def test_the_migration_moves_the_document_and_the_platform_state_into_the_record
         assert document["schedule"]["actual"] == OLD_RUNNING["schedule"]["actual"]
     finally:
         engine.dispose()
+
+
+def test_what_a_platform_says_and_keeps_when_it_extends_is_recorded(client, broker, monkeypatch):
+    """An extension's platform call is a step like the others: its notes reach the session's
+    messages and its state is kept."""
+    from platforms.simulated import SimulatedPlatform
+
+    def extend(self, execution, end_at):
+        execution.state["extended_to"] = end_at
+        execution.notes.append(f"lease moved to {end_at}")
+
+    monkeypatch.setattr(SimulatedPlatform, "extend", extend)
+    offer = client.post("/requests", json=request_doc()).json()["offers"][0]
+    uuid = offer["meta"]["uuid"]
+    assert client.post(f"/sessions/{uuid}", json=ACCEPT).status_code == 200
+    longer = {"kind": "uri:integer-delta-update", "path": "schedule.duration", "delta": 60}
+    answer = client.post(f"/sessions/{uuid}", json=longer)
+    assert answer.status_code == 200, answer.text
+    end_at = _row(broker, uuid).end_at
+    said = [m["message"] for m in answer.json()["meta"]["messages"]]
+    assert f"lease moved to {end_at}" in said
+    assert SessionRecord.of(_row(broker, uuid).record).platform_state["extended_to"] == end_at

@@ -79,10 +79,12 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
         session, session_uuid=row.uuid, end_at=end_at, generations=generations, now=now
     )
     platform = next((p for p in broker.platforms if p.name == row.platform), None)
+    extended = None
     if platform is not None:
         try:
             execution = execution_of(row, broker.registry, broker.config.lifecycle.workdir)
             platform.extend(execution, end_at)
+            extended = execution
         except PlatformError as exc:  # the transaction rolls back: nothing changes
             raise Conflict(
                 f"platform {row.platform} cannot extend: {exc}", phase=row.phase
@@ -93,6 +95,10 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     quoted = quote(price_lists(broker.config), priced, end_at - row.start_at)
     record = SessionRecord.of(row.record)
     record.costs, record.metrics = quoted.costs, quoted.metrics
+    if extended is not None:  # what the platform moved, and what it has to say of it
+        record.platform_state = extended.state
+        for note in extended.notes:
+            record.note("{note}", note=note)
     row.record, row.end_at = record.stored(), end_at
     if row.due_at is not None:
         row.due_at = min(row.due_at, now)  # the engine re-reads the new end at once

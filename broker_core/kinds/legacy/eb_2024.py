@@ -235,8 +235,14 @@ def notebook_is_location(doc: Doc, category: str, registry: KindRegistry) -> Doc
 
 
 def image_as_a_string(doc: Doc, category: str, registry: KindRegistry) -> Doc:
-    """A container image was one string: ``{image: R}`` -> ``{image: {locations: [R]}}``."""
-    if category == "executable" and isinstance(doc.get("image"), str):
+    """A container image was one string: ``{image: R}`` -> ``{image: {locations: [R]}}``
+    (containers only: another kind's ``image``, a VM's, is a name of its own)."""
+    containers = ("docker-container", "singularity-container")
+    if (
+        category == "executable"
+        and isinstance(doc.get("image"), str)
+        and any(is_kind(doc, name, "executable", registry) for name in containers)
+    ):
         doc["image"] = {"locations": [doc["image"]]}
     return doc
 
