@@ -127,10 +127,18 @@ def idle_seconds(execution: Execution, options: NotebookOptions) -> int:
     return max(1, min(int(options.notebook_idle_timeout.total_seconds()), window))
 
 
-def server_command(execution: Execution, options: NotebookOptions) -> list[str]:
+def server_command(
+    execution: Execution,
+    options: NotebookOptions,
+    *,
+    allow_root: bool = True,
+    base_url: str | None = None,
+) -> list[str]:
     """The notebook server's command line: listening on every address of the container at
     ``PORT``, serving ``ROOT``, no browser, remote access (the token guards it), idle kernels
-    culled and an idle server ending. The token is not in it (``environment``)."""
+    culled and an idle server ending. The token is not in it (``environment``). A container
+    that runs as root needs ``allow_root`` (podman's do; a Kubernetes pod runs as a user); a
+    server behind a path (an Ingress's) is told its ``base_url``."""
     server = SERVERS[options.notebook_server]
     app = server.app
     idle = idle_seconds(execution, options)
@@ -138,7 +146,7 @@ def server_command(execution: Execution, options: NotebookOptions) -> list[str]:
         options.notebook_python,
         "-m",
         server.module,
-        "--allow-root",
+        *(["--allow-root"] if allow_root else []),
         "--no-browser",
         f"--{app}.ip=0.0.0.0",
         f"--{app}.port={PORT}",
@@ -149,6 +157,7 @@ def server_command(execution: Execution, options: NotebookOptions) -> list[str]:
         f"--MappingKernelManager.cull_idle_timeout={idle}",
         f"--MappingKernelManager.cull_interval={min(CULL_INTERVAL, idle)}",
         "--MappingKernelManager.cull_connected=True",
+        *([f"--{app}.base_url={base_url}"] if base_url is not None else []),
     ]
 
 

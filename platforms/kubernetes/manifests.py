@@ -424,10 +424,8 @@ def notebook_fetcher(execution: Execution, options: KubernetesOptions) -> list[M
 def notebook_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:
     """The notebook server as the pod's main container, as ``options.security.run_as_user``
     (so not ``--allow-root``), its token from the Secret."""
-    server = notebooks.SERVERS[options.notebook_server]
     base_url = notebook_base_url(execution, options)
-    command = [a for a in notebooks.server_command(execution, options) if a != "--allow-root"]
-    command.append(f"--{server.app}.base_url={base_url}")
+    command = notebooks.server_command(execution, options, allow_root=False, base_url=base_url)
     mounts = volume_mounts(execution)
     for mount in mounts:
         if mount["mountPath"].rstrip("/") in (notebooks.ROOT, NOTEBOOK_HOME):
