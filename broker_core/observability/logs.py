@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from . import request_ids
 
@@ -50,16 +50,41 @@ class JsonFormatter(UTCFormatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler on whatever ``sys.stderr`` is when a record is written (as logging's own
+    last-resort handler), not on the stream of the moment it was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+_ours: logging.Handler | None = None
+
+
 def configure(level: str | int = "INFO", log_format: LogFormat = "plain") -> None:
-    """The process's one log handler, on standard error (uvicorn's loggers included: they
-    propagate to it)."""
-    handler = logging.StreamHandler(sys.stderr)
+    """The process's log handler, on standard error (uvicorn's loggers included: they
+    propagate to it). Configuring again replaces this handler alone, never another's."""
+    global _ours
+    handler = _Stderr()
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else UTCFormatter(PLAIN))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    if _ours is not None:
+        root.removeHandler(_ours)
+    else:  # the first time: a default handler (basicConfig's, lastResort's) gives way
+        for old in list(root.handlers):
+            if type(old) is logging.StreamHandler:
+                root.removeHandler(old)
     root.addHandler(handler)
+    _ours = handler
     root.setLevel(level.upper() if isinstance(level, str) else level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
