@@ -45,7 +45,7 @@ from platforms.contract import Platform, work_name
 from platforms.openstack.kinds import VIRTUAL_MACHINE
 from platforms.registry import build_platforms
 from tests.conftest import COMPUTE, DOCKER, unavailable
-from tests.nodes import ROOT, Node, start_node
+from tests.nodes import Node, start_node
 from tests.test_platforms_e2e import CANCEL, FAST, messages, wait_phase
 from tests.test_platforms_e2e import book as book_on
 
@@ -378,7 +378,7 @@ def test_a_server_booted_outside_ebroker_shrinks_what_is_offered(site, node):
 
 
 def test_a_host_shrinking_under_a_running_session_is_noted(site, node):
-    if CLOUD != "ci-openstack" or not SETUP.is_file():
+    if CLOUD != "ci-openstack" or SETUP is None or not SETUP.is_file():
         pytest.skip("resizes the fake compute host: runs on the CI cloud only")
     uuid = book(node, vm_request("PT5M"))
     wait_phase(node, uuid, {"RUNNING"}, 60)
@@ -409,12 +409,15 @@ def blazar(conn: Any, method: str, path: str, **kwargs: Any) -> Any:
     return r.json() if r.content else None
 
 
-SETUP = ROOT.parent / "shared" / "infra" / "openstack" / "setup-openstack.sh"
+# the shared script that runs the CI cloud, named by .ci/run (a clone alone has no ../shared)
+_SETUP = os.environ.get("EBROKER_OPENSTACK_SETUP")
+SETUP = Path(_SETUP) if _SETUP else None
 
 
 def restart_compute(**sizes: str) -> None:
     """Restart the CI cloud's nova-compute (with other ``FAKE_*`` sizes of its fake host)."""
     env = {**os.environ, **sizes}
+    assert SETUP is not None, "EBROKER_OPENSTACK_SETUP names the CI cloud's script"
     subprocess.run(["bash", str(SETUP), "restart-compute"], check=True, timeout=120,
                    capture_output=True, env=env)  # fmt: skip
 
@@ -424,7 +427,7 @@ def refresh_compute() -> None:
     when the host leaves; nova-compute keeps the deleted provider in its cache (for
     ``resource_provider_association_refresh``, 300 s) and fails every build meanwhile. On the
     CI cloud, restart nova-compute so that it reads Placement again."""
-    if CLOUD == "ci-openstack" and SETUP.is_file():
+    if CLOUD == "ci-openstack" and SETUP is not None and SETUP.is_file():
         restart_compute()
 
 
