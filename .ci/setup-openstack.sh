@@ -39,4 +39,34 @@ if [[ "${EBROKER_OPENSTACK_BLAZAR:-1}" == 1 ]]; then
     PIP=${PIP:-$(command -v pip3 || command -v pip)} bash "$SHARED/setup-blazar.sh" up
   fi
 fi
+# Neutron's L3 API (routers, floating IPs), which the shared script leaves out: the router
+# service plugin, with no L3 agent (nothing is wired: the fake virt driver runs no guest), so
+# that floating IPs can be allocated and bound to servers' ports. `up` rewrites neutron.conf,
+# so this is checked on every run; neutron-server restarts only when the plugin was missing.
+NEUTRON_CONF=$BASE/state/etc/neutron/neutron.conf
+if ! grep -q '^service_plugins = router$' "$NEUTRON_CONF"; then
+  sed -i 's/^service_plugins =.*/service_plugins = router/' "$NEUTRON_CONF"
+  if alive neutron-server; then
+    start-stop-daemon --stop --quiet --oknodo --pidfile "$RUN/neutron-server.pid" \
+      --remove-pidfile --retry TERM/15/KILL/5 || true
+  fi
+  state=$BASE/state
+  PYTHONPATH=$state/lib/neutron/py start-stop-daemon --start --quiet --oknodo --background \
+    --make-pidfile --pidfile "$RUN/neutron-server.pid" --output "$state/log/neutron-server.out" \
+    --chdir "$state/lib" --startas /usr/bin/neutron-server -- \
+    --config-file "$state/etc/neutron/neutron.conf" --config-file "$state/etc/neutron/ml2_conf.ini"
+  for _ in $(seq 60); do answers http://127.0.0.1:9696/ && break; sleep 1; done
+  answers http://127.0.0.1:9696/ || { echo "neutron-server did not come back" >&2; exit 1; }
+  # the shared README's gotcha 8: a new neutron-server's first port listing fails unless
+  # another query comes first (nova lists ports on every server GET)
+  auth='{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin",'
+  auth+='"domain":{"id":"default"},"password":"'"${OS_ADMIN_PASSWORD:-secret}"'"}}},'
+  auth+='"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}'
+  tok=$(curl -sf -D - -o /dev/null -H 'Content-Type: application/json' -d "$auth" \
+    http://127.0.0.1:5000/v3/auth/tokens | awk 'tolower($1)=="x-subject-token:"{print $2}' | tr -d '\r')
+  curl -sf -o /dev/null -H "X-Auth-Token: $tok" http://127.0.0.1:9696/v2.0/networks
+  curl -sf -o /dev/null -H "X-Auth-Token: $tok" http://127.0.0.1:9696/v2.0/ports \
+    || { echo "neutron: GET /v2.0/ports still failing" >&2; exit 1; }
+  log "neutron-server restarted with the router service plugin (floating IPs)"
+fi
 log "ready: OS_CLIENT_CONFIG_FILE=$BASE/clouds.yaml OS_CLOUD=ci-openstack"

@@ -26,8 +26,10 @@ from pydantic import ValidationError
 
 from broker_core.config import InventoryConfig, PoolConfig
 from broker_core.kinds.base import kind_uri
+from broker_core.kinds.builtin import SimpleDataResource, SimpleVolumeMount
 from broker_core.kinds.registry import load_registry
-from platforms import notebooks
+from broker_core.staging.rules import StagingRules
+from platforms import notebooks, remote_staging
 from platforms.contract import Execution, PlatformError
 from platforms.openstack import builders, cluster
 from platforms.openstack.kinds import VIRTUAL_MACHINE, VirtualMachine, ssh_key_problem
@@ -36,6 +38,7 @@ from tests.test_platform_builders import check_snapshot
 
 SESSION = "7c3e2a10-5b4d-4e6f-8a9b-0c1d2e3f4a5b"
 STORAGE_UUID = "7c3e2a10-0000-4000-8000-000000000001"
+DATA_UUID = "7c3e2a10-0000-4000-8000-000000000002"
 WORKDIR = Path("/srv/ebroker/sessions") / SESSION
 START = 1_900_000_000  # 2030-03-17T17:46:40Z
 DOCKER = kind_uri("executable", "docker-container")
@@ -163,6 +166,34 @@ def test_docker_user_data_matches_its_snapshot_and_is_cloud_config() -> None:
     assert "-p 8080:8080/tcp -p 15432:5432/tcp" in script and "9000" not in script
     assert f"-v /srv/ebroker/storage/{STORAGE_UUID}:/results:rw" in script
     assert builders.EXIT_MARK in script and script.rstrip().endswith("poweroff")
+
+
+def test_data_is_fetched_before_the_container_and_mounted_into_it() -> None:
+    execution = docker_session()
+    execution.data = [
+        SimpleDataResource.model_validate(
+            {"meta": {"uuid": DATA_UUID, "name": "cube"}, "location": "https://192.0.2.7/c.fits"}
+        )
+    ]
+    assert execution.compute is not None
+    execution.compute.volumes.append(  # type: ignore[union-attr]
+        SimpleVolumeMount.model_validate({"path": "/in", "resource": "cube"})
+    )
+    fetch = remote_staging.Fetch(DATA_UUID, "cube", "https://192.0.2.7/c.fits", "c.fits",
+                                 "192.0.2.7", 443, "192.0.2.7")  # fmt: skip
+    rules = StagingRules(max_bytes=2**30, max_redirects=0)
+    text = builders.user_data(execution, OPTIONS, fetches=[fetch], rules=rules)
+    check_snapshot("openstack/docker-user-data-with-data.yaml", text)
+    document = yaml.safe_load(text)
+    # one command: the container runs only when every download succeeded
+    assert document["runcmd"] == [
+        ["sh", "-c", f"{builders.STAGE_SCRIPT} && /usr/local/sbin/ebroker-run"]
+    ]
+    files = {f["path"]: f["content"] for f in document["write_files"]}
+    stage = files[builders.STAGE_SCRIPT]
+    assert "--resolve 192.0.2.7:443:192.0.2.7" in stage and "--max-redirs 0" in stage
+    assert "--max-filesize 1073741824" in stage
+    assert f"-v /srv/ebroker/data/{DATA_UUID}:/in:ro" in files["/usr/local/sbin/ebroker-run"]
 
 
 def test_vm_user_data_matches_its_snapshots_plain_and_with_the_users_own() -> None:

@@ -298,3 +298,52 @@ def _resolved_refusal(
 
 def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+# --- a fetch made elsewhere -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Remote:
+    """An ``http(s)://`` location judged now for a download that another machine makes (e.g.
+    a server the node boots): the host, its port, and the address the rules allow that the
+    download is pinned to (None for an ``allow_hosts`` name, which is not pinned)."""
+
+    location: str
+    host: str
+    port: int
+    address: IPAddress | None
+
+
+def remote_fetch(location: str, rules: StagingRules) -> Remote:
+    """Judge ``location`` by the rules, resolving its host now; raises ``StagingRefused``
+    (a rule forbids it) or ``StagingFailed`` (its host does not resolve). Local files are not
+    fetched elsewhere: the other machine cannot read the node's data directories."""
+    url = parse_location(location)
+    scheme = url.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise StagingRefused(
+            SCHEME,
+            "{scheme} locations are not fetched by the session's server; give an http(s):// URL",
+            scheme=f"{scheme}:" if scheme else "relative",
+        )
+    host = http_host(url, location)
+    port = url.port or (443 if scheme == "https" else 80)
+    if host in rules.allow_hosts:
+        return Remote(location, host, port, None)
+    literal = parse_address(host)
+    if literal is not None:
+        refusal = rules.address_refusal(host, literal, literal=True)
+        if refusal is not None:
+            raise refusal
+        return Remote(location, host, port, literal)
+    if host == "localhost" or host.endswith(".localhost"):
+        raise rules.address_refusal(host, LOOPBACK, literal=False)  # type: ignore[misc]
+    addresses = _resolve(host, port)
+    if not addresses:
+        raise StagingFailed(f"{host} does not resolve: give a URL whose host name resolves")
+    refusals = [rules.address_refusal(host, address, literal=False) for address in addresses]
+    for address, refusal in zip(addresses, refusals, strict=True):
+        if refusal is None:
+            return Remote(location, host, port, address)
+    raise refusals[0]  # type: ignore[misc]

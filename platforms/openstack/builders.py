@@ -33,9 +33,11 @@ import yaml
 
 from broker_core.kinds.base import Component
 from broker_core.kinds.builtin import DockerContainer, JupyterNotebook, Port
+from broker_core.staging.rules import StagingRules
 
 from .. import notebooks
-from ..contract import Execution, PlatformError, executable_ports
+from ..contract import Execution, PlatformError, executable_ports, uuid_of
+from ..remote_staging import Fetch, fetch_args, fetch_function
 from .kinds import VirtualMachine
 from .options import OpenStackOptions
 
@@ -207,21 +209,88 @@ def _shell(argv: list[str]) -> str:
 
 
 STORAGE_ROOT = "/srv/ebroker/storage"  # storage resources on the server's root disk
+DATA_ROOT = "/srv/ebroker/data"  # data resources, as the server fetched them
+STAGE_SCRIPT = "/usr/local/sbin/ebroker-stage"
+STAGING_MARK = "ebroker-staging-failed="
 
 
 def storage_mounts(execution: Execution) -> list[tuple[str, str, str]]:
-    """The compute resource's volume mounts of storage resources: (directory on the server,
-    path in the container, ro|rw)."""
+    """The compute resource's volume mounts of storage and data resources: (directory on the
+    server, path in the container, ro|rw)."""
     found = []
     for volume in execution.volumes:
+        mode = "rw" if (volume.mode or "READONLY").upper() == "READWRITE" else "ro"
         for storage in execution.storage:
-            meta = storage.meta
-            if volume.resource in ((meta.uuid if meta else None), storage.name):
-                mode = "ro" if volume.mode == "READONLY" else "rw"
-                found.append(
-                    (f"{STORAGE_ROOT}/{meta.uuid if meta else ''}", volume.path or "", mode)
-                )
+            if volume.resource in (uuid_of(storage), storage.name):
+                found.append((f"{STORAGE_ROOT}/{uuid_of(storage)}", volume.path or "", mode))
+        for data in execution.data:
+            if volume.resource in (uuid_of(data), data.name):
+                found.append((f"{DATA_ROOT}/{uuid_of(data)}", volume.path or "", mode))
     return found
+
+
+def staging_script(execution: Execution, fetches: list[Fetch], rules: StagingRules) -> str:
+    """Fetch the session's data into ``DATA_ROOT/<uuid>`` before the work starts, each
+    download pinned and bounded as the node judged it (``remote_staging``). A failure writes
+    ``STAGING_MARK<uuid> curl-exit=<code>`` to the console and powers the server off. Outside
+    a container, volume paths of data become links to it. (``EBROKER_DATA_ROOT``,
+    ``EBROKER_CONSOLE`` and ``EBROKER_POWEROFF`` let a test run the script as it is.)"""
+    lines = [
+        "#!/bin/sh",
+        "# ebroker: fetch the session's data resources, as the node's staging rules allow",
+        f'root="${{EBROKER_DATA_ROOT:-{DATA_ROOT}}}"',
+        'console="${EBROKER_CONSOLE:-/dev/console}"',
+        "failed() {",
+        f'  echo "{STAGING_MARK}$1 curl-exit=$2" >"$console"',
+        "  ${EBROKER_POWEROFF:-poweroff}",
+        "  exit 1",
+        "}",
+        fetch_function(rules),
+        'mkdir -p "$root" && cd "$root" || failed root $?',
+    ]
+    for fetch in fetches:
+        args = _shell(fetch_args(fetch, rules, fetch.uuid))
+        lines.append(f'fetch {args} 2>>"$console" || failed {shlex.quote(fetch.uuid)} $?')
+    if not isinstance(execution.executable, DockerContainer):
+        for source, target, _ in storage_mounts(execution):
+            if source.startswith(DATA_ROOT + "/") and target.startswith("/"):
+                parent = target.rstrip("/").rpartition("/")[0] or "/"
+                link = f'"$root"/{shlex.quote(source.removeprefix(DATA_ROOT + "/"))}'
+                lines.append(
+                    f"mkdir -p {shlex.quote(parent)} && ln -sfn {link} {shlex.quote(target)}"
+                )
+    return "\n".join([*lines, ""])
+
+
+def staging_failure(console: str, execution: Execution) -> str | None:
+    """What the console says about a failed data download (None: none failed)."""
+    labels = {uuid_of(d): d.name or uuid_of(d) for d in execution.data}
+    for line in reversed(console.splitlines()):
+        _, mark, rest = line.partition(STAGING_MARK)
+        if mark:
+            uuid, _, code = rest.strip().partition(" curl-exit=")
+            what = "the data directory" if uuid == "root" else f"data {labels.get(uuid, uuid)}"
+            return f"the server could not fetch {what} (curl exit code {code or '?'})"
+    return None
+
+
+def _with_staging(
+    document: Body, fetches: list[Fetch], execution: Execution, rules: StagingRules
+) -> Body:
+    """``document`` with the staging script written, and run before its commands (which run
+    only when every download succeeded)."""
+    if not fetches:
+        return document
+    written = [
+        {
+            "path": STAGE_SCRIPT,
+            "permissions": "0700",
+            "content": staging_script(execution, fetches, rules),
+        },
+        *document.get("write_files", []),
+    ]
+    commands = [STAGE_SCRIPT, *(_shell(c) for c in document.get("runcmd", []))]
+    return {**document, "write_files": written, "runcmd": [["sh", "-c", " && ".join(commands)]]}
 
 
 def container_command(execution: Execution, executable: DockerContainer, image: str) -> list[str]:
@@ -275,7 +344,7 @@ def exit_code(console: str) -> int | None:
     return None
 
 
-def docker_user_data(execution: Execution) -> str:
+def docker_config(execution: Execution) -> Body:
     """Run the container once with the image's runtime, log its output to the console, then
     write its exit code there and power off."""
     executable = execution.executable
@@ -296,24 +365,22 @@ def docker_user_data(execution: Execution) -> str:
             "",
         ]
     )
-    return _cloud_config(
-        {
-            "write_files": [
-                {
-                    "path": "/etc/ebroker/container.env",
-                    "permissions": "0600",
-                    "content": _env_file(executable.environment),
-                },
-                {"path": "/usr/local/sbin/ebroker-run", "permissions": "0700", "content": script},
-            ],
-            "runcmd": [["/usr/local/sbin/ebroker-run"]],
-        }
-    )
+    return {
+        "write_files": [
+            {
+                "path": "/etc/ebroker/container.env",
+                "permissions": "0600",
+                "content": _env_file(executable.environment),
+            },
+            {"path": "/usr/local/sbin/ebroker-run", "permissions": "0700", "content": script},
+        ],
+        "runcmd": [["/usr/local/sbin/ebroker-run"]],
+    }
 
 
-def vm_user_data(execution: Execution) -> str:
-    """The user's SSH key for the image's default user; the user's own cloud-config, when it
-    has one, runs after ours (a multipart document cloud-init merges)."""
+def vm_config(execution: Execution) -> Body:
+    """The user's SSH key for the image's default user (the user's own cloud-config, when it
+    has one, runs after ours: ``user_data`` makes a multipart document cloud-init merges)."""
     executable = execution.executable
     assert isinstance(executable, VirtualMachine)
     ours: Body = {}
@@ -322,19 +389,21 @@ def vm_user_data(execution: Execution) -> str:
     ours["write_files"] = [
         {"path": "/etc/ebroker/session", "permissions": "0644", "content": f"{execution.session}\n"}
     ]
-    if not executable.user_data:
-        return _cloud_config(ours)
+    return ours
+
+
+def _multipart(texts: list[str]) -> str:
     multipart = MIMEMultipart(boundary=MIME_BOUNDARY)
-    for index, text in enumerate((_cloud_config(ours), executable.user_data)):
+    for index, text in enumerate(texts):
         part = MIMEText(text, "cloud-config", PLAIN_UTF8)
         part.add_header("Content-Disposition", "attachment", filename=f"part-{index}.cfg")
         multipart.attach(part)
     return multipart.as_string()
 
 
-def notebook_user_data(
+def notebook_config(
     execution: Execution, options: OpenStackOptions, files: dict[str, bytes]
-) -> str:
+) -> Body:
     """The fetched notebook's ``files`` written under ``notebooks.ROOT``, the token in a
     root-only environment file, and the server started from it (its command line has no
     token)."""
@@ -374,28 +443,36 @@ def notebook_user_data(
             "content": unit,
         }
     )
-    return _cloud_config(
-        {
-            "write_files": written,
-            "runcmd": [
-                ["systemctl", "daemon-reload"],
-                ["systemctl", "start", "ebroker-notebook.service"],
-            ],
-        }
-    )
+    return {
+        "write_files": written,
+        "runcmd": [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "start", "ebroker-notebook.service"],
+        ],
+    }
 
 
 def user_data(
-    execution: Execution, options: OpenStackOptions, files: dict[str, bytes] | None = None
+    execution: Execution,
+    options: OpenStackOptions,
+    files: dict[str, bytes] | None = None,
+    fetches: list[Fetch] | None = None,
+    rules: StagingRules | None = None,
 ) -> str:
-    """The server's cloud-init user data for the session's executable kind."""
-    kind = kind_name(execution.executable)
+    """The server's cloud-init user data for the session's executable kind, with its data
+    ``fetches`` (as ``remote_staging`` judged them under ``rules``) downloaded first."""
+    executable = execution.executable
+    kind = kind_name(executable)
     if kind == "docker-container":
-        text = docker_user_data(execution)
+        document = docker_config(execution)
     elif kind == "virtual-machine":
-        text = vm_user_data(execution)
+        document = vm_config(execution)
     else:
-        text = notebook_user_data(execution, options, files or {})
+        document = notebook_config(execution, options, files or {})
+    document = _with_staging(document, fetches or [], execution, rules or StagingRules())
+    text = _cloud_config(document)
+    if isinstance(executable, VirtualMachine) and executable.user_data:
+        text = _multipart([text, executable.user_data])
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > USER_DATA_LIMIT:
         raise PlatformError(
@@ -520,12 +597,16 @@ def addresses(server_addresses: dict[str, list[Body]] | None) -> tuple[str | Non
 
 
 def connectors(
-    execution: Execution, options: OpenStackOptions, server_addresses: dict[str, list[Body]] | None
+    execution: Execution,
+    options: OpenStackOptions,
+    server_addresses: dict[str, list[Body]] | None,
+    floating_ip: str | None = None,
 ) -> list[Body]:
-    """How to reach the session: the server's address (its floating IP where it has one)
-    with each published port, the notebook's URL with its token, SSH for VM sessions."""
+    """How to reach the session: the server's address (the floating IP bound to it where it
+    has one, which Nova's view of the addresses may not show yet) with each published port,
+    the notebook's URL with its token, SSH for VM sessions."""
     fixed, floating = addresses(server_addresses)
-    host = floating or fixed
+    host = floating_ip or floating or fixed
     if host is None:
         return []
     found: list[Body] = []

@@ -34,7 +34,7 @@ from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
-from .. import notebooks
+from .. import notebooks, remote_staging
 from ..contract import (
     WORK_PREFIX,
     Execution,
@@ -59,6 +59,7 @@ RESOURCE_KINDS = frozenset(
         kind_uri("compute", "simple-compute-resource"),
         kind_uri("storage", "simple-storage-resource"),
         kind_uri("volume", "simple-volume-mount"),
+        kind_uri("data", "simple-data-resource"),
     }
 )
 OUTPUT_LOG = "output.log"
@@ -224,14 +225,7 @@ class OpenStackPlatform(Platform):
                     message("port {port} is published twice", level="WARN", port=number)
                 )
             seen.add(key)
-        if request.data:
-            messages.append(
-                message(
-                    "platform {platform} stages no data resources into servers",
-                    level="WARN",
-                    platform=self.name,
-                )
-            )
+        messages += remote_staging.request_messages(self.name, request)
         return messages
 
     def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
@@ -311,6 +305,13 @@ class OpenStackPlatform(Platform):
         execution.notes.append(
             f"storage {storage.name or storage.kind} is part of the server's root disk"
         )
+
+    @platform_step
+    def stage_data(self, execution: Execution, data: Component) -> None:
+        """The server fetches its data itself, with cloud-init, before the work starts: here
+        the location is judged by the staging rules and its address pinned, so that a refused
+        one fails before the booked start."""
+        remote_staging.prepare(execution, data)
 
     @platform_step
     def prepare_executable(self, execution: Execution) -> None:
@@ -426,7 +427,14 @@ class OpenStackPlatform(Platform):
         if notebooks.is_notebook(execution.executable):
             folder = notebooks.notebook_dir(execution)
             files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-        text = builders.user_data(execution, self.options, files)
+        remote_staging.prepare_missing(execution)
+        text = builders.user_data(
+            execution,
+            self.options,
+            files,
+            fetches=remote_staging.fetches(execution),
+            rules=execution.staging,
+        )
         body = builders.server_request(
             execution,
             self.options,
@@ -482,7 +490,11 @@ class OpenStackPlatform(Platform):
                 )
             return WorkStatus(WorkState.PENDING, message=f"server {state}")
         if state == "SHUTOFF":
-            code = builders.exit_code(self._console(server))
+            console = self._console(server)
+            failure = builders.staging_failure(console, execution)
+            if failure is not None:
+                return WorkStatus(WorkState.FAILED, message=failure)
+            code = builders.exit_code(console)
             if code is None or code == 0:
                 return WorkStatus(
                     WorkState.SUCCEEDED, exit_code=code, message="the server powered off"
@@ -512,7 +524,7 @@ class OpenStackPlatform(Platform):
                 floating_network_id=pool.id, port_id=ports[0].id, description=execution.name
             )
         )
-        execution.state["floating_ip_id"] = ip.id
+        execution.state.update(floating_ip_id=ip.id, floating_ip=ip.floating_ip_address)
         execution.notes.append(f"floating IP {ip.floating_ip_address} for {execution.name}")
 
     @platform_step
@@ -520,7 +532,9 @@ class OpenStackPlatform(Platform):
         server = self._server(execution)
         if server is None:
             return []
-        return builders.connectors(execution, self.options, server.addresses)
+        return builders.connectors(
+            execution, self.options, server.addresses, execution.state.get("floating_ip")
+        )
 
     @platform_step
     def stop(self, execution: Execution, reason: str) -> None:
@@ -562,6 +576,8 @@ class OpenStackPlatform(Platform):
         found = {work_name(s.metadata[builders.SESSION_KEY]) for s in self.cloud.servers()}
         found |= {f.name for f in self._own_flavors()}
         found |= {g.name for g in self.cloud.security_groups()}
+        if self.options.floating_ip_pool:
+            found |= {ip.description for ip in self._own_ips()}
         if self.options.blazar.enabled:
             leases = self.cloud.blazar("GET", "/leases").get("leases") or []
             found |= {x["name"] for x in leases if (x.get("name") or "").startswith(WORK_PREFIX)}
@@ -586,12 +602,24 @@ class OpenStackPlatform(Platform):
             and (f.description or "").endswith(mark)
         ]
 
+    def _own_ips(self, name: str | None = None) -> list[Any]:
+        """The project's floating IPs that ebroker took, by their description (a session's
+        name), of one session or of all."""
+        conn = self.cloud.conn
+        filters = {"description": name} if name else {}
+        return [
+            ip
+            for ip in conn.network.ips(project_id=conn.current_project_id, **filters)
+            if (ip.description or "").startswith(WORK_PREFIX)
+            and (name is None or ip.description == name)
+        ]
+
     def _remove(self, session: str) -> None:
         conn = self.cloud.conn
         name = work_name(session)
         servers = self.cloud.servers(session)
         if self.options.floating_ip_pool:  # clouds without L3 have no floating IP API
-            for ip in conn.network.ips(description=name):
+            for ip in self._own_ips(name):
                 conn.network.delete_ip(ip, ignore_missing=True)
         for server in servers:
             conn.compute.delete_server(server, ignore_missing=True)

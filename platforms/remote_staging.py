@@ -1,0 +1,180 @@
+"""Data resources that the session's own machine fetches (a pod's init container, a server's
+cloud-init), within the node's staging rules.
+
+The node cannot stand between that machine and the network, so it judges each location when
+the session is prepared and hands the machine a download it cannot widen:
+
+- only ``http(s)://`` locations of the kinds that have one (a local ``file://`` path is the
+  node's, which the machine cannot read);
+- the host is resolved by the node and must have an address the rules allow; the download is
+  pinned to that address (``curl --resolve``), so a name that resolves differently later (DNS
+  rebinding) still reaches only the address that was judged. Hosts of ``staging.allow_hosts``
+  are trusted by name and not pinned;
+- ``curl`` is bounded by the rules' limits: ``max_bytes`` per location, the connect
+  ``timeout``, ``max_time``, ``max_redirects``, and redirects to http(s) only.
+
+What the machine cannot be held to is the address of a redirect's target (its own resolver
+follows it): sites that must forbid that set ``max_redirects: 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from broker_core.kinds.base import Component, Message, message
+from broker_core.kinds.request import ExecutionRequest
+from broker_core.staging.fetch import file_name
+from broker_core.staging.rules import StagingFailed, StagingRefused, StagingRules, remote_fetch
+
+from .contract import Execution, PlatformError, uuid_of
+
+STATE_KEY = "remote_fetches"  # execution.state: data uuid -> the fetch as judged
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One data resource as the session's machine downloads it."""
+
+    uuid: str
+    label: str  # the resource's name (else its uuid), for messages
+    location: str
+    file: str  # the file name it is saved as, inside a directory of its own
+    host: str
+    port: int
+    address: str | None  # the judged address the download is pinned to (None: not pinned)
+
+    @property
+    def resolve(self) -> str | None:
+        """``curl --resolve``'s ``host:port:address`` (an IPv6 address in brackets)."""
+        if self.address is None:
+            return None
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.host}:{self.port}:{address}"
+
+
+def location_of(data: Component) -> str | None:
+    location = getattr(data, "location", None)
+    return location.strip() if isinstance(location, str) and location.strip() else None
+
+
+def request_messages(platform: str, request: ExecutionRequest) -> list[Message]:
+    """Why a request's data cannot be fetched by the session's machine (none: it can, as far
+    as the scheme tells; the addresses are judged again at preparation)."""
+    found = []
+    for data in request.data:
+        location = location_of(data)
+        scheme = location.partition(":")[0].lower() if location else ""
+        if scheme not in ("http", "https"):
+            found.append(
+                message(
+                    "platform {platform}: the session's machine fetches data itself, from "
+                    "http(s):// URLs only; {what} cannot be fetched",
+                    level="WARN",
+                    platform=platform,
+                    what=location[:200] if location else f"a {data.kind} without a location",
+                )
+            )
+    return found
+
+
+def plan(data: Component, rules: StagingRules) -> Fetch:
+    """Judge one data resource's location now (a ``PlatformError`` naming the rule)."""
+    label = data.name or uuid_of(data)
+    location = location_of(data)
+    if location is None:
+        raise PlatformError(f"data {label}: a {data.kind} has no location to fetch")
+    try:
+        remote = remote_fetch(location, rules)
+    except StagingRefused as refused:
+        raise PlatformError(f"data {label}: {refused.text}") from None
+    except StagingFailed as failed:
+        raise PlatformError(f"data {label}: {failed}") from None
+    address = str(remote.address) if remote.address is not None else None
+    return Fetch(
+        uuid_of(data), label, location, file_name(location), remote.host, remote.port, address
+    )
+
+
+def prepare(execution: Execution, data: Component) -> Fetch:
+    """Judge ``data`` for the session and keep the verdict in its state, where the machine's
+    download is later built from (a repeated preparation judges again)."""
+    fetch = plan(data, execution.staging)
+    execution.state.setdefault(STATE_KEY, {})[fetch.uuid] = asdict(fetch)
+    pinned = f", pinned to {fetch.address}" if fetch.address else ""
+    execution.notes.append(f"data {fetch.label} is fetched from {fetch.location}{pinned}")
+    return fetch
+
+
+def prepare_missing(execution: Execution) -> None:
+    """Judge the data resources not judged yet (a session prepared before they were)."""
+    kept: dict[str, Any] = execution.state.get(STATE_KEY) or {}
+    for data in execution.data:
+        if uuid_of(data) not in kept:
+            prepare(execution, data)
+
+
+def fetches(execution: Execution) -> list[Fetch]:
+    """The session's data as judged at preparation, in the request's order."""
+    kept: dict[str, Any] = execution.state.get(STATE_KEY) or {}
+    found = []
+    for data in execution.data:
+        entry = kept.get(uuid_of(data))
+        if entry is None:
+            raise PlatformError(f"data {data.name or uuid_of(data)} was not judged for staging")
+        found.append(Fetch(**entry))
+    return found
+
+
+def curl_argv(fetch: Fetch, rules: StagingRules) -> list[str]:
+    """The download of one location (to standard output), held to the rules' limits; curl
+    checks ``--max-filesize`` only where the size is announced, so ``fetch_function`` checks
+    what arrived too."""
+    argv = [
+        "curl",
+        "--fail",
+        "--silent",
+        "--show-error",
+        "--location",
+        "--proto",
+        "=http,https",
+        "--proto-redir",
+        "=http,https",
+        "--max-redirs",
+        str(rules.max_redirects),
+        "--max-filesize",
+        str(rules.max_bytes),
+        "--connect-timeout",
+        f"{rules.timeout:g}",
+        "--max-time",
+        f"{rules.max_time:g}",
+    ]
+    if fetch.resolve:
+        argv += ["--resolve", fetch.resolve]
+    return [*argv, fetch.location]
+
+
+CURL_TOO_LARGE = 63  # curl's own exit code for a file over --max-filesize
+
+
+def fetch_function(rules: StagingRules) -> str:
+    """A shell function ``fetch DIR FILE CURL-ARGV...``: download into ``DIR/FILE`` through a
+    hidden partial file, refusing more than ``max_bytes`` (exit 63, as curl does)."""
+    return "\n".join(
+        [
+            "fetch() {",
+            "  dir=$1 file=$2; shift 2",
+            '  mkdir -p "$dir" || return $?',
+            '  "$@" >"$dir/.$file.part" || { code=$?; rm -f "$dir/.$file.part"; return $code; }',
+            f'  if [ "$(wc -c <"$dir/.$file.part")" -gt {rules.max_bytes} ]; then',
+            f'    rm -f "$dir/.$file.part"; return {CURL_TOO_LARGE}',
+            "  fi",
+            '  mv "$dir/.$file.part" "$dir/$file"',
+            "}",
+        ]
+    )
+
+
+def fetch_args(fetch: Fetch, rules: StagingRules, directory: str) -> list[str]:
+    """The arguments of ``fetch`` for one data resource, saved in ``directory``."""
+    return [directory, fetch.file, *curl_argv(fetch, rules)]
