@@ -84,6 +84,23 @@ class Store:
             row = c.execute(select(tables.session).where(tables.session.c.uuid == uuid)).first()
         return RemoteSession(**row._mapping) if row else None
 
+    def local_sessions(
+        self, remotes: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        """The aggregator's uuid and offer set of each of these (upstream, remote uuid) it
+        offered itself (by ``ix_agg_session_remote``)."""
+        if not remotes:
+            return {}
+        s = tables.session
+        wanted = set(remotes)
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(s.c.upstream, s.c.remote_uuid, s.c.uuid, s.c.offerset_uuid).where(
+                    s.c.remote_uuid.in_(sorted({uuid for _, uuid in remotes}))
+                )
+            ).all()
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows if (r[0], r[1]) in wanted}
+
     def own_session(self, uuid: str) -> dict[str, Any] | None:
         """One of the aggregator's own sessions, as it was answered; None when it is not."""
         column = tables.own_session.c.document

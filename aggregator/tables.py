@@ -30,6 +30,8 @@ session = Table(
     Column("remote_url", String(2048), nullable=False),
     Column("rank", BigInteger, nullable=False),  # its place in the merged answer
     Index("ix_agg_session_offerset", "offerset_uuid"),
+    # an upstream's session as the aggregator knows it (GET /sessions shows the aggregator's)
+    Index("ix_agg_session_remote", "remote_uuid", "upstream"),
 )
 
 # the aggregator's own sessions, which no upstream holds: the FAILED session of a direct

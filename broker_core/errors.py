@@ -29,6 +29,17 @@ class DocumentInvalid(BrokerError):
 
 
 @dataclass
+class ParameterInvalid(BrokerError):
+    """A query (or path) parameter is malformed: 400, naming the parameter."""
+
+    parameter: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"query parameter '{self.parameter}': {self.detail}"
+
+
+@dataclass
 class NotFound(BrokerError):
     what: str
     uuid: str

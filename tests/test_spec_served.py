@@ -32,7 +32,8 @@ PUBLIC_URL = "https://broker.example.org/ebroker"
 OPERATION_IDS = {
     "getLandingPage", "requestOffers", "requestOffersLegacy", "getOfferSet", "getSession",
     "updateSession", "getSessionLogs", "executeDirect", "executeDirectLegacy", "getLiveness",
-    "getReadiness", "getMetrics", "getNode", "getUsage", "getProject",
+    "getReadiness", "getMetrics", "getNode", "getUsage", "getProject", "listSessions",
+    "listOfferSets", "updateOfferSet",
 }  # fmt: skip
 MAX_SPEC_BYTES = 100_000
 MAX_MODELS = 100  # 86 today; connexion's dereferenced copy made 2,854

@@ -56,6 +56,11 @@ class Inventory(SQLModel, table=True):
 
 class OfferSet(SQLModel, table=True):
     __tablename__ = "offer_set"
+    __table_args__ = (
+        # GET /offersets, in its order: a caller's, and (for admins) everyone's
+        Index("ix_offer_set_owner_created", "owner", "created_at", "uuid"),
+        Index("ix_offer_set_created", "created_at", "uuid"),
+    )
 
     uuid: str = Field(primary_key=True, max_length=36)
     result: str = Field(max_length=8)
@@ -75,6 +80,9 @@ class ExecutionSession(SQLModel, table=True):
         Index("ix_session_due", "due_at"),
         # a caller's open offers, for its hold limits
         Index("ix_session_owner_phase_expires", "owner", "phase", "expires_at"),
+        # GET /sessions, in its order (booked start, uuid): a caller's, and everyone's
+        Index("ix_session_owner_start", "owner", "start_at", "uuid"),
+        Index("ix_session_start", "start_at", "uuid"),
     )
 
     uuid: str = Field(primary_key=True, max_length=36)

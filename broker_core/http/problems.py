@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator
 from itertools import islice
 from typing import Any
 
-from connexion.exceptions import BadRequestProblem, ProblemException
+from connexion.exceptions import BadRequestProblem, ExtraParameterProblem, ProblemException
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.validators import JSONRequestBodyValidator, ParameterValidator
@@ -27,6 +28,7 @@ from ..errors import (
     Forbidden,
     IdentityUnavailable,
     NotFound,
+    ParameterInvalid,
     TooManyHolds,
     Unauthenticated,
     UpstreamUnavailable,
@@ -39,6 +41,8 @@ from .body_workers import RETRY_AFTER_SECONDS, run_body_job
 from .formats import SPEC_FORMATS
 
 log = logging.getLogger(__name__)
+# the parameter a detail of connexion's (or ``SpecParameterValidator``'s) names
+_PARAMETER_DETAIL = re.compile(r"(?:query|path) parameter '(?P<name>[^']+)'(?:: )?", re.S)
 PROBLEM = "application/problem+json"
 # the most errors one answer names: a hostile body can have a million, and each costs to explain
 MAX_ERRORS = 20
@@ -70,6 +74,7 @@ def _errors(errors: list[FieldError]) -> list[dict[str, str]]:
 # exception class -> (status, title)
 PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     DocumentInvalid: (400, "Invalid document"),
+    ParameterInvalid: (400, "Invalid parameter"),
     ScheduleError: (400, "Invalid schedule"),
     NotFound: (404, "Not Found"),
     Conflict: (409, "Conflict"),
@@ -88,6 +93,8 @@ def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespons
     extensions: dict[str, Any] = {}
     if isinstance(exc, DocumentInvalid):
         extensions["errors"] = _errors(exc.errors)
+    if isinstance(exc, ParameterInvalid):
+        extensions["errors"] = [{"parameter": exc.parameter, "detail": exc.detail}]
     if isinstance(exc, UpstreamUnavailable) and exc.status == 504:
         status, title = 504, "Gateway Timeout"
     if isinstance(exc, Conflict):
@@ -186,7 +193,30 @@ class PointerBodyValidator(JSONRequestBodyValidator):
 
 class SpecParameterValidator(ParameterValidator):
     """connexion's path, query and header validation with every format of the spec checked
-    (a uuid path parameter is a uuid before any query uses it), and a one-line detail."""
+    (a uuid path parameter is a uuid before any query uses it), and a one-line detail; a
+    problem for a query or path parameter names it in ``errors`` (``{parameter, detail}``)."""
+
+    def validate_request(self, request: Any) -> None:
+        try:
+            super().validate_request(request)
+        except ExtraParameterProblem as exc:
+            known = {p["name"] for p in self.parameters.get("query", [])}
+            extra = sorted(set(request.query_params) - known)
+            raise ProblemException(
+                status=400, title="Invalid parameter", detail=exc.detail,
+                ext={"errors": [{"parameter": name[:100], "detail": "not a parameter of this "
+                                 "operation"} for name in extra[:MAX_ERRORS]]},
+            ) from None  # fmt: skip
+        except BadRequestProblem as exc:
+            detail = str(exc.detail or "")
+            named = _PARAMETER_DETAIL.search(detail)
+            if named is None:
+                raise
+            rest = (detail[: named.start()] + detail[named.end() :]).strip() or detail
+            raise ProblemException(
+                status=400, title="Invalid parameter", detail=detail,
+                ext={"errors": [{"parameter": named["name"], "detail": rest}]},
+            ) from None  # fmt: skip
 
     @staticmethod
     def validate_parameter(
