@@ -41,6 +41,7 @@ import pytest
 import yaml
 
 from broker_core.config import PlatformConfig
+from broker_core.kinds.base import kind_uri
 from platforms.contract import Platform, work_name
 from platforms.openstack.kinds import VIRTUAL_MACHINE
 from platforms.registry import build_platforms
@@ -58,6 +59,11 @@ CLOUD = os.environ.get("OS_CLOUD", "ci-openstack")
 CLOUDS_FILE = os.environ.get("OS_CLIENT_CONFIG_FILE", CI_CLOUDS)
 IMAGE = os.environ.get("EBROKER_OS_TEST_IMAGE", "tiny-raw")
 NETWORK = os.environ.get("EBROKER_OS_TEST_NETWORK", "ebroker-test-net")
+# an external network routed to NETWORK, for floating IPs (made, with its router, when missing)
+FLOATING_POOL = os.environ.get("EBROKER_OS_TEST_FLOATING_POOL", "ebroker-test-public")
+STORAGE = kind_uri("storage", "simple-storage-resource")
+DATA = kind_uri("data", "simple-data-resource")
+VOLUME = kind_uri("volume", "simple-volume-mount")
 RESERVATION = {"service_type": "reservation", "interface": "public"}
 
 
@@ -95,6 +101,45 @@ def conn() -> Iterator[openstack.connection.Connection]:
     connection.close()
 
 
+@pytest.fixture(scope="module")
+def floating_pool(conn) -> str:
+    """The external network floating IPs come from, routed to the test network (on the CI
+    cloud, Neutron's router plugin without an L3 agent: the API is real, nothing is wired)."""
+    if not any(e.alias == "router" for e in conn.network.extensions()):
+        unavailable("the cloud has no Neutron L3 API (routers, floating IPs)")
+    public = conn.network.find_network(FLOATING_POOL)
+    if public is None:
+        public = conn.network.create_network(
+            name=FLOATING_POOL,
+            is_router_external=True,
+            provider_network_type="flat",
+            provider_physical_network="public",
+        )
+    if not list(conn.network.subnets(network_id=public.id)):
+        conn.network.create_subnet(
+            name=f"{FLOATING_POOL}-subnet",
+            network_id=public.id,
+            ip_version=4,
+            cidr="203.0.113.0/24",
+            gateway_ip="203.0.113.1",
+            enable_dhcp=False,
+        )
+    router = conn.network.find_router(f"{NETWORK}-router")
+    if router is None:
+        router = conn.network.create_router(
+            name=f"{NETWORK}-router", external_gateway_info={"network_id": public.id}
+        )
+    subnet = conn.network.find_subnet(f"{NETWORK}-subnet")
+    attached = {
+        fixed["subnet_id"]
+        for port in conn.network.ports(device_id=router.id)
+        for fixed in port.fixed_ips
+    }
+    if subnet is not None and subnet.id not in attached:
+        conn.network.add_interface_to_router(router, subnet_id=subnet.id)
+    return FLOATING_POOL
+
+
 def options(**extra: Any) -> dict[str, Any]:
     return {
         **FAST,
@@ -109,7 +154,12 @@ def options(**extra: Any) -> dict[str, Any]:
     }
 
 
-def make_site(tmp_path: Path, platform_options: dict[str, Any], **platform: Any) -> dict[str, Any]:
+def make_site(
+    tmp_path: Path,
+    platform_options: dict[str, Any],
+    node: dict[str, Any] | None = None,
+    **platform: Any,
+) -> dict[str, Any]:
     config = {"name": "cloud", "type": "openstack", "options": platform_options, **platform}
     node_config = {
         "site": {"name": "e2e-openstack"},
@@ -122,6 +172,7 @@ def make_site(tmp_path: Path, platform_options: dict[str, Any], **platform: Any)
             "reconcile_interval": "PT2S",
         },
         "platforms": [config],
+        **(node or {}),
     }
     path = tmp_path / "node.yaml"
     path.write_text(yaml.safe_dump(node_config))
@@ -262,6 +313,55 @@ def test_sessions_boot_servers_and_complete_at_the_windows_end(site, node):
     assert log.is_file() and log.read_text().strip()  # the server's console log
     served = httpx.get(f"{node.url}/sessions/{vm}/logs", timeout=30)
     assert served.status_code == 200 and served.text == log.read_text()
+
+
+def test_storage_data_and_a_floating_ip(conn, floating_pool, tmp_path):
+    """The storage on the root disk, the data fetched by cloud-init as the staging rules judged
+    it (pinned to its address), the floating IP in the connectors and gone with the session;
+    a location the server cannot fetch refused at request time."""
+    staging = {"staging": {"allow_networks": ["192.0.2.0/24"], "max_redirects": 1}}
+    site = make_site(tmp_path, options(floating_ip_pool=floating_pool), node=staging)
+    node = start_node(site["config"], site["tmp"], "node")
+    try:
+        doc = container_request("PT20S")
+        doc["storage"] = [{"kind": STORAGE, "meta": {"name": "out"}, "size": {"min": 2, "max": 2}}]
+        doc["data"] = [
+            {"kind": DATA, "meta": {"name": "cube"}, "location": "http://192.0.2.10:8080/c.fits"}
+        ]
+        doc["compute"]["volumes"] = [
+            {"kind": VOLUME, "path": "/out", "mode": "READWRITE", "resource": "out"},
+            {"kind": VOLUME, "path": "/in", "resource": "cube"},
+        ]
+        uuid = book(node, doc)
+        wait_phase(node, uuid, {"RUNNING"}, 60)
+        (server,) = servers_of(conn, uuid)
+        flavor = conn.compute.find_flavor(work_name(uuid), is_public=None)
+        assert flavor.disk == 1 + 2  # the site's root disk and the storage
+        user_data = base64.b64decode(conn.compute.get_server(server.id).user_data).decode()
+        assert "--resolve 192.0.2.10:8080:192.0.2.10" in user_data
+        assert "--max-redirs 1" in user_data and "http://192.0.2.10:8080/c.fits" in user_data
+        deadline = time.monotonic() + 30
+        while True:
+            session = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
+            hosts = {c.get("host") for c in session.get("connectors") or []}
+            if any(h and h.startswith("203.0.113.") for h in hosts):
+                break
+            assert time.monotonic() < deadline, (hosts, messages(session))
+            time.sleep(0.5)
+        (ip,) = conn.network.ips(description=work_name(uuid))
+        ports = {p.id for p in conn.network.ports(device_id=server.id)}
+        assert ip.port_id in ports and ip.floating_ip_address in hosts
+        done = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 60)
+        assert done["phase"] == "COMPLETED", messages(done)
+        wait_gone(site["platform"], uuid)
+        assert list(conn.network.ips(description=work_name(uuid))) == []
+        local = {**container_request(), "data": [{"kind": DATA, "location": "file:///etc/hosts"}]}
+        answer = httpx.post(f"{node.url}/requests", json=local, timeout=30).json()
+        assert answer["result"] == "NO"
+        assert "http(s)" in " ".join(m["message"] for m in answer["meta"]["messages"])
+    finally:
+        node.stop()
+        clean(site)
 
 
 def test_cancel_mid_session_removes_the_server(site, node):

@@ -9,9 +9,11 @@ it.
 
 Execution side, everything named ``ebroker-<session uuid>`` and the server carrying metadata
 ``ebroker.session`` and ``ebroker.platform``, so every step finds what an earlier try made:
-``reserve`` makes the Blazar lease (where enabled); ``prepare_executable`` finds the image,
-chooses or makes the flavor, finds the network and makes the security group (for a notebook,
-fetches the notebook within the staging rules); ``start`` boots the server with the kind's
+``reserve`` makes the Blazar lease (where enabled); ``stage_data`` judges each data resource's
+location by the staging rules and pins its address, for cloud-init to fetch before the work
+(``remote_staging``); storage is part of the server's root disk; ``prepare_executable`` finds
+the image, chooses or makes the flavor, finds the network and makes the security group (for a
+notebook, fetches the notebook within the staging rules); ``start`` boots the server with the kind's
 cloud-init user data (and the lease's reservation hint); ``poll`` reads the server: BUILD is
 pending, ACTIVE running until the booked window ends (a VM serves its window: that is its
 completion), SHUTOFF the guest's work ended (its exit code from the console), ERROR a failure
@@ -45,6 +47,7 @@ from ..contract import (
     WorkStatus,
     executable_ports,
     platform_step,
+    uuid_of,
     work_name,
 )
 from . import builders, cluster
@@ -303,7 +306,7 @@ class OpenStackPlatform(Platform):
     def prepare_storage(self, execution: Execution, storage: Component) -> None:
         """A storage resource is part of the server's root disk (its flavor's size)."""
         execution.notes.append(
-            f"storage {storage.name or storage.kind} is part of the server's root disk"
+            f"storage {storage.name or uuid_of(storage)} is part of the server's root disk"
         )
 
     @platform_step
