@@ -78,32 +78,43 @@ def request_messages(platform: str, request: ExecutionRequest) -> list[Message]:
     return found
 
 
-def plan(data: Component, rules: StagingRules) -> Fetch:
-    """Judge one data resource's location now (a ``PlatformError`` naming the rule)."""
-    label = data.name or uuid_of(data)
-    location = location_of(data)
+def plan(component: Component, rules: StagingRules, what: str = "data") -> Fetch:
+    """Judge one component's location now (a ``PlatformError`` naming the rule)."""
+    label = f"{what} {component.name or uuid_of(component)}"
+    location = location_of(component)
     if location is None:
-        raise PlatformError(f"data {label}: a {data.kind} has no location to fetch")
+        raise PlatformError(f"{label}: a {component.kind} has no location to fetch")
     try:
         remote = remote_fetch(location, rules)
     except StagingRefused as refused:
-        raise PlatformError(f"data {label}: {refused.text}") from None
+        raise PlatformError(f"{label}: {refused.text}") from None
     except StagingFailed as failed:
-        raise PlatformError(f"data {label}: {failed}") from None
+        raise PlatformError(f"{label}: {failed}") from None
     address = str(remote.address) if remote.address is not None else None
     return Fetch(
-        uuid_of(data), label, location, file_name(location), remote.host, remote.port, address
+        uuid_of(component), label, location, file_name(location), remote.host, remote.port, address
     )
 
 
-def prepare(execution: Execution, data: Component) -> Fetch:
-    """Judge ``data`` for the session and keep the verdict in its state, where the machine's
-    download is later built from (a repeated preparation judges again)."""
-    fetch = plan(data, execution.staging)
+def prepare(execution: Execution, component: Component, what: str = "data") -> Fetch:
+    """Judge a data resource (or a notebook: any component with a ``location``) for the
+    session and keep the verdict in its state, where the machine's download is later built
+    from (a repeated preparation judges again)."""
+    fetch = plan(component, execution.staging, what)
     execution.state.setdefault(STATE_KEY, {})[fetch.uuid] = asdict(fetch)
     pinned = f", pinned to {fetch.address}" if fetch.address else ""
-    execution.notes.append(f"data {fetch.label} is fetched from {fetch.location}{pinned}")
+    execution.notes.append(f"{fetch.label} is fetched from {fetch.location}{pinned}")
     return fetch
+
+
+def fetch_of(execution: Execution, component: Component) -> Fetch:
+    """A component's download as judged at preparation."""
+    entry = (execution.state.get(STATE_KEY) or {}).get(uuid_of(component))
+    if entry is None:
+        raise PlatformError(
+            f"{component.name or uuid_of(component)} was not judged for staging at preparation"
+        )
+    return Fetch(**entry)
 
 
 def prepare_missing(execution: Execution) -> None:
@@ -116,14 +127,7 @@ def prepare_missing(execution: Execution) -> None:
 
 def fetches(execution: Execution) -> list[Fetch]:
     """The session's data as judged at preparation, in the request's order."""
-    kept: dict[str, Any] = execution.state.get(STATE_KEY) or {}
-    found = []
-    for data in execution.data:
-        entry = kept.get(uuid_of(data))
-        if entry is None:
-            raise PlatformError(f"data {data.name or uuid_of(data)} was not judged for staging")
-        found.append(Fetch(**entry))
-    return found
+    return [fetch_of(execution, data) for data in execution.data]
 
 
 def curl_argv(fetch: Fetch, rules: StagingRules) -> list[str]:
@@ -133,6 +137,8 @@ def curl_argv(fetch: Fetch, rules: StagingRules) -> list[str]:
     argv = [
         "curl",
         "--fail",
+        "--retry",
+        "3",
         "--silent",
         "--show-error",
         "--location",
@@ -175,6 +181,17 @@ def fetch_function(rules: StagingRules) -> str:
     )
 
 
-def fetch_args(fetch: Fetch, rules: StagingRules, directory: str) -> list[str]:
-    """The arguments of ``fetch`` for one data resource, saved in ``directory``."""
-    return [directory, fetch.file, *curl_argv(fetch, rules)]
+def fetch_args(
+    fetch: Fetch, rules: StagingRules, directory: str, file: str | None = None
+) -> list[str]:
+    """The arguments of ``fetch`` for one download, saved in ``directory`` (as ``file``, by
+    default the location's own name)."""
+    return [directory, file or fetch.file, *curl_argv(fetch, rules)]
+
+
+def fetch_command(
+    fetch: Fetch, rules: StagingRules, directory: str, file: str | None = None
+) -> list[str]:
+    """One download as a command of its own (e.g. an init container's)."""
+    script = fetch_function(rules) + '\nfetch "$@"'
+    return ["sh", "-c", script, "fetch", *fetch_args(fetch, rules, directory, file)]

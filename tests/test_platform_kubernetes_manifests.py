@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -18,8 +20,9 @@ from pydantic import ValidationError
 
 from broker_core.kinds.base import kind_uri
 from broker_core.kinds.builtin import JupyterNotebook, Port
-from platforms import notebooks
-from platforms.contract import Execution, PlatformError
+from broker_core.staging.fetch import file_name
+from platforms import notebooks, remote_staging
+from platforms.contract import Execution, PlatformError, uuid_of
 from platforms.kubernetes import manifests
 from platforms.kubernetes.options import KubernetesOptions
 
@@ -37,9 +40,28 @@ def validate(manifest: dict[str, Any]) -> None:
     kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
 
 
+def judged(execution: Execution) -> Execution:
+    """The session's locations as preparation judges them (``remote_staging``), pinned to
+    fixed documentation addresses instead of resolved here."""
+    components = [*execution.data]
+    if notebooks.is_notebook(execution.executable):
+        components.append(execution.executable)
+    for component in components:
+        location = component.location.strip()
+        host = urlsplit(location).hostname or ""
+        fetch = remote_staging.Fetch(uuid_of(component), component.name or "", location,
+                                     file_name(location), host, 443, "192.0.2.80")  # fmt: skip
+        execution.state.setdefault(remote_staging.STATE_KEY, {})[fetch.uuid] = asdict(fetch)
+    return execution
+
+
 def session(**executable: Any) -> Execution:
     """One session with everything a pod can have: ports, environment, entrypoint, a storage
-    resource, a data resource staged into it and both mounted."""
+    resource, a data resource staged into it and both mounted (its location judged)."""
+    return judged(_session(**executable))
+
+
+def _session(**executable: Any) -> Execution:
     return Execution(
         session=SESSION,
         executable={
@@ -207,8 +229,8 @@ def test_the_job_is_one_guaranteed_pod_within_the_booked_window() -> None:
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # the data is staged into its storage's claim, and mounted from there
     (stage,) = pod["initContainers"]
-    env = {e["name"]: e["value"] for e in stage["env"]}
-    assert (env["EBROKER_DIR"], env["EBROKER_FILE"]) == (f"/stage/{DATA_UUID}", "run_42.fits")
+    assert stage["command"][3:6] == ["fetch", f"/stage/{DATA_UUID}", "run 42.fits"]
+    assert "--max-filesize" in stage["command"]  # bounded by the staging rules
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert mounts["/input"] == {
         "mountPath": "/input",
@@ -259,10 +281,12 @@ def test_a_session_without_ports_storage_or_data_has_only_a_job() -> None:
 
 
 def test_file_locations_cannot_be_staged_into_a_pod() -> None:
-    execution = session()
+    execution = _session()
     execution.data[0].location = "file:///etc/passwd"
+    with pytest.raises(PlatformError, match=r"staging rule scheme.*http"):
+        remote_staging.prepare(execution, execution.data[0])
     opts = options()
-    with pytest.raises(PlatformError, match="http"):
+    with pytest.raises(PlatformError, match="not judged"):  # never fetched unjudged
         manifests.job_manifest(execution, opts, "k8s", "img", opts.node_groups[0], START)
 
 
@@ -462,7 +486,7 @@ def notebook_session(location: str = "https://notebooks.example.org/lab/Analysis
     )
     execution.compute.volumes[0].path = "/scratch"
     execution.state[notebooks.TOKEN_STATE] = TOKEN
-    return execution
+    return judged(execution) if execution.executable.location.strip() else execution
 
 
 def notebook_built(opts: KubernetesOptions) -> dict[str, dict[str, Any] | None]:
@@ -552,12 +576,10 @@ def test_the_notebook_is_fetched_into_the_servers_root_before_the_data_is_staged
     pod = job["spec"]["template"]["spec"]
     fetch, stage = pod["initContainers"]
     assert (fetch["name"], stage["name"]) == ("fetch-notebook", "stage-0")
-    env = {e["name"]: e["value"] for e in fetch["env"]}
-    assert env == {
-        "EBROKER_LOCATION": "https://notebooks.example.org/lab/Analysis%201.ipynb?v=3",
-        "EBROKER_DIR": "/stage",
-        "EBROKER_FILE": "Analysis_1.ipynb",
-    }
+    command = fetch["command"]
+    assert command[:2] == ["sh", "-c"] and command[3:6] == ["fetch", "/stage", "Analysis_1.ipynb"]
+    assert command[-1] == "https://notebooks.example.org/lab/Analysis%201.ipynb?v=3"
+    assert "notebooks.example.org:443:192.0.2.80" in command  # pinned, as judged
     assert fetch["volumeMounts"] == [{"name": "notebook", "mountPath": "/stage"}]
     assert fetch["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from broker_core.kinds.base import Component, kind_uri
 from broker_core.kinds.builtin import DockerContainer, Port
 
-from .. import notebooks
+from .. import notebooks, remote_staging
 from ..contract import Execution, PlatformError, executable_ports, uuid_of
 from .options import KubernetesOptions, NodeGroup
 
@@ -121,10 +121,26 @@ def file_name(location: str) -> str:
     return safe[:200] or "data"
 
 
-STAGE_SCRIPT = (
-    'set -e; mkdir -p "$EBROKER_DIR"; curl -fsSL --retry 3 --proto =http,https '
-    '-o "$EBROKER_DIR/$EBROKER_FILE" "$EBROKER_LOCATION"'
-)
+def fetcher(
+    name: str,
+    fetch: remote_staging.Fetch,
+    target: tuple[str, str],
+    execution: Execution,
+    options: KubernetesOptions,
+    file: str | None = None,
+) -> Manifest:
+    """An init container downloading one location as the staging rules judged it (pinned to
+    its address, bounded) into ``target``: (volume name, directory under ``STAGE_MOUNT``)."""
+    volume, directory = target
+    return {
+        "name": name,
+        "image": options.stager_image,
+        "imagePullPolicy": options.pull_policy,
+        "command": remote_staging.fetch_command(fetch, execution.staging, directory, file),
+        "resources": resources(execution),
+        "securityContext": container_security(options, privileged=False),
+        "volumeMounts": [{"name": volume, "mountPath": STAGE_MOUNT}],
+    }
 
 
 def stager_containers(execution: Execution, options: KubernetesOptions) -> list[Manifest]:
@@ -132,31 +148,10 @@ def stager_containers(execution: Execution, options: KubernetesOptions) -> list[
     claim (at ``<data uuid>/<file name>``) before the main container starts."""
     containers = []
     for index, data in enumerate(execution.data):
-        location = getattr(data, "location", None) or ""
-        if urlsplit(location).scheme not in ("http", "https"):
-            raise PlatformError(
-                f"data {data.name or uuid_of(data)}: only http(s) locations can "
-                "be staged into a pod"
-            )
+        fetch = remote_staging.fetch_of(execution, data)
         storage = _storage_of(execution, data)
-        containers.append(
-            {
-                "name": f"stage-{index}",
-                "image": options.stager_image,
-                "imagePullPolicy": options.pull_policy,
-                "command": ["sh", "-c", STAGE_SCRIPT],
-                "env": [
-                    {"name": "EBROKER_LOCATION", "value": location},
-                    {"name": "EBROKER_DIR", "value": f"{STAGE_MOUNT}/{uuid_of(data)}"},
-                    {"name": "EBROKER_FILE", "value": file_name(location)},
-                ],
-                "resources": resources(execution),
-                "securityContext": container_security(options, privileged=False),
-                "volumeMounts": [
-                    {"name": _volume_name(execution, storage), "mountPath": STAGE_MOUNT}
-                ],
-            }
-        )
+        target = (_volume_name(execution, storage), f"{STAGE_MOUNT}/{uuid_of(data)}")
+        containers.append(fetcher(f"stage-{index}", fetch, target, execution, options))
     return containers
 
 
@@ -403,22 +398,9 @@ def notebook_volumes(execution: Execution) -> list[Manifest]:
 
 def notebook_fetcher(execution: Execution, options: KubernetesOptions) -> list[Manifest]:
     """The init container that downloads the notebook into the server's root directory."""
-    return [
-        {
-            "name": FETCHER,
-            "image": options.stager_image,
-            "imagePullPolicy": options.pull_policy,
-            "command": ["sh", "-c", STAGE_SCRIPT],
-            "env": [
-                {"name": "EBROKER_LOCATION", "value": notebook_location(execution)},
-                {"name": "EBROKER_DIR", "value": STAGE_MOUNT},
-                {"name": "EBROKER_FILE", "value": notebook_file(execution)},
-            ],
-            "resources": resources(execution),
-            "securityContext": container_security(options, privileged=False),
-            "volumeMounts": [{"name": NOTEBOOK_VOLUME, "mountPath": STAGE_MOUNT}],
-        }
-    ]
+    file = notebook_file(execution)
+    fetch = remote_staging.fetch_of(execution, execution.executable)  # type: ignore[arg-type]
+    return [fetcher(FETCHER, fetch, (NOTEBOOK_VOLUME, STAGE_MOUNT), execution, options, file)]
 
 
 def notebook_container(execution: Execution, options: KubernetesOptions, image: str) -> Manifest:

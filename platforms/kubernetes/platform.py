@@ -35,7 +35,7 @@ from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
-from .. import notebooks
+from .. import notebooks, remote_staging
 from ..contract import (
     WORK_PREFIX,
     Execution,
@@ -174,17 +174,7 @@ class KubernetesPlatform(Platform):
         if not self.options.allow_privileged:
             messages += self.refuse_privileged(request)
         messages += self._refuse_notebook(request)
-        for data in request.data:
-            location = getattr(data, "location", None)
-            if location and urlsplit(location).scheme not in ("http", "https"):
-                messages.append(
-                    message(
-                        "platform {platform} stages http(s) data only, not {location}",
-                        level="WARN",
-                        platform=self.name,
-                        location=location[:200],
-                    )
-                )
+        messages += remote_staging.request_messages(self.name, request)
         seen: set[tuple[int, str]] = set()
         for port in published_ports(request):
             external = port.external_port
@@ -282,20 +272,21 @@ class KubernetesPlatform(Platform):
 
     @platform_step
     def stage_data(self, execution: Execution, data: Component) -> None:
-        """Data is fetched by an init container of the session's pod; here its location and
-        storage are checked, so a bad one fails before the booked start."""
-        manifests.stager_containers(execution, self.options)
-        location = getattr(data, "location", "")
-        execution.notes.append(
-            f"data {data.name or uuid_of(data)} is fetched from {location} "
-            "by the pod's init container"
-        )
+        """Data is fetched by an init container of the session's pod: here its location is
+        judged by the staging rules and its address pinned (``remote_staging``), and its
+        storage checked, so that a bad one fails before the booked start."""
+        remote_staging.prepare(execution, data)
+        if all(uuid_of(d) in execution.state[remote_staging.STATE_KEY] for d in execution.data):
+            manifests.stager_containers(execution, self.options)
 
     @platform_step
     def prepare_executable(self, execution: Execution) -> None:
         """Choose the image (the cluster pulls it when the pod starts) and build the main
         container once, so that what cannot run fails before the booked start."""
         kind = manifests.executable_kind(execution)
+        if notebooks.is_notebook(execution.executable):
+            manifests.notebook_location(execution)  # http(s) only
+            remote_staging.prepare(execution, execution.executable, what="notebook")  # type: ignore[arg-type]
         ref = kind.image(execution, self.options)
         kind.container(execution, self.options, ref)
         kind.init_containers(execution, self.options)
@@ -303,10 +294,6 @@ class KubernetesPlatform(Platform):
         execution.notes.append(f"the cluster pulls image {ref} ({self.options.pull_policy})")
         if notebooks.is_notebook(execution.executable):
             notebooks.token_of(execution)
-            execution.notes.append(
-                f"the notebook {manifests.notebook_location(execution)} is fetched by the "
-                "pod's init container"
-            )
 
     @platform_step
     def start(self, execution: Execution) -> None:
@@ -315,6 +302,7 @@ class KubernetesPlatform(Platform):
         the one its Secret holds."""
         if "image" not in execution.state:
             self.prepare_executable(execution)
+        remote_staging.prepare_missing(execution)
         now = int(time.time())
         job = manifests.job_manifest(
             execution,
