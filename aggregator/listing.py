@@ -5,10 +5,11 @@ shows what it shows them), and the pages are merged in the nodes' own order: ses
 booked start, offer sets by creation, then uuid. Only upstreams the caller's token is passed
 on to (``forward_token``) are asked: with the aggregator's own token a node would list the
 aggregator's sessions, every caller's. The aggregator's cursor holds each upstream's position:
-the upstream cursor its current page starts at and the last key taken from that page, so a
-page neither repeats nor skips an item. An upstream that fails is named in ``messages`` and
+the upstream cursor its current page starts at and the key of the last item the merged list
+took, so a page neither repeats nor skips an item, and an item made meanwhile that sorts before
+the position is not listed (as on a node). An upstream that fails is named in ``messages`` and
 asked again from where it was on the next page (its items may then come later than their
-order); an upstream's list never fails the whole list.
+order, but none is lost); an upstream's list never fails the whole list.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ Key = tuple[int, str]
 @dataclass
 class Position:
     """Where one upstream's list is: the cursor of its current page (None: its first page),
-    and the last key taken from that page (None: nothing yet)."""
+    and the key its items must sort after (the last item the merged list took when it was
+    last asked; None: nothing yet)."""
 
     cursor: str | None = None
     taken: Key | None = None
@@ -126,9 +128,11 @@ def key_of(kind: ListKind, item: Any) -> Key | None:
 
 def merge(
     fetched: Mapping[str, Fetched], positions: Mapping[str, Position], limit: int
-) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Position]]:
-    """The first ``limit`` items of the upstreams' lists together, by (key, upstream), and each
-    upstream's position after them (an upstream absent from the positions is done).
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Position], bool]:
+    """The first ``limit`` items of the upstreams' lists together, by (key, upstream), each
+    upstream's position after them, and whether that was the end of every list (an upstream
+    whose list was all taken is asked again on a next page, for what was made since, as a
+    node's own next page would show it).
 
     An item is taken only up to the smallest last key of the upstreams that have more after
     what they gave: beyond it such an upstream's next items could come first."""
@@ -139,20 +143,33 @@ def merge(
         key=lambda t: (t[0], t[1]),
     )
     taken = [t for t in merged if bound is None or t[0] <= bound][:limit]
+    # where the list is now: every upstream asked skips what sorts up to the last item taken
+    # (as a node's own cursor does), whichever upstream's page it is read from next
+    last = taken[-1][0] if taken else None
     after: dict[str, Position] = {}
+    finished = True  # every upstream's list was taken whole: no next page
     for name, position in positions.items():
         f = fetched.get(name)
         if f is None:  # not asked now (it failed): where it was
             after[name] = position
+            finished = False
             continue
-        mine = [key for key, who, _ in taken if who == name]
-        if len(mine) < len(f.items):  # some of its page is left: resume within it
-            last = mine[-1] if mine else position.taken if f.cursor == position.cursor else None
-            after[name] = Position(f.cursor, last)
+        # never back: after a failed upstream's late items, the others stay where they were
+        skip = _later(last, position.taken)
+        mine = sum(1 for _, who, _ in taken if who == name)
+        if mine < len(f.items):  # some of its page is left: resume within it
+            after[name] = Position(f.cursor, skip)
+            finished = False
         elif f.more:
-            after[name] = Position(f.more, None)
-        # else: all of its list was taken
-    return [(name, item) for _, name, item in taken], after
+            after[name] = Position(f.more, skip)
+            finished = False
+        else:  # all of its list was taken: asked again, from its last page, for what is new
+            after[name] = Position(f.cursor, skip)
+    return [(name, item) for _, name, item in taken], after, finished
+
+
+def _later(a: Key | None, b: Key | None) -> Key | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 # --- asking the upstreams -----------------------------------------------------------------------
@@ -190,7 +207,7 @@ async def fetch(
     deadline: float,
 ) -> Fetched:
     """One upstream's items after its position: its page from the position's cursor, without
-    what was taken of it before, and further pages while nothing is left of one."""
+    what sorts before the position's key, and further pages while nothing is left of one."""
     cursor = position.cursor
     for _ in range(MAX_PAGES_PER_UPSTREAM):
         url = f"{upstream.config.base}{kind.path}?{upstream_query(filters, limit, cursor)}"
@@ -207,8 +224,8 @@ async def fetch(
             key = key_of(kind, item)
             if key is None:
                 raise UpstreamError("its list has a malformed item")
-            if cursor == position.cursor and position.taken is not None and key <= position.taken:
-                continue  # taken before, from this page
+            if position.taken is not None and key <= position.taken:
+                continue  # it sorts before the last item taken: listed, or made since
             items.append((key, {k: v for k, v in item.items() if k in kind.fields}))
         more = doc.get("next") if isinstance(doc.get("next"), str) else None
         if items or not more:
@@ -275,9 +292,9 @@ async def merged_list(
     failed = {u.name for u, r in zip(asked, results, strict=True)
               if isinstance(r, UpstreamError)}  # fmt: skip
     kept = {n: p for n, p in positions.items() if n in fetched or n in failed}
-    taken, after = merge(fetched, kept, limit)
+    taken, after, finished = merge(fetched, kept, limit)
     items = await asyncio.to_thread(rewrite, service, kind, taken)
-    next_cursor = encode_cursor(after, filters) if after else None
+    next_cursor = None if finished else encode_cursor(after, filters)
     answer = pages.page(items, limit, next_cursor)
     if notes:
         answer["messages"] = wire_messages([m.model_dump(exclude_none=True) for m in notes])
