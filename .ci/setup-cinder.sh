@@ -228,12 +228,24 @@ nfs_sparsed_volumes = true
 nas_secure_file_operations = false
 nas_secure_file_permissions = false
 CONF
-  # the cinder-api / -scheduler / -volume .debs only add these wrappers (and cinder-volume pulls
-  # lvm2, tgt, open-iscsi); named after the daemon so that each logs to <daemon>.log
+  # the cinder-api / -scheduler / -volume .debs only add such wrappers (and cinder-volume pulls
+  # lvm2, tgt, open-iscsi); named after the daemon so that each logs to <daemon>.log. cinder-api
+  # and cinder-volume always fork (oslo's ProcessLauncher: a parent that only supervises one
+  # child, ~35 MB PSS each); oslo's ServiceLauncher runs the one API worker or the one backend
+  # in the process itself, as Cinder does on Windows.
   local d
   for d in api scheduler volume; do
-    printf '#!/usr/bin/python3\nimport sys\n\nfrom cinder.cmd.%s import main\n\nsys.exit(main())\n' \
-      "$d" >"$LIB/bin/cinder-$d"
+    cat >"$LIB/bin/cinder-$d" <<PY
+#!/usr/bin/python3
+import sys
+
+from cinder.cmd import $d as cmd  # noqa: eventlet monkey-patching first
+from cinder import service
+from oslo_service import service as oslo_service
+
+service.process_launcher = lambda: oslo_service.ServiceLauncher(service.CONF)
+sys.exit(cmd.main())
+PY
     chmod +x "$LIB/bin/cinder-$d"
   done
 }
