@@ -63,14 +63,18 @@ def test_a_vm_naming_no_image_of_the_site_is_refused_saying_which_there_are() ->
     assert platform().validate(request({"kind": VIRTUAL_MACHINE, "image": "debian-12"})) == []
 
 
-def test_ports_need_a_network_and_each_once_and_data_is_not_staged() -> None:
+def test_ports_need_a_network_and_each_once_and_data_is_fetched_over_http_only() -> None:
     twice = [{"internal": {"port": 80}}, {"internal": {"port": 80}}]
     web = {"kind": DOCKER, "image": {"locations": ["x"]}, "network": {"ports": twice}}
     assert "port 80 is published twice" in texts(platform().validate(request(web)))
     assert "without a network" in texts(platform(network=None).validate(request(web)))
-    data = [{"kind": DATA, "location": "https://example.org/x"}]
     plain = {"kind": DOCKER, "image": {"locations": ["x"]}}
-    assert "stages no data" in texts(platform().validate(request(plain, data=data)))
+    data = [{"kind": DATA, "location": "https://example.org/x"}]
+    assert "fetches data" not in texts(platform().validate(request(plain, data=data)))
+    data = [{"kind": DATA, "location": "file:///srv/data/x"}]
+    assert "fetches data itself, from http(s)" in texts(
+        platform().validate(request(plain, data=data))
+    )
 
 
 def test_blazar_books_its_activation_in_front_of_the_session() -> None:

@@ -35,7 +35,7 @@ from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
-from .. import notebooks, remote_staging
+from .. import drift, notebooks, remote_staging
 from ..contract import (
     WORK_PREFIX,
     Execution,
@@ -87,7 +87,7 @@ class KubernetesPlatform(Platform):
         self._claims_of: (
             tuple[list[cluster.GroupReading], dict[str, float], dict[str, float]] | None
         ) = None
-        self._shrunk: dict[str, str] = {}
+        self._drift = drift.Drift(self.name)
         self._watch = PodWatch(self.kube, manifests.selector(self.name))
 
     # --- reading the cluster ----------------------------------------------------------------
@@ -119,23 +119,10 @@ class KubernetesPlatform(Platform):
         with self._lock:
             self._claims_of, self._read_at = reading, time.monotonic()
             if self._baseline is not None:
-                self._note_shrinkage(
+                self._drift.update(
                     cluster.shrinkage(self._baseline, reading[0], self.options, reading[1])
                 )
         return reading
-
-    def _note_shrinkage(self, shrunk: dict[str, str]) -> None:
-        for pool, text in shrunk.items():
-            if self._shrunk.get(pool) != text:
-                log.warning(
-                    "platform %s: pool %s shrank below what it offers for booking: %s",
-                    self.name,
-                    pool,
-                    text,
-                )
-        for pool in set(self._shrunk) - set(shrunk):
-            log.warning("platform %s: pool %s has its booked capacity again", self.name, pool)
-        self._shrunk = shrunk
 
     # --- booking side -----------------------------------------------------------------------
 
@@ -254,12 +241,7 @@ class KubernetesPlatform(Platform):
                 self._current()  # re-read the cluster when reread_interval has passed
             except PlatformError as exc:  # reading capacity never fails a session's step
                 log.warning("platform %s: cannot re-read the cluster: %s", self.name, exc)
-        for pool in execution.pools:
-            text = self._shrunk.get(pool)
-            noted = execution.state.setdefault("shrink_noted", {})
-            if text and noted.get(pool) != text:
-                execution.notes.append(f"pool {pool} of {self.name} shrank: {text}")
-                noted[pool] = text
+        self._drift.note(execution)
 
     @platform_step
     def prepare_storage(self, execution: Execution, storage: Component) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from broker_core.config import InventoryConfig, PoolConfig
 
+from .. import drift
 from ..contract import WORK_PREFIX, ExternalClaim
 from .options import OpenStackOptions, PoolSpec
 
@@ -315,21 +316,8 @@ def shrinkage(
     caps: dict[str, float],
 ) -> dict[str, str]:
     """Pools whose hosts now give less than was booked at start-up: pool -> what it lacks."""
-    by_name = {r.name: r for r in readings}
-    found = {}
-    for pool in baseline:
-        reading = by_name.get(pool.name)
-        if reading is None:
-            continue
-        now = shares(reading, options, caps)
-        lacking = [
-            f"{now.get(cls, 0)} of {inv.capacity} {cls}"
-            for cls, inv in sorted(pool.inventories.items())
-            if now.get(cls, 0) < inv.capacity
-        ]
-        if lacking:
-            found[pool.name] = f"{', '.join(lacking)} remain ({reason(reading)})"
-    return found
+    now = {r.name: (shares(r, options, caps), reason(r)) for r in readings}
+    return drift.shrinkage(baseline, now)
 
 
 def host_sizes(

@@ -36,7 +36,7 @@ from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
 
-from .. import notebooks, remote_staging
+from .. import drift, notebooks, remote_staging
 from ..contract import (
     WORK_PREFIX,
     Execution,
@@ -98,7 +98,7 @@ class OpenStackPlatform(Platform):
         self._baseline: list[PoolConfig] | None = None
         self._reading: Reading | None = None
         self._read_at = 0.0
-        self._shrunk: dict[str, str] = {}
+        self._drift = drift.Drift(self.name)
 
     # --- reading the cloud ------------------------------------------------------------------
 
@@ -124,23 +124,10 @@ class OpenStackPlatform(Platform):
         with self._lock:
             self._reading, self._read_at = reading, time.monotonic()
             if self._baseline is not None:
-                self._note_shrinkage(
+                self._drift.update(
                     cluster.shrinkage(self._baseline, reading.pools, self.options, reading.caps)
                 )
         return reading
-
-    def _note_shrinkage(self, shrunk: dict[str, str]) -> None:
-        for pool, text in shrunk.items():
-            if self._shrunk.get(pool) != text:
-                log.warning(
-                    "platform %s: pool %s shrank below what it offers for booking: %s",
-                    self.name,
-                    pool,
-                    text,
-                )
-        for pool in set(self._shrunk) - set(shrunk):
-            log.warning("platform %s: pool %s has its booked capacity again", self.name, pool)
-        self._shrunk = shrunk
 
     # --- booking side -----------------------------------------------------------------------
 
@@ -268,12 +255,7 @@ class OpenStackPlatform(Platform):
                 self._current()
             except Exception as exc:  # reading capacity never fails a session's step
                 log.warning("platform %s: cannot re-read the cloud: %s", self.name, exc)
-        noted = execution.state.setdefault("shrink_noted", {})
-        for pool in execution.pools:
-            text = self._shrunk.get(pool)
-            if text and noted.get(pool) != text:
-                execution.notes.append(f"pool {pool} of {self.name} shrank: {text}")
-                noted[pool] = text
+        self._drift.note(execution)
 
     @platform_step
     def reserve(self, execution: Execution) -> None:
