@@ -9,7 +9,8 @@ the upstream cursor its current page starts at and the key of the last item the 
 took, so a page neither repeats nor skips an item, and an item made meanwhile that sorts before
 the position is not listed (as on a node). An upstream that fails is named in ``messages`` and
 asked again from where it was on the next page (its items may then come later than their
-order, but none is lost); an upstream's list never fails the whole list.
+order, but none is lost while the list goes on); an upstream's failure never fails the whole
+list, and never keeps it from ending: the last page of the others is the last page.
 """
 
 from __future__ import annotations
@@ -150,9 +151,8 @@ def merge(
     finished = True  # every upstream's list was taken whole: no next page
     for name, position in positions.items():
         f = fetched.get(name)
-        if f is None:  # not asked now (it failed): where it was
+        if f is None:  # it failed: where it was, asked again on a next page if there is one
             after[name] = position
-            finished = False
             continue
         # never back: after a failed upstream's late items, the others stay where they were
         skip = _later(last, position.taken)
@@ -279,8 +279,9 @@ async def merged_list(
                                  level="WARN", upstream=upstream.name, status=result.status,
                                  detail=str(result)))  # fmt: skip
         elif isinstance(result, UpstreamError):
-            notes.append(message("upstream {upstream} failed: {error}; it is asked again on "
-                                 "the next page", level="WARN", upstream=upstream.name,
+            notes.append(message("upstream {upstream} failed: {error}; its items are missing "
+                                 "from this page (it is asked again on a next page)",
+                                 level="WARN", upstream=upstream.name,
                                  error=str(result)))  # fmt: skip
         else:
             raise result
