@@ -414,6 +414,7 @@ nova_service_token() { # restart nova-api and nova-compute with $NOVA_TOKEN_ENV 
 }
 
 fresh_cloud() { # Keystone has no cinder: drop what an earlier Cinder left behind
+  log "no cinderv3 in Keystone: Cinder starts from an empty database"
   stop_all
   unmount_share
   mysql -uroot -e "DROP DATABASE IF EXISTS $DB_NAME;"
