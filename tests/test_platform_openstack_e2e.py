@@ -25,6 +25,7 @@ Blazar hosts). The Blazar test runs where the cloud has a reservation service.
 from __future__ import annotations
 
 import base64
+import gzip
 import os
 import struct
 import subprocess
@@ -42,6 +43,7 @@ import yaml
 
 from broker_core.config import PlatformConfig
 from broker_core.kinds.base import kind_uri
+from platforms import notebooks
 from platforms.contract import Platform, work_name
 from platforms.openstack.kinds import VIRTUAL_MACHINE
 from platforms.registry import build_platforms
@@ -64,6 +66,7 @@ FLOATING_POOL = os.environ.get("EBROKER_OS_TEST_FLOATING_POOL", "ebroker-test-pu
 STORAGE = kind_uri("storage", "simple-storage-resource")
 DATA = kind_uri("data", "simple-data-resource")
 VOLUME = kind_uri("volume", "simple-volume-mount")
+NOTEBOOK = kind_uri("executable", "jupyter-notebook")
 RESERVATION = {"service_type": "reservation", "interface": "public"}
 
 
@@ -359,6 +362,53 @@ def test_storage_data_and_a_floating_ip(conn, floating_pool, tmp_path):
         answer = httpx.post(f"{node.url}/requests", json=local, timeout=30).json()
         assert answer["result"] == "NO"
         assert "http(s)" in " ".join(m["message"] for m in answer["meta"]["messages"])
+    finally:
+        node.stop()
+        clean(site)
+
+
+def test_a_notebook_session_boots_its_server_with_the_notebook_and_its_token(conn, tmp_path):
+    """The node fetches the notebook (from a data directory, within its staging rules) and
+    writes it into the server's user data with the token in a root-only file; the connector
+    opens it with that token; the server serves the window and is gone after it. (The fake
+    virt driver runs no guest, so no notebook server answers here: the images are the site's.)"""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = folder / "analysis.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    staging = {"staging": {"file_roots": [str(folder)]}}
+    site = make_site(tmp_path, options(notebook_image=IMAGE), node=staging)
+    node = start_node(site["config"], site["tmp"], "node")
+    try:
+        uuid = book(
+            node,
+            {
+                "executable": {"kind": NOTEBOOK, "location": f"file://{notebook}"},
+                "compute": {"kind": COMPUTE, "cores": {"min": 1, "max": 1}},
+                "schedule": {"requested": {"duration": "PT15S"}},
+            },
+        )
+        session = wait_phase(node, uuid, {"RUNNING"}, 60)
+        (server,) = servers_of(conn, uuid)
+        user_data = yaml.safe_load(
+            base64.b64decode(conn.compute.get_server(server.id).user_data).decode()
+        )
+        files = {f["path"]: f for f in user_data["write_files"]}
+        token = files["/etc/ebroker/notebook.env"]["content"].strip().split("=", 1)[1]
+        assert files["/etc/ebroker/notebook.env"]["permissions"] == "0600"
+        written = files[f"{notebooks.ROOT}/analysis.ipynb"]
+        assert gzip.decompress(base64.b64decode(written["content"])) == notebook.read_bytes()
+        unit = files["/etc/systemd/system/ebroker-notebook.service"]["content"]
+        assert token not in unit  # the token is in the environment file only
+        (connector,) = session["connectors"]
+        assert connector["port"] == notebooks.PORT and connector["url"].endswith(f"?token={token}")
+        assert "/notebooks/analysis.ipynb" in connector["url"]
+        group = conn.network.find_security_group(work_name(uuid))
+        opened = {r["port_range_min"] for r in group.security_group_rules}
+        assert notebooks.PORT in opened
+        done = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 60)
+        assert done["phase"] == "COMPLETED", messages(done)
+        wait_gone(site["platform"], uuid)
     finally:
         node.stop()
         clean(site)
