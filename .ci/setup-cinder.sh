@@ -350,8 +350,8 @@ start_all() {
   start_daemon cinder-volume "$LIB/bin/cinder-volume" $conf
 }
 wait_ready() { # the API answers, and the scheduler knows the nfs pool (a volume can be made)
-  local n d
-  for n in $(seq 120); do
+  local d
+  for _ in $(seq 120); do
     for d in $DAEMONS; do
       alive "$d" || {
         echo "$d died, see $LOG/$d.log and $LOG/$d.out:" >&2
@@ -362,6 +362,10 @@ wait_ready() { # the API answers, and the scheduler knows the nfs pool (a volume
     answers "http://$HOST:$PORT/" && break
     sleep 1
   done
+  answers "http://$HOST:$PORT/" || {
+    echo "setup-cinder: cinder-api does not answer on $HOST:$PORT after 120 s" >&2
+    return 1
+  }
   log "cinder-api up on http://$HOST:$PORT"
   OS_AUTH_URL="http://$HOST:5000/v3" OS_PASSWORD="$ADMIN_PASSWORD" quiet wait-pool /usr/bin/python3 - <<'PY'
 import os
