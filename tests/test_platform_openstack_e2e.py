@@ -458,10 +458,10 @@ def test_reconciliation_removes_a_stray_server_of_an_ended_session(site, node):
             metadata={"ebroker.session": uuid, "ebroker.platform": "cloud"},
         )
         wait_gone(site["platform"], uuid)
-        assert conn.compute.find_server(stray.id) is None
+        conn.compute.wait_for_delete(stray, interval=1, wait=60)  # gone, not only going
     finally:
         conn.compute.delete_flavor(flavor)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # generous: the CI machine is busy
     while True:  # the note follows the removal (which waits for the server to be gone)
         doc = httpx.get(f"{node.url}/sessions/{uuid}", timeout=30).json()
         if "reconciliation removed stray work" in messages(doc):
