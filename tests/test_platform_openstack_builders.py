@@ -25,7 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from broker_core.config import InventoryConfig, PoolConfig
-from broker_core.kinds.base import kind_uri
+from broker_core.kinds.base import MinMax, kind_uri
 from broker_core.kinds.builtin import SimpleDataResource, SimpleVolumeMount
 from broker_core.kinds.registry import load_registry
 from broker_core.staging.rules import StagingRules
@@ -248,6 +248,74 @@ def test_the_server_request_matches_its_snapshot() -> None:
     )
     assert bare["networks"] == "none" and "security_groups" not in bare
     assert "scheduler_hints" not in bare and "key_name" not in bare
+
+
+VOLUMES = OPTIONS.model_copy(
+    update={"volumes": OPTIONS.volumes.model_copy(update={"enabled": True, "volume_type": "ssd"})}
+)
+
+
+def test_storage_as_volumes_made_attached_at_boot_and_mounted_before_the_work() -> None:
+    execution = docker_session()
+    (storage,) = execution.storage
+    storage.size = MinMax(min=20, max=20)  # as offered: the granted size
+    request = builders.volume_request(execution, storage, VOLUMES, "cloud")
+    assert (request["size"], request["volume_type"]) == (20, "ssd")
+    assert request["metadata"] == {
+        "ebroker.session": SESSION, "ebroker.platform": "cloud", "ebroker.storage": STORAGE_UUID,
+    }  # fmt: skip
+    # the storage is no longer on the root disk
+    assert builders.flavor_spec(execution, VOLUMES).disk == VOLUMES.root_disk
+    volume = builders.Volume(STORAGE_UUID, "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0")
+    body = builders.server_request(
+        execution, VOLUMES, "cloud", flavor_id="f", image_id="image-1", network_id=None,
+        security_group=None, user_data_text="", volumes=[volume],
+    )  # fmt: skip
+    root, data = body["block_device_mapping"]
+    assert (root["uuid"], root["boot_index"], root["source_type"]) == ("image-1", 0, "image")
+    assert (data["uuid"], data["boot_index"], data["delete_on_termination"]) == (
+        volume.id, -1, False,
+    )  # fmt: skip
+    text = builders.user_data(execution, VOLUMES, volumes=[volume])
+    check_snapshot("openstack/docker-user-data-with-volume.yaml", text)
+    document = yaml.safe_load(text)
+    assert document["runcmd"] == [
+        ["sh", "-c", f"{builders.VOLUME_SCRIPT} && /usr/local/sbin/ebroker-run"]
+    ]
+    script = {f["path"]: f["content"] for f in document["write_files"]}[builders.VOLUME_SCRIPT]
+    assert f"attach {volume.id} /srv/ebroker/storage/{STORAGE_UUID}" in script
+    assert "virtio-$short" in script and "mkfs.ext4" in script
+    console = f"[  3.1] ebroker-staging-failed={STORAGE_UUID} volume\n"
+    assert builders.staging_failure(console, execution) == (
+        "the server could not format or mount the volume of storage results"
+    )
+
+
+def test_a_storage_without_a_booked_size_stays_on_the_root_disk() -> None:
+    execution = docker_session()
+    (storage,) = execution.storage
+    storage.size = None  # e.g. the storage the offer made for a data resource
+    assert builders.volume_size(execution, storage) == 0
+
+
+def test_pools_storage_from_cinder_split_over_the_pools_within_the_quota() -> None:
+    readings = [cluster.PoolReading("a", total={"storage": 700}), cluster.PoolReading("b")]
+    volumes = cluster.VolumeReading(
+        total_gb=1000, allocated_gb=300, ours_gb=100, quota_gb=400, quota_used_gb=250
+    )
+    readings, quota = cluster.with_volumes(readings, volumes, cluster.Quota())
+    a, b = readings
+    assert a.total["storage"] == b.total["storage"] == 500  # not the hosts' disks
+    assert a.foreign["storage"] == 100  # others' 200 GiB, split
+    options = opts()
+    caps = cluster.quota_caps(quota)
+    assert caps["storage"] == 200
+    assert cluster.pool_config(a, options, caps).inventories["storage"].total == 200
+    # the quota's other use: 250 in use, 100 of it ebroker's: 75 per pool
+    assert cluster.available(a, options, caps, quota)["storage"] == 125
+    unlimited = cluster.VolumeReading(total_gb=10, allocated_gb=0, ours_gb=0, quota_gb=-1)
+    _, quota = cluster.with_volumes([cluster.PoolReading("a")], unlimited, cluster.Quota())
+    assert "storage" not in cluster.quota_caps(quota)
 
 
 def test_flavor_and_security_rules_match_their_snapshots() -> None:

@@ -367,6 +367,65 @@ def test_storage_data_and_a_floating_ip(conn, floating_pool, tmp_path):
         clean(site)
 
 
+@pytest.fixture(scope="module")
+def cinder(conn) -> Any:
+    """The cloud, with a block storage service (volumev3) that answers."""
+    try:
+        list(conn.block_storage.volumes(limit=1))
+    except Exception as exc:
+        unavailable(f"cloud {CLOUD} has no block storage that answers (run .ci/setup-cinder.sh): "
+                    f"{type(exc).__name__}: {exc}")  # fmt: skip
+    return conn
+
+
+def volumes_of(conn: Any, uuid: str) -> list[Any]:
+    return [
+        v for v in conn.block_storage.volumes(details=True)
+        if (v.metadata or {}).get("ebroker.session") == uuid
+    ]  # fmt: skip
+
+
+def test_storage_as_a_cinder_volume_attached_at_boot_and_gone_with_the_session(cinder, tmp_path):
+    """With ``volumes.enabled``: the pool's storage is Cinder's capacity; a storage resource is
+    a volume of its granted size, made at preparation, attached to the server at boot (and
+    mounted by its user data), deleted with the session."""
+    conn = cinder
+    site = make_site(tmp_path, options(volumes={"enabled": True}))
+    (pool,) = site["platform"].pools()
+    capacity = sum(
+        float(p.capabilities.get("total_capacity_gb") or 0)
+        for p in conn.block_storage.backend_pools()
+    )
+    assert pool.inventories["storage"].total == min(int(capacity), 1000)  # quota: 1000 GiB
+    node = start_node(site["config"], site["tmp"], "node")
+    try:
+        doc = vm_request("PT20S")
+        doc["storage"] = [
+            {"kind": STORAGE, "meta": {"name": "scratch"}, "size": {"min": 2, "max": 2}}
+        ]
+        doc["compute"]["volumes"] = [
+            {"kind": VOLUME, "path": "/scratch", "mode": "READWRITE", "resource": "scratch"}
+        ]
+        uuid = book(node, doc)
+        wait_phase(node, uuid, {"RUNNING"}, 90)
+        (server,) = servers_of(conn, uuid)
+        (volume,) = volumes_of(conn, uuid)
+        assert (volume.size, volume.metadata["ebroker.platform"]) == (2, "cloud")
+        volume = conn.block_storage.wait_for_status(volume, status="in-use", interval=1, wait=60)
+        assert [a["server_id"] for a in volume.attachments] == [server.id]
+        flavor = conn.compute.find_flavor(work_name(uuid), is_public=None)
+        assert flavor.disk == 1  # the root disk only: the storage is the volume
+        user_data = base64.b64decode(conn.compute.get_server(server.id).user_data).decode()
+        assert f"attach {volume.id} /srv/ebroker/storage/" in user_data
+        done = wait_phase(node, uuid, {"COMPLETED", "FAILED", "CANCELLED"}, 60)
+        assert done["phase"] == "COMPLETED", messages(done)
+        wait_gone(site["platform"], uuid, seconds=120)
+        assert volumes_of(conn, uuid) == []
+    finally:
+        node.stop()
+        clean(site)
+
+
 def test_a_notebook_session_boots_its_server_with_the_notebook_and_its_token(conn, tmp_path):
     """The node fetches the notebook (from a data directory, within its staging rules) and
     writes it into the server's user data with the token in a root-only file; the connector

@@ -99,10 +99,12 @@ class Flavor:
 
 def flavor_spec(execution: Execution, options: OpenStackOptions) -> FlavorSpec:
     """The granted amounts as a flavor: cores, GiB of memory as MiB, and a root disk of the
-    site's ``root_disk`` plus the session's granted storage (its storage resources)."""
+    site's ``root_disk`` plus the session's granted storage (its storage resources, unless
+    they are Cinder volumes)."""
     cores = max(int(execution.granted.get("cores") or 1), 1)
     memory = max(int(execution.granted.get("memory") or 1), 1)
-    storage = int(execution.granted.get("storage") or 0) if execution.storage else 0
+    on_root = execution.storage and not options.volumes.enabled
+    storage = int(execution.granted.get("storage") or 0) if on_root else 0
     return FlavorSpec(vcpus=cores, ram=memory * 1024, disk=options.root_disk + storage)
 
 
@@ -263,34 +265,139 @@ def staging_script(execution: Execution, fetches: list[Fetch], rules: StagingRul
 
 
 def staging_failure(console: str, execution: Execution) -> str | None:
-    """What the console says about a failed data download (None: none failed)."""
-    labels = {uuid_of(d): d.name or uuid_of(d) for d in execution.data}
+    """What the console says about a failed download or volume (None: none failed)."""
+    labels = {uuid_of(d): f"data {d.name or uuid_of(d)}" for d in execution.data}
     for line in reversed(console.splitlines()):
         _, mark, rest = line.partition(STAGING_MARK)
-        if mark:
-            uuid, _, code = rest.strip().partition(" curl-exit=")
-            what = "the data directory" if uuid == "root" else f"data {labels.get(uuid, uuid)}"
-            return f"the server could not fetch {what} (curl exit code {code or '?'})"
+        if not mark:
+            continue
+        uuid, _, why = rest.strip().partition(" ")
+        if why == "volume":
+            storage = next((s for s in execution.storage if uuid_of(s) == uuid), None)
+            name = (storage.name if storage else None) or uuid
+            return f"the server could not format or mount the volume of storage {name}"
+        code = why.removeprefix("curl-exit=") or "?"
+        what = "the data directory" if uuid == "root" else labels.get(uuid, f"data {uuid}")
+        return f"the server could not fetch {what} (curl exit code {code})"
     return None
 
 
-def _with_staging(
-    document: Body, fetches: list[Fetch], execution: Execution, rules: StagingRules
-) -> Body:
-    """``document`` with the staging script written, and run before its commands (which run
-    only when every download succeeded)."""
-    if not fetches:
+def _with_preparation(document: Body, scripts: list[tuple[str, str]]) -> Body:
+    """``document`` with the preparation ``scripts`` (path, content) written, and run in order
+    before its commands, which run only when every script succeeded."""
+    if not scripts:
         return document
     written = [
-        {
-            "path": STAGE_SCRIPT,
-            "permissions": "0700",
-            "content": staging_script(execution, fetches, rules),
-        },
+        *({"path": path, "permissions": "0700", "content": text} for path, text in scripts),
         *document.get("write_files", []),
     ]
-    commands = [STAGE_SCRIPT, *(_shell(c) for c in document.get("runcmd", []))]
+    commands = [*(path for path, _ in scripts), *(_shell(c) for c in document.get("runcmd", []))]
     return {**document, "write_files": written, "runcmd": [["sh", "-c", " && ".join(commands)]]}
+
+
+# --- volumes ------------------------------------------------------------------------------------
+
+VOLUME_SCRIPT = "/usr/local/sbin/ebroker-volumes"
+VOLUME_KEY = "ebroker.storage"  # a volume's metadata: the storage resource it is
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A session's Cinder volume: the storage resource it is, and its id."""
+
+    storage: str  # the storage resource's uuid
+    id: str
+
+
+def volume_size(execution: Execution, storage: Component) -> int:
+    """The GiB granted to one storage resource (its size, resolved when offered); 0: none
+    booked (a data resource's own storage), which stays on the root disk."""
+    size = getattr(storage, "size", None)
+    if size is not None and size.min:
+        return int(size.min)
+    return 0
+
+
+def volume_request(
+    execution: Execution, storage: Component, options: OpenStackOptions, platform: str
+) -> Body:
+    """The create-volume request of one storage resource (``block_storage.create_volume``)."""
+    body: Body = {
+        "name": f"{execution.name}-{uuid_of(storage)}",
+        "size": volume_size(execution, storage),
+        "description": f"ebroker session {execution.session} of platform {platform}",
+        "metadata": {**metadata(platform, execution.session), VOLUME_KEY: uuid_of(storage)},
+    }
+    if options.volumes.volume_type:
+        body["volume_type"] = options.volumes.volume_type
+    if options.volumes.availability_zone:
+        body["availability_zone"] = options.volumes.availability_zone
+    return body
+
+
+def block_devices(image_id: str, volumes: list[Volume]) -> list[Body]:
+    """The server's block device mapping: the image as its root disk (Nova wants that entry
+    beside any volume), then each volume, kept when the server is deleted (release deletes
+    it after), tagged with its storage resource."""
+    found: list[Body] = [
+        {
+            "boot_index": 0,
+            "uuid": image_id,
+            "source_type": "image",
+            "destination_type": "local",
+            "delete_on_termination": True,
+        }
+    ]
+    for volume in volumes:
+        found.append(
+            {
+                "boot_index": -1,
+                "uuid": volume.id,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "delete_on_termination": False,
+                "tag": volume.storage,
+            }
+        )
+    return found
+
+
+def volume_script(volumes: list[Volume]) -> str:
+    """Find each volume's disk by its serial (the volume id: virtio's first 20 characters,
+    SCSI's whole), make a file system on it when it has none (a new volume), and mount it at
+    ``STORAGE_ROOT/<storage uuid>``. A failure writes ``STAGING_MARK<uuid> volume`` to the
+    console and powers the server off."""
+    lines = [
+        "#!/bin/sh",
+        "# ebroker: mount the session's volumes (formatted when new) where its storage goes",
+        'console="${EBROKER_CONSOLE:-/dev/console}"',
+        "failed() {",
+        f'  echo "{STAGING_MARK}$1 volume" >"$console"',
+        "  ${EBROKER_POWEROFF:-poweroff}",
+        "  exit 1",
+        "}",
+        "attach() {  # volume-id directory",
+        '  short=$(printf %s "$1" | cut -c1-20)',
+        "  dev=",
+        "  for _ in $(seq 120); do",
+        '    for link in "/dev/disk/by-id/virtio-$short" '
+        '"/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_$1" "/dev/disk/by-id/nvme-$1"; do',
+        '      if [ -e "$link" ]; then dev=$(readlink -f "$link"); break 2; fi',
+        "    done",
+        "    sleep 1",
+        "  done",
+        '  [ -n "$dev" ] || return 1',
+        '  blkid "$dev" >/dev/null 2>&1 || mkfs.ext4 -q -L ebroker "$dev" || return 1',
+        '  mkdir -p "$2" && mount "$dev" "$2"',
+        "}",
+    ]
+    for volume in volumes:
+        where = shlex.quote(f"{STORAGE_ROOT}/{volume.storage}")
+        lines.append(
+            f'attach {shlex.quote(volume.id)} {where} >>"$console" 2>&1'
+            f" || failed {shlex.quote(volume.storage)}"
+        )
+    return "\n".join([*lines, ""])
 
 
 def container_command(execution: Execution, executable: DockerContainer, image: str) -> list[str]:
@@ -458,9 +565,11 @@ def user_data(
     files: dict[str, bytes] | None = None,
     fetches: list[Fetch] | None = None,
     rules: StagingRules | None = None,
+    volumes: list[Volume] | None = None,
 ) -> str:
-    """The server's cloud-init user data for the session's executable kind, with its data
-    ``fetches`` (as ``remote_staging`` judged them under ``rules``) downloaded first."""
+    """The server's cloud-init user data for the session's executable kind; first its
+    ``volumes`` are mounted and its data ``fetches`` (as ``remote_staging`` judged them under
+    ``rules``) downloaded."""
     executable = execution.executable
     kind = kind_name(executable)
     if kind == "docker-container":
@@ -469,7 +578,12 @@ def user_data(
         document = vm_config(execution)
     else:
         document = notebook_config(execution, options, files or {})
-    document = _with_staging(document, fetches or [], execution, rules or StagingRules())
+    scripts = []
+    if volumes:
+        scripts.append((VOLUME_SCRIPT, volume_script(volumes)))
+    if fetches:
+        scripts.append((STAGE_SCRIPT, staging_script(execution, fetches, rules or StagingRules())))
+    document = _with_preparation(document, scripts)
     text = _cloud_config(document)
     if isinstance(executable, VirtualMachine) and executable.user_data:
         text = _multipart([text, executable.user_data])
@@ -497,6 +611,7 @@ def server_request(
     user_data_text: str,
     availability_zone: str | None = None,
     reservation: str | None = None,
+    volumes: list[Volume] | None = None,
 ) -> Body:
     """The create-server request (openstacksdk's ``compute.create_server`` arguments)."""
     body: Body = {
@@ -516,6 +631,8 @@ def server_request(
         body["availability_zone"] = availability_zone
     if reservation:
         body["scheduler_hints"] = {"reservation": reservation}
+    if volumes:
+        body["block_device_mapping"] = block_devices(image_id, volumes)
     return body
 
 

@@ -18,7 +18,7 @@ from openstack.connection import Connection
 
 from ..contract import WORK_PREFIX, PlatformError
 from .builders import PLATFORM_KEY, SESSION_KEY
-from .cluster import Aggregate, Lease, Provider, Quota
+from .cluster import Aggregate, Lease, Provider, Quota, VolumeReading
 from .options import OpenStackOptions
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,21 @@ class Cloud:
             ram_used_mb=absolute.total_ram_used or 0,
         )
 
+    def volume_capacity(self) -> VolumeReading:
+        """Cinder's backend pools (admin: scheduler stats), this platform's volumes, and the
+        project's ``gigabytes`` quota with its use."""
+        storage = self.conn.block_storage
+        total = allocated = 0.0
+        for pool in storage.backend_pools():
+            capabilities = pool.capabilities or {}
+            total += float(capabilities.get("total_capacity_gb") or 0)
+            allocated += float(capabilities.get("allocated_capacity_gb") or 0)
+        quota = storage.get_quota_set(self.conn.current_project_id, usage=True)
+        usage = (getattr(quota, "usage", None) or {}).get("gigabytes") or {}
+        used = usage.get("in_use", 0) if isinstance(usage, dict) else usage
+        ours = sum(float(v.size or 0) for v in self.volumes())
+        return VolumeReading(total, allocated, ours, quota.gigabytes, float(used or 0))
+
     def blazar(self, method: str, path: str, **kwargs: Any) -> Obj:
         response = self.conn.session.request(
             path, method, endpoint_filter=RESERVATION, raise_exc=False, **kwargs
@@ -199,6 +214,15 @@ class Cloud:
             for s in self.conn.compute.servers(details=True, name=name)
             if (s.metadata or {}).get(PLATFORM_KEY) == self.platform
             and (session is None or (s.metadata or {}).get(SESSION_KEY) == session)
+        ]
+
+    def volumes(self, session: str | None = None) -> list[Any]:
+        """This platform's Cinder volumes (of one session), found by their metadata."""
+        return [
+            v
+            for v in self.conn.block_storage.volumes(details=True)
+            if (v.metadata or {}).get(PLATFORM_KEY) == self.platform
+            and (session is None or (v.metadata or {}).get(SESSION_KEY) == session)
         ]
 
     def flavors(self) -> list[Any]:

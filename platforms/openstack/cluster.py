@@ -57,6 +57,8 @@ class Quota:
     ram_mb: int | None = None
     cores_used: int = 0
     ram_used_mb: int = 0
+    gigabytes: float | None = None  # Cinder's, per pool, where storage is volumes
+    gigabytes_used: float = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,19 @@ class Lease:
     @property
     def ours(self) -> bool:
         return self.name.startswith(WORK_PREFIX)
+
+
+@dataclass(frozen=True)
+class VolumeReading:
+    """Cinder, where storage resources are volumes: its backend pools' capacity and what is
+    allocated on them (every project's), ebroker's own volumes, and the project's
+    ``gigabytes`` quota (None or negative: unlimited) with its use."""
+
+    total_gb: float
+    allocated_gb: float
+    ours_gb: float
+    quota_gb: float | None = None
+    quota_used_gb: float = 0
 
 
 @dataclass
@@ -185,7 +200,33 @@ def quota_caps(quota: Quota) -> dict[str, float]:
         caps["cores"] = quota.cores
     if quota.ram_mb is not None and quota.ram_mb >= 0:
         caps["memory"] = quota.ram_mb / 1024
+    if quota.gigabytes is not None and quota.gigabytes >= 0:
+        caps["storage"] = quota.gigabytes
     return caps
+
+
+def with_volumes(
+    readings: list[PoolReading], volumes: VolumeReading, quota: Quota
+) -> tuple[list[PoolReading], Quota]:
+    """The pools' ``storage`` from Cinder instead of the hosts' disks: its capacity split
+    evenly over the pools (a volume is on no host; the split keeps pools from booking the
+    same gigabytes twice), others' allocations taken off, and the quota split likewise."""
+    n = max(len(readings), 1)
+    for reading in readings:
+        reading.total["storage"] = volumes.total_gb / n
+        reading.largest["storage"] = volumes.total_gb / n
+        reading.foreign["storage"] = max(volumes.allocated_gb - volumes.ours_gb, 0) / n
+        reading.ours["storage"] = volumes.ours_gb / n
+    unlimited = volumes.quota_gb is None or volumes.quota_gb < 0
+    split = Quota(
+        cores=quota.cores,
+        ram_mb=quota.ram_mb,
+        cores_used=quota.cores_used,
+        ram_used_mb=quota.ram_used_mb,
+        gigabytes=None if unlimited else volumes.quota_gb / n,  # type: ignore[operator]
+        gigabytes_used=volumes.quota_used_gb / n,
+    )
+    return readings, split
 
 
 def _floor(value: float) -> int:
@@ -235,7 +276,11 @@ def available(
 
 def _quota_others(cls: str, quota: Quota, reading: PoolReading) -> float:
     """What the project uses of a quota outside ebroker's servers (in this pool's reading)."""
-    used = quota.cores_used if cls == "cores" else quota.ram_used_mb / 1024
+    used = {
+        "cores": quota.cores_used,
+        "memory": quota.ram_used_mb / 1024,
+        "storage": quota.gigabytes_used,
+    }.get(cls, 0)
     return max(used - reading.ours.get(cls, 0), 0)
 
 

@@ -155,6 +155,21 @@ class BlazarOptions(Strict):
     )
 
 
+class VolumeOptions(Strict):
+    """Storage resources as Cinder volumes (instead of a bigger root disk): one volume per
+    storage resource, made at preparation, attached at boot, formatted and mounted by
+    cloud-init, deleted at release. The pools' ``storage`` then comes from Cinder's backend
+    pools (their capacity, split evenly over the node's pools, times ``share``), capped by the
+    project's ``gigabytes`` quota."""
+
+    enabled: bool = False
+    volume_type: str | None = Field(default=None, min_length=1, description="a Cinder type")
+    availability_zone: str | None = Field(default=None, min_length=1)
+    ready_timeout: Duration = Field(
+        default=timedelta(minutes=2), description="how long a new volume may take to be available"
+    )
+
+
 class OpenStackOptions(PreparationOptions, NotebookOptions):
     cloud: str | None = Field(
         default=None, min_length=1, description="a cloud of clouds.yaml (OS_CLIENT_CONFIG_FILE)"
@@ -189,6 +204,7 @@ class OpenStackOptions(PreparationOptions, NotebookOptions):
         default=None, min_length=1, description="an external network to give servers a floating IP"
     )
     security: SecurityDefaults = Field(default_factory=SecurityDefaults)
+    volumes: VolumeOptions = Field(default_factory=VolumeOptions)
     blazar: BlazarOptions = Field(default_factory=BlazarOptions)
     key_name: str | None = Field(
         default=None, min_length=1, description="a Nova keypair added to every server (admins)"

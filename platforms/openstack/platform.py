@@ -109,6 +109,8 @@ class OpenStackPlatform(Platform):
         gpus = tuple(self.options.gpu_classes)
         pools = cluster.read_pools(providers, aggregates, ours, self.options, gpus)
         quota = self.cloud.quota()
+        if self.options.volumes.enabled:
+            pools, quota = cluster.with_volumes(pools, self.cloud.volume_capacity(), quota)
         leases = self.cloud.leases() if self.options.blazar.enabled else []
         return Reading(
             pools, cluster.quota_caps(quota), quota, leases, cluster.host_sizes(providers, gpus)
@@ -286,10 +288,37 @@ class OpenStackPlatform(Platform):
 
     @platform_step
     def prepare_storage(self, execution: Execution, storage: Component) -> None:
-        """A storage resource is part of the server's root disk (its flavor's size)."""
-        execution.notes.append(
-            f"storage {storage.name or uuid_of(storage)} is part of the server's root disk"
-        )
+        """A Cinder volume, where the site enables them (attached at boot, mounted by
+        cloud-init); otherwise, and for a storage without a booked size (a data resource's
+        own), part of the server's root disk (its flavor's size)."""
+        label = storage.name or uuid_of(storage)
+        if not self.options.volumes.enabled or builders.volume_size(execution, storage) == 0:
+            execution.notes.append(f"storage {label} is part of the server's root disk")
+            return
+        conn = self.cloud.conn
+        existing = [
+            v
+            for v in self.cloud.volumes(execution.session)
+            if (v.metadata or {}).get(builders.VOLUME_KEY) == uuid_of(storage)
+        ]
+        if existing:
+            volume = existing[0]
+        else:
+            body = builders.volume_request(execution, storage, self.options, self.name)
+            volume = conn.block_storage.create_volume(**body)
+            execution.notes.append(
+                f"volume {volume.id} made for storage {label} ({body['size']} GiB)"
+            )
+        wait = self.options.volumes.ready_timeout.total_seconds()
+        try:
+            volume = conn.block_storage.wait_for_status(
+                volume, status="available", failures=["error"], interval=1, wait=wait
+            )
+        except Exception as exc:
+            raise PlatformError(
+                f"volume {volume.id} of storage {label} is not available: {exc}"
+            ) from None
+        execution.state.setdefault("volumes", {})[uuid_of(storage)] = volume.id
 
     @platform_step
     def stage_data(self, execution: Execution, data: Component) -> None:
@@ -413,12 +442,17 @@ class OpenStackPlatform(Platform):
             folder = notebooks.notebook_dir(execution)
             files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
         remote_staging.prepare_missing(execution)
+        volumes = [
+            builders.Volume(storage, volume_id)
+            for storage, volume_id in (execution.state.get("volumes") or {}).items()
+        ]
         text = builders.user_data(
             execution,
             self.options,
             files,
             fetches=remote_staging.fetches(execution),
             rules=execution.staging,
+            volumes=volumes,
         )
         body = builders.server_request(
             execution,
@@ -431,6 +465,7 @@ class OpenStackPlatform(Platform):
             user_data_text=text,
             availability_zone=self._spec(execution).availability_zone,
             reservation=reservation,
+            volumes=volumes,
         )
         server = self.cloud.conn.compute.create_server(**body)
         execution.state.update(server_id=server.id, booted_at=int(time.time()))
@@ -563,6 +598,8 @@ class OpenStackPlatform(Platform):
         found |= {g.name for g in self.cloud.security_groups()}
         if self.options.floating_ip_pool:
             found |= {ip.description for ip in self._own_ips()}
+        if self.options.volumes.enabled:
+            found |= {work_name(v.metadata[builders.SESSION_KEY]) for v in self.cloud.volumes()}
         if self.options.blazar.enabled:
             leases = self.cloud.blazar("GET", "/leases").get("leases") or []
             found |= {x["name"] for x in leases if (x.get("name") or "").startswith(WORK_PREFIX)}
@@ -587,6 +624,19 @@ class OpenStackPlatform(Platform):
             and (f.description or "").endswith(mark)
         ]
 
+    def _remove_volumes(self, session: str) -> None:
+        """Delete the session's volumes once their server has let them go (a detach follows
+        the server's deletion)."""
+        storage = self.cloud.conn.block_storage
+        for volume in self.cloud.volumes(session):
+            if volume.status == "in-use":
+                storage.wait_for_status(
+                    volume, status="available", failures=["error"], interval=1, wait=DELETE_WAIT
+                )
+            storage.delete_volume(volume, ignore_missing=True)
+        for volume in self.cloud.volumes(session):
+            storage.wait_for_delete(volume, interval=1, wait=DELETE_WAIT)
+
     def _own_ips(self, name: str | None = None) -> list[Any]:
         """The project's floating IPs that ebroker took, by their description (a session's
         name), of one session or of all."""
@@ -610,6 +660,8 @@ class OpenStackPlatform(Platform):
             conn.compute.delete_server(server, ignore_missing=True)
         for server in servers:
             conn.compute.wait_for_delete(server, interval=1, wait=DELETE_WAIT)
+        if self.options.volumes.enabled:
+            self._remove_volumes(session)
         for group in self.cloud.security_groups(name):
             conn.network.delete_security_group(group, ignore_missing=True)
         for flavor in self._own_flavors(name):
