@@ -523,3 +523,22 @@ def test_a_withdrawal_racing_an_accept_leaves_one_consistent_outcome(make_node, 
         if answers["accept"] == 200:
             assert phases.pop(offers[-1]) == "ACCEPTED" and states.pop(offers[-1]) == "CONFIRMED"
         assert set(phases.values()) == {"REJECTED"} and set(states.values()) == {"RELEASED"}
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"kind: uri:enum-value-update\npath: phase\nvalue: REJECTED\n", "application/yaml"),
+        (b'{"update": {"kind": "uri:enum-value-update", "path": "phase", "value": "REJECTED"}}',
+         "application/json"),  # the older wrapped form, as for a session's update
+        (b"<update><kind>uri:enum-value-update</kind><path>phase</path><value>REJECTED</value>"
+         b"</update>", "application/xml"),
+    ],
+)  # fmt: skip
+def test_a_withdrawal_in_every_form_a_session_update_takes(node, users, content, content_type):
+    client, _ = node
+    offerset = ask(client, users["alice"])
+    r = client.post(f"/offersets/{offerset['meta']['uuid']}", content=content,
+                    headers={**users["alice"], "Content-Type": content_type})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert {o["phase"] for o in r.json()["offers"]} == {"REJECTED"}

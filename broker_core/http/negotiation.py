@@ -38,6 +38,8 @@ YAML = "application/yaml"
 XML = "application/xml"
 PROBLEM_JSON = "application/problem+json"
 _SESSION_PATH = re.compile(r"^/sessions/[^/]+/?$")
+# what takes an update document: a session, and an offer set (its withdrawal)
+_UPDATE_PATH = re.compile(r"^/(?:sessions|offersets)/[^/]+/?$")
 _REQUEST_PATHS = {"/requests", "/offersets", "/direct", "/sessions"}
 
 
@@ -45,7 +47,7 @@ def _normaliser(path: str, registry: KindRegistry) -> Callable[[Any], Any] | Non
     path = path.rstrip("/") or "/"
     if path in _REQUEST_PATHS:
         return lambda doc: normalise_request(doc, registry)
-    if _SESSION_PATH.match(path):
+    if _UPDATE_PATH.match(path):
         return normalise_update
     return None
 
@@ -103,7 +105,9 @@ _OFFER_SET = ("offers-response", "OfferSetResponse")
 _SESSION = ("execution", "ExecutionSession")
 _XML_ANSWERS: list[tuple[str, re.Pattern[str], tuple[str, str]]] = [
     ("POST", re.compile(r"^/(?:requests|offersets)/?$"), _OFFER_SET),
-    ("GET", re.compile(r"^/offersets/[^/]+/?$"), _OFFER_SET),
+    ("*", re.compile(r"^/offersets/[^/]+/?$"), _OFFER_SET),
+    ("GET", re.compile(r"^/sessions/?$"), ("sessions", "SessionList")),
+    ("GET", re.compile(r"^/offersets/?$"), ("offersets", "OfferSetList")),
     ("*", _SESSION_PATH, _SESSION),
     ("POST", re.compile(r"^/(?:direct|sessions)/?$"), _SESSION),
     ("GET", re.compile(r"^/node/?$"), ("node", "NodeDescription")),
@@ -147,7 +151,7 @@ def xml_answer(method: str, path: str) -> tuple[str, str] | None:
 
 def _xml_request_schema(path: str) -> Any:
     path = path.rstrip("/") or "/"
-    return XML_UPDATE_SCHEMA if _SESSION_PATH.match(path) else XML_REQUEST_SCHEMA
+    return XML_UPDATE_SCHEMA if _UPDATE_PATH.match(path) else XML_REQUEST_SCHEMA
 
 
 def _typed_update_value(document: Any) -> Any:
@@ -237,7 +241,7 @@ class ContentNegotiation:
         """A request body as canonical JSON (run on a body worker: it may take a while)."""
         xml_schema = (spec_schemas(), _xml_request_schema(path))
         parsed = parse_body(raw, content_type, self.limits, xml_schema)
-        if is_xml(media_type(content_type)) and _SESSION_PATH.match(path):
+        if is_xml(media_type(content_type)) and _UPDATE_PATH.match(path):
             parsed = _typed_update_value(parsed)
         document = normalise(parsed)
         try:
