@@ -1,0 +1,5 @@
+"""``python -m client``: the client command line."""
+
+from .app import main
+
+main()
