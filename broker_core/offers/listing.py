@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_
+from sqlalchemy import and_, case, exists, func, or_, tuple_
 from sqlmodel import select
 
 from .. import pages
@@ -66,13 +66,9 @@ def _open_offer(now: int) -> Any:
     )
 
 
-def list_offersets(
-    broker: Broker, filters: OfferSetFilters, *, limit: int, cursor: str | None
-) -> dict[str, Any]:
-    limit = pages.bounded(limit)
-    made_for = filters.digest_of()
-    after = pages.decode_cursor(cursor, made_for)
-    now = int(time.time())
+def offersets_query(filters: OfferSetFilters, after: pages.Key | None, limit: int, now: int) -> Any:
+    """The query of a page: the filtered offer sets after the key ``after``, in order, and
+    one more (to tell whether there is a next page)."""
     query = select(OfferSet)
     if filters.owner is not None:
         column = OfferSet.owner
@@ -91,12 +87,19 @@ def list_offersets(
         query = query.where(OfferSet.created_at >= filters.start)
     if filters.end is not None:
         query = query.where(OfferSet.created_at < filters.end)
-    if after is not None:
-        at, uuid = after
-        query = query.where(
-            or_(OfferSet.created_at > at, and_(OfferSet.created_at == at, OfferSet.uuid > uuid))
-        )
-    query = query.order_by(OfferSet.created_at, OfferSet.uuid).limit(limit + 1)  # type: ignore[arg-type]
+    order = (OfferSet.created_at, OfferSet.uuid)
+    if after is not None:  # a row value: one index condition on both databases
+        query = query.where(tuple_(*order) > tuple_(*after))
+    return query.order_by(*order).limit(limit + 1)  # type: ignore[arg-type]
+
+
+def list_offersets(
+    broker: Broker, filters: OfferSetFilters, *, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    limit = pages.bounded(limit)
+    made_for = filters.digest_of()
+    now = int(time.time())
+    query = offersets_query(filters, pages.decode_cursor(cursor, made_for), limit, now)
     with broker.db.read() as session:
         rows = list(session.exec(query))
         more, rows = len(rows) > limit, rows[:limit]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, tuple_
+from sqlalchemy import or_, tuple_
 from sqlmodel import select
 
 from .. import pages
@@ -96,13 +96,9 @@ def _on_pools(pools: Sequence[str]) -> Any:
     return ExecutionSession.uuid.in_(booked)  # type: ignore[attr-defined]
 
 
-def list_sessions(
-    broker: Broker, filters: SessionFilters, *, limit: int, cursor: str | None
-) -> dict[str, Any]:
-    """A page of sessions (``pages.page``), after ``cursor``."""
-    limit = pages.bounded(limit)
-    made_for = filters.digest_of()
-    after = pages.decode_cursor(cursor, made_for)
+def sessions_query(filters: SessionFilters, after: pages.Key | None, limit: int) -> Any:
+    """The query of a page: the filtered sessions after the key ``after``, in order, and one
+    more (to tell whether there is a next page)."""
     query = select(ExecutionSession)
     if filters.owner is not None:
         query = query.where(_owned_by(filters.owner))
@@ -114,16 +110,19 @@ def list_sessions(
         query = query.where(ExecutionSession.start_at < filters.end)
     if filters.pools:
         query = query.where(_on_pools(filters.pools))
-    if after is not None:
-        at, uuid = after
-        query = query.where(
-            or_(
-                ExecutionSession.start_at > at,
-                and_(ExecutionSession.start_at == at, ExecutionSession.uuid > uuid),
-            )
-        )
-    order = tuple_(ExecutionSession.start_at, ExecutionSession.uuid)
-    query = query.order_by(*order.clauses).limit(limit + 1)  # one more: is there a next page?
+    order = (ExecutionSession.start_at, ExecutionSession.uuid)
+    if after is not None:  # a row value: one index condition on both databases
+        query = query.where(tuple_(*order) > tuple_(*after))
+    return query.order_by(*order).limit(limit + 1)  # type: ignore[arg-type]
+
+
+def list_sessions(
+    broker: Broker, filters: SessionFilters, *, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of sessions (``pages.page``), after ``cursor``."""
+    limit = pages.bounded(limit)
+    made_for = filters.digest_of()
+    query = sessions_query(filters, pages.decode_cursor(cursor, made_for), limit)
     with broker.db.read() as session:
         rows = list(session.exec(query))
     more, rows = len(rows) > limit, rows[:limit]
