@@ -618,13 +618,18 @@ def watch(
 
 
 def new_output(before: str, now: str) -> str:
-    """What ``now`` adds to ``before``: the node keeps the last MiB of the output, so once it
-    is that long the text no longer grows at its end alone."""
+    """What ``now`` adds to ``before``. The node keeps the last MiB of the output, so once it is
+    that long ``now`` is a tail of ``before`` and then the new text: the longest such tail is
+    found from where ``now``'s first line (or 256 characters) occurs in ``before``."""
     if now.startswith(before):
         return now[len(before) :]
-    tail = before[-4096:]
-    at = now.rfind(tail) if tail else -1
-    return now[at + len(tail) :] if at >= 0 else now
+    anchor = now[: min(256, now.find("\n") + 1 or len(now))]
+    at = before.find(anchor) if anchor else -1
+    while at >= 0:
+        if now.startswith(before[at:]):
+            return now[len(before) - at :]
+        at = before.find(anchor, at + 1)
+    return now
 
 
 @app.command()

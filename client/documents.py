@@ -161,8 +161,8 @@ def _named_day(word: str, local_now: datetime) -> datetime | None:
 def parse_window(text: str, now: datetime, zone: tzinfo) -> str:
     """When the session may start, as the ISO-8601 interval the standard takes: ``FROM..TO``
     (``tomorrow 09:00..12:00``: the end on the start's day, or the next when earlier;
-    ``now..+3h``; ``2026-12-02 09:00..2026-12-03 18:00``), or an ISO interval as it is
-    (``2026-12-02T09:00Z/PT3H``)."""
+    ``now..+3h``: ``+D`` is D after the start; ``2026-12-02 09:00..2026-12-03 18:00``), or an
+    ISO interval as it is (``2026-12-02T09:00Z/PT3H``)."""
     value = text.strip()
     if "/" in value and ".." not in value:
         head, _, tail = value.partition("/")
