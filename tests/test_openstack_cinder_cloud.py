@@ -19,10 +19,8 @@ the image. The servers are booted without a network (``networks: none``).
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openstack
@@ -30,12 +28,10 @@ import pytest
 from openstack import exceptions
 
 from tests.conftest import unavailable
+from tests.openstack_cloud import CLOUD, IMAGE, admin_connection
 
 pytestmark = pytest.mark.slow  # a real cloud: servers and volumes come and go
 
-CLOUD = os.environ.get("OS_CLOUD", "ci-openstack")
-CLOUDS_FILE = os.environ.get("OS_CLIENT_CONFIG_FILE", "/tmp/ci-openstack/clouds.yaml")
-IMAGE = os.environ.get("EBROKER_OS_TEST_IMAGE", "tiny-raw")
 WAIT = {"interval": 0.5, "wait": 120}
 PREFIX = "ebroker-cinder-test-"
 
@@ -43,15 +39,7 @@ PREFIX = "ebroker-cinder-test-"
 @pytest.fixture(scope="module")
 def conn() -> Iterator[openstack.connection.Connection]:
     """An admin connection to a cloud with Compute and Block Storage v3 in its catalog."""
-    if not Path(CLOUDS_FILE).is_file():
-        unavailable(f"no clouds.yaml at {CLOUDS_FILE} (run .ci/setup-openstack.sh)")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS_FILE
-    try:
-        connection = openstack.connect(cloud=CLOUD)
-        connection.authorize()
-        list(connection.compute.servers(limit=1))
-    except Exception as exc:
-        unavailable(f"OpenStack cloud {CLOUD} unreachable: {type(exc).__name__}: {exc}")
+    connection = admin_connection()
     try:
         list(connection.block_storage.volumes(limit=1))
     except Exception as exc:

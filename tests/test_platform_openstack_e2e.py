@@ -49,6 +49,7 @@ from platforms.openstack.kinds import VIRTUAL_MACHINE
 from platforms.registry import build_platforms
 from tests.conftest import COMPUTE, DOCKER, unavailable
 from tests.nodes import Node, start_node
+from tests.openstack_cloud import CLOUD, CLOUDS_FILE, IMAGE, admin_connection
 from tests.test_platforms_e2e import CANCEL, FAST, messages, wait_phase
 from tests.test_platforms_e2e import book as book_on
 
@@ -56,10 +57,6 @@ BOOKED: list[str] = []  # every session the tests booked, so that nothing is lef
 
 pytestmark = pytest.mark.slow  # real node processes and a real cloud
 
-CI_CLOUDS = "/tmp/ci-openstack/clouds.yaml"
-CLOUD = os.environ.get("OS_CLOUD", "ci-openstack")
-CLOUDS_FILE = os.environ.get("OS_CLIENT_CONFIG_FILE", CI_CLOUDS)
-IMAGE = os.environ.get("EBROKER_OS_TEST_IMAGE", "tiny-raw")
 NETWORK = os.environ.get("EBROKER_OS_TEST_NETWORK", "ebroker-test-net")
 # an external network routed to NETWORK, for floating IPs (made, with its router, when missing)
 FLOATING_POOL = os.environ.get("EBROKER_OS_TEST_FLOATING_POOL", "ebroker-test-public")
@@ -79,15 +76,7 @@ def ssh_key() -> str:
 @pytest.fixture(scope="module")
 def conn() -> Iterator[openstack.connection.Connection]:
     """An admin connection to the cloud, with the test network and image there."""
-    if not Path(CLOUDS_FILE).is_file():
-        unavailable(f"no clouds.yaml at {CLOUDS_FILE} (run .ci/setup-openstack.sh)")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = CLOUDS_FILE
-    try:
-        connection = openstack.connect(cloud=CLOUD)
-        connection.authorize()
-        list(connection.compute.servers(limit=1))
-    except Exception as exc:
-        unavailable(f"OpenStack cloud {CLOUD} unreachable: {type(exc).__name__}: {exc}")
+    connection = admin_connection()
     if connection.image.find_image(IMAGE) is None:
         unavailable(f"image {IMAGE} is not in cloud {CLOUD}")
     network = connection.network.find_network(NETWORK)
