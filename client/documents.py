@@ -243,9 +243,9 @@ def request_document(
             exe = {"kind": EXECUTABLES[executable]}
         exe["image"] = {"locations": [image]}
         doc["executable"] = exe
-    if "executable" not in doc:
+    if base is None and "executable" not in doc:
         raise DocumentError("nothing to execute: give a request FILE, --image or --notebook")
-    exe = doc["executable"]
+    exe = doc.get("executable")  # a file's document is the node's to judge
     if command:
         if not isinstance(exe, dict) or "notebook" in str(exe.get("kind", "")):
             raise DocumentError("--command needs a container executable (--image)")

@@ -10,7 +10,9 @@ inside functions and under ``TYPE_CHECKING`` count too):
   engine, sessions, lifecycle or HTTP app (a policy reads those through its ``PolicyHost``);
 - the contracts do not import the node (``Broker``) back, nor anything of its machinery;
 - the booking table (``booking/``) imports nothing of the offers (``offers/``);
-- the node takes ``Identity`` from its own room, ``broker_core/identity.py``.
+- the node takes ``Identity`` from its own room, ``broker_core/identity.py``;
+- the client (``client``, the user's command line) is a client of the wire format only: it
+  imports nothing of the server packages, and none of them imports it.
 
 tests/test_rooms.py has the rules of the other rooms (staging, host pools, time formats).
 """
@@ -140,3 +142,30 @@ def test_the_node_takes_identities_from_its_own_room(path: Path) -> None:
         for alias in node.names
     }
     assert not borrowed & {"Identity", "ANONYMOUS", "ANONYMOUS_IDENTITY", "memberships"}
+
+
+SERVER = {"broker_core", "aggregator", "platforms", "policies", "ebroker"}
+
+
+@pytest.mark.parametrize("path", modules("client"), ids=module_of)
+def test_the_client_speaks_only_the_wire_format(path: Path) -> None:
+    """``client`` talks to a node or an aggregator over HTTP, as any user's program would; it
+    shares no code with them, so it can be installed and versioned on its own."""
+    assert {n for n in imports_of(path) if within(n, SERVER)} == set()
+
+
+@pytest.mark.parametrize(
+    "path", [p for package in sorted(SERVER) for p in modules(package)], ids=module_of
+)
+def test_no_server_package_imports_the_client(path: Path) -> None:
+    assert {n for n in imports_of(path) if within(n, {"client"})} == set()
+
+
+def test_the_client_rule_sees_the_client() -> None:
+    """The rule is no empty loop: the client's modules are found, and their imports read."""
+    assert {module_of(p) for p in modules("client")} >= {
+        "client.app",
+        "client.api",
+        "client.documents",
+    }
+    assert "client.api" in imports_of(ROOT / "client" / "app.py")
