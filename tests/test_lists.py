@@ -18,10 +18,11 @@ from starlette.testclient import TestClient
 from broker_core.broker import Broker
 from broker_core.db.tables import Booking
 from broker_core.http.app import SPEC_DOCUMENT, create_app
+from broker_core.node import build_broker
 from broker_core.offers.listing import OfferSetFilters, offersets_query
 from broker_core.pages import MAX_LIMIT
 from broker_core.sessions.listing import SessionFilters, sessions_query
-from tests.conftest import ACCEPT, POOL_CONFIG, request_doc
+from tests.conftest import ACCEPT, POOL_CONFIG, make_config, request_doc
 from tests.oidc_issuer import OidcIssuer
 
 REJECT = {**ACCEPT, "value": "REJECTED"}
@@ -42,37 +43,59 @@ def issuer() -> Iterator[OidcIssuer]:
         yield oidc
 
 
+def node_settings(issuer: OidcIssuer) -> dict[str, Any]:
+    return {
+        "platforms": PLATFORMS,
+        "auth": {**issuer.auth_config(), "admin_groups": ["test:admins"]},
+        # the tests hold as much as they like, and asking twice makes two offer sets
+        "holds": {"caller": {}, "anonymous": {}, "replace": False},
+    }
+
+
+def serve(broker: Broker) -> TestClient:
+    client = TestClient(create_app(broker, reaper=False, lifecycle=False),
+                        raise_server_exceptions=False)  # fmt: skip
+    client.__enter__()
+    return client
+
+
 @pytest.fixture
 def make_node(
     issuer: OidcIssuer, broker_factory: Callable[..., Broker]
-) -> Callable[[str], tuple[TestClient, Broker]]:
+) -> Iterator[Callable[[str], tuple[TestClient, Broker]]]:
     clients: list[TestClient] = []
 
     def make(database_url: str) -> tuple[TestClient, Broker]:
-        broker = broker_factory(
-            database_url,
-            platforms=PLATFORMS,
-            auth={**issuer.auth_config(), "admin_groups": ["test:admins"]},
-            # the tests hold as much as they like, and asking twice makes two offer sets
-            holds={"caller": {}, "anonymous": {}, "replace": False},
-        )
-        client = TestClient(create_app(broker, reaper=False, lifecycle=False),
-                            raise_server_exceptions=False)  # fmt: skip
-        client.__enter__()
-        clients.append(client)
-        return client, broker
+        broker = broker_factory(database_url, **node_settings(issuer))
+        clients.append(serve(broker))
+        return clients[-1], broker
 
     yield make
     for client in clients:
         client.__exit__(None, None, None)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def users(issuer: OidcIssuer) -> dict[str, dict[str, str]]:
     def bearer(sub: str, *groups: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issuer.token(sub=sub, groups=groups)}"}
+        token = issuer.token(sub=sub, groups=groups, expires_in=3600)
+        return {"Authorization": f"Bearer {token}"}
 
     return {"alice": bearer("alice"), "bob": bearer("bob"), "root": bearer("root", "admins")}
+
+
+@pytest.fixture(scope="module")
+def shared(
+    issuer: OidcIssuer, users: dict[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """One node for the cases that only read (each a row of a table): bob has an offer set."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('lists') / 'shared.db'}"
+    broker = build_broker(make_config(url, **node_settings(issuer)))
+    client = serve(broker)
+    ask(client, users["bob"])
+    yield client
+    client.__exit__(None, None, None)
+    broker.close()
 
 
 @pytest.fixture
@@ -163,9 +186,8 @@ def test_users_see_only_their_own_and_admins_see_everyone(node, users) -> None:
         ("/offersets", None, None, 401),
     ],
 )  # fmt: skip
-def test_owner_filter_permissions(node, users, path, who, owner, status) -> None:
-    client, _ = node
-    ask(client, users["bob"])
+def test_owner_filter_permissions(shared, users, path, who, owner, status) -> None:
+    client = shared
     params = {"owner": owner} if owner else {}
     r = client.get(path, params=params, headers=users[who] if who else {})
     assert r.status_code == status, r.text
@@ -372,8 +394,8 @@ BAD = [
 
 
 @pytest.mark.parametrize(("path", "params", "parameter"), BAD)
-def test_bad_parameters_are_a_400_naming_the_parameter(node, users, path, params, parameter):
-    client, _ = node
+def test_bad_parameters_are_a_400_naming_the_parameter(shared, users, path, params, parameter):
+    client = shared
     r = client.get(path, params=params, headers=users["alice"])
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
