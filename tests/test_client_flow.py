@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -203,6 +204,29 @@ def test_extend_and_cancel(node, home, tokens) -> None:
     assert "409" in refused.stderr and "CANCELLED" in refused.stderr
     # another caller's session is not found
     assert eb(node, home, tokens["bob"], "show", uuid).exit_code == 1
+
+
+def test_ctrl_c_stops_the_watch_not_the_session(node, home, tokens) -> None:
+    alice = tokens["alice"]
+    offers = parsed(eb(node, home, alice, "request", "--image", IMAGE, "--duration", "5m",
+                       "--window", "+8h..+9h", "-o", "json"))  # fmt: skip
+    uuid = offers["offers"][0]["meta"]["uuid"]
+    assert eb(node, home, alice, "accept", uuid).exit_code == 0
+    env = {**os.environ, **home, "EBROKER_URL": node.url, "EBROKER_TOKEN": alice}
+    watch = subprocess.Popen([sys.executable, "-m", "client", "watch", uuid], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert watch.stdout is not None
+    first = watch.stdout.readline()  # it is watching
+    assert first.split()[-1] in ("ACCEPTED", "WAITING"), first
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 130, out + err
+    assert f"stopped watching {uuid}; the session goes on" in err and "Traceback" not in err
+    assert parsed(eb(node, home, alice, "show", uuid, "-o", "json"))["phase"] in (
+        "ACCEPTED",
+        "WAITING",
+    )
+    assert eb(node, home, alice, "cancel", uuid).exit_code == 0
 
 
 def test_the_lists_page_through_the_cursor(node, home, tokens, issuer) -> None:

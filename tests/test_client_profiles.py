@@ -203,3 +203,25 @@ def test_login_needs_an_issuer_and_a_reachable_one(home, tmp_path: Path) -> None
     assert result.exit_code == 2 and "no issuer" in result.output
     result = runner.invoke(app, ["login", "--issuer", "http://127.0.0.1:9"], env=home)
     assert result.exit_code == 3 and "cannot reach the issuer" in result.output
+
+
+def test_an_expired_login_is_refreshed_before_the_call(home, issuer: OidcIssuer) -> None:
+    tokens = issuer._tokens("frank", ("astro",))
+    profiles.save_login(home, "west", {**oidc.stored(tokens, issuer.url, "eb-test", now=0),
+                                       "expires_at": 1.0})  # fmt: skip
+    runner = CliRunner()
+    # a dry run sends nothing to the broker, but resolves the token it would send
+    result = runner.invoke(
+        app, ["--profile", "west", "request", "--image", "x", "--dry-run"], env=home
+    )
+    assert result.exit_code == 0, result.output
+    stored = profiles.load_login(home, "west")
+    assert stored["refresh_token"] != tokens["refresh_token"] and stored["expires_at"] > 1000
+    assert stored["access_token"] not in result.output
+    # a refresh token the issuer no longer takes: log in again
+    profiles.save_login(home, "west", {**stored, "expires_at": 1.0})
+    issuer.refresh_tokens.clear()
+    result = runner.invoke(
+        app, ["--profile", "west", "request", "--image", "x", "--dry-run"], env=home
+    )
+    assert result.exit_code == 1 and "login again" in result.output
