@@ -224,4 +224,4 @@ def test_an_expired_login_is_refreshed_before_the_call(home, issuer: OidcIssuer)
     result = runner.invoke(
         app, ["--profile", "west", "request", "--image", "x", "--dry-run"], env=home
     )
-    assert result.exit_code == 1 and "login again" in result.output
+    assert result.exit_code == 1 and "login` again" in result.output
