@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ from broker_core.sessions.views import wire_messages
 from .upstreams import Upstream, UpstreamError
 
 CURSOR_VERSION = 1
+MAX_CURSOR_JSON = 2**16  # what a cursor may inflate to: a forged one cannot be a zip bomb
 # the most upstream pages one answer reads from one upstream (skipping what was taken before)
 MAX_PAGES_PER_UPSTREAM = 3
 _SCHEMAS = SPEC_DOCUMENT["components"]["schemas"]
@@ -83,16 +85,19 @@ class Fetched:
 
 
 def encode_cursor(positions: Mapping[str, Position], filters: Mapping[str, Any]) -> str:
+    """Each upstream's position, compressed (the upstreams' own cursors repeat their filters'
+    digest and the key): a federation of dozens of upstreams keeps to the spec's cursor length."""
     state = {name: [p.cursor, list(p.taken) if p.taken else None] for name, p in positions.items()}
     raw = json.dumps({"v": CURSOR_VERSION, "f": pages.digest(filters), "u": state},
                      separators=(",", ":"))  # fmt: skip
-    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).rstrip(b"=").decode()
 
 
 def decode_cursor(cursor: str, filters: Mapping[str, Any]) -> dict[str, Position]:
     """The upstreams still to be listed, and where; a foreign cursor is a 400 naming it."""
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        packed = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(zlib.decompressobj().decompress(packed, MAX_CURSOR_JSON))
         version, made_for, state = data["v"], data["f"], data["u"]
         positions = {}
         for name, (at, taken) in state.items():
@@ -100,7 +105,8 @@ def decode_cursor(cursor: str, filters: Mapping[str, Any]) -> dict[str, Position
                 raise TypeError
             key = (int(taken[0]), str(taken[1])) if taken is not None else None
             positions[name] = Position(at, key)
-    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, IndexError):
+    except (binascii.Error, zlib.error, ValueError, TypeError, KeyError, AttributeError,
+            IndexError):  # fmt: skip
         raise ParameterInvalid("cursor", "not a cursor of this list") from None
     if version != CURSOR_VERSION:
         raise ParameterInvalid("cursor", "not a cursor of this list")

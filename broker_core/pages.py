@@ -35,7 +35,8 @@ def digest(filters: Mapping[str, Any]) -> str:
 
 
 def encode_cursor(key: Key, filters: Mapping[str, Any]) -> str:
-    raw = json.dumps({"v": CURSOR_VERSION, "k": list(key), "f": digest(filters)})
+    raw = json.dumps({"v": CURSOR_VERSION, "k": list(key), "f": digest(filters)},
+                     separators=(",", ":"))  # fmt: skip
     return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
 
 

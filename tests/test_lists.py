@@ -383,7 +383,7 @@ BAD = [
     ("/sessions", {"owner": "o" * 256}, "owner"),
     ("/sessions", {"cursor": "not a cursor!"}, "cursor"),
     ("/sessions", {"cursor": "bm9wZQ"}, "cursor"),
-    ("/sessions", {"cursor": "x" * 2049}, "cursor"),
+    ("/sessions", {"cursor": "x" * 8193}, "cursor"),
     ("/sessions", {"sort": "start"}, "sort"),
     ("/offersets", {"state": "pending"}, "state"),
     ("/offersets", {"result": "MAYBE"}, "result"),

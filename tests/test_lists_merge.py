@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import random
+import uuid as uuidlib
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -15,9 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from aggregator.listing import SESSIONS, merged_list
+from aggregator.listing import SESSIONS, Position, decode_cursor, encode_cursor, merged_list
 from aggregator.upstreams import Answer, UpstreamError
+from broker_core import pages as node_pages
 from broker_core.errors import Forbidden, ParameterInvalid
+from broker_core.http.app import SPEC_DOCUMENT
 
 EPOCH = datetime(2026, 12, 1, tzinfo=UTC)
 FILTERS: dict[str, Any] = {"phase": None, "from": None, "to": None, "pool": None, "owner": None}
@@ -60,12 +63,14 @@ class FakeNode:
         limit = int(query["limit"][0])
         ordered = sorted(self.items, key=key)
         if "cursor" in query:
-            after = tuple(json.loads(base64.urlsafe_b64decode(query["cursor"][0])))
+            after = tuple(json.loads(base64.urlsafe_b64decode(query["cursor"][0]))["k"])
             ordered = [i for i in ordered if key(i) > after]
         page = ordered[:limit]
         doc: dict[str, Any] = {"items": page, "limit": limit}
-        if len(ordered) > limit:
-            doc["next"] = base64.urlsafe_b64encode(json.dumps(key(page[-1])).encode()).decode()
+        if len(ordered) > limit:  # as long as a node's, and as random (its uuids)
+            cursor = {"v": 1, "k": key(page[-1]), "f": uuidlib.uuid4().hex[:16],
+                      "r": str(uuidlib.uuid4())}  # fmt: skip
+            doc["next"] = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
         return Answer(200, doc)
 
 
@@ -235,3 +240,18 @@ def test_a_cursor_is_checked() -> None:
     with pytest.raises(ParameterInvalid, match="other filters"):
         asyncio.run(merged_list(service, SESSIONS, {**FILTERS, "phase": ["OFFERED"]}, limit=1,
                                 cursor=cursor, token="t"))  # fmt: skip
+
+
+def test_a_cursor_over_many_upstreams_keeps_to_the_specs_length() -> None:
+    """60 upstreams, each at a node's own cursor (random uuids: little to compress)."""
+    most = SPEC_DOCUMENT["components"]["parameters"]["cursor"]["schema"]["maxLength"]
+    positions = {
+        f"site-{k:02d}.example.org": Position(
+            node_pages.encode_cursor((1_800_000_000 + k, str(uuidlib.uuid4())), {"owner": "x"}),
+            (1_800_000_000, str(uuidlib.uuid4())),
+        )
+        for k in range(60)
+    }
+    cursor = encode_cursor(positions, FILTERS)
+    assert len(cursor) < most, len(cursor)
+    assert decode_cursor(cursor, FILTERS) == positions
