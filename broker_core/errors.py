@@ -71,6 +71,14 @@ class CannotStart(Conflict):
 
 
 @dataclass
+class CapacityConflict(Conflict):
+    """A change to a pool's capacity that its bookings would no longer fit (409): each
+    stretch of time where they would not, with the sessions booked in it (``conflicts``)."""
+
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class UpstreamUnavailable(BrokerError):
     """An aggregator's upstream holding the resource could not be asked: 502, or 504 when it
     did not answer in time."""

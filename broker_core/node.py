@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
+from .admin.pools import pool_state
 from .booking import ledger
 from .broker import Broker
 from .config import UNITS, NodeConfig, PoolConfig
@@ -130,6 +131,7 @@ def describe(broker: Broker) -> dict[str, Any]:
     with broker.db.read() as session:
         pools = list(session.exec(select(ResourcePool).where(ResourcePool.enabled)))
         inventories = list(session.exec(select(Inventory)))
+        states = {pool.id: admin_state(session, pool, int(time.time())) for pool in pools}
     by_pool: dict[int | None, dict[str, Any]] = {}
     for inv in inventories:
         by_pool.setdefault(inv.pool_id, {})[inv.resource_class] = {
@@ -155,6 +157,7 @@ def describe(broker: Broker) -> dict[str, Any]:
                     {
                         "name": pool.name,
                         "generation": pool.generation,
+                        **states[pool.id],
                         "inventories": by_pool.get(pool.id, {}),
                     }
                     for pool in pools
@@ -171,6 +174,13 @@ def describe(broker: Broker) -> dict[str, Any]:
             "max_duration_seconds": int(offers.max_duration.total_seconds()),
         },
     }
+
+
+def admin_state(session: Session, pool: ResourcePool, now: int) -> dict[str, Any]:
+    """What the admins did to a pool, for everyone to see: drained or open (why, by whom,
+    since when), its inventory override, its maintenance windows not yet over."""
+    state = pool_state(session, pool, now)
+    return {k: state[k] for k in ("state", "drain", "override", "maintenance") if k in state}
 
 
 def database_ready(broker: Broker) -> tuple[bool, str]:

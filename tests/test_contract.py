@@ -11,6 +11,9 @@ schema-valid document may still rightly get a 400 naming the offending field.
 
 from __future__ import annotations
 
+import base64
+
+import argon2
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -64,3 +67,33 @@ covered.config.phases.stateful.enabled = False
 @SETTINGS
 def test_every_keyword_of_the_request_document_is_covered(case):
     case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+
+# The admin operations, called as an admin (a Basic user of an admin group), so that their
+# answers past the 403 are fuzzed too: the spec's examples name the node's pool (sim/main).
+_FAST = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+ADMIN = {"Authorization": "Basic " + base64.b64encode(b"root:contract").decode()}
+
+
+def _admin_app():
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ebroker-contract-admin-")
+    database = {"url": f"sqlite:///{folder}/contract.db", "sqlite_synchronous": "OFF"}
+    auth = {
+        "admin_groups": ["basic:admins"],
+        "basic": {"users": [{"name": "root", "password_hash": _FAST.hash("contract"),
+                             "groups": ["admins"]}]},
+    }  # fmt: skip
+    broker = build_broker(make_config("", database=database, auth=auth))
+    return create_app(broker, reaper=False)
+
+
+administered = schemathesis.openapi.from_asgi("/openapi.json", _admin_app()).include(tag="admin")
+administered.config.phases.coverage.enabled = False
+
+
+@administered.parametrize()
+@SETTINGS
+def test_the_admin_operations_honour_their_spec_for_an_admin(case):
+    case.call_and_validate(headers=ADMIN, excluded_checks=[positive_data_acceptance])

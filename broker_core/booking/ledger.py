@@ -28,11 +28,13 @@ from ..db.tables import (
     RELEASED,
     Allocation,
     Booking,
+    ExecutionSession,
     Inventory,
+    PoolOverride,
     ResourcePool,
 )
 from .cache import UsageCache
-from .pools import InventoryView, PoolView, Slot
+from .pools import Drain, InventoryView, PoolView, Slot
 from .timeline import Claim, Usage
 
 
@@ -42,7 +44,8 @@ def pool_key(platform: str, pool: str) -> str:
 
 def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now: int) -> None:
     """Make the pool rows of one platform match its configuration (pools are never deleted:
-    bookings refer to them; a pool that left the config is disabled)."""
+    bookings refer to them; a pool that left the config is disabled), with each pool's admin
+    override (``PoolOverride``) applied on top of what the platform gives."""
     wanted = {pool_key(platform, p.name): p for p in pools}
     existing = {
         row.name: row
@@ -60,37 +63,57 @@ def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now
             session.add(row)
             session.flush()
         row.enabled = True
-        inventories = {
-            inv.resource_class: inv
-            for inv in session.exec(select(Inventory).where(Inventory.pool_id == row.id))
-        }
-        changed = False
-        for resource_class, inv_config in config.inventories.items():
-            inv = inventories.pop(resource_class, None) or Inventory(
-                pool_id=row.id, resource_class=resource_class, total=0
-            )
-            values = inv_config.model_dump()
-            if any(getattr(inv, k) != v for k, v in values.items()):
-                for k, v in values.items():
-                    setattr(inv, k, v)
-                session.add(inv)
-                changed = True
-        for stale in inventories.values():
-            session.delete(stale)
-            changed = True
-        if changed:
+        override = session.get(PoolOverride, row.id)
+        values = overridden(
+            {c: inv.model_dump() for c, inv in config.inventories.items()},
+            override.inventories if override else {},
+        )
+        if set_inventories(session, row, values):
             row.generation += 1
             row.updated_at = now
         session.add(row)
 
 
+def overridden(
+    given: dict[str, dict[str, Any]], override: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Each class's inventory fields as the platform (or config) gives them, with an admin's
+    override of some fields on top. An override of a class the pool no longer has is left out
+    (it stays stored, and applies again if the class comes back)."""
+    return {c: {**fields, **override.get(c, {})} for c, fields in given.items()}
+
+
+def set_inventories(session: Session, row: ResourcePool, values: dict[str, dict[str, Any]]) -> bool:
+    """Make a pool's inventory rows these (class -> fields); whether any changed. The caller
+    bumps the pool's generation when they did."""
+    inventories = {
+        inv.resource_class: inv
+        for inv in session.exec(select(Inventory).where(Inventory.pool_id == row.id))
+    }
+    changed = False
+    for resource_class, fields in values.items():
+        inv = inventories.pop(resource_class, None) or Inventory(
+            pool_id=row.id, resource_class=resource_class, total=0
+        )
+        if inv.id is None or any(getattr(inv, k) != v for k, v in fields.items()):
+            for k, v in fields.items():
+                setattr(inv, k, v)
+            session.add(inv)
+            changed = True
+    for stale in inventories.values():
+        session.delete(stale)
+        changed = True
+    return changed
+
+
 # The statements of every request are built once: building SQLAlchemy expressions per call
-# costs more than running them.
+# costs more than running them. A drained pool is locked by no claim: it takes none.
 _LOCK_POOLS = (
     select(ResourcePool.id, ResourcePool.generation)
     .where(
         ResourcePool.platform.in_(bindparam("platforms", expanding=True)),  # type: ignore[attr-defined]
         ResourcePool.enabled,
+        ResourcePool.drained_at.is_(None),  # type: ignore[union-attr]
     )
     .order_by(ResourcePool.id)
     .with_for_update()
@@ -124,6 +147,9 @@ _POOLS = (
         ResourcePool.platform,
         ResourcePool.generation,
         ResourcePool.longest_booking,
+        ResourcePool.drained_at,
+        ResourcePool.drained_by,
+        ResourcePool.drain_reason,
         Inventory.resource_class,
         Inventory.total,
         Inventory.reserved,
@@ -142,8 +168,8 @@ _POOLS = (
 
 
 def lock_pools(session: Session, platforms: Sequence[str]) -> dict[int, int]:
-    """Take the row locks of these platforms' pools (in id order, so lockers cannot deadlock);
-    their generations as they are now."""
+    """Take the row locks of these platforms' pools that may be claimed on (in id order, so
+    lockers cannot deadlock; drained pools are left out); their generations as they are now."""
     rows = session.connection().execute(_LOCK_POOLS, {"platforms": list(platforms)}).all()
     return {pool_id: generation for pool_id, generation in rows}
 
@@ -175,7 +201,8 @@ def load_pools(
     now: int = 0,
 ) -> list[PoolView]:
     """Enabled pools of these platforms with their usage over ``window`` (of the given
-    resource classes only, when given: the others would be swept for nothing).
+    resource classes only, when given: the others would be swept for nothing). Drained pools
+    are among them, marked (``view.drain``): the search leaves them out and says why.
 
     With a ``cache`` the claims come from it, caught up to the pools' generations in this
     session's snapshot; a view's ``generation`` is the one its usage was read at.
@@ -185,10 +212,13 @@ def load_pools(
     connection = session.connection()
     rows = connection.execute(_POOLS, {"platforms": list(platforms)}).all()
     for row in rows:
-        pool_id, name, platform, generation, pool_longest, resource_class, *inv = row
+        pool_id, name, platform, generation, pool_longest, drained_at, *rest = row
+        drained_by, drain_reason, resource_class, *inv = rest
         view = views.get(pool_id)
         if view is None:
             view = views[pool_id] = PoolView(pool_id, name, platform, {}, generation=generation)
+            if drained_at is not None:
+                view.drain = Drain(drained_at, drained_by, drain_reason)
             longest = max(longest, pool_longest)
         total, reserved, ratio, min_unit, max_unit, step = inv
         view.inventories[resource_class] = InventoryView(
@@ -518,6 +548,7 @@ _FIRM_CLAIMS = (
         Booking.start_at,
         Booking.end_at,
         Booking.session_uuid,
+        Booking.maintenance_uuid,
     )
     .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
     .join(ResourcePool, ResourcePool.id == Allocation.pool_id)  # type: ignore[arg-type]
@@ -539,9 +570,9 @@ def overbookings(
     unless its platform is one of ``unknown`` (whose pools could not be read): those are left
     out. The bookings stand; this only says where, for the admin to decide."""
     claims: dict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
-    for name, resource_class, amount, start, end, uuid in session.connection().execute(
-        _FIRM_CLAIMS, {"now": now}
-    ):
+    rows = session.connection().execute(_FIRM_CLAIMS, {"now": now})
+    for name, resource_class, amount, start, end, session_uuid, window in rows:
+        uuid = session_uuid or f"maintenance {window}"
         if name in capacities or name.split("/", 1)[0] not in set(unknown):
             claims[(name, resource_class)].append((max(start, now), end, amount, uuid))
     found = []
@@ -559,3 +590,136 @@ def overbookings(
             Overbooking(name, resource_class, capacity, needed, at, sessions, name in capacities)
         )
     return found
+
+
+def lock_all_pools(session: Session) -> dict[int, int]:
+    """Every pool's row lock, in id order (the order every locker of several takes), and the
+    generations as they are now: what an admin's change to a pool's claims or capacity takes
+    first, so that it is serialised with every claim, accept and expiry."""
+    return dict(session.connection().execute(_LOCK_ALL_POOLS).all())
+
+
+def insert_maintenance(
+    session: Session,
+    maintenance_uuid: str,
+    pieces: Sequence[tuple[int, int, dict[str, int]]],
+    *,
+    pool_id: int,
+    generations: dict[int, int],
+    now: int,
+) -> None:
+    """Book a maintenance window's pieces ((start, end, amount per class)) on its (locked)
+    pool as CONFIRMED bookings of no session, then move the pool to its next generation."""
+    connection = session.connection()
+    pieces = [p for p in pieces if any(p[2].values())]
+    if not pieces:
+        return
+    rows = [
+        {
+            "session_uuid": None,
+            "offerset_uuid": maintenance_uuid,
+            "maintenance_uuid": maintenance_uuid,
+            "state": CONFIRMED,
+            "start_at": start,
+            "end_at": end,
+            "expires_at": None,
+            "created_at": now,
+            "modified_at": now,
+        }
+        for start, end, _ in pieces
+    ]
+    ids = connection.execute(_INSERT_BOOKINGS, rows).scalars()
+    allocations = [
+        {
+            "booking_id": booking_id,
+            "pool_id": pool_id,
+            "resource_class": c,
+            "amount": amount,
+            "generation": generations[pool_id] + 1,
+        }
+        for booking_id, (_, _, amounts) in zip(ids, pieces, strict=True)
+        for c, amount in sorted(amounts.items())
+        if amount > 0
+    ]
+    connection.execute(_INSERT_ALLOCATIONS, allocations)
+    longest = max(end - start for start, end, _ in pieces)
+    connection.execute(_RECORD_CLAIM, {"pool": pool_id, "now": now, "length": longest})
+    generations[pool_id] += 1
+
+
+def release_maintenance(session: Session, maintenance_uuid: str, now: int) -> int:
+    """Free a maintenance window's bookings (the pools take a new generation); how many."""
+    connection = session.connection()
+    moved = list(
+        connection.execute(
+            update(Booking)
+            .where(
+                Booking.maintenance_uuid == maintenance_uuid,  # type: ignore[arg-type]
+                Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+            )
+            .values(state=RELEASED, modified_at=now)
+            .returning(Booking.id)
+        ).scalars()
+    )
+    _moved_on_pools(connection, moved, now)
+    return len(moved)
+
+
+@dataclass(frozen=True)
+class PoolClaim:
+    """One live claim on a pool: a session's (its uuid, phase and owner) or a maintenance
+    window's (``maintenance`` its uuid)."""
+
+    resource_class: str
+    amount: int
+    start: int
+    end: int
+    state: str
+    offerset: str
+    session: str | None
+    phase: str | None
+    owner: str | None
+    maintenance: str | None
+
+
+_POOL_LIVE_CLAIMS = (
+    select(
+        Allocation.resource_class,
+        Allocation.amount,
+        Booking.start_at,
+        Booking.end_at,
+        Booking.state,
+        Booking.offerset_uuid,
+        Booking.session_uuid,
+        ExecutionSession.phase,
+        ExecutionSession.owner,
+        Booking.maintenance_uuid,
+    )
+    .join(Booking, Booking.id == Allocation.booking_id)  # type: ignore[arg-type]
+    .outerjoin(ExecutionSession, ExecutionSession.uuid == Booking.session_uuid)  # type: ignore[arg-type]
+    .where(
+        Allocation.pool_id == bindparam("pool"),
+        Booking.state.in_(LIVE_STATES),  # type: ignore[attr-defined]
+        Booking.end_at > bindparam("low"),
+        Booking.start_at < bindparam("high"),
+    )
+    .order_by(Booking.start_at, Booking.id)
+)
+
+
+def pool_claims(session: Session, pool_id: int, window: tuple[int, int]) -> list[PoolClaim]:
+    """Every live claim on one pool overlapping ``window``, in start order."""
+    rows = session.connection().execute(
+        _POOL_LIVE_CLAIMS, {"pool": pool_id, "low": window[0], "high": window[1]}
+    )
+    return [PoolClaim(*row) for row in rows]
+
+
+def usage_of(claims: Iterable[PoolClaim], resource_class: str) -> Usage:
+    """What some claims of one pool use of a class over time (an offer set's holds with their
+    envelope, as everywhere)."""
+    return Usage(
+        Claim(c.start, c.end, c.amount, c.offerset if c.state == HELD else None)
+        for c in claims
+        if c.resource_class == resource_class
+    )

@@ -20,6 +20,15 @@ class InventoryView:
     step_size: int = 1
 
 
+@dataclass(frozen=True)
+class Drain:
+    """Why a pool takes no new claims: since when, by whom, the admin's reason."""
+
+    since: int
+    by: str | None
+    reason: str | None
+
+
 @dataclass
 class PoolView:
     id: int
@@ -30,6 +39,8 @@ class PoolView:
     generation: int = 0
     # (start, end, amount) per class that the platform gave away outside the broker
     external: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+    # drained by an admin: no new claims (see ``Drain``); None when open
+    drain: Drain | None = None
 
     def free(self, resource_class: str, start: int, end: int) -> int:
         # a class whose usage was not loaded is an error, never an empty pool

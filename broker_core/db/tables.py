@@ -33,6 +33,11 @@ class ResourcePool(SQLModel, table=True):
     longest_booking: int = Field(default=0, sa_type=BigInteger)
     enabled: bool = True
     updated_at: int = _ts()
+    # Drained by an admin (``broker_core.admin.drain``): no new claims on the pool; what is
+    # booked stays. None when open.
+    drained_at: int | None = Field(default=None, sa_type=BigInteger)
+    drained_by: str | None = Field(default=None, max_length=255)
+    drain_reason: str | None = Field(default=None, max_length=1024)
 
 
 class Inventory(SQLModel, table=True):
@@ -118,8 +123,15 @@ class Booking(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    session_uuid: str = Field(foreign_key="execution_session.uuid", unique=True, max_length=36)
+    # a session's booking, or (session None) a piece of a maintenance window, whose uuid is
+    # then its offerset_uuid too
+    session_uuid: str | None = Field(
+        default=None, foreign_key="execution_session.uuid", unique=True, max_length=36
+    )
     offerset_uuid: str = Field(index=True, max_length=36)
+    maintenance_uuid: str | None = Field(
+        default=None, foreign_key="maintenance_window.uuid", index=True, max_length=36
+    )
     state: str = Field(max_length=16)
     start_at: int = _ts()
     end_at: int = _ts()
@@ -167,3 +179,58 @@ class UsageRecord(SQLModel, table=True):
     amount: int = Field(sa_type=BigInteger)
     start_at: int = _ts()
     end_at: int = _ts()
+
+
+class MaintenanceWindow(SQLModel, table=True):
+    """An admin's maintenance window on one pool: [start_at, end_at) taking ``amounts`` per
+    class (None: all of the pool's capacity). What it takes is booked in the ledger as
+    CONFIRMED bookings of no session (``Booking.maintenance_uuid``), so offers avoid it and
+    the overbooking checks count it; a deleted window keeps its row (the audit log names it)
+    and its bookings are RELEASED."""
+
+    __tablename__ = "maintenance_window"
+    __table_args__ = (Index("ix_maintenance_pool_end", "pool_id", "end_at"),)
+
+    uuid: str = Field(primary_key=True, max_length=36)
+    pool_id: int = Field(foreign_key="resource_pool.id")
+    start_at: int = _ts()
+    end_at: int = _ts()
+    amounts: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
+    reason: str = Field(max_length=1024)
+    created_by: str = Field(max_length=255)
+    created_at: int = _ts()
+    deleted_at: int | None = Field(default=None, sa_type=BigInteger)
+    deleted_by: str | None = Field(default=None, max_length=255)
+
+
+class PoolOverride(SQLModel, table=True):
+    """An admin's change to a pool's inventories, kept over restarts: per class, the fields
+    that replace what the platform (or the config) gives, applied on top of it whenever the
+    pools are synced (``ledger.sync_pools``)."""
+
+    __tablename__ = "pool_override"
+
+    pool_id: int = Field(primary_key=True, foreign_key="resource_pool.id")
+    inventories: dict[str, dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    changed_by: str = Field(max_length=255)
+    changed_at: int = _ts()
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One state change and who made it, written in the transaction that made it
+    (``broker_core.audit``). Listed by (at, id)."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_at", "at", "id"),
+        Index("ix_audit_actor_at", "actor", "at", "id"),
+        Index("ix_audit_subject_at", "subject", "at", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: int = _ts()
+    actor: str = Field(max_length=255)
+    action: str = Field(max_length=32)
+    subject: str = Field(max_length=320)  # "session:<uuid>", "pool:<platform>/<pool>", ...
+    detail: str | None = Field(default=None, max_length=2048)

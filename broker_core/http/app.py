@@ -84,6 +84,13 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "getNode": ("node", "get"),
     "getUsage": ("accounting", "usage"),
     "getProject": ("accounting", "project"),
+    "drainPool": ("pools", "drain"),
+    "undrainPool": ("pools", "undrain"),
+    "listMaintenance": ("pools", "maintenance"),
+    "bookMaintenance": ("pools", "book"),
+    "deleteMaintenance": ("pools", "unbook"),
+    "changeInventory": ("pools", "inventory"),
+    "listAuditEvents": ("audit", "index"),
 }
 
 

@@ -41,15 +41,29 @@ _SESSION_PATH = re.compile(r"^/sessions/[^/]+/?$")
 # what takes an update document: a session, and an offer set (its withdrawal)
 _UPDATE_PATH = re.compile(r"^/(?:sessions|offersets)/[^/]+/?$")
 _REQUEST_PATHS = {"/requests", "/offersets", "/direct", "/sessions"}
+# the admin documents (a drain, a maintenance window, an inventory change): JSON or YAML, as
+# they are (the spec gives them no XML form: XML is connexion's 415)
+_ADMIN_BODY_PATH = re.compile(r"^/pools/[^/]+/[^/]+/(?:drain|maintenance|inventory)/?$")
+_BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def _normaliser(path: str, registry: KindRegistry) -> Callable[[Any], Any] | None:
+def _normaliser(
+    path: str, registry: KindRegistry, method: str = "POST", content_type: str | None = None
+) -> Callable[[Any], Any] | None:
     path = path.rstrip("/") or "/"
+    if _ADMIN_BODY_PATH.match(path):
+        return None if is_xml(media_type(content_type)) else _as_is
+    if method != "POST":
+        return None
     if path in _REQUEST_PATHS:
         return lambda doc: normalise_request(doc, registry)
     if _UPDATE_PATH.match(path):
         return normalise_update
     return None
+
+
+def _as_is(document: Any) -> Any:
+    return document
 
 
 def preferred_format(accept: str) -> str:
@@ -205,8 +219,10 @@ class ContentNegotiation:
         body_workers.current.set(self.workers)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         accept = headers.get("accept", "")
-        if scope["method"] == "POST":
-            normalise = _normaliser(scope["path"], self.registry)
+        if scope["method"] in _BODY_METHODS:
+            normalise = _normaliser(
+                scope["path"], self.registry, scope["method"], headers.get("content-type")
+            )
             if normalise is not None:
                 try:
                     raw = await self._read(receive, headers)

@@ -22,6 +22,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from ..errors import (
     BrokerError,
+    CapacityConflict,
     Conflict,
     DocumentInvalid,
     FieldError,
@@ -104,6 +105,8 @@ def broker_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespons
         # a refused update shows the session as it is now (the standard's other implementation
         # answers 200 with it; here the fault keeps its 4xx and the session comes along)
         extensions["session"] = exc.session
+    if isinstance(exc, CapacityConflict):
+        extensions["conflicts"] = exc.conflicts
     headers = None
     if isinstance(exc, TooManyHolds):
         headers = {"Retry-After": str(exc.retry_after)}

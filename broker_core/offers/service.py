@@ -14,13 +14,14 @@ from sqlmodel import Session
 
 from platforms.contract import PlatformError
 
+from .. import audit
 from ..booking import holds, ledger
 from ..booking.pools import PoolView, Slot
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, OfferSet
 from ..errors import CannotStart, NotFound
-from ..identity import ANONYMOUS_IDENTITY, Identity
+from ..identity import ANONYMOUS, ANONYMOUS_IDENTITY, Identity
 from ..kinds.base import Message, Range, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
@@ -363,13 +364,10 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
     best: dict[str, int] = {}
     candidates = 0
     notes: list[Message] = []
+    open_to_caller = [p for p in pools if verdict.pools is None or p.name in verdict.pools]
+    notes += drained_notes(open_to_caller)
     for plan in plans:
-        mine = [
-            p
-            for p in pools
-            if p.platform == plan.platform.name
-            and (verdict.pools is None or p.name in verdict.pools)
-        ]
+        mine = [p for p in open_to_caller if p.platform == plan.platform.name and p.drain is None]
         try:
             add_external_claims(plan.platform, mine, first, last)
         except PlatformError as exc:
@@ -414,6 +412,30 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
     slots = context.budget.affordable(slots)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates, notes), searches
+
+
+def drained_notes(pools: list[PoolView]) -> list[Message]:
+    """Why the drained pools among those a request may use were not searched, and what else
+    would work: the other pools, or none (then the reasons say no more than this)."""
+    drained = [p for p in pools if p.drain is not None]
+    if not drained:
+        return []
+    others = sorted(p.name for p in pools if p.drain is None)
+    notes = []
+    for pool in drained:
+        drain = pool.drain
+        assert drain is not None
+        notes.append(message(
+            "pool {pool} is drained since {since}" + (" ({reason})" if drain.reason else "")
+            + ": it takes no new sessions; "
+            + ("other pools open to you: {others}" if others else
+               "no other pool of this node is open to you: ask again once it is undrained, "
+               "or ask another node"),
+            level="WARN", pool=pool.name, since=instant(drain.since),
+            **({"reason": drain.reason} if drain.reason else {}),
+            **({"others": ", ".join(others)} if others else {}),
+        ))  # fmt: skip
+    return notes
 
 
 def _pool_sets(broker: Broker, platform: Any, pools: list[PoolView]) -> list[list[PoolView]]:
@@ -602,6 +624,12 @@ def _store(
         generations=generations,
     )
     ledger.record_claims(session, outcome.slots, now)
+    if context.direct:
+        for row, record in zip(sessions, records, strict=True):
+            pools = ", ".join(f"{row.platform}/{name}" for name in record.pools)
+            audit.record(session, context.owner or ANONYMOUS, audit.DIRECT,
+                         audit.session_subject(row.uuid),
+                         f"booked and accepted at once on {pools}", now)  # fmt: skip
     if fair is not None and fair.replaced:
         claimed = {pool_id for slot in outcome.slots for pool_id, _, _ in slot.allocations}
         store.expire_offer_sets(session, sorted(fair.replacing.offer_sets()), now)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from .. import audit
 from ..booking import ledger
 from ..broker import Broker
 from ..db.locks import for_update
@@ -62,5 +63,8 @@ def withdraw_offerset(
             )
             for offer in offers:  # the rows read before the update, as they are now
                 session.refresh(offer)
+            audit.record(session, identity.owner, audit.WITHDRAW,
+                         audit.offerset_subject(offerset_uuid),
+                         f"{len(open_offers)} open offers rejected", now)  # fmt: skip
         rendered = render_offerset(row, offers, broker.base_url)
     return rendered

@@ -68,6 +68,14 @@ def extend(broker: Broker, session: Session, row: ExecutionSession, update_doc: 
     allocations = ledger.booked_allocations(session, row.uuid)
     for pool_id, resource_class, amount in allocations:
         view = views.get(pool_id)
+        if pool_id not in generations:  # drained (or gone): it takes no new claims
+            drained = view is not None and view.drain is not None
+            raise Conflict(
+                f"cannot extend: pool {view.name if view else pool_id} "
+                + ("is drained" if drained else "is no longer configured")
+                + "; the session keeps its booked window",
+                phase=row.phase,
+            )
         free = view.free(resource_class, row.end_at, end_at) if view else 0
         if free < amount:
             raise Conflict(

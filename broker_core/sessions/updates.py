@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from .. import audit
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession
@@ -80,7 +81,10 @@ def _update_session(
     with broker.db.write() as session:
         row = store.visible(broker, identity, store.locked(session, session_uuid), session_uuid)
         if is_extension(update_doc):
+            was = row.end_at
             extend(broker, session, row, update_doc, now)
+            audit.record(session, identity.owner, audit.EXTEND, audit.session_subject(row.uuid),
+                         f"booked end {instant(was)} -> {instant(row.end_at)}", now)  # fmt: skip
             rendered = render_session(row, broker.base_url)
             broker.session_changed()
             return rendered
@@ -89,6 +93,7 @@ def _update_session(
         if row.phase == value or (value == ACCEPTED and row.phase in AFTER_ACCEPTANCE):
             return render_session(row, broker.base_url)  # repeating an update is harmless
         allowed = CLIENT_TRANSITIONS.get(row.phase, ())
+        was = row.phase
         if value not in allowed:
             if value == ACCEPTED:
                 ACCEPTS.labels("conflict").inc()
@@ -114,6 +119,9 @@ def _update_session(
         elif value == CANCELLED:
             _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
         if not expired:
+            action = {ACCEPTED: audit.ACCEPT, REJECTED: audit.REJECT}.get(value, audit.CANCEL)
+            audit.record(session, identity.owner, action, audit.session_subject(row.uuid),
+                         f"{was} -> {row.phase}", now)  # fmt: skip
             rendered = render_session(row, broker.base_url)
     if not expired:
         broker.session_changed()
