@@ -519,6 +519,29 @@ class BasicAuthConfig(Model):
         return users
 
 
+class FeedConfig(Model):
+    """The calendar feeds (``GET /sessions.ics``) a calendar app subscribes to with a feed token
+    in its URL instead of a bearer header (``POST /feed-tokens`` makes one, see
+    ``broker_core.auth.feeds``): tokens that read the caller's feed and nothing else."""
+
+    secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="the key feed tokens are signed with (a secret_file); none: no feed tokens "
+        "(the feed still answers bearer or Basic callers). Changing it revokes every token",
+    )
+    lifetime: PositiveDuration = Field(
+        default=timedelta(days=180), description="how long a feed token reads the feed"
+    )
+
+    @field_validator("lifetime")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if value > timedelta(days=400):
+            raise ValueError("must be at most 400 days: a feed URL should not live for ever")
+        return value
+
+
 class AuthConfig(Model):
     """Who may call this node: bearer JWTs from these issuers, local Basic users, and anonymous
     callers if on."""
@@ -531,6 +554,7 @@ class AuthConfig(Model):
     )
     issuers: list[IssuerConfig] = Field(default_factory=list)
     basic: BasicAuthConfig = BasicAuthConfig()
+    feeds: FeedConfig = FeedConfig()
 
     @model_validator(mode="after")
     def _someone_may_call(self) -> AuthConfig:

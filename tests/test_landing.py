@@ -18,6 +18,7 @@ from tests.conftest import make_config
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
 LINKS = {"ui", "node", "openapi", "openapi_yaml", "ready", "live"}
+NODE_LINKS = {"calendar", "feed"}  # a node's calendar of bookings and session feed
 SITE = "Tom & Jerry's <b>broker</b>"
 
 
@@ -62,7 +63,7 @@ def test_a_program_gets_the_json_document(service, accept):
     assert document["name"] == SITE
     assert document["service"] == kind
     assert document["version"] == package_version() != ""
-    assert document["links"].keys() == LINKS
+    assert document["links"].keys() == LINKS | (NODE_LINKS if kind == "node" else set())
     assert document["links"]["ui"] == "https://broker.example.org/ui/"
     assert document["links"]["ready"] == "https://broker.example.org/health/ready"
 
@@ -79,15 +80,18 @@ def test_a_browser_gets_a_page_with_the_links(service):
     assert package_version() in page
     for href in ("ui/", "node", "openapi.json", "health/ready"):
         assert f'href="{href}"' in page
+    assert ('href="calendar"' in page) == (kind == "node")
     # the site's name is text, never markup
     assert "<b>broker</b>" not in page
     assert "Tom &amp; Jerry&#x27;s &lt;b&gt;broker&lt;/b&gt;" in page
 
 
 def test_the_links_lead_somewhere(service):
-    _, client = service
+    kind, client = service
     for path in ("/ui/", "/openapi.json", "/openapi.yaml", "/health/live"):
         assert client.get(path).status_code == 200, path
+    # the calendar is a node's (an aggregator has no pools of its own)
+    assert client.get("/calendar").status_code == (200 if kind == "node" else 404)
 
 
 def test_yaml_is_given_when_preferred(service):

@@ -35,6 +35,7 @@ OPERATION_IDS = {
     "getReadiness", "getMetrics", "getNode", "getUsage", "getProject", "listSessions",
     "listOfferSets", "updateOfferSet", "drainPool", "undrainPool", "listMaintenance",
     "bookMaintenance", "deleteMaintenance", "changeInventory", "listAuditEvents",
+    "getPoolUsage", "getSessionFeed", "createFeedToken",
 }  # fmt: skip
 MAX_SPEC_BYTES = 100_000
 # 98 before the admin controls, 117 with them; connexion's dereferenced copy made 2,854

@@ -28,6 +28,7 @@ from ..observability.http import Observed
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
 from .answers import AnswerJsonifier, serialised_in_thread
+from .calendar import CalendarFiles
 from .context import current_broker
 from .identity import Authentication
 from .landing import SpecFiles
@@ -84,6 +85,9 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "getNode": ("node", "get"),
     "getUsage": ("accounting", "usage"),
     "getProject": ("accounting", "project"),
+    "getPoolUsage": ("pool_usage", "get"),
+    "getSessionFeed": ("feeds", "sessions"),
+    "createFeedToken": ("feeds", "token"),
     "drainPool": ("pools", "drain"),
     "undrainPool": ("pools", "undrain"),
     "listMaintenance": ("pools", "maintenance"),
@@ -174,6 +178,8 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
         bind=lambda: current_broker.set(broker),
         handlers=HANDLERS,
     )
+    # the calendar's files are a node's (an aggregator has no pools): public, as the spec is
+    app = CalendarFiles(app)
     return Observed(Authentication(app, broker=broker, spec=SPEC_DOCUMENT), SPEC_DOCUMENT["paths"])
 
 

@@ -5,20 +5,29 @@ The identity is kept in a context variable that the worker threads running the h
 inherit. Operations the spec marks ``security: []`` (health, the node description, the spec
 and its UI) are public; every other one needs valid credentials unless anonymous access is
 on. Bad credentials are a 401 even where anonymous access is allowed: never silently ignored.
+
+The session feed (``FEED_PATH``) alone also takes a feed token in its ``token`` query
+parameter (``broker_core.auth.feeds``), for calendar apps that cannot send a header; a header,
+when there is one, is what counts.
 """
 
 from __future__ import annotations
 
+import time
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..auth import feeds
 from ..broker import Broker
 from ..errors import IdentityUnavailable, Unauthenticated
 from ..identity import ANONYMOUS_IDENTITY, Identity
 from .negotiation import path_pattern, problem_body
+
+FEED_PATH = "/sessions.ics"
 
 current_identity: ContextVar[Identity] = ContextVar("current_identity", default=ANONYMOUS_IDENTITY)
 
@@ -29,6 +38,7 @@ def identity() -> Identity:
 
 class Authentication:
     def __init__(self, app: ASGIApp, *, broker: Broker, spec: dict[str, Any]):
+        feeds.mask_in_access_log()  # feed tokens travel in URLs
         self.app = app
         self.broker = broker
         # per path of the spec, the methods that need no token (``security: []``)
@@ -53,7 +63,10 @@ class Authentication:
         header = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), None)
         authenticator = self.broker.authenticator
         try:
-            if authenticator is None:
+            feed_token = _feed_token(scope) if header is None else None
+            if feed_token is not None:
+                found = feeds.read_token(self.broker.config.auth, feed_token, int(time.time()))
+            elif authenticator is None:
                 found = ANONYMOUS_IDENTITY
             elif header is None:
                 found = authenticator.authenticate(None)  # no I/O without a token
@@ -75,6 +88,17 @@ class Authentication:
             await self.app(scope, receive, send)
         finally:
             current_identity.reset(token)
+
+
+def _feed_token(scope: Scope) -> str | None:
+    """The ``token`` query parameter of a request for the session feed (None elsewhere, or
+    without one); asked twice, it is no token of ours."""
+    if scope["path"] != FEED_PATH:
+        return None
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ""
 
 
 def _challenge(values: list[str]) -> list[tuple[bytes, bytes]]:

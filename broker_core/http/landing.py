@@ -36,7 +36,11 @@ LINKS = {
     "ready": "health/ready",
     "live": "health/live",
 }
+# a node's only: its calendar of bookings (``calendar.py``); an aggregator has no pools
+NODE_LINKS = {"calendar": "calendar", "feed": "sessions.ics"}
 _TITLES = {
+    "calendar": "The calendar of bookings, per pool",
+    "feed": "Your sessions as an iCalendar feed",
     "ui": "Browse and try the API",
     "node": "What this service accepts",
     "openapi": "The OpenAPI spec (JSON)",
@@ -72,13 +76,18 @@ def prefers_html(accept: str) -> bool:
     return html_q > 0 and html_q > json_q
 
 
+def links_of(service: Service) -> dict[str, str]:
+    """The links of a service's landing page, relative to its root."""
+    return {**LINKS, **NODE_LINKS} if service == "node" else dict(LINKS)
+
+
 def landing_document(name: str, service: Service, base_url: str) -> dict[str, Any]:
     base = base_url.rstrip("/")
     return {
         "name": name,
         "service": service,
         "version": package_version(),
-        "links": {key: f"{base}/{path}" for key, path in LINKS.items()},
+        "links": {key: f"{base}/{path}" for key, path in links_of(service).items()},
     }
 
 
@@ -87,7 +96,7 @@ def landing_html(name: str, service: Service) -> str:
     items = "\n".join(
         f'      <li><a href="{html.escape(path)}">{html.escape(_TITLES[key])}</a>'
         f" <code>/{html.escape(path)}</code></li>"
-        for key, path in LINKS.items()
+        for key, path in links_of(service).items()
     )
     return f"""<!doctype html>
 <html lang="en">
