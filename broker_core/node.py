@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from .admin.pools import pool_state
 from .booking import ledger
 from .broker import Broker
-from .config import UNITS, NodeConfig, PoolConfig
+from .config import UNITS, NodeConfig
 from .db import migrate
 from .db.engine import check_reachable, masked_url, open_database
 from .db.tables import Inventory, ResourcePool
@@ -54,22 +54,13 @@ def build_broker(config: NodeConfig) -> Broker:
             pools = platform.pools()
             ledger.sync_pools(session, platform.name, pools, now)
             broker.pool_names[platform.name] = [pool.name for pool in pools]
-            capacities.update(_capacities(platform.name, pools))
+            capacities.update(ledger.capacities_of(session, platform.name, pools))
         ledger.refresh_longest_bookings(session)
         found = ledger.overbookings(session, capacities, now)
     broker.capacity_warnings = [describe_overbooking(o) for o in found]
     for warning in broker.capacity_warnings:
         log.warning("%s", warning)
     return broker
-
-
-def _capacities(platform: str, pools: list[PoolConfig]) -> dict[str, dict[str, int]]:
-    return {
-        ledger.pool_key(platform, pool.name): {
-            c: inv.capacity for c, inv in pool.inventories.items()
-        }
-        for pool in pools
-    }
 
 
 def describe_overbooking(found: ledger.Overbooking) -> str:
@@ -113,13 +104,16 @@ def check_bookings(config: NodeConfig, platforms: list[Platform]) -> list[str]:
         capacities: dict[str, dict[str, int]] = {}
         unread: list[str] = []
         notes: list[str] = []
-        for platform in platforms:
-            try:
-                capacities.update(_capacities(platform.name, platform.pools()))
-            except Exception as exc:  # a platform that cannot say its pools now is left out
-                unread.append(platform.name)
-                notes.append(f"platform {platform.name}: pools not read ({exc}); not checked")
         with Session(engine) as session:
+            for platform in platforms:
+                try:
+                    pools = platform.pools()
+                except Exception as exc:  # a platform that cannot say its pools now is left out
+                    unread.append(platform.name)
+                    notes.append(f"platform {platform.name}: pools not read ({exc}); not checked")
+                    continue
+                # with the admins' inventory overrides, as the node will apply them
+                capacities.update(ledger.capacities_of(session, platform.name, pools))
             found = ledger.overbookings(session, capacities, int(time.time()), unread)
         return notes + [f"warning: {describe_overbooking(o)}" for o in found]
     finally:

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from broker_core.broker import Broker
 from broker_core.http.app import create_app
-from broker_core.node import build_broker
+from broker_core.node import build_broker, check_bookings
 from tests.conftest import ACCEPT, POOL_CONFIG, make_config, request_doc
 from tests.invariants import overbookings, state_problems
 from tests.oidc_issuer import OidcIssuer
@@ -309,6 +309,29 @@ def test_maintenance_is_avoided_by_offers_and_lists_what_it_overlaps(node, users
     assert client.delete(f"{MAIN}/maintenance/{window['uuid']}", headers=root).status_code == 404
 
 
+def test_what_an_overlapping_session_frees_goes_to_the_window(node, users) -> None:
+    """A session the window could not take is cancelled: the window takes what it frees, in
+    the cancel's transaction, so nothing new is offered there."""
+    client, broker = node
+    alice, root = users["alice"], users["root"]
+    early = book(client, alice, hours=3, cores=6)
+    window = client.post(f"{MAIN}/maintenance", headers=root, json={
+        "start": at(3), "end": at(4), "reason": "top-up"}).json()  # fmt: skip
+    assert window["taken"][0]["amounts"]["cores"] == 2 and window["complete"] is False
+    r = client.post(f"/sessions/{early}", headers=alice, json=CANCEL)
+    assert r.status_code == 200 and r.json()["phase"] == "CANCELLED"
+    [now] = client.get(f"{MAIN}/maintenance", headers=root).json()["items"]
+    assert now["complete"] is True and now["overlapping"] == [], (
+        now["taken"],
+        now["short"],
+        now["overlapping"],
+    )
+    assert {p["amounts"]["cores"] for p in now["taken"]} == {8}
+    assert "sim/main" not in pools_of(ask(client, users["bob"], hours=3, cores=1))
+    with broker.db.writer.connect() as conn:
+        assert overbookings(conn) == [] and state_problems(conn) == []
+
+
 def test_maintenance_of_some_amounts_leaves_the_rest(node, users) -> None:
     client, _ = node
     body = {"start": at(2), "end": at(3), "reason": "half the rack", "amounts": {"cores": 6}}
@@ -396,6 +419,13 @@ def test_an_inventory_change_is_checked_against_what_is_booked(node, users, make
     assert forced.status_code == 200 and forced.json()["applied"] is True
     assert [s["session"] for s in forced.json()["conflicts"][0]["sessions"]] == [first, second]
     assert client.get(f"/sessions/{second}", headers=alice).json()["phase"] == "ACCEPTED"
+    # start-up and check-config judge the bookings by the pool as overridden
+    _, again = make_node(sqlite_url)
+    assert any("sim/main has 5 cores" in w for w in again.capacity_warnings), (
+        again.capacity_warnings
+    )
+    checked = check_bookings(again.config, again.platforms)
+    assert any("sim/main has 5 cores" in line for line in checked), checked
     # null: back to the platform's values (memory keeps its override)
     reset = client.patch(f"{MAIN}/inventory", headers=root, json={"inventories": {"cores": None}})
     assert reset.status_code == 200, reset.text
@@ -495,3 +525,104 @@ def test_every_act_is_in_the_audit_log_with_who_did_it(node, users) -> None:
     assert other.status_code == 400 and other.json()["errors"][0]["parameter"] == "cursor"
     # only admins read it
     assert client.get("/audit", headers=alice).status_code == 403
+
+
+# --- forms and the aggregator --------------------------------------------------------------
+
+
+def test_admin_documents_come_as_json_or_yaml(refusing_node, users) -> None:
+    client, _ = refusing_node
+    yaml_body = f"start: '{at(40)}'\nend: '{at(41)}'\nreason: in YAML\namounts: {{cores: 1}}\n"
+    r = client.post(f"{MAIN}/maintenance", content=yaml_body.encode(),
+                    headers={**users["root"], "Content-Type": "application/yaml"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["reason"] == "in YAML" and r.json()["amounts"] == {"cores": 1}
+    r = client.delete(f"{MAIN}/maintenance/{r.json()['uuid']}",
+                      headers={**users["root"], "Accept": "application/yaml"})  # fmt: skip
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/yaml")
+    r = client.put(f"{MAIN}/drain", content=b"<drain><reason>x</reason></drain>",
+                   headers={**users["root"], "Content-Type": "application/xml"})  # fmt: skip
+    assert r.status_code == 415, r.text
+
+
+def test_an_aggregator_has_no_pools_nor_audit_log(tmp_path) -> None:
+    """The admin operations of an aggregator are 404s saying to ask the node, as for its other
+    node-only operations (accounting)."""
+    from aggregator.config import AggregatorConfig
+    from aggregator.http.app import create_aggregator_app
+
+    config = AggregatorConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp_path / 'agg.db'}"},
+        "upstreams": [{"name": "node", "url": "http://127.0.0.1:9"}],
+    })  # fmt: skip
+    with TestClient(create_aggregator_app(config), raise_server_exceptions=False) as client:
+        for method, path, body in OPERATIONS:
+            r = client.request(method, path, json=body)
+            assert r.status_code == 404, (method, path, r.text)
+            assert r.headers["content-type"] == PROBLEM
+            assert "ask the node" in r.json()["detail"] or "broker nodes" in r.json()["detail"]
+
+
+def test_migration_0009_goes_down_and_up_again(database_url) -> None:
+    """Down to 0008 a maintenance window's bookings go (they have no session), the sessions'
+    stay; up again, the schema is the models' (tests/test_migrations.py checks that)."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from broker_core.db import migrate
+
+    migrate.upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as c:
+            c.execute(
+                text(
+                    "INSERT INTO resource_pool (id, name, platform, generation, longest_booking, "
+                    "enabled, updated_at) VALUES (1, 'sim/main', 'sim', 0, 0, true, 0)"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO offer_set (uuid, result, created_at, expires_at, "
+                    "document) VALUES ('os', 'YES', 0, 10, '{}')"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO execution_session (uuid, offerset_uuid, phase, platform, "
+                    "created_at, modified_at, expires_at, prepare_at, start_at, end_at, "
+                    "generation) "
+                    "VALUES ('s', 'os', 'ACCEPTED', 'sim', 0, 0, 10, 100, 100, 3700, 1)"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO maintenance_window (uuid, pool_id, start_at, end_at, reason, "
+                    "created_by, created_at) VALUES ('m', 1, 100, 200, 'r', 'root', 0)"
+                )
+            )
+            for booking, session, window in ((1, "'s'", "NULL"), (2, "NULL", "'m'")):
+                c.execute(
+                    text(
+                        "INSERT INTO booking (id, session_uuid, offerset_uuid, maintenance_uuid, "
+                        f"state, start_at, end_at, created_at, modified_at) VALUES ({booking}, "
+                        f"{session}, 'os', {window}, 'CONFIRMED', 100, 200, 0, 0)"
+                    )
+                )
+                c.execute(
+                    text(
+                        "INSERT INTO allocation (booking_id, pool_id, resource_class, amount, "
+                        f"generation) VALUES ({booking}, 1, 'cores', 2, 0)"
+                    )
+                )
+        with engine.begin() as connection:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0008")
+        with engine.connect() as c:
+            assert c.execute(text("SELECT id, session_uuid FROM booking")).all() == [(1, "s")]
+            assert c.execute(text("SELECT booking_id FROM allocation")).all() == [(1,)]
+        migrate.upgrade(database_url)
+        assert migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        engine.dispose()

@@ -53,7 +53,7 @@ def change_inventory(
         with broker.db.read() as session:
             return _plan(session, platform, pool, given, changes, now)[0]
     with broker.db.write() as session:
-        generations = ledger.lock_all_pools(session)
+        ledger.lock_all_pools(session)
         answer, override = _plan(session, platform, pool, given, changes, now)
         conflicts = answer["conflicts"]
         if conflicts and not body.get("force"):
@@ -81,8 +81,7 @@ def change_inventory(
             row.updated_at = now
             session.add(row)
         session.flush()
-        generations.update(ledger.lock_all_pools(session))
-        refit(session, row, generations, now)
+        refit(session, row, now)
         audit.record(session, identity.owner, audit.CHANGE_INVENTORY,
                      audit.pool_subject(row.name), _describe(changes, conflicts, reason),
                      now)  # fmt: skip
@@ -179,7 +178,8 @@ def misfits(
     """Every stretch of time from ``now`` on where the pool's live claims (but maintenance)
     need more of a class than ``capacities``: [from, to), the most needed then, and the
     sessions booked in it."""
-    claims = [c for c in ledger.pool_claims(session, pool_id, (now, FAR)) if c.maintenance is None]
+    claims = ledger.pool_claims(session.connection(), pool_id, (now, FAR))
+    claims = [c for c in claims if c.maintenance is None]
     found = []
     for c, capacity in sorted(capacities.items()):
         usage = ledger.usage_of(claims, c)

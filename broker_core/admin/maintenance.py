@@ -7,9 +7,9 @@ reads it as usage) and no interleaving of requests, accepts and windows can book
 is booked already stays: sessions (and open offers) overlapping the window are not moved or
 cancelled but listed in the answer for the admin, and the window takes what they leave, piece
 by piece (one booking per stretch of time with the same free capacity), so the pool is never
-overbooked. Capacity those sessions free early (a cancel, an offer that lapses) is not taken
-back by the window on its own; deleting and booking the window again, or changing the pool's
-inventory (which refits every window), takes it.
+overbooked. What those sessions free early (a cancel, an early end, an offer that lapses) goes
+to the window in the transaction that frees it (``ledger.top_up_maintenance``), so a window
+keeps what it wants once it can; a change of the pool's inventory books every window afresh.
 
 Deleting a window frees its bookings; its row stays, marked deleted, so that the audit log's
 events still name it.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
-from collections import defaultdict
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
@@ -28,7 +27,6 @@ from sqlmodel import Session
 
 from .. import audit
 from ..booking import ledger
-from ..booking.timeline import Usage
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import MaintenanceWindow, ResourcePool
@@ -37,7 +35,7 @@ from ..identity import Identity
 from ..schedule import instant
 from .pools import find_pool, inventories_of, live_windows, require_admin, window_summary
 
-Piece = tuple[int, int, dict[str, int]]  # (start, end, amount per class)
+Piece = ledger.Piece
 
 
 def book_maintenance(
@@ -52,7 +50,7 @@ def book_maintenance(
     if end <= now:
         raise DocumentInvalid([FieldError("/end", f"is in the past (now is {instant(now)})")])
     with broker.db.write() as session:
-        generations = ledger.lock_all_pools(session)
+        ledger.lock_all_pools(session)
         row = find_pool(session, platform, pool)
         capacities = {c: inv.capacity for c, inv in inventories_of(session, row.id).items()}
         amounts = body.get("amounts")
@@ -65,8 +63,10 @@ def book_maintenance(
         )  # fmt: skip
         session.add(window)
         session.flush()  # the window first: its bookings refer to it
-        pieces = take(session, window, capacities, generations, now)
-        answer = _document(session, row, window, capacities, pieces, now)
+        connection = session.connection()
+        ledger.take_maintenance(connection, window, now)
+        ledger.set_maintenance_until(connection, row.id, live_windows(session, row.id, now))
+        answer = _document(session, row, window, capacities, _pieces_of(session, row, window), now)
         audit.record(session, identity.owner, audit.BOOK_MAINTENANCE,
                      audit.pool_subject(row.name),
                      f"window {window.uuid} {instant(start)}..{instant(end)}: {window.reason}"
@@ -106,9 +106,12 @@ def delete_maintenance(
         capacities = {c: inv.capacity for c, inv in inventories_of(session, row.id).items()}
         answer = _document(session, row, window, capacities, _pieces_of(session, row, window),
                            now)  # fmt: skip
-        ledger.release_maintenance(session, window.uuid, now)
         window.deleted_at, window.deleted_by = now, identity.owner
         session.add(window)
+        session.flush()  # deleted first: freeing its bookings gives the other windows their share
+        connection = session.connection()
+        ledger.release_maintenance(connection, window.uuid, now)
+        ledger.set_maintenance_until(connection, row.id, live_windows(session, row.id, now))
         audit.record(session, identity.owner, audit.DELETE_MAINTENANCE,
                      audit.pool_subject(row.name),
                      f"window {window.uuid} {instant(window.start_at)}.."
@@ -116,70 +119,37 @@ def delete_maintenance(
     return {**answer, "deleted": instant(now)}
 
 
-def take(
-    session: Session,
-    window: MaintenanceWindow,
-    capacities: dict[str, int],
-    generations: dict[int, int],
-    now: int,
-) -> list[Piece]:
-    """Book what the (locked) pool has free of what the window wants, over what is left of
-    it; the pieces booked."""
-    low = max(window.start_at, now)
-    if low >= window.end_at:
-        return []
-    claims = [
-        c
-        for c in ledger.pool_claims(session, window.pool_id, (low, window.end_at))
-        if c.maintenance != window.uuid
-    ]
-    wanted = window.amounts if window.amounts is not None else capacities
-    usage = {c: ledger.usage_of(claims, c) for c in wanted if c in capacities}
-    pieces = fit(low, window.end_at, {c: wanted[c] for c in usage}, capacities, usage)
-    ledger.insert_maintenance(
-        session, window.uuid, pieces, pool_id=window.pool_id, generations=generations, now=now
-    )
-    return pieces
-
-
-def refit(session: Session, pool: ResourcePool, generations: dict[int, int], now: int) -> None:
+def refit(session: Session, pool: ResourcePool, now: int) -> None:
     """Book every live window of the (locked) pool afresh, on its capacity as it is now (after
     an inventory change): what each takes grows or shrinks with the pool."""
-    capacities = {c: inv.capacity for c, inv in inventories_of(session, pool.id).items()}
+    connection = session.connection()
     for window in live_windows(session, pool.id, now):
-        ledger.release_maintenance(session, window.uuid, now)
-        generations.update(ledger.lock_all_pools(session))
-        take(session, window, capacities, generations, now)
+        ledger.release_maintenance(connection, window.uuid, now)  # which tops every window up
+    ledger.top_up_maintenance(connection, pool.id, now)
 
 
-def fit(
-    low: int, high: int, wanted: dict[str, int], capacities: dict[str, int],
-    usage: dict[str, Usage],
-) -> list[Piece]:  # fmt: skip
-    """Pure: the pieces of [low, high) a window wanting ``wanted`` can take, each stretch
-    taking per class the least of what it wants and what the usage leaves of the capacity."""
-    points = sorted({low, high} | {t for u in usage.values() for t in u.times if low < t < high})
+def _pieces_of(session: Session, row: ResourcePool, window: MaintenanceWindow) -> list[Piece]:
+    """What a window holds now, as stretches of the same amounts (its live bookings, added
+    up: a top-up is a booking of its own beside the first)."""
+    claims = [
+        c
+        for c in ledger.pool_claims(session.connection(), row.id, (window.start_at, window.end_at))
+        if c.maintenance == window.uuid
+    ]
+    if not claims:
+        return []
+    usage = {c: ledger.usage_of(claims, c) for c in sorted({x.resource_class for x in claims})}
+    points = sorted({t for u in usage.values() for t in u.times})
     pieces: list[Piece] = []
     for a, b in pairwise(points):
-        amounts = {
-            c: max(0, min(want, capacities.get(c, 0) - usage[c].peak(a, b)))
-            for c, want in wanted.items()
-        }
+        amounts = {c: u.at(a) for c, u in usage.items()}
+        if not any(amounts.values()):
+            continue
         if pieces and pieces[-1][1] == a and pieces[-1][2] == amounts:
             pieces[-1] = (pieces[-1][0], b, amounts)
         else:
             pieces.append((a, b, amounts))
     return pieces
-
-
-def _pieces_of(session: Session, row: ResourcePool, window: MaintenanceWindow) -> list[Piece]:
-    """What a window holds now: its live bookings' pieces."""
-    grouped: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
-    far = (window.start_at, window.end_at)
-    for claim in ledger.pool_claims(session, row.id, far):
-        if claim.maintenance == window.uuid:
-            grouped[(claim.start, claim.end)][claim.resource_class] = claim.amount
-    return [(a, b, amounts) for (a, b), amounts in sorted(grouped.items())]
 
 
 def _document(
@@ -192,7 +162,7 @@ def _document(
 ) -> dict[str, Any]:
     """A window for the admin: what it wants, what it took, and the sessions it overlaps."""
     wanted = window.amounts if window.amounts is not None else capacities
-    short = _short(wanted, pieces, window.end_at)
+    short = _short(wanted, pieces, max(window.start_at, now), window.end_at)
     return {
         **window_summary(window),
         "pool": row.name,
@@ -213,7 +183,7 @@ def overlapping(
     """The sessions (and open offers) booked on the pool during the window, by start: not moved,
     not cancelled, listed for the admin to decide."""
     found: dict[str, dict[str, Any]] = {}
-    for claim in ledger.pool_claims(session, row.id, (window.start_at, window.end_at)):
+    for claim in ledger.pool_claims(session.connection(), row.id, (window.start_at, window.end_at)):
         if claim.session is None:
             continue
         item = found.setdefault(claim.session, {
@@ -224,17 +194,19 @@ def overlapping(
     return list(found.values())
 
 
-def _short(wanted: dict[str, int], pieces: list[Piece], end: int) -> list[str]:
-    """The classes of which the window took less than it wants over some of its time (from its
-    first piece on: the past is not booked), because sessions booked earlier have it."""
-    if not pieces:
-        return sorted(c for c, want in wanted.items() if want > 0)
-    low = pieces[0][0]
+def _short(wanted: dict[str, int], pieces: list[Piece], low: int, high: int) -> list[str]:
+    """The classes of which the window holds less than it wants somewhere in [low, high) (what
+    is left of it: the past is not booked), because sessions booked earlier have it."""
     return sorted(
         c
         for c, want in wanted.items()
         if want > 0
-        and sum(b - a for a, b, amounts in pieces if amounts.get(c, 0) >= want) < end - low
+        and sum(
+            max(0, min(b, high) - max(a, low))
+            for a, b, amounts in pieces
+            if amounts.get(c, 0) >= want
+        )
+        < high - low
     )
 
 

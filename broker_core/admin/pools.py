@@ -51,17 +51,7 @@ def inventory_document(inv: Inventory) -> dict[str, Any]:
 
 def live_windows(session: Session, pool_id: int | None, now: int) -> list[MaintenanceWindow]:
     """The pool's maintenance windows not deleted and not yet over, by start."""
-    return list(
-        session.exec(
-            select(MaintenanceWindow)
-            .where(
-                MaintenanceWindow.pool_id == pool_id,
-                MaintenanceWindow.end_at > now,
-                MaintenanceWindow.deleted_at.is_(None),  # type: ignore[union-attr]
-            )
-            .order_by(MaintenanceWindow.start_at, MaintenanceWindow.uuid)  # type: ignore[arg-type]
-        )
-    )
+    return ledger.live_windows(session.connection(), pool_id, now)
 
 
 def window_summary(window: MaintenanceWindow) -> dict[str, Any]:

@@ -7,6 +7,11 @@ concurrent requests can overbook a pool. Accepting, rejecting, cancelling and ex
 lower usage (a hold is counted until it is released), so they never overbook; they bump the
 generations too, so that every change to a pool's claims is visible as "newer than g" (the
 per-process usage cache catches up that way, see ``cache.py``).
+
+A maintenance window (``MaintenanceWindow``) claims like a session, with bookings of no session:
+it takes what the pool has free of what it wants, never more, and whatever a state change frees
+on a pool before its last window ends goes to its windows in the same transaction
+(``top_up_maintenance``), so offers never find room inside a window.
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
 from sqlmodel import Session, select
 
-from ..config import PoolConfig
+from ..config import InventoryConfig, PoolConfig
 from ..db.tables import (
     ACTIVE,
     CONFIRMED,
@@ -30,6 +36,7 @@ from ..db.tables import (
     Booking,
     ExecutionSession,
     Inventory,
+    MaintenanceWindow,
     PoolOverride,
     ResourcePool,
 )
@@ -104,6 +111,28 @@ def set_inventories(session: Session, row: ResourcePool, values: dict[str, dict[
         session.delete(stale)
         changed = True
     return changed
+
+
+def capacities_of(
+    session: Session, platform: str, pools: Iterable[PoolConfig]
+) -> dict[str, dict[str, int]]:
+    """``<platform>/<pool>`` -> class -> capacity of a platform's pools as given, with the admins'
+    overrides applied (what the booking table holds once synced)."""
+    overrides = {
+        name: override.inventories
+        for name, override in session.exec(
+            select(ResourcePool.name, PoolOverride)  # type: ignore[call-overload]
+            .join(PoolOverride, PoolOverride.pool_id == ResourcePool.id)
+            .where(ResourcePool.platform == platform)
+        )
+    }
+    found = {}
+    for pool in pools:
+        name = pool_key(platform, pool.name)
+        given = {c: inv.model_dump() for c, inv in pool.inventories.items()}
+        values = overridden(given, overrides.get(name, {}))
+        found[name] = {c: InventoryConfig(**v).capacity for c, v in values.items()}
+    return found
 
 
 # The statements of every request are built once: building SQLAlchemy expressions per call
@@ -481,7 +510,8 @@ def _moved_on_pools(connection: Any, moved: list[int], now: int) -> None:
     if not moved:
         return
     touched = set(connection.execute(_POOLS_OF_BOOKINGS, {"ids": moved}).scalars())
-    for pool_id, generation in connection.execute(_LOCK_ALL_POOLS).all():
+    under_maintenance = []
+    for pool_id, generation, maintenance_until in connection.execute(_LOCK_ALL_POOLS).all():
         if pool_id in touched:
             connection.execute(
                 _RETAG, {"pool": pool_id, "ids": moved, "next_generation": generation + 1}
@@ -489,6 +519,11 @@ def _moved_on_pools(connection: Any, moved: list[int], now: int) -> None:
             connection.execute(
                 _BUMP, {"pool": pool_id, "next_generation": generation + 1, "now": now}
             )
+            if maintenance_until is not None and maintenance_until > now:
+                under_maintenance.append(pool_id)
+    # what a booking frees in a maintenance window goes to the window (the pool is locked)
+    for pool_id in under_maintenance:
+        top_up_maintenance(connection, pool_id, now)
 
 
 _MOVE_WHERE = (
@@ -509,7 +544,9 @@ _POOLS_OF_BOOKINGS = (
     .distinct()
 )
 _LOCK_ALL_POOLS = (
-    select(ResourcePool.id, ResourcePool.generation).order_by(ResourcePool.id).with_for_update()
+    select(ResourcePool.id, ResourcePool.generation, ResourcePool.maintenance_until)
+    .order_by(ResourcePool.id)
+    .with_for_update()
 )
 _RETAG = (
     update(Allocation)
@@ -596,21 +633,16 @@ def lock_all_pools(session: Session) -> dict[int, int]:
     """Every pool's row lock, in id order (the order every locker of several takes), and the
     generations as they are now: what an admin's change to a pool's claims or capacity takes
     first, so that it is serialised with every claim, accept and expiry."""
-    return dict(session.connection().execute(_LOCK_ALL_POOLS).all())
+    rows = session.connection().execute(_LOCK_ALL_POOLS).all()
+    return {pool_id: generation for pool_id, generation, _ in rows}
 
 
 def insert_maintenance(
-    session: Session,
-    maintenance_uuid: str,
-    pieces: Sequence[tuple[int, int, dict[str, int]]],
-    *,
-    pool_id: int,
-    generations: dict[int, int],
-    now: int,
+    connection: Any, maintenance_uuid: str, pieces: Sequence[Piece], *, pool_id: int, now: int
 ) -> None:
     """Book a maintenance window's pieces ((start, end, amount per class)) on its (locked)
-    pool as CONFIRMED bookings of no session, then move the pool to its next generation."""
-    connection = session.connection()
+    pool as CONFIRMED bookings of no session: the pool moves to its next generation, which
+    tags them."""
     pieces = [p for p in pieces if any(p[2].values())]
     if not pieces:
         return
@@ -628,6 +660,7 @@ def insert_maintenance(
         }
         for start, end, _ in pieces
     ]
+    generation = connection.execute(_GENERATION, {"pool": pool_id}).scalar_one()
     ids = connection.execute(_INSERT_BOOKINGS, rows).scalars()
     allocations = [
         {
@@ -635,7 +668,7 @@ def insert_maintenance(
             "pool_id": pool_id,
             "resource_class": c,
             "amount": amount,
-            "generation": generations[pool_id] + 1,
+            "generation": generation + 1,
         }
         for booking_id, (_, _, amounts) in zip(ids, pieces, strict=True)
         for c, amount in sorted(amounts.items())
@@ -644,12 +677,109 @@ def insert_maintenance(
     connection.execute(_INSERT_ALLOCATIONS, allocations)
     longest = max(end - start for start, end, _ in pieces)
     connection.execute(_RECORD_CLAIM, {"pool": pool_id, "now": now, "length": longest})
-    generations[pool_id] += 1
 
 
-def release_maintenance(session: Session, maintenance_uuid: str, now: int) -> int:
+_GENERATION = select(ResourcePool.generation).where(ResourcePool.id == bindparam("pool"))
+# (start, end, amount per class): a stretch of a maintenance window's claim
+Piece = tuple[int, int, dict[str, int]]
+
+
+def fit_maintenance(
+    low: int,
+    high: int,
+    wanted: dict[str, int],
+    capacities: dict[str, int],
+    usage: dict[str, Usage],
+    own: dict[str, Usage] | None = None,
+) -> list[Piece]:
+    """Pure: what a window wanting ``wanted`` per class may take more of over [low, high),
+    stretch by stretch: the least of what it lacks (``wanted`` less what it has, ``own``) and
+    what the pool's ``usage`` (every live claim, its own included) leaves of the capacity."""
+    own = own or {}
+    points = sorted(
+        {low, high}
+        | {t for u in (*usage.values(), *own.values()) for t in u.times if low < t < high}
+    )
+    pieces: list[Piece] = []
+    for a, b in pairwise(points):
+        amounts = {}
+        for c, want in wanted.items():
+            have = own[c].peak(a, b) if c in own else 0
+            left = capacities.get(c, 0) - usage[c].peak(a, b)
+            amounts[c] = max(0, min(want - have, left))
+        if pieces and pieces[-1][1] == a and pieces[-1][2] == amounts:
+            pieces[-1] = (pieces[-1][0], b, amounts)
+        else:
+            pieces.append((a, b, amounts))
+    return pieces
+
+
+def take_maintenance(connection: Any, window: MaintenanceWindow, now: int) -> list[Piece]:
+    """Book what the (locked) pool has free of what the window still lacks, from now on; the
+    pieces booked (some may take nothing)."""
+    low = max(window.start_at, now)
+    if low >= window.end_at:
+        return []
+    capacities = {
+        c: int((total - reserved) * ratio)
+        for c, total, reserved, ratio in connection.execute(_CAPACITIES, {"pool": window.pool_id})
+    }
+    claims = pool_claims(connection, window.pool_id, (low, window.end_at))
+    wanted = window.amounts if window.amounts is not None else capacities
+    classes = [c for c in wanted if c in capacities]
+    usage = {c: usage_of(claims, c) for c in classes}
+    own = {c: usage_of([x for x in claims if x.maintenance == window.uuid], c) for c in classes}
+    pieces = fit_maintenance(
+        low, window.end_at, {c: wanted[c] for c in classes}, capacities, usage, own
+    )
+    insert_maintenance(connection, window.uuid, pieces, pool_id=window.pool_id, now=now)
+    return pieces
+
+
+_CAPACITIES = select(
+    Inventory.resource_class, Inventory.total, Inventory.reserved, Inventory.allocation_ratio
+).where(Inventory.pool_id == bindparam("pool"))
+_LIVE_WINDOWS = (
+    select(MaintenanceWindow)
+    .where(
+        MaintenanceWindow.pool_id == bindparam("pool"),
+        MaintenanceWindow.end_at > bindparam("now"),
+        MaintenanceWindow.deleted_at.is_(None),  # type: ignore[union-attr]
+    )
+    .order_by(MaintenanceWindow.start_at, MaintenanceWindow.uuid)  # type: ignore[arg-type]
+)
+
+
+def live_windows(connection: Any, pool_id: int | None, now: int) -> list[MaintenanceWindow]:
+    """The pool's maintenance windows not deleted and not yet over, by start."""
+    rows = connection.execute(_LIVE_WINDOWS, {"pool": pool_id, "now": now}).mappings()
+    return [MaintenanceWindow(**row) for row in rows]
+
+
+def top_up_maintenance(connection: Any, pool_id: int, now: int) -> None:
+    """Give the (locked) pool's maintenance windows what was freed in them (a session cancelled
+    or ended early, an offer lapsed), and note when the last of them ends."""
+    windows = live_windows(connection, pool_id, now)
+    for window in windows:
+        take_maintenance(connection, window, now)
+    set_maintenance_until(connection, pool_id, windows)
+
+
+def set_maintenance_until(
+    connection: Any, pool_id: int | None, windows: Sequence[MaintenanceWindow]
+) -> None:
+    """Note on the pool when its last live window ends (None: it has none), so that a booking
+    freed on it is given to its windows without a look at them for every other pool."""
+    until = max((w.end_at for w in windows), default=None)
+    connection.execute(
+        update(ResourcePool)
+        .where(ResourcePool.id == pool_id)  # type: ignore[arg-type]
+        .values(maintenance_until=until)
+    )
+
+
+def release_maintenance(connection: Any, maintenance_uuid: str, now: int) -> int:
     """Free a maintenance window's bookings (the pools take a new generation); how many."""
-    connection = session.connection()
     moved = list(
         connection.execute(
             update(Booking)
@@ -707,9 +837,9 @@ _POOL_LIVE_CLAIMS = (
 )
 
 
-def pool_claims(session: Session, pool_id: int, window: tuple[int, int]) -> list[PoolClaim]:
+def pool_claims(connection: Any, pool_id: int | None, window: tuple[int, int]) -> list[PoolClaim]:
     """Every live claim on one pool overlapping ``window``, in start order."""
-    rows = session.connection().execute(
+    rows = connection.execute(
         _POOL_LIVE_CLAIMS, {"pool": pool_id, "low": window[0], "high": window[1]}
     )
     return [PoolClaim(*row) for row in rows]

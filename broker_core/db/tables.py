@@ -38,6 +38,9 @@ class ResourcePool(SQLModel, table=True):
     drained_at: int | None = Field(default=None, sa_type=BigInteger)
     drained_by: str | None = Field(default=None, max_length=255)
     drain_reason: str | None = Field(default=None, max_length=1024)
+    # when the last of its live maintenance windows ends (None: it has none): a booking freed
+    # on the pool before then is given to its windows (``ledger.top_up_maintenance``)
+    maintenance_until: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class Inventory(SQLModel, table=True):

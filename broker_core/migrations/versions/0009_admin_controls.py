@@ -1,9 +1,10 @@
 """admin controls: drained pools, maintenance windows, inventory overrides, the audit log
 
-A pool can be drained (who, when, why). A maintenance window is a row of its own whose capacity
-is booked in the ledger like any claim: bookings of no session, naming their window (so
-``booking.session_uuid`` may now be empty). An admin's inventory change is kept as an override
-applied on top of what the platform gives. Every state change is an audit event.
+A pool can be drained (who, when, why), and notes when its last maintenance window ends. A
+maintenance window is a row of its own whose capacity is booked in the ledger like any claim:
+bookings of no session, naming their window (so ``booking.session_uuid`` may now be empty). An
+admin's inventory change is kept as an override applied on top of what the platform gives.
+Every state change is an audit event.
 
 Revision ID: 0009
 Revises: 0008
@@ -29,6 +30,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("drained_at", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("drained_by", _text(255), nullable=True))
         batch_op.add_column(sa.Column("drain_reason", _text(1024), nullable=True))
+        batch_op.add_column(sa.Column("maintenance_until", sa.BigInteger(), nullable=True))
     op.create_table(
         "maintenance_window",
         sa.Column("uuid", _text(36), nullable=False),
@@ -94,6 +96,7 @@ def downgrade() -> None:
     op.drop_index("ix_maintenance_pool_end", table_name="maintenance_window")
     op.drop_table("maintenance_window")
     with op.batch_alter_table("resource_pool", schema=None) as batch_op:
+        batch_op.drop_column("maintenance_until")
         batch_op.drop_column("drain_reason")
         batch_op.drop_column("drained_by")
         batch_op.drop_column("drained_at")
