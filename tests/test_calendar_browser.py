@@ -335,3 +335,24 @@ def test_the_page_loads_nothing_from_elsewhere(page, node):
                 assert url.startswith(f"{node.url}/"), url
     r = httpx.get(f"{node.url}/calendar", timeout=10)
     assert "script-src 'self'" in r.headers["content-security-policy"]
+
+
+def test_free_time_is_reached_with_the_keyboard(page, bookings):
+    """Every free stretch is a row of a list under the chart, with a button that pre-fills the
+    request as a drag does: no mouse needed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    pool = section(page, bookings["bob"]["pool"])
+    summary = pool.find_element(By.CSS_SELECTOR, "details.free > summary")
+    summary.send_keys(Keys.ENTER)  # opens the list
+    buttons = pool.find_elements(By.CSS_SELECTOR, "details.free[open] button.pick")
+    # west is free but for bob's 7 cores at 2 h and the maintenance's 4 from 12 h to 15 h
+    starts = f"{clock(page, at(3))} to"  # the stretch from 3 h on
+    after_bob = next(b for b in buttons if starts in b.get_attribute("aria-label"))
+    after_bob.send_keys(Keys.ENTER)
+    value = lambda name: page.find_element(By.ID, name).get_attribute("value")  # noqa: E731
+    assert value("req-start") == f"{at(3).astimezone(ZoneInfo(ZONE)):%Y-%m-%dT%H:%M}"
+    assert value("req-duration") == str(9 * 60)  # until the maintenance
+    assert value("req-cores-max") == "8"
+    assert page.switch_to.active_element == page.find_element(By.ID, "req-cores-max")
