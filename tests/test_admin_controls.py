@@ -96,10 +96,14 @@ def refusing_node(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) 
     broker.close()
 
 
+# the hour the tests' times count from: fixed for the module, so that a test running across a
+# full hour still names one instant by one name; at least an hour ahead for as long as it runs
+BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+
+
 def at(hours: float) -> str:
-    """An instant ``hours`` from the next whole hour."""
-    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return (base + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+    """An instant ``hours`` after BASE."""
+    return (BASE + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
 
 
 def ask(client: TestClient, who: dict[str, str], hours: float, cores: int = 1,
