@@ -256,6 +256,18 @@ def test_a_drained_pool_gives_no_offers_and_says_why(node, users) -> None:
     assert again["result"] == "YES" and pools_of(again) == {"sim/main"}
 
 
+def test_a_probe_offer_on_a_pool_drained_since_cannot_be_accepted(node, users) -> None:
+    client, _ = node
+    schedule = {"start": [f"{at(3)}/PT0S"], "duration": "PT1H"}
+    r = client.post("/requests?probe=true", json=request_doc(cores=(4, 4), **schedule),
+                    headers=users["alice"])  # fmt: skip
+    probe = r.json()["offers"][0]["meta"]["uuid"]
+    client.put(f"{MAIN}/drain", json={"reason": "cooling"}, headers=users["root"])
+    r = client.post(f"/sessions/{probe}", json=ACCEPT, headers=users["alice"])
+    assert r.status_code == 409 and "sim/main is drained" in r.json()["detail"], r.text
+    assert "(cooling)" in r.json()["detail"]
+
+
 def test_a_node_whose_only_pool_is_drained_says_to_ask_again(make_node, sqlite_url,
                                                              users) -> None:  # fmt: skip
     client, _ = make_node(sqlite_url, platforms=[

@@ -58,6 +58,14 @@ def claim_probe(broker: Broker, session: Session, row: ExecutionSession, now: in
         )
     for pool_id, resource_class, amount in allocations:
         view = views.get(pool_id)
+        if view is not None and view.drain is not None:
+            raise Conflict(
+                f"pool {view.name} is drained since {instant(view.drain.since)}"
+                + (f" ({view.drain.reason})" if view.drain.reason else "")
+                + ": it takes no new sessions, and a probe holds nothing; ask again "
+                "(POST /requests) for an offer elsewhere",
+                phase=row.phase,
+            )
         free = (
             view.free(resource_class, *window)
             if view is not None and resource_class in view.usage and pool_id in generations
