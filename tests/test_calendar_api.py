@@ -1,7 +1,8 @@
 """The calendar's data in the API: GET /pools/{platform}/{pool}/usage (step functions by state,
 who sees which booking in full) and the iCalendar feed GET /sessions.ics with its feed tokens
 (POST /feed-tokens), on a node with two users and an admin holding tokens of a real OIDC
-issuer. The feed is parsed with the ``icalendar`` library, as a calendar app would read it."""
+issuer, on SQLite and PostgreSQL. The feed is parsed with the ``icalendar`` library, as a
+calendar app would read it."""
 
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ def settings(issuer: OidcIssuer, **auth: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def node(issuer: OidcIssuer, sqlite_url: str) -> Iterator[tuple[TestClient, Broker]]:
-    broker = build_broker(make_config(sqlite_url, **settings(issuer)))
+def node(issuer: OidcIssuer, database_url: str) -> Iterator[tuple[TestClient, Broker]]:
+    """A node of its own, on SQLite and on PostgreSQL."""
+    broker = build_broker(make_config(database_url, **settings(issuer)))
     with TestClient(create_app(broker, reaper=False, lifecycle=False),
                     raise_server_exceptions=False) as client:  # fmt: skip
         yield client, broker
