@@ -18,6 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from broker_core.auth import feeds
+from broker_core.booking import occupancy
 from broker_core.booking.ledger import PoolClaim
 from broker_core.booking.occupancy import Step, Window, steps
 from broker_core.broker import Broker
@@ -451,3 +452,14 @@ def test_maintenance_and_a_drain_are_shown_to_everyone(node, users, booked):
     r = client.put("/pools/sim/main/drain", json={"reason": "moving racks"}, headers=users["root"])
     assert r.status_code == 200, r.text
     assert usage(client, users["alice"])["state"] == "drained"
+
+
+def test_a_window_with_too_many_changes_is_refused(node, users, booked, monkeypatch):
+    """The answer is bounded: past ``MAX_STEPS`` steps in a class, a shorter window is asked."""
+    client, _ = node
+    monkeypatch.setattr(occupancy, "MAX_STEPS", 2)  # 3 in cores and memory here
+    r = client.get("/pools/sim/main/usage", params={"from": text(at(0)), "to": text(at(6))},
+                   headers=users["alice"])  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"][0]["parameter"] == "to" and "shorter" in r.json()["detail"]
+    assert usage(client, users["alice"], to=text(at(1)))["from"] == text(at(0))

@@ -13,7 +13,8 @@ amounts, link), everyone else's only as anonymous occupancy (a state, a window a
 no session, no owner), and all of them in full for admins. Maintenance windows are public
 (``GET /node`` lists them), so they come with their uuid.
 
-Bounded: a window of at most ``MAX_WINDOW``, and at most ``MAX_BOOKINGS`` bookings listed
+Bounded: a window of at most ``MAX_WINDOW``, at most ``MAX_STEPS`` steps per class (a window
+busier than that is refused: ask a shorter one), and at most ``MAX_BOOKINGS`` bookings listed
 (``truncated`` says when more overlap; the steps still count every one).
 """
 
@@ -39,6 +40,7 @@ from .timeline import Claim, Usage
 MAX_WINDOW = 31 * 86400  # a month of steps at most: the calendar asks a week at a time
 DEFAULT_WINDOW = 7 * 86400
 MAX_BOOKINGS = 500
+MAX_STEPS = 5000
 
 State = Literal["held", "confirmed", "active", "maintenance"]
 STATES: tuple[State, ...] = ("held", "confirmed", "active", "maintenance")
@@ -216,14 +218,22 @@ def pool_usage(
         inventories = list(session.exec(select(Inventory).where(Inventory.pool_id == row.id)))
         claims = ledger.pool_claims(session, row.id, (window.start, window.end))  # type: ignore[arg-type]
     admin = broker.is_admin(identity)
+    stepped = {
+        inv.resource_class: steps(claims, inv.resource_class, inv.capacity, window)
+        for inv in inventories
+    }
+    busiest = max((len(found) for found in stepped.values()), default=0)
+    if busiest > MAX_STEPS:
+        raise ParameterInvalid(
+            "to", f"the window holds {busiest} changes of usage, more than {MAX_STEPS}: ask a "
+            "shorter one"
+        )  # fmt: skip
     resources = [
         {
             "resource_class": inv.resource_class,
             "capacity": inv.capacity,
             "unit": UNITS.get(inv.resource_class, inv.resource_class),
-            "steps": [
-                s.document() for s in steps(claims, inv.resource_class, inv.capacity, window)
-            ],
+            "steps": [s.document() for s in stepped[inv.resource_class]],
         }
         for inv in sorted(inventories, key=lambda i: i.resource_class)
     ]
