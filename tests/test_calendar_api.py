@@ -81,10 +81,14 @@ def shared(
     broker.close()
 
 
+# the next whole hour when the module was loaded: one origin for every fixture and test, even
+# when the clock passes an hour meanwhile
+BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
 def at(hours: float) -> datetime:
-    """``hours`` after the next whole hour."""
-    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return base + timedelta(hours=hours)
+    """``hours`` after ``BASE`` (UTC)."""
+    return BASE + timedelta(hours=hours)
 
 
 def text(instant: datetime) -> str:
