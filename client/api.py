@@ -158,6 +158,219 @@ class Page:
     messages: list[dict[str, Any]]
 
 
+# --- the admin controls' answers
+
+
+def _dicts(values: Any) -> list[dict[str, Any]]:
+    return [v for v in values or [] if isinstance(v, dict)]
+
+
+def _amounts(values: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in (values or {}).items() if isinstance(v, int | float)}
+
+
+@dataclass(frozen=True)
+class BookedSession:
+    """A session (or an open offer) booked on a pool, and what it takes there: ``amounts`` per
+    class, or ``amount`` of the one class a conflict is about."""
+
+    session: str
+    phase: str
+    owner: str
+    start: str
+    end: str
+    amounts: dict[str, int]
+    amount: int | None = None
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> BookedSession:
+        amount = doc.get("amount")
+        return cls(
+            session=str(doc.get("session", "")), phase=str(doc.get("phase") or ""),
+            owner=str(doc.get("owner") or ""), start=str(doc.get("start", "")),
+            end=str(doc.get("end", "")), amounts=_amounts(doc.get("amounts")),
+            amount=int(amount) if isinstance(amount, int) else None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """A maintenance window: as GET /node shows it to everyone (the summary), or as the admin
+    operations answer it (who booked it, what it took, the sessions it overlaps)."""
+
+    uuid: str
+    start: str
+    end: str
+    reason: str
+    amounts: dict[str, int]  # {} when it takes all of the pool's capacity
+    pool: str
+    created_by: str
+    created: str
+    deleted: str
+    complete: bool | None
+    short: list[str]
+    taken: list[dict[str, Any]]
+    overlapping: list[BookedSession]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> MaintenanceWindow:
+        complete = doc.get("complete")
+        return cls(
+            uuid=str(doc.get("uuid", "")), start=str(doc.get("start", "")),
+            end=str(doc.get("end", "")), reason=str(doc.get("reason") or ""),
+            amounts=_amounts(doc.get("amounts")), pool=str(doc.get("pool") or ""),
+            created_by=str(doc.get("created_by") or ""), created=str(doc.get("created") or ""),
+            deleted=str(doc.get("deleted") or ""),
+            complete=complete if isinstance(complete, bool) else None,
+            short=[str(c) for c in doc.get("short") or []], taken=_dicts(doc.get("taken")),
+            overlapping=[BookedSession.of(o) for o in _dicts(doc.get("overlapping"))],
+            raw=dict(doc),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Drain:
+    since: str
+    by: str
+    reason: str
+
+    @classmethod
+    def of(cls, doc: Any) -> Drain | None:
+        if not isinstance(doc, Mapping):
+            return None
+        return cls(str(doc.get("since") or ""), str(doc.get("by") or ""),
+                   str(doc.get("reason") or ""))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Override:
+    """An admin's change to a pool's inventories: per class, the fields set."""
+
+    inventories: dict[str, dict[str, Any]]
+    by: str
+    at: str
+    reason: str
+
+    @classmethod
+    def of(cls, doc: Any) -> Override | None:
+        if not isinstance(doc, Mapping):
+            return None
+        fields = {str(k): dict(v) for k, v in (doc.get("inventories") or {}).items()
+                  if isinstance(v, Mapping)}  # fmt: skip
+        return cls(fields, str(doc.get("by") or ""), str(doc.get("at") or ""),
+                   str(doc.get("reason") or ""))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool as GET /node and the drain operations show it: open or drained (and why, by whom,
+    since when), its inventories per class, an admin's override, its maintenance windows."""
+
+    name: str  # platform/pool
+    state: str
+    drain: Drain | None
+    inventories: dict[str, dict[str, Any]]
+    override: Override | None
+    maintenance: list[MaintenanceWindow]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> PoolState:
+        inventories = {str(k): dict(v) for k, v in (doc.get("inventories") or {}).items()
+                       if isinstance(v, Mapping)}  # fmt: skip
+        return cls(
+            name=str(doc.get("name", "")), state=str(doc.get("state") or "open"),
+            drain=Drain.of(doc.get("drain")), inventories=inventories,
+            override=Override.of(doc.get("override")),
+            maintenance=[MaintenanceWindow.of(w) for w in _dicts(doc.get("maintenance"))],
+            raw=dict(doc),
+        )  # fmt: skip
+
+    def capacity(self, resource: str) -> int | None:
+        value = (self.inventories.get(resource) or {}).get("capacity")
+        return int(value) if isinstance(value, int | float) else None
+
+
+@dataclass(frozen=True)
+class InventoryConflict:
+    """A stretch of time [start, end) where the sessions booked on a pool would need more of
+    ``resource_class`` than its new ``capacity``: ``needed`` at most at once."""
+
+    resource_class: str
+    capacity: int
+    needed: int
+    start: str
+    end: str
+    sessions: list[BookedSession]
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> InventoryConflict:
+        return cls(
+            str(doc.get("resource_class", "")), int(doc.get("capacity") or 0),
+            int(doc.get("needed") or 0), str(doc.get("from", "")), str(doc.get("to", "")),
+            [BookedSession.of(s) for s in _dicts(doc.get("sessions"))],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InventoryResult:
+    """The answer to an inventory change: applied (false for a dry run), the inventories as
+    they are now (or would be), the override, and what no longer fits."""
+
+    pool: str
+    applied: bool
+    inventories: dict[str, dict[str, Any]]
+    override: Override | None
+    conflicts: list[InventoryConflict]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> InventoryResult:
+        inventories = {str(k): dict(v) for k, v in (doc.get("inventories") or {}).items()
+                       if isinstance(v, Mapping)}  # fmt: skip
+        return cls(
+            str(doc.get("pool", "")), bool(doc.get("applied")), inventories,
+            Override.of(doc.get("override")),
+            [InventoryConflict.of(c) for c in _dicts(doc.get("conflicts"))], dict(doc),
+        )  # fmt: skip
+
+
+class Conflicts(Refused):
+    """A 409 refusing an inventory change that booked sessions would no longer fit (without
+    ``force``): the problem's ``conflicts``, typed."""
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(str(refused), refused.status, refused.problem)
+        self.conflicts = [InventoryConflict.of(c) for c in _dicts(refused.problem.get("conflicts"))]
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    at: str
+    actor: str
+    action: str
+    subject: str
+    detail: str
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> AuditEvent:
+        return cls(int(doc.get("id") or 0), str(doc.get("at", "")), str(doc.get("actor", "")),
+                   str(doc.get("action", "")), str(doc.get("subject", "")),
+                   str(doc.get("detail") or ""))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditLog:
+    """The events read (one page, or every page), their documents in ``raw``, and whether the
+    log goes on past them (``more``: a page was read and it had a ``next``)."""
+
+    events: list[AuditEvent]
+    raw: list[dict[str, Any]] = field(repr=False)
+    more: bool = False
+
+
 class Broker:
     """The API of one node or aggregator at ``url``."""
 
@@ -217,6 +430,52 @@ class Broker:
 
     def offer_sets(self, **filters: Any) -> Page:
         return self._every("/offersets", filters)
+
+    # --- the admin controls (a pool is PLATFORM/POOL: its path is /pools/PLATFORM/POOL)
+
+    def pools(self) -> list[PoolState]:
+        """Every pool of the node, from GET /node (an aggregator has none)."""
+        node = self._json("GET", "/node")
+        return [PoolState.of(p) for platform in _dicts(node.get("platforms"))
+                for p in _dicts(platform.get("pools"))]  # fmt: skip
+
+    def drain(self, pool: str, reason: str) -> PoolState:
+        return PoolState.of(self._json("PUT", f"/pools/{pool}/drain", json={"reason": reason}))
+
+    def undrain(self, pool: str) -> PoolState:
+        return PoolState.of(self._json("DELETE", f"/pools/{pool}/drain"))
+
+    def maintenance(self, pool: str) -> list[MaintenanceWindow]:
+        listed = self._json("GET", f"/pools/{pool}/maintenance")
+        return [MaintenanceWindow.of(w) for w in _dicts(listed.get("items"))]
+
+    def book_maintenance(self, pool: str, doc: Mapping[str, Any]) -> MaintenanceWindow:
+        booked = self._json("POST", f"/pools/{pool}/maintenance", json=dict(doc))
+        return MaintenanceWindow.of(booked)
+
+    def delete_maintenance(self, pool: str, uuid: str) -> MaintenanceWindow:
+        return MaintenanceWindow.of(self._json("DELETE", f"/pools/{pool}/maintenance/{uuid}"))
+
+    def change_inventory(self, pool: str, doc: Mapping[str, Any]) -> InventoryResult:
+        """PATCH the pool's inventory; a 409 listing conflicts is :class:`Conflicts`."""
+        try:
+            return InventoryResult.of(
+                self._json("PATCH", f"/pools/{pool}/inventory", json=dict(doc))
+            )
+        except Refused as e:
+            if e.status == 409 and "conflicts" in e.problem:
+                raise Conflicts(e) from None
+            raise
+
+    def audit(self, every: bool = True, **filters: Any) -> AuditLog:
+        """The audit log, oldest first: every page (``every``), or the first."""
+        if every:
+            items = self._every("/audit", filters).items
+            return AuditLog([AuditEvent.of(i) for i in items], items)
+        params = {k: v for k, v in filters.items() if v not in (None, [], "")}
+        page = self._json("GET", "/audit", params=params)
+        items = _dicts(page.get("items"))
+        return AuditLog([AuditEvent.of(i) for i in items], items, more=bool(page.get("next")))
 
     # --- the wire
 

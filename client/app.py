@@ -1,6 +1,7 @@
 """The commands: ``eb request``, ``accept``, ``reject``, ``cancel``, ``extend``, ``sessions``,
 ``offersets``, ``withdraw``, ``show``, ``watch``, ``logs``, ``login`` and ``logout``, over
-one node or aggregator (typer, rich).
+one node or aggregator, and the admins' ``eb admin`` (pools, drain, maintenance, inventory,
+the audit log) over one node (typer, rich).
 
 Each command resolves its target (:mod:`.profiles`), makes its document (:mod:`.documents`),
 calls the API (:mod:`.api`) and prints (:mod:`.output`); :func:`failures` turns what went wrong
@@ -26,7 +27,18 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.text import Text
 
 from . import documents, oidc, profiles
-from .api import Broker, ClientError, OfferSet, Refused, ServerFailed, Session, Unreachable
+from .api import (
+    Broker,
+    ClientError,
+    Conflicts,
+    MaintenanceWindow,
+    OfferSet,
+    PoolState,
+    Refused,
+    ServerFailed,
+    Session,
+    Unreachable,
+)
 from .documents import FINAL, DocumentError
 from .output import Format, Printer, phase, short, when
 
@@ -717,6 +729,250 @@ def logout(ctx: typer.Context) -> None:
         gone = profiles.delete_login(s.env, target.profile)
         s.printer.note(f"logged out of profile {target.profile}" if gone else
                        f"no stored login for profile {target.profile}")  # fmt: skip
+
+
+# --- admin controls -----------------------------------------------------------------------------
+
+admin = typer.Typer(
+    name="admin",
+    help="(admins) Drain pools, book maintenance, change inventories, read the audit log.",
+    epilog="A pool is PLATFORM/POOL, as sessions name it (sim/main). Only members of the "
+    "node's auth.admin_groups may change pools or read the log (anyone else: exit 1, a 403); "
+    "`pools` is for everyone. An aggregator has no pools: ask the node.\n\n" + EXIT_CODES,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+maintenance_app = typer.Typer(
+    name="maintenance",
+    help="(admins) A pool's maintenance windows: list, book, delete.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(admin)
+admin.add_typer(maintenance_app)
+
+PoolArgument = Annotated[str, typer.Argument(
+    help="The pool, as PLATFORM/POOL: sim/main.", show_default=False)]  # fmt: skip
+NOT_ADMIN = "admin commands need a caller in one of the node's auth.admin_groups"
+
+
+@contextmanager
+def administering(
+    ctx: typer.Context, output: Format | None = None
+) -> Iterator[tuple[Broker, Printer]]:
+    """:func:`calling`, with what a 403 means here."""
+    with calling(ctx, output) as (broker, printer):
+        try:
+            yield broker, printer
+        except Refused as e:
+            if e.status != 403:
+                raise
+            raise Refused(f"{e}\n  {NOT_ADMIN}", e.status, e.problem) from None
+
+
+def pool_of(printer: Printer, text: str) -> documents.PoolName:
+    with failures(printer):
+        return documents.parse_pool(text)
+
+
+def show_pool(printer: Printer, pool: PoolState) -> None:
+    if printer.human:
+        printer.pool(pool)
+    else:
+        printer.document(pool.raw)
+
+
+def show_window(printer: Printer, window: MaintenanceWindow, verb: str) -> None:
+    if printer.human:
+        printer.window(window, verb)
+    else:
+        printer.document(window.raw)
+
+
+@admin.command()
+def pools(ctx: typer.Context, output: Output = None) -> None:
+    """The node's pools: open or drained (since when, by whom, why), capacity per class, an
+    admin's override and maintenance windows (GET /node: for everyone)."""
+    with calling(ctx, output) as (broker, printer):
+        found = broker.pools()
+        if printer.human:
+            printer.pools(found)
+        else:
+            printer.document([p.raw for p in found])
+
+
+@admin.command()
+def drain(
+    ctx: typer.Context,
+    pool: PoolArgument,
+    reason: Annotated[str, typer.Option(
+        help="Why: everyone sees it in GET /node and in the NO of a request.",
+        show_default=False)],
+    output: Output = None,
+) -> None:  # fmt: skip
+    """Drain a pool: no new sessions (no offers, direct sessions, extensions); what is booked
+    stays and runs. Draining again sets a new reason."""
+    s = state(ctx, output)
+    name = pool_of(s.printer, pool)
+    with failures(s.printer):
+        if not reason.strip():
+            raise DocumentError("--reason: say why (everyone sees it)")
+    with administering(ctx, output) as (broker, printer):
+        show_pool(printer, broker.drain(str(name), reason))
+
+
+@admin.command()
+def undrain(ctx: typer.Context, pool: PoolArgument, output: Output = None) -> None:
+    """Open a drained pool to new sessions again (an open pool stays open)."""
+    name = pool_of(state(ctx, output).printer, pool)
+    with administering(ctx, output) as (broker, printer):
+        show_pool(printer, broker.undrain(str(name)))
+
+
+@maintenance_app.command("list")
+def maintenance_list(ctx: typer.Context, pool: PoolArgument, output: Output = None) -> None:
+    """A pool's maintenance windows not yet over, by start, and the sessions each overlaps."""
+    name = pool_of(state(ctx, output).printer, pool)
+    with administering(ctx, output) as (broker, printer):
+        windows = broker.maintenance(str(name))
+        if printer.human:
+            printer.windows(windows, str(name))
+        else:
+            printer.document([w.raw for w in windows])
+
+
+@maintenance_app.command("book")
+def maintenance_book(
+    ctx: typer.Context,
+    pool: PoolArgument,
+    from_: Annotated[str, typer.Option(
+        "--from", help="When it starts, in your zone: 'tomorrow 08:00', '2027-01-07 08:00', "
+                       "'+1h'.", show_default=False)],
+    to: Annotated[str, typer.Option(
+        help="When it ends: '12:00' (on the start's day), '+4h' (after the start), "
+             "'2027-01-07 12:00'.", show_default=False)],
+    reason: Annotated[str, typer.Option(
+        help="Why: everyone sees it in GET /node.", show_default=False)],
+    cores: Annotated[int | None, typer.Option(
+        min=0, help="Cores to take (else all of the pool's capacity, every class).",
+        show_default=False)] = None,
+    memory: Annotated[int | None, typer.Option(
+        min=0, help="GiB of memory to take.", show_default=False)] = None,
+    storage: Annotated[int | None, typer.Option(
+        min=0, help="GiB of storage to take.", show_default=False)] = None,
+    gpus: Annotated[int | None, typer.Option(
+        min=0, help="GPUs to take.", show_default=False)] = None,
+    output: Output = None,
+) -> None:  # fmt: skip
+    """Book a maintenance window on a pool: offers avoid it from now on. Sessions already
+    booked in it are not moved nor cancelled: they are listed, and the window takes what they
+    leave (and what they free later)."""
+    s = state(ctx, output)
+    name = pool_of(s.printer, pool)
+    with failures(s.printer):
+        zone = datetime.now().astimezone().tzinfo
+        assert zone is not None
+        amounts = {"cores": cores, "memory": memory, "storage": storage, "gpus": gpus}
+        doc = documents.maintenance_document(from_, to, reason, amounts, datetime.now(UTC), zone)
+    with administering(ctx, output) as (broker, printer):
+        show_window(printer, broker.book_maintenance(str(name), doc), "booked")
+
+
+@maintenance_app.command("delete")
+def maintenance_delete(
+    ctx: typer.Context,
+    pool: PoolArgument,
+    window: Annotated[str, typer.Argument(help="The window's uuid.", show_default=False)],
+    output: Output = None,
+) -> None:
+    """Delete a maintenance window: its capacity is free again."""
+    name = pool_of(state(ctx, output).printer, pool)
+    with administering(ctx, output) as (broker, printer):
+        show_window(printer, broker.delete_maintenance(str(name), window), "deleted")
+
+
+@admin.command()
+def inventory(
+    ctx: typer.Context,
+    pool: PoolArgument,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="CLASS=TOTAL (cores=12) or CLASS.FIELD=VALUE (memory.reserved=4; the "
+                      "fields: total, reserved, allocation_ratio, min_unit, max_unit, "
+                      "step_size); repeat it.", show_default=False)] = None,
+    reset: Annotated[list[str] | None, typer.Option(
+        help="CLASS: back to the platform's values (repeat it).", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only check: print what would no longer fit; nothing changes.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Apply even where booked sessions no longer fit (they keep their bookings).")]
+        = False,
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the override).")] = None,
+    output: Output = None,
+) -> None:  # fmt: skip
+    """Change a pool's inventory, checked against what is booked. A change that booked
+    sessions would no longer fit is refused (exit 1, the sessions listed) unless --force;
+    --dry-run lists them and exits 0. Kept over restarts, on top of the platform's values."""
+    s = state(ctx, output)
+    name = pool_of(s.printer, pool)
+    with failures(s.printer):
+        doc = documents.inventory_document(set_ or [], reset or [], dry_run, force, reason)
+    with administering(ctx, output) as (broker, printer):
+        try:
+            result = broker.change_inventory(str(name), doc)
+        except Conflicts as e:
+            if printer.human:
+                printer.conflicts(e.conflicts)
+            else:
+                printer.document(e.problem)
+            printer.error(f"{e}\n  check with --dry-run; --force applies it anyway")
+            raise typer.Exit(REFUSED) from None
+        if printer.human:
+            printer.inventory(result)
+        else:
+            printer.document(result.raw)
+
+
+@admin.command()
+def audit(
+    ctx: typer.Context,
+    actor: Annotated[str | None, typer.Option(
+        help="Only this caller's acts, as sessions record owners (issuer:subject, "
+             "basic:NAME).", show_default=False)] = None,
+    action: Annotated[list[str] | None, typer.Option(
+        help="Only these actions (repeat it, or a comma list): "
+             + ", ".join(documents.AUDIT_ACTIONS) + ".", show_default=False)] = None,
+    subject: Annotated[str | None, typer.Option(
+        help="Only what changed this: session:UUID, offerset:UUID, pool:sim/main or "
+             "sim/main.", show_default=False)] = None,
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="Only events at or after this: 'today', '2026-12-02 09:00', '-2h'.",
+        show_default=False)] = None,
+    to: Annotated[str | None, typer.Option(
+        help="Only events before this.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(
+        min=1, max=PAGE, help="Events per page.")] = 50,
+    every: Annotated[bool, typer.Option(
+        "--all", help="Every page (else the first, oldest first).")] = False,
+    output: Output = None,
+) -> None:  # fmt: skip
+    """The node's audit log, oldest first: who accepted, cancelled, extended, drained, booked
+    maintenance, changed inventories… and when."""
+    s = state(ctx, output)
+    with failures(s.printer):
+        filters = {
+            "actor": actor, "action": documents.parse_actions(action or []) or None,
+            "subject": documents.parse_subject(subject) if subject is not None else None,
+            "from": instant(from_, "--from"), "to": instant(to, "--to"), "limit": limit,
+        }  # fmt: skip
+    with administering(ctx, output) as (broker, printer):
+        log = broker.audit(every=every, **filters)
+        if printer.human:
+            printer.audit(log.events)
+        else:
+            printer.document(log.raw)
+        if log.more:
+            printer.note(f"more events after these: --all reads every page, --limit up to {PAGE}")
 
 
 def main() -> None:

@@ -178,23 +178,28 @@ def parse_window(text: str, now: datetime, zone: tzinfo) -> str:
             "'now..+3h', or an ISO-8601 interval"
         )
     start = parse_moment(first, now, zone)
-    end_text = second.strip()
-    if end_text.startswith("+"):
-        end = start + parse_duration(end_text[1:])
-    elif _TIME_ONLY.match(end_text) or re.fullmatch(r"\d{1,2}(:\d{2})?\s*[ap]m", end_text, re.I):
-        local = start.astimezone(zone)
-        end = parse_moment(end_text, now, zone).replace(
-            year=local.year, month=local.month, day=local.day
-        )
-        if end <= start:
-            end += timedelta(days=1)
-    else:
-        end = parse_moment(end_text, now, zone)
+    end = end_after(start, second, now, zone)
     if end <= start:
         raise DocumentError(
             f"window {text!r} ends ({utc_text(end)}) before it starts ({utc_text(start)})"
         )
     return f"{utc_text(start)}/{utc_text(end)}"
+
+
+def end_after(start: datetime, text: str, now: datetime, zone: tzinfo) -> datetime:
+    """The end of a span starting at ``start``, as a window's end is written: ``+D`` (D after
+    the start), a time of day alone (``12:00``, ``5pm``: on the start's day, or the next when
+    earlier), or any instant :func:`parse_moment` reads."""
+    end_text = text.strip()
+    if end_text.startswith("+"):
+        return start + parse_duration(end_text[1:])
+    if _TIME_ONLY.match(end_text) or re.fullmatch(r"\d{1,2}(:\d{2})?\s*[ap]m", end_text, re.I):
+        local = start.astimezone(zone)
+        end = parse_moment(end_text, now, zone).replace(
+            year=local.year, month=local.month, day=local.day
+        )
+        return end + timedelta(days=1) if end <= start else end
+    return parse_moment(end_text, now, zone)
 
 
 def load_document(text: str, source: str = "the document") -> dict[str, Any]:
@@ -299,3 +304,157 @@ def parse_phases(values: Sequence[str]) -> list[str]:
     if unknown:
         raise DocumentError(f"unknown phase {unknown[0]!r}: the phases are {', '.join(PHASES)}")
     return phases
+
+
+# --- the admin controls' documents ------------------------------------------------------------
+
+RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
+INVENTORY_FIELDS = ("total", "reserved", "allocation_ratio", "min_unit", "max_unit", "step_size")
+AUDIT_ACTIONS = (
+    "accept", "reject", "cancel", "extend", "direct", "withdraw", "drain", "undrain",
+    "book-maintenance", "delete-maintenance", "change-inventory",
+)  # fmt: skip
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")  # openapi: platform, poolName
+
+
+@dataclass(frozen=True)
+class PoolName:
+    """A pool as sessions name it, ``platform/pool`` (``sim/main``): its API path is
+    ``/pools/sim/main``."""
+
+    platform: str
+    pool: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}/{self.pool}"
+
+
+def parse_pool(text: str) -> PoolName:
+    """``sim/main``: a platform and a pool of it, each as the node's config names them."""
+    platform, slash, pool = text.strip().partition("/")
+    if not slash or not _NAME.match(platform) or not _NAME.match(pool):
+        raise DocumentError(
+            f"pool {text!r}: write PLATFORM/POOL as sessions name it, e.g. sim/main "
+            "(lower-case letters, digits, '.', '_' and '-')"
+        )
+    return PoolName(platform, pool)
+
+
+def parse_amount(text: str | int, what: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise DocumentError(f"{what} {text!r} is not a whole number") from None
+    if value < 0:
+        raise DocumentError(f"{what} {text!r} cannot be negative")
+    return value
+
+
+def maintenance_document(
+    start: str, end: str, reason: str, amounts: Mapping[str, int | None], now: datetime,
+    zone: tzinfo,
+) -> dict[str, Any]:  # fmt: skip
+    """The MaintenanceRequest: ``start`` and ``end`` as the user typed them (in ``zone``;
+    ``end`` may be ``+4h`` after the start or a time of day on the start's day), sent in UTC;
+    ``amounts`` per class (none given: the window takes all of the pool's capacity)."""
+    if not reason.strip():
+        raise DocumentError("--reason: say why (everyone sees it in GET /node)")
+    try:
+        begin = parse_moment(start, now, zone)
+    except DocumentError as e:
+        raise DocumentError(f"--from: {e}") from None
+    try:
+        finish = end_after(begin, end, now, zone)
+    except DocumentError as e:
+        raise DocumentError(f"--to: {e}") from None
+    if finish <= begin:
+        raise DocumentError(
+            f"--to {end!r} ({utc_text(finish)}) is not after --from {start!r} ({utc_text(begin)})"
+        )
+    doc: dict[str, Any] = {"start": utc_text(begin), "end": utc_text(finish), "reason": reason}
+    taken = {c: parse_amount(n, f"--{c}") for c, n in amounts.items() if n is not None}
+    if taken:
+        doc["amounts"] = taken
+    return doc
+
+
+def _field_value(name: str, text: str, where: str) -> int | float | None:
+    if name == "allocation_ratio":
+        try:
+            ratio = float(text)
+        except ValueError:
+            raise DocumentError(f"{where}: the allocation ratio {text!r} is not a number") from None
+        if not 0 < ratio <= 100:
+            raise DocumentError(f"{where}: the allocation ratio is above 0 and at most 100")
+        return ratio
+    if name == "max_unit" and text.lower() in ("none", "null", ""):
+        return None
+    value = parse_amount(text, where)
+    if name in ("min_unit", "max_unit", "step_size") and value < 1:
+        raise DocumentError(f"{where}: {name} is at least 1")
+    return value
+
+
+def inventory_document(
+    sets: Sequence[str], resets: Sequence[str], dry_run: bool = False, force: bool = False,
+    reason: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The InventoryChange: each ``--set CLASS=N`` sets the class's total, ``--set
+    CLASS.FIELD=VALUE`` one field (total, reserved, allocation_ratio, min_unit, max_unit,
+    step_size); each ``--reset CLASS`` sends the class back to the platform's values (null)."""
+    inventories: dict[str, dict[str, Any] | None] = {}
+    for item in sets:
+        key, equals, value = item.partition("=")
+        klass, dot, name = key.strip().partition(".")
+        name = name if dot else "total"
+        if not equals or not klass or not value.strip():
+            raise DocumentError(f"--set {item!r}: write CLASS=TOTAL or CLASS.FIELD=VALUE, "
+                                "e.g. cores=12 or memory.reserved=4")  # fmt: skip
+        if name not in INVENTORY_FIELDS:
+            raise DocumentError(f"--set {item!r}: unknown field {name!r}: the fields are "
+                                f"{', '.join(INVENTORY_FIELDS)}")  # fmt: skip
+        fields = inventories.setdefault(klass, {})
+        assert fields is not None
+        fields[name] = _field_value(name, value.strip(), f"--set {item!r}")
+    for klass in (k.strip() for k in resets):
+        if not klass:
+            raise DocumentError("--reset: name a resource class, e.g. --reset cores")
+        if klass in inventories:
+            raise DocumentError(f"--reset {klass}: the class is also --set; do one or the other")
+        inventories[klass] = None
+    if not inventories:
+        raise DocumentError("nothing to change: give --set CLASS=N or --reset CLASS")
+    doc: dict[str, Any] = {"inventories": inventories}
+    if dry_run:
+        doc["dry_run"] = True
+    if force:
+        doc["force"] = True
+    if reason:
+        doc["reason"] = reason
+    return doc
+
+
+def parse_actions(values: Sequence[str]) -> list[str]:
+    """``--action`` values, each one audit action or a comma list."""
+    actions = [a.strip().lower() for v in values for a in v.split(",") if a.strip()]
+    unknown = [a for a in actions if a not in AUDIT_ACTIONS]
+    if unknown:
+        raise DocumentError(
+            f"unknown action {unknown[0]!r}: the actions are {', '.join(AUDIT_ACTIONS)}"
+        )
+    return list(dict.fromkeys(actions))
+
+
+def parse_subject(text: str) -> str:
+    """What an audit event changed: ``session:<uuid>``, ``offerset:<uuid>``, ``pool:sim/main``,
+    or a pool alone (``sim/main``)."""
+    value = text.strip()
+    kind, colon, rest = value.partition(":")
+    if colon and kind in ("session", "offerset", "pool") and rest:
+        return value
+    if not colon and "/" in value:
+        return f"pool:{parse_pool(value)}"
+    raise DocumentError(
+        f"--subject {text!r}: write session:UUID, offerset:UUID, pool:PLATFORM/POOL or "
+        "PLATFORM/POOL"
+    )
