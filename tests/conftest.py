@@ -60,6 +60,56 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+# The suite runs on pytest-xdist workers (pyproject's addopts: ``-n auto --dist loadgroup``).
+# Tests that share one real resource are in one xdist group, which one worker runs, a test at
+# a time: the OpenStack tests (they resize the one fake compute host and count its Placement
+# usage) and the Slurm tests (reservations and jobs on the one-node cluster). A module is in a
+# group whole, or only its tests whose name (with its parameters) names the group.
+GROUPS: dict[str, tuple[str, bool]] = {
+    "test_platform_openstack_e2e.py": ("openstack", True),
+    "test_platform_slurm.py": ("slurm", True),
+    "test_platforms_e2e.py": ("slurm", False),
+    "test_staging_sandbox.py": ("slurm", False),
+}
+
+
+def _set_node_id(item: pytest.Item, nodeid: str) -> None:
+    """pytest 9 keeps an item's node id as ``item._id`` (xdist 3.8 still writes ``_nodeid``,
+    which pytest 8 read)."""
+    if hasattr(item, "_id"):
+        item._id = type(item._id).parse(nodeid)
+    else:
+        item._nodeid = nodeid
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # the slow tests first (each module's in its order): their waits then overlap with the
+    # other workers' tests, and the quick tests even out the end
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # schemathesis (4.x, on pytest 9) gives the test of each operation its function's node id,
+    # not its name (``test_x[GET /]``); xdist schedules by node id, so it would run only one
+    for item in items:
+        prefix, _, last = item.nodeid.rpartition("::")
+        if item.name.startswith(f"{last}["):
+            _set_node_id(item, f"{prefix}::{item.name}")
+    seen: set[str] = set()
+    for item in items:
+        if item.nodeid in seen:
+            raise pytest.UsageError(f"two tests have the node id {item.nodeid}")
+        seen.add(item.nodeid)
+    # the groups, as xdist's loadgroup reads them: a worker's node ids end in ``@<group>``
+    # (xdist 3.8 sets that suffix where pytest 9 no longer reads it, so it is set here)
+    grouping = bool(getattr(config.option, "loadgroup", False))  # set on xdist's workers
+    for item in items:
+        group, whole = GROUPS.get(item.path.name, (None, False))
+        if group is not None and (whole or group in item.name):
+            item.add_marker(pytest.mark.xdist_group(group))
+        marks = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
+        if grouping and marks and not item.nodeid.endswith(f"@{'_'.join(marks)}"):
+            _set_node_id(item, f"{item.nodeid}@{'_'.join(marks)}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
