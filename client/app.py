@@ -946,7 +946,7 @@ def audit(
         help="Only what changed this: session:UUID, offerset:UUID, pool:sim/main or "
              "sim/main.", show_default=False)] = None,
     from_: Annotated[str | None, typer.Option(
-        "--from", help="Only events at or after this: 'today', '2026-12-02 09:00', '-2h'.",
+        "--from", help="Only events at or after this: '-2h', 'today', '2026-12-02 09:00'.",
         show_default=False)] = None,
     to: Annotated[str | None, typer.Option(
         help="Only events before this.", show_default=False)] = None,

@@ -118,8 +118,9 @@ def utc_text(moment: datetime) -> str:
 
 def parse_moment(text: str, now: datetime, zone: tzinfo) -> datetime:
     """An instant the user typed, in ``zone`` unless it names its own: ``now``, ``+2h`` (from
-    now), ``today 09:00``, ``tomorrow 9am``, ``friday 14:00`` (the next one; today's if
-    later), or anything dateutil reads (``2026-12-02 09:00``, ``2026-12-02T09:00Z``)."""
+    now), ``-2h`` or ``2h ago`` (before now), ``today 09:00``, ``tomorrow 9am``, ``friday
+    14:00`` (the next one; today's if later), or anything dateutil reads (``2026-12-02
+    09:00``, ``2026-12-02T09:00Z``)."""
     value = text.strip()
     local_now = now.astimezone(zone)
     if not value:
@@ -128,6 +129,8 @@ def parse_moment(text: str, now: datetime, zone: tzinfo) -> datetime:
         return now
     if value.startswith("+") or value.lower().startswith("in "):
         return now + parse_duration(value.lstrip("+").removeprefix("in ").strip())
+    if value.startswith("-") or value.lower().endswith(" ago"):
+        return now - parse_duration(value.lstrip("-").removesuffix(" ago").strip())
     first, _, rest = value.partition(" ")
     day = _named_day(first.lower(), local_now)
     if day is not None:

@@ -145,6 +145,13 @@ def test_bad_inventory_changes_say_what_would_do(sets, resets, says) -> None:
         d.inventory_document(sets, resets)
 
 
+def test_times_before_now() -> None:
+    assert d.parse_moment("-2h", NOW, AMSTERDAM) == datetime(2026, 12, 1, 7, 30, tzinfo=UTC)
+    assert d.parse_moment("90m ago", NOW, AMSTERDAM) == datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    with pytest.raises(d.DocumentError, match="is not a duration"):
+        d.parse_moment("-soon", NOW, AMSTERDAM)
+
+
 def test_audit_filters() -> None:
     assert d.parse_actions(["drain,undrain", "Drain", " book-maintenance "]) == [
         "drain", "undrain", "book-maintenance"]  # fmt: skip
