@@ -67,6 +67,7 @@ def unavailable(reason: str) -> None:
 # group whole, or only its tests whose name (with its parameters) names the group.
 GROUPS: dict[str, tuple[str, bool]] = {
     "test_platform_openstack_e2e.py": ("openstack", True),
+    "test_openstack_cinder_cloud.py": ("openstack", True),
     "test_platform_slurm.py": ("slurm", True),
     "test_platforms_e2e.py": ("slurm", False),
     "test_staging_sandbox.py": ("slurm", False),

@@ -54,6 +54,14 @@ def names(cluster: None) -> Iterator[list[str]]:
     for name in made:
         sh("scancel", "--name", name)
         sh("scontrol", "delete", "reservation", name)
+    # the next test may need the whole node: wait until the cancelled jobs have let it go
+    deadline = time.monotonic() + 30
+    while made and time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "--noheader", "--format=%j"], capture_output=True,
+                                text=True, check=False).stdout.split()  # fmt: skip
+        if not set(queued) & set(made):
+            break
+        time.sleep(0.5)
 
 
 def platform(**options: Any) -> SlurmPlatform:
