@@ -15,9 +15,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,3 +117,23 @@ class Tally:
     def fail(self, text: str) -> None:
         with self.lock:
             self.failures.append(text)
+
+
+def oidc_node(issuer: Any, tmp: Path, site: str, name: str = "node", **sections: Any) -> Node:
+    """A node on SQLite in ``tmp`` whose callers bring tokens of the test ``issuer``
+    (``test:admins`` its admins), with one pool, unlimited holds that a new request does not
+    replace, and a quick lifecycle; ``sections`` replace whole sections of that config."""
+    from tests.conftest import POOL_CONFIG
+
+    config = {
+        **POOL_CONFIG,
+        "site": {"name": site},
+        "database": {"url": f"sqlite:///{tmp / 'node.db'}"},
+        "auth": {**issuer.auth_config(), "admin_groups": ["test:admins"]},
+        "holds": {"caller": {}, "anonymous": {}, "replace": False},
+        "lifecycle": {"workdir": str(tmp / "sessions"), "poll_interval": "PT1S"},
+        **sections,
+    }
+    path = tmp / "node.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return start_node(path, tmp, name)

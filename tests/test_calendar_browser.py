@@ -19,10 +19,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import ACCEPT, POOL_CONFIG, REQUIRE, request_doc, unavailable
-from tests.nodes import Node, start_node
+from tests.nodes import Node, oidc_node
 from tests.oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.slow  # a node process and a browser
@@ -71,20 +70,14 @@ def issuer() -> Iterator[OidcIssuer]:
 @pytest.fixture(scope="module")
 def node(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("calendar-browser")
-    config = {
-        **POOL_CONFIG,
-        "platforms": PLATFORMS,
-        "site": {"name": "Calendar test node"},
-        "database": {"url": f"sqlite:///{tmp / 'node.db'}"},
-        "offers": {"max_offers": 3, "hold": "PT30M"},
-        "auth": {**issuer.auth_config(), "admin_groups": ["test:admins"],
-                 "feeds": {"secret": "browser-test-feed-secret-0123456789abcdef"}},
-        "holds": {"caller": {}, "anonymous": {}, "replace": False},
-        "lifecycle": {"enabled": False, "workdir": str(tmp / "work")},
-    }  # fmt: skip
-    path = tmp / "node.yaml"
-    path.write_text(yaml.safe_dump(config))
-    started = start_node(path, tmp, "calendar")
+    feeds = {"secret": "browser-test-feed-secret-0123456789abcdef"}
+    started = oidc_node(
+        issuer, tmp, "Calendar test node", "calendar",
+        platforms=PLATFORMS,
+        offers={"max_offers": 3, "hold": "PT30M"},
+        auth={**issuer.auth_config(), "admin_groups": ["test:admins"], "feeds": feeds},
+        lifecycle={"enabled": False, "workdir": str(tmp / "work")},
+    )  # fmt: skip
     yield started
     started.stop()
 

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from typer.testing import CliRunner, Result
 
 from client.app import app
-from tests.conftest import POOL_CONFIG
-from tests.nodes import ROOT, Node, start_node
+from tests.nodes import ROOT, Node, oidc_node
 from tests.oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.slow  # a real node process: `-m 'not slow'` leaves it out
@@ -41,17 +39,7 @@ def issuer() -> Iterator[OidcIssuer]:
 @pytest.fixture(scope="module")
 def node(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("client-admin")
-    config = {
-        **POOL_CONFIG,  # one pool, sim/main: 16 cores, 64 GiB of memory
-        "site": {"name": "cli-admin"},
-        "database": {"url": f"sqlite:///{tmp / 'node.db'}"},
-        "auth": {**issuer.auth_config(), "admin_groups": ["test:admins"]},
-        "holds": {"caller": {}, "anonymous": {}, "replace": False},
-        "lifecycle": {"workdir": str(tmp / "sessions"), "poll_interval": "PT1S"},
-    }
-    path = tmp / "node.yaml"
-    path.write_text(yaml.safe_dump(config))
-    started = start_node(path, tmp, "node")
+    started = oidc_node(issuer, tmp, "cli-admin")  # one pool, sim/main: 16 cores, 64 GiB
     yield started
     started.stop()
 

@@ -27,8 +27,7 @@ from typer.testing import CliRunner, Result
 
 from client.app import app
 from client.documents import COMPUTE, EXECUTABLES
-from tests.conftest import POOL_CONFIG
-from tests.nodes import ROOT, Node, free_port, start_node
+from tests.nodes import ROOT, Node, free_port, oidc_node
 from tests.oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
@@ -45,18 +44,8 @@ def issuer() -> Iterator[OidcIssuer]:
 @pytest.fixture(scope="module")
 def node(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("client-flow")
-    config = {
-        **POOL_CONFIG,
-        "site": {"name": "cli"},
-        "database": {"url": f"sqlite:///{tmp / 'node.db'}"},
-        "offers": {"granularity": "PT1S", "max_offers": 2},
-        "auth": {**issuer.auth_config(), "admin_groups": ["test:admins"]},
-        "holds": {"caller": {}, "anonymous": {}, "replace": False},
-        "lifecycle": {"workdir": str(tmp / "sessions"), "poll_interval": "PT1S"},
-    }
-    path = tmp / "node.yaml"
-    path.write_text(yaml.safe_dump(config))
-    started = start_node(path, tmp, "node")
+    offers = {"granularity": "PT1S", "max_offers": 2}
+    started = oidc_node(issuer, tmp, "cli", offers=offers)
     yield started
     started.stop()
 
