@@ -23,6 +23,7 @@ from broker_core.broker import Broker
 from broker_core.config import NodeConfig, parse_config
 from broker_core.http.app import create_app
 from broker_core.node import build_broker
+from tests.oidc_issuer import OidcIssuer
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REQUIRE = os.environ.get("EBROKER_REQUIRE_INTEGRATION") == "1"
@@ -233,3 +234,11 @@ def offered_start(offer: dict[str, Any]) -> str:
     """The instant an offer starts at: its ``schedule.available.start`` is an ISO-8601
     interval (``<instant>/PT0S``), as the standard's ScheduleStartDurationInterval has it."""
     return offer["schedule"]["available"]["start"].split("/")[0]
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[OidcIssuer]:
+    """A test OIDC issuer (tests/oidc_issuer.py) for the module: its keys, discovery document
+    and JWKS served over HTTP, tokens made with ``issuer.token(...)``."""
+    with OidcIssuer() as oidc:
+        yield oidc

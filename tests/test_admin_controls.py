@@ -38,11 +38,6 @@ PLATFORMS = [
 MAIN = "/pools/sim/main"
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as oidc:
-        yield oidc
-
 
 @pytest.fixture
 def make_node(

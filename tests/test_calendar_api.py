@@ -35,11 +35,6 @@ SECRET = "calendar-feed-test-secret-0123456789abcdef"
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as oidc:
-        yield oidc
-
 
 @pytest.fixture(scope="module")
 def users(issuer: OidcIssuer) -> dict[str, dict[str, str]]:

@@ -30,11 +30,6 @@ IMAGE = "localhost/busybox"
 ROOT_OWNER, ALICE_OWNER = "test:root", "test:alice"
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as oidc:
-        yield oidc
-
 
 @pytest.fixture(scope="module")
 def node(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:

@@ -35,11 +35,6 @@ pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
 IMAGE = "localhost/busybox"
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as oidc:
-        yield oidc
-
 
 @pytest.fixture(scope="module")
 def node(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:

@@ -26,11 +26,6 @@ profiles:
 """
 
 
-@pytest.fixture(scope="module")
-def issuer():
-    with OidcIssuer() as oidc_issuer:
-        yield oidc_issuer
-
 
 @pytest.fixture
 def home(tmp_path: Path, issuer: OidcIssuer) -> dict[str, str]:

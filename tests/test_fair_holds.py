@@ -5,7 +5,7 @@ of issue 13 who held a whole pool for the whole look-ahead."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -30,11 +30,6 @@ POOL = {
     "inventories": {"cores": {"total": 64}, "memory": {"total": 4096}, "storage": {"total": 10000}},
 }
 
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as test_issuer:
-        yield test_issuer
 
 
 @pytest.fixture

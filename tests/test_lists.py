@@ -37,11 +37,6 @@ PLATFORMS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as oidc:
-        yield oidc
-
 
 def node_settings(issuer: OidcIssuer) -> dict[str, Any]:
     return {

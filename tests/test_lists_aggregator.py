@@ -27,11 +27,6 @@ WITHDRAW = {**ACCEPT, "value": "REJECTED"}
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as oidc:
-        yield oidc
-
 
 @pytest.fixture(scope="module")
 def nodes(issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:

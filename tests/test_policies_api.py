@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -70,11 +70,6 @@ def site_config(issuer: OidcIssuer, *policies: dict[str, Any]) -> dict[str, Any]
         ],
     }
 
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[OidcIssuer]:
-    with OidcIssuer() as test_issuer:
-        yield test_issuer
 
 
 @pytest.fixture
