@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
-from .admin.pools import pool_state
+from .admin.pools import inventory_document, pool_state
 from .booking import ledger
 from .broker import Broker
 from .config import UNITS, NodeConfig
@@ -128,15 +128,7 @@ def describe(broker: Broker) -> dict[str, Any]:
         states = {pool.id: admin_state(session, pool, int(time.time())) for pool in pools}
     by_pool: dict[int | None, dict[str, Any]] = {}
     for inv in inventories:
-        by_pool.setdefault(inv.pool_id, {})[inv.resource_class] = {
-            "total": inv.total,
-            "reserved": inv.reserved,
-            "allocation_ratio": inv.allocation_ratio,
-            "capacity": inv.capacity,
-            "min_unit": inv.min_unit,
-            "max_unit": inv.max_unit,
-            "step_size": inv.step_size,
-        }
+        by_pool.setdefault(inv.pool_id, {})[inv.resource_class] = inventory_document(inv)
     offers = broker.config.offers
     return {
         "site": {"name": broker.config.site.name, "description": broker.config.site.description},
