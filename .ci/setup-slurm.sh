@@ -77,10 +77,29 @@ SlurmctldLogFile=$BASE/log/slurmctld.log
 SlurmdLogFile=$BASE/log/slurmd.log
 SlurmctldPidFile=$BASE/run/slurmctld.pid
 SlurmdPidFile=$BASE/run/slurmd.pid
-NodeName=localhost CPUs=$cpus RealMemory=$real_mem State=UNKNOWN
+GresTypes=gpu
+NodeName=localhost CPUs=$cpus RealMemory=$real_mem Gres=gpu:a100:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE DefaultTime=10 State=UP
 EOF
+# Two A100s (the machine has no GPU): their device files are clones of /dev/null, so that
+# slurmd counts them (a GPU GRES without File is reported as none), and jobs get them with
+# --gres like real ones: the slurm platform's GPU sessions run here for real
+mkdir -p "$BASE/dev"
+for i in 0 1; do
+  [[ -c "$BASE/dev/gpu$i" ]] || mknod "$BASE/dev/gpu$i" c 1 3
+done
+new_gres=$(mktemp)
+cat >"$new_gres" <<EOF
+# Written by .ci/setup-slurm.sh (ebroker): two stand-in GPUs (device files like /dev/null).
+NodeName=localhost Name=gpu Type=a100 File=$BASE/dev/gpu[0-1]
+EOF
 changed=0
+if ! cmp -s "$new_gres" /etc/slurm/gres.conf; then
+  log "writing /etc/slurm/gres.conf (2 stand-in A100s)"
+  install -m 0644 "$new_gres" /etc/slurm/gres.conf
+  changed=1
+fi
+rm -f "$new_gres"
 if ! cmp -s "$new_conf" "$CONF"; then
   log "writing $CONF (CPUs=$cpus RealMemory=$real_mem)"
   install -m 0644 "$new_conf" "$CONF"
@@ -104,9 +123,12 @@ alive() {
   return 1
 }
 
+# a changed node definition (its GRES) is read only at start: the daemons are restarted (their
+# state, jobs and reservations, is kept in StateSaveLocation; running jobs carry on)
 if ctld_up && ((changed)); then
-  log "reconfiguring the running cluster"
-  scontrol reconfigure || true
+  log "restarting the cluster's daemons for the new configuration"
+  scontrol shutdown >/dev/null 2>&1 || true
+  for _ in $(seq 100); do ! ctld_up && ! alive slurmd && break; sleep 0.1; done
 fi
 if ! ctld_up; then
   log "starting slurmctld"
@@ -148,5 +170,12 @@ if ! timeout 120 sbatch --quiet --wait --time=1 --output="$out/check.out" --chdi
   exit 1
 fi
 grep -q slurm-ok "$out/check.out" || { log "the check job printed nothing"; exit 1; }
+if ! timeout 120 sbatch --quiet --wait --time=1 --gres=gpu:a100:1 --output="$out/gres.out" \
+  --chdir="$out" --job-name=setup-slurm-gres --wrap 'echo "gres-ok $CUDA_VISIBLE_DEVICES"' \
+  >/dev/null || ! grep -q gres-ok "$out/gres.out"; then
+  log "the GPU check job (--gres=gpu:a100:1) failed"
+  cat "$out/gres.out" 2>/dev/null || true
+  exit 1
+fi
 rm -rf "$out"
-log "ready: $(sinfo -h -o '%P %D %c cpus %m MiB %T' | head -n1)"
+log "ready: $(sinfo -h -o '%P %D %c cpus %m MiB %G %T' | head -n1)"

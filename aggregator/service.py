@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -23,9 +23,11 @@ from broker_core.errors import (
 )
 from broker_core.http.app import SPEC_DOCUMENT
 from broker_core.kinds.base import Message, message
+from broker_core.offers.accelerators import AcceleratorNeed
 from broker_core.schedule import instant
 from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, wire_messages
 
+from . import accelerators
 from .budget import AfterFanout, fanout_deadline, fanout_ended
 from .config import AggregatorConfig
 from .merge import (
@@ -128,10 +130,13 @@ class Aggregator:
         fanout = self.config.fanout
         stop = self._stop_at()
         kinds = requested_kinds(document)
+        needs = accelerators.requested(document)
         body = json.dumps(document).encode()
         ups = list(self.upstreams.by_name.values())
         path = "/requests" + _query(project, probe)
-        tasks = [asyncio.create_task(self._ask(u, path, body, token, kinds, stop)) for u in ups]
+        tasks = [
+            asyncio.create_task(self._ask(u, path, body, token, kinds, stop, needs)) for u in ups
+        ]
         try:
             _, pending = await asyncio.wait(tasks, timeout=max(stop - time.monotonic(), 0))
         except asyncio.CancelledError:  # the client went away: nobody will see these offers
@@ -197,6 +202,7 @@ class Aggregator:
         token: str | None,
         kinds: set[str],
         stop: float,
+        needs: Sequence[AcceleratorNeed] = (),
     ) -> tuple[str, Any]:
         """One upstream's part of a fan-out. Its call may outlast ``stop`` (when the fan-out
         stops waiting) up to its own timeout, so that offers made too late are known (and
@@ -209,6 +215,9 @@ class Aggregator:
         if missing:
             return "skipped", message("upstream {upstream} skipped: it does not accept {kinds}",
                                       upstream=name, kinds=missing)  # fmt: skip
+        lacking = accelerators.skip_reason(name, upstream.pools, needs)
+        if lacking:
+            return "skipped", lacking
         if time.monotonic() >= min(deadline, stop):  # asking now would only make offers late
             return "failed", _failed(name, f"no answer within {timeout:.1f} s (its description, "
                                      "GET /node, took the time left)")  # fmt: skip
@@ -480,12 +489,17 @@ class Aggregator:
         the aggregator's own is kept with its NO offer set, for GET /sessions/{uuid}."""
         deadline = self._stop_at()
         kinds = requested_kinds(document)
+        needs = accelerators.requested(document)
         notes: list[Message] = []
         conflicts = []
         failed: list[Candidate] = []  # the FAILED sessions upstreams kept, by weight
         ups = sorted(self.upstreams.by_name.values(), key=lambda u: -u.config.weight)
         for upstream in ups:
             if await self._missing_kinds(upstream, kinds, deadline):
+                continue
+            lacking = accelerators.skip_reason(upstream.name, upstream.pools, needs)
+            if lacking:
+                notes.append(lacking)
                 continue
             try:
                 answer = await self.upstreams.call(

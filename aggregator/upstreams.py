@@ -15,8 +15,10 @@ from urllib.parse import urljoin
 import aiohttp
 
 from broker_core import reading
+from broker_core.booking.pools import PoolView
 from broker_core.observability import request_ids
 
+from . import accelerators
 from .config import AggregatorConfig, BreakerConfig, UpstreamConfig
 from .metrics import UPSTREAM_CALLS
 
@@ -95,6 +97,8 @@ class Upstream:
     config: UpstreamConfig
     breaker: Breaker
     kinds: frozenset[str] | None = None  # from its node description, when known
+    # its open pools, from the same description (for the accelerators it has); None: unknown
+    pools: tuple[PoolView, ...] | None = None
     described_at: float = 0.0
     # it has no node description (a 404 on /node, as a node of another implementation may
     # answer): it is taken to accept anything
@@ -299,6 +303,7 @@ class Upstreams:
             kinds = answer.document.get("kinds") if isinstance(answer.document, dict) else None
             if answer.status == 200 and isinstance(kinds, list):
                 upstream.kinds = frozenset(k for k in kinds if isinstance(k, str))
+                upstream.pools = accelerators.pools_of(answer.document)
                 upstream.undescribed = False
             elif answer.status in (404, 405, 501):
                 upstream.kinds, upstream.undescribed = None, True

@@ -29,10 +29,14 @@ from .pricing import Pricing, check_platform
 from .secrets import Secrets
 from .suggest import iso_duration_hint, unknown_field_at
 
-RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
-ResourceClass = Literal["cores", "memory", "storage", "gpus"]
+RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus", "fpgas")
+ResourceClass = Literal["cores", "memory", "storage", "gpus", "fpgas"]
 # how amounts of each class read in messages ("8 GiB of memory")
-UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"}
+UNITS = {"cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs",
+         "fpgas": "FPGAs"}  # fmt: skip
+# a pool's traits, named as OpenStack placement names them (GPU_A100, CUSTOM_FPGA_U250)
+TRAIT_PATTERN = r"^[A-Z0-9_]{1,255}$"
+Trait = Annotated[str, Field(pattern=TRAIT_PATTERN)]
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$"
 
 
@@ -111,6 +115,17 @@ class PoolConfig(Model):
     pricing: Pricing | None = Field(
         default=None, description="sections that replace the platform's pricing for this pool"
     )
+    traits: list[Trait] = Field(
+        default_factory=list,
+        max_length=64,
+        description="what its accelerators are, placement-style (GPU_A100, GPU_MEM_80G, "
+        "FPGA_XILINX_U250): a request's accelerator model and memory are matched against them",
+    )
+
+    @field_validator("traits")
+    @classmethod
+    def _unique_traits(cls, traits: list[str]) -> list[str]:
+        return sorted(set(traits))
 
     @field_validator("inventories")
     @classmethod

@@ -145,6 +145,7 @@ def describe(broker: Broker) -> dict[str, Any]:
                         "generation": pool.generation,
                         **states[pool.id],
                         "inventories": by_pool.get(pool.id, {}),
+                        "traits": list(pool.traits or []),
                     }
                     for pool in pools
                     if pool.platform == platform.name

@@ -30,7 +30,8 @@ COST_TYPE = "urn:ebroker:cost:"  # + money:<currency>, energy:kWh, carbon:gCO2e
 METRIC_TYPE = "urn:ebroker:metric:"  # + the metric's name
 SECTIONS = ("money", "energy", "carbon")  # in the order offers list them
 _AMOUNTS = {
-    "cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs"
+    "cores": "cores", "memory": "GiB of memory", "storage": "GiB of storage", "gpus": "GPUs",
+    "fpgas": "FPGAs",
 }  # fmt: skip
 
 
@@ -45,11 +46,12 @@ class PerHour(_Strict):
     memory: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     storage: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     gpus: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    fpgas: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _some(self) -> PerHour:
         if not self.rates():
-            raise ValueError("give a rate for at least one of cores, memory, storage, gpus")
+            raise ValueError("give a rate for at least one of cores, memory, storage, gpus, fpgas")
         return self
 
     def rates(self) -> dict[str, float]:

@@ -311,7 +311,7 @@ def parse_phases(values: Sequence[str]) -> list[str]:
 
 # --- the admin controls' documents ------------------------------------------------------------
 
-RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus")
+RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus", "fpgas")
 INVENTORY_FIELDS = ("total", "reserved", "allocation_ratio", "min_unit", "max_unit", "step_size")
 AUDIT_ACTIONS = (
     "accept", "reject", "cancel", "extend", "direct", "withdraw", "drain", "undrain",

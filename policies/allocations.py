@@ -42,7 +42,8 @@ from .contract import (
 )
 
 HOUR_UNITS = {"cores": "core-hours", "memory": "GiB-hours of memory",
-              "storage": "GiB-hours of storage", "gpus": "GPU-hours"}  # fmt: skip
+              "storage": "GiB-hours of storage", "gpus": "GPU-hours",
+              "fpgas": "FPGA-hours"}  # fmt: skip
 
 
 class _Model(BaseModel):

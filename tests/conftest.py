@@ -70,6 +70,7 @@ GROUPS: dict[str, tuple[str, bool]] = {
     "test_platform_openstack_e2e.py": ("openstack", True),
     "test_openstack_cinder_cloud.py": ("openstack", True),
     "test_platform_slurm.py": ("slurm", True),
+    "test_accelerators_slurm.py": ("slurm", True),
     "test_platforms_e2e.py": ("slurm", False),
     "test_staging_sandbox.py": ("slurm", False),
 }

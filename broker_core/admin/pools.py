@@ -93,6 +93,7 @@ def pool_state(session: Session, row: ResourcePool, now: int) -> dict[str, Any]:
         "inventories": {
             c: inventory_document(inv) for c, inv in inventories_of(session, row.id).items()
         },
+        "traits": list(row.traits or []),
         **_override(session, row),
         "maintenance": [window_summary(w) for w in live_windows(session, row.id, now)],
     }

@@ -70,6 +70,11 @@ def sync_pools(session: Session, platform: str, pools: Iterable[PoolConfig], now
             session.add(row)
             session.flush()
         row.enabled = True
+        traits = sorted(config.traits)
+        if (row.traits or []) != traits:  # what the pool serves changed: claims must re-read
+            row.traits = traits
+            row.generation += 1
+            row.updated_at = now
         override = session.get(PoolOverride, row.id)
         values = overridden(
             {c: inv.model_dump() for c, inv in config.inventories.items()},
@@ -179,6 +184,7 @@ _POOLS = (
         ResourcePool.drained_at,
         ResourcePool.drained_by,
         ResourcePool.drain_reason,
+        ResourcePool.traits,
         Inventory.resource_class,
         Inventory.total,
         Inventory.reserved,
@@ -242,10 +248,12 @@ def load_pools(
     rows = connection.execute(_POOLS, {"platforms": list(platforms)}).all()
     for row in rows:
         pool_id, name, platform, generation, pool_longest, drained_at, *rest = row
-        drained_by, drain_reason, resource_class, *inv = rest
+        drained_by, drain_reason, traits, resource_class, *inv = rest
         view = views.get(pool_id)
         if view is None:
-            view = views[pool_id] = PoolView(pool_id, name, platform, {}, generation=generation)
+            view = views[pool_id] = PoolView(
+                pool_id, name, platform, {}, generation=generation, traits=frozenset(traits or ())
+            )
             if drained_at is not None:
                 view.drain = Drain(drained_at, drained_by, drain_reason)
             longest = max(longest, pool_longest)

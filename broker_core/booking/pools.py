@@ -41,6 +41,8 @@ class PoolView:
     external: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
     # drained by an admin: no new claims (see ``Drain``); None when open
     drain: Drain | None = None
+    # what its accelerators are (GPU_A100, GPU_MEM_80G), as configured or discovered
+    traits: frozenset[str] = frozenset()
 
     def free(self, resource_class: str, start: int, end: int) -> int:
         # a class whose usage was not loaded is an error, never an empty pool

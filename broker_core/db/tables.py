@@ -41,6 +41,9 @@ class ResourcePool(SQLModel, table=True):
     # when the last of its live maintenance windows ends (None: it has none): a booking freed
     # on the pool before then is given to its windows (``ledger.top_up_maintenance``)
     maintenance_until: int | None = Field(default=None, sa_type=BigInteger)
+    # what its accelerators are, placement-style (GPU_A100, GPU_MEM_80G), sorted: what a
+    # request's accelerator model and memory are matched against (``offers.accelerators``)
+    traits: list[str] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Inventory(SQLModel, table=True):

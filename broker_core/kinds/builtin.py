@@ -238,6 +238,62 @@ class SimpleVolumeMount(Component):
         )
 
 
+ACCELERATOR_TYPES = ("gpu", "fpga")
+
+
+class Accelerator(Strict):
+    """Devices a session needs besides cores and memory (an ebroker extension of the simple
+    compute resource): how many of one ``type``, optionally of one of some ``model``s and with
+    at least ``memory.min`` GiB each. Pools name what they have as traits (GPU_A100,
+    GPU_MEM_80G); ``offers.accelerators`` matches the two."""
+
+    type: str | None = Field(default=None, max_length=64)
+    count: MinMax | None = None
+    model: list[str] | None = Field(default=None, max_length=16)
+    memory: MinMax | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_model(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # `model: A100` is a list of one
+
+    @field_validator("model")
+    @classmethod
+    def _model_length(cls, models: list[str] | None) -> list[str] | None:
+        if models and any(len(m) > 64 for m in models):
+            raise ValueError("accelerator models are at most 64 characters")
+        return models
+
+    def problems(self, at: str) -> list[Problem]:
+        if self.type is None:
+            found = [_missing(at, "type", "the kind of device: " + " or ".join(ACCELERATOR_TYPES))]
+        else:
+            found = _one_of(f"{at}/type", self.type, ACCELERATOR_TYPES, "type")
+        found += self.count.problems(f"{at}/count") if self.count else []
+        found += self.memory.problems(f"{at}/memory") if self.memory else []
+        return found + [
+            Problem(f"{at}/model/{i}", "the model is empty; give one such as A100, or leave "
+                    "model out for any")
+            for i, model in enumerate(self.model or [])
+            if not model.strip() or not any(ch.isalnum() for ch in model)
+        ]  # fmt: skip
+
+
+def _accelerator_problems(at: str, accelerators: list[Accelerator]) -> list[Problem]:
+    found = [p for i, a in enumerate(accelerators) for p in a.problems(f"{at}/{i}")]
+    seen: dict[str, int] = {}
+    for i, accelerator in enumerate(accelerators):
+        if accelerator.type in seen:
+            found.append(Problem(
+                f"{at}/{i}/type", "a second {value} item (the first is item {first}); give one "
+                "item per type, with every model that would do in its model list",
+                {"value": str(accelerator.type), "first": str(seen[accelerator.type])},
+            ))  # fmt: skip
+        elif accelerator.type is not None:
+            seen[accelerator.type] = i
+    return found
+
+
 class SimpleComputeResource(Component):
     CATEGORY = "compute"
     NAME = "simple-compute-resource"
@@ -247,6 +303,7 @@ class SimpleComputeResource(Component):
     cores: MinMax | None = None
     memory: MinMax | None = None
     volumes: list[SimpleVolumeMount] = Field(default_factory=list, max_length=64)
+    accelerators: list[Accelerator] | None = Field(default=None, max_length=8)
 
     def parts(self) -> list[Component]:
         return [self, *self.volumes]
@@ -254,6 +311,7 @@ class SimpleComputeResource(Component):
     def problems(self, at: str) -> list[Problem]:
         found = self.cores.problems(f"{at}/cores") if self.cores else []
         found += self.memory.problems(f"{at}/memory") if self.memory else []
+        found += _accelerator_problems(f"{at}/accelerators", self.accelerators or [])
         return found + [
             p for i, v in enumerate(self.volumes) for p in v.problems(f"{at}/volumes/{i}")
         ]

@@ -22,6 +22,7 @@ from ..schedule import (
     parse_interval,
     parse_intervals,
 )
+from .accelerators import CLASSES, AcceleratorNeed, needs_of
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Demand:
     # classes whose amounts are the node's defaults: a pool that does not track them (a QPU
     # with no memory inventory, say) may still serve the request
     defaulted: frozenset[str] = frozenset()
+    # the compute resource's accelerators: a pool serves their classes only with their traits
+    accelerators: tuple[AcceleratorNeed, ...] = ()
 
     def on(self, tracked: set[str]) -> dict[str, Range] | None:
         """The amounts to book on pools tracking these classes; None when they cannot serve."""
@@ -86,6 +89,12 @@ def resolve(request: ExecutionRequest, config: OfferConfig) -> Demand:
     ]
     if sizes:
         amounts["storage"] = Range(sum(r.min for r in sizes), sum(r.max for r in sizes))
+    counts = {
+        item.type: _range(item.count, Range(1, 1), f"/compute/accelerators/{i}/count")
+        for i, item in enumerate(getattr(compute, "accelerators", None) or [])
+        if item.type in CLASSES
+    }
+    amounts.update({CLASSES[t]: count for t, count in counts.items()})
 
     schedule = request.schedule
     try:
@@ -112,7 +121,8 @@ def resolve(request: ExecutionRequest, config: OfferConfig) -> Demand:
         except ScheduleError as exc:
             raise DocumentInvalid([FieldError(where, str(exc))]) from None
         windows = [(int(i.start.timestamp()), int(i.end.timestamp())) for i in intervals]
-    return Demand(amounts, int(duration.total_seconds()), windows, sizes, defaulted)
+    accelerators = needs_of(compute, counts)
+    return Demand(amounts, int(duration.total_seconds()), windows, sizes, defaulted, accelerators)
 
 
 def policy_limits(demand: Demand, config: OfferConfig) -> list[Message]:

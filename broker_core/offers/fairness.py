@@ -53,7 +53,8 @@ from ..schedule import format_seconds, instant
 from .demand import Demand
 
 HOUR_UNITS = {"cores": "core-hours", "memory": "GiB-hours of memory",
-              "storage": "GiB-hours of storage", "gpus": "GPU-hours"}  # fmt: skip
+              "storage": "GiB-hours of storage", "gpus": "GPU-hours",
+              "fpgas": "FPGA-hours"}  # fmt: skip
 
 
 def request_key(document: Any, project: str | None) -> str:

@@ -33,9 +33,9 @@ from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.record import Components, Grant, SessionRecord, own_pool_name
 from ..sessions.views import render_offerset
 from ..staging.rules import rules_for
-from . import checks, fairness
+from . import accelerators, checks, fairness
 from .context import Plan, SearchContext
-from .demand import Demand, policy_limits, resolve, window_limits, zone_notes
+from .demand import policy_limits, resolve, window_limits, zone_notes
 from .engine import (
     Outcome,
     Search,
@@ -300,7 +300,7 @@ def _search(context: SearchContext, session: Session) -> tuple[Outcome, list[Sea
     if demand.windows is None and not context.direct:
         near = max(ASAP_FIRST_LOOK, demand.duration * offers.max_offers * 2)
         if near < lookahead:
-            nearby = Demand(demand.amounts, demand.duration, [(now, now + near)])
+            nearby = replace(demand, windows=[(now, now + near)])
             outcome, searches = _search_windows(replace(context, demand=nearby), session)
             if len(outcome.slots) >= offers.max_offers:
                 return outcome, searches
@@ -387,13 +387,14 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
                     "the policies of this node permit no session of {duration} starting now",
                     level="WARN", duration=format_seconds(demand.duration),
                 ))  # fmt: skip
-            search_demand = Demand(demand.amounts, demand.duration, starts)
+            search_demand = replace(demand, windows=starts)
         search = Search(
             demand=search_demand,
             pool_sets=[
                 pool_set
                 for pool_set in _pool_sets(broker, plan.platform, mine)
                 if context.budget.suits([p.name for p in pool_set])
+                and accelerators.pool_set_serves(pool_set, demand.accelerators)
             ],
             now=now,
             preparation=plan.preparation,
@@ -409,6 +410,9 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
         candidates += outcome.candidates
         for c, v in outcome.best.items():
             best[c] = max(best.get(c, 0), v)
+    if demand.accelerators and not any(s.pool_sets for s in searches):
+        searched = [p for p in open_to_caller if p.drain is None]
+        notes += accelerators.unmatched(demand.accelerators, searched)
     slots = context.budget.affordable(slots)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates, notes), searches
@@ -675,6 +679,8 @@ def _session_record(
         for c in ("cores", "memory")
     }
     granted["storage"] = sum(shares)
+    needs = context.demand.accelerators
+    granted.update({n.resource_class: slot.totals.get(n.resource_class, 0) for n in needs})
     compute = (
         own(asked)
         if components["compute"]
@@ -686,6 +692,8 @@ def _session_record(
     for c in ("cores", "memory"):
         if c in slot.totals:
             compute[c] = {"min": granted[c], "max": granted[c]}
+    if needs:
+        compute["accelerators"] = accelerators.offered(needs, slot.pools, slot.totals)
     storage = [own(s) for s in components["storage"]]
     for doc, size in zip(storage, shares, strict=True):
         doc["size"] = {"min": size, "max": size}

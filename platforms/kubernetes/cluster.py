@@ -61,10 +61,20 @@ def quantity(text: Any) -> float:
     return float(value)
 
 
-def amounts(resources: dict[str, Any]) -> dict[str, float]:
+def resource_names(group: NodeGroup) -> dict[str, tuple[str, float]]:
+    """Resource class -> the node/pod resource it is read from and its unit, with the group's
+    extended resources for its accelerators (``devices``)."""
+    names: dict[str, tuple[str, float]] = {c: v for c, v in RESOURCES.items() if c != "gpus"}
+    names.update({c: (name, 1) for c, name in group.devices.items()})
+    return names
+
+
+def amounts(
+    resources: dict[str, Any], names: dict[str, tuple[str, float]] = RESOURCES
+) -> dict[str, float]:
     """Node or pod resources, by resource class, in the pools' units (cores, GiB, GPUs)."""
     found = {}
-    for cls, (key, unit) in RESOURCES.items():
+    for cls, (key, unit) in names.items():
         if key in resources:
             found[cls] = quantity(resources[key]) / unit
     return found
@@ -105,17 +115,21 @@ def in_group(node: Obj, group: NodeGroup) -> bool:
     return all(labels.get(k) == v for k, v in group.selector.items())
 
 
-def pod_requests(pod: Obj) -> dict[str, float]:
+def pod_requests(pod: Obj, names: dict[str, tuple[str, float]] = RESOURCES) -> dict[str, float]:
     """A pod's effective requests: its containers' sum, or its largest init container's."""
     spec = pod.get("spec") or {}
     total: dict[str, float] = {}
+
+    def requested(container: Obj) -> dict[str, float]:
+        return amounts((container.get("resources") or {}).get("requests") or {}, names)
+
     for container in spec.get("containers") or []:
-        for cls, value in amounts((container.get("resources") or {}).get("requests") or {}).items():
+        for cls, value in requested(container).items():
             total[cls] = total.get(cls, 0) + value
     for container in spec.get("initContainers") or []:
-        for cls, value in amounts((container.get("resources") or {}).get("requests") or {}).items():
+        for cls, value in requested(container).items():
             total[cls] = max(total.get(cls, 0), value)
-    for cls, value in amounts(spec.get("overhead") or {}).items():
+    for cls, value in amounts(spec.get("overhead") or {}, names).items():
         total[cls] = total.get(cls, 0) + value
     total.pop("storage", None)  # ephemeral storage requests are rare and not booked
     return total
@@ -134,6 +148,7 @@ class GroupReading:
 
     name: str
     nodes: list[str] = field(default_factory=list)
+    traits: list[str] = field(default_factory=list)  # the group's, as configured
     left_out: dict[str, str] = field(default_factory=dict)  # node -> why
     total: dict[str, float] = field(default_factory=dict)  # allocatable of the usable nodes
     largest: dict[str, float] = field(default_factory=dict)  # of one usable node
@@ -146,7 +161,8 @@ def read_groups(
 ) -> list[GroupReading]:
     readings = []
     for group in options.node_groups:
-        reading = GroupReading(group.name)
+        reading = GroupReading(group.name, traits=list(group.traits))
+        names = resource_names(group)
         for node in nodes:
             if not in_group(node, group):
                 continue
@@ -156,14 +172,15 @@ def read_groups(
                 reading.left_out[name] = why
                 continue
             reading.nodes.append(name)
-            for cls, value in amounts((node.get("status") or {}).get("allocatable") or {}).items():
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            for cls, value in amounts(allocatable, names).items():
                 reading.total[cls] = reading.total.get(cls, 0) + value
                 reading.largest[cls] = max(reading.largest.get(cls, 0), value)
         usable = set(reading.nodes)
         for pod in pods:
             if (pod.get("spec") or {}).get("nodeName") in usable and foreign(pod, platform):
                 reading.foreign_pods += 1
-                for cls, value in pod_requests(pod).items():
+                for cls, value in pod_requests(pod, names).items():
                     reading.foreign[cls] = reading.foreign.get(cls, 0) + value
         readings.append(reading)
     return readings
@@ -190,13 +207,16 @@ def shares(
     reading: GroupReading, options: KubernetesOptions, caps: dict[str, float]
 ) -> dict[str, int]:
     """What the group offers for booking: its share of the usable nodes, within the quota."""
-    sizes = {cls: _floor(reading.total.get(cls, 0) * options.share) for cls in RESOURCES}
+    classes = [*RESOURCES, *(c for c in reading.total if c not in RESOURCES)]
+    sizes = {cls: _floor(reading.total.get(cls, 0) * options.share) for cls in classes}
     if options.storage_total is not None:
         sizes["storage"] = options.storage_total
     for cls, cap in caps.items():
-        sizes[cls] = min(sizes[cls], _floor(cap))
-    if not reading.total.get("gpus") and not caps.get("gpus"):
-        sizes.pop("gpus")
+        if cls in sizes:
+            sizes[cls] = min(sizes[cls], _floor(cap))
+    for device in ("gpus", "fpgas"):  # a group without devices has no inventory of them
+        if not reading.total.get(device):
+            sizes.pop(device, None)
     return sizes
 
 
@@ -208,7 +228,7 @@ def pool_config(
         largest = _floor(reading.largest.get(cls, 0)) if cls != "storage" else total
         unit = min(largest, total) if cls != "storage" else None
         inventories[cls] = InventoryConfig(total=total, max_unit=unit or None)
-    return PoolConfig(name=reading.name, inventories=inventories)  # type: ignore[arg-type]
+    return PoolConfig(name=reading.name, inventories=inventories, traits=reading.traits)  # type: ignore[arg-type]
 
 
 def available(

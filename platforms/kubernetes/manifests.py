@@ -159,15 +159,34 @@ def stager_containers(execution: Execution, options: KubernetesOptions) -> list[
 
 
 def resources(execution: Execution) -> dict[str, dict[str, str]]:
-    """Requests equal to limits (the Guaranteed class): the granted cores, GiB and GPUs."""
+    """Requests equal to limits (the Guaranteed class): the granted cores and GiB. The pod's
+    main container gets its devices too (``with_devices``); an init container needs none."""
     amounts: dict[str, str] = {}
     if execution.granted.get("cores"):
         amounts["cpu"] = str(execution.granted["cores"])
     if execution.granted.get("memory"):
         amounts["memory"] = f"{execution.granted['memory']}Gi"
-    if execution.granted.get("gpus"):
-        amounts[GPU] = str(execution.granted["gpus"])
     return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def device_amounts(execution: Execution, group: NodeGroup) -> dict[str, str]:
+    """The granted GPUs and FPGAs as the node group's extended resources (``devices``:
+    nvidia.com/gpu unless configured otherwise), which a device plugin hands to the pod."""
+    return {
+        name: str(execution.granted[c])
+        for c, name in group.devices.items()
+        if execution.granted.get(c)
+    }
+
+
+def with_devices(container: Manifest, execution: Execution, group: NodeGroup) -> Manifest:
+    """The container, its requests and limits with the granted devices."""
+    devices = device_amounts(execution, group)
+    if devices:
+        limits = container.setdefault("resources", {})
+        for key in ("requests", "limits"):
+            limits.setdefault(key, {}).update(devices)
+    return container
 
 
 def container_security(options: KubernetesOptions, privileged: bool) -> Manifest:
@@ -484,7 +503,7 @@ def pod_template(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": options.termination_grace,
         "securityContext": pod_security(options),
-        "containers": [main_container(execution, options, image)],
+        "containers": [with_devices(main_container(execution, options, image), execution, group)],
     }
     kind = executable_kind(execution)
     init = [*kind.init_containers(execution, options), *stager_containers(execution, options)]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from broker_core.config import NAME_PATTERN, Duration
+from broker_core.config import NAME_PATTERN, Duration, Trait
 
 from ..contract import PreparationOptions
 from ..notebooks import NotebookOptions
@@ -21,6 +21,9 @@ LABEL_KEY = re.compile(rf"^([a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/)?{LABEL_NAME
 LABEL_VALUE = re.compile(rf"^({LABEL_NAME})?$")
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+# an extended resource a device plugin advertises (nvidia.com/gpu, amd.com/gpu, xilinx.com/...)
+EXTENDED_RESOURCE = rf"^[a-z0-9]([a-z0-9.-]{{0,251}}[a-z0-9])?/{LABEL_NAME}$"
+DEFAULT_DEVICES = {"gpus": "nvidia.com/gpu"}
 PULL_POLICIES = {"missing": "IfNotPresent", "always": "Always", "never": "Never"}
 
 
@@ -64,6 +67,20 @@ class NodeGroup(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="the pool's name")
     selector: dict[str, str] = Field(default_factory=dict, description="node labels")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    devices: dict[Literal["gpus", "fpgas"], Annotated[str, Field(pattern=EXTENDED_RESOURCE)]] = (
+        Field(
+            default_factory=lambda: dict(DEFAULT_DEVICES),
+            description="the extended resource each accelerator class is counted and requested "
+            "as, e.g. {gpus: amd.com/gpu}; default {gpus: nvidia.com/gpu}",
+        )
+    )
+    traits: list[Trait] = Field(
+        default_factory=list,
+        max_length=64,
+        description="the pool's traits (GPU_A100, GPU_MEM_80G): what its devices are, for "
+        "requests naming a model or a memory; select the nodes that have them with selector, "
+        "e.g. {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}",
+    )
 
     _selector = field_validator("selector")(_labels)
 

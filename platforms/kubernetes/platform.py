@@ -136,8 +136,25 @@ class KubernetesPlatform(Platform):
                         f"platform {self.name}: pool {pool.name!r} is not one "
                         f"of node_groups ({', '.join(sorted(names))})"
                     )
-            self._baseline = list(self.config.pools)
-            return list(self.config.pools)
+            groups = {g.name: g for g in self.options.node_groups}
+            for pool in self.config.pools:
+                missing = [
+                    c for c in ("gpus", "fpgas")
+                    if c in pool.inventories and c not in groups[pool.name].devices
+                ]  # fmt: skip
+                if missing:
+                    raise PlatformError(
+                        f"platform {self.name}: pool {pool.name!r} has {' and '.join(missing)} "
+                        f"but node group {pool.name!r} names no devices for them (devices: "
+                        "{gpus: nvidia.com/gpu, fpgas: <resource>})"
+                    )
+            # a pool given in the config takes its node group's traits unless it has its own
+            configured = [
+                p if p.traits else p.model_copy(update={"traits": groups[p.name].traits})
+                for p in self.config.pools
+            ]
+            self._baseline = list(configured)
+            return configured
         try:
             readings, caps, _ = self._read()
         except PlatformError as exc:

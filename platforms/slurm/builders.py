@@ -36,6 +36,33 @@ def granted(execution: Execution, resource_class: str) -> int:
     return max(int(execution.granted.get(resource_class) or 1), 1)
 
 
+# resource class -> the GRES name Slurm counts it as
+GRES_NAMES = {"gpus": "gpu", "fpgas": "fpga"}
+_ACCELERATOR_TYPES = {"gpus": "gpu", "fpgas": "fpga"}
+
+
+def gres(execution: Execution) -> str | None:
+    """``--gres`` of the session's GPUs and FPGAs: ``gpu:a100:2,fpga:1``. The GRES type is the
+    offered model (the pool's GPU_A100 trait, from the node's ``gpu:a100`` GRES), lower-cased;
+    none when the offer names no single model."""
+    items = []
+    for resource_class, name in GRES_NAMES.items():
+        count = int(execution.granted.get(resource_class) or 0)
+        if count <= 0:
+            continue
+        models = _offered_models(execution, _ACCELERATOR_TYPES[resource_class])
+        kind = models[0].lower() if len(models) == 1 else None
+        items.append(f"{name}:{kind}:{count}" if kind else f"{name}:{count}")
+    return ",".join(items) or None
+
+
+def _offered_models(execution: Execution, accelerator_type: str) -> list[str]:
+    for item in getattr(execution.compute, "accelerators", None) or []:
+        if item.type == accelerator_type:
+            return [m for m in item.model or [] if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", m)]
+    return []
+
+
 def job_minutes(end_at: int, now: float) -> int:
     """The job's time limit: the minutes left of the booked window, at least one."""
     return max(math.ceil((end_at - now) / 60), 1)
@@ -112,7 +139,9 @@ def sbatch(
     execution: Execution, options: SlurmOptions, *, partition: str, minutes: int, user: str
 ) -> list[str]:
     """``sbatch``: the session's script as one task on one node in its reservation, for
-    ``minutes``, with its granted cores and memory, its output in ``logs/output.log``;
+    ``minutes``, with its granted cores, memory and GPUs/FPGAs (``--gres``; Slurm 22.05
+    reservations cannot hold GRES, so the broker's booking table is what keeps the devices
+    for its sessions), its output in ``logs/output.log``;
     ``user`` is who submits (the job runs as ``reservation_user``)."""
     name = execution.name
     args = [
@@ -141,6 +170,9 @@ def sbatch(
     memory = execution.granted.get("memory")
     if memory:
         args += ["--mem", f"{int(memory)}G"]
+    devices = gres(execution)
+    if devices:
+        args.append(f"--gres={devices}")
     if options.reservation_user != user:
         args.append(f"--uid={options.reservation_user}")
     args.append(str(script_path(execution)))

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from broker_core.config import PoolConfig
+from broker_core.config import InventoryConfig, PoolConfig
 
 from ..contract import WORK_PREFIX, ExternalClaim, PlatformError, WorkState, WorkStatus, inventory
 from .options import SlurmConfigError
@@ -133,6 +133,28 @@ class Partition:
     memory_mib: int = 0
     node_cpus: int = 0  # the largest node's
     node_memory_mib: int = 0
+    # (GRES name, type or None) -> devices on the partition's nodes, and on its largest node
+    gres: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    node_gres: dict[str, int] = field(default_factory=dict)  # GRES name -> the largest node's
+
+
+# the GRES names booked as accelerator classes, and the prefix of the traits their types give
+GRES_CLASSES = {"gpu": ("gpus", "GPU"), "fpga": ("fpgas", "FPGA")}
+
+
+def parse_gres(value: str | None) -> dict[tuple[str, str | None], int]:
+    """A node's ``Gres=gpu:a100:2(S:0-1),fpga:1``: (name, type) -> count; a GRES without a
+    count is one device."""
+    found: dict[tuple[str, str | None], int] = {}
+    text = re.sub(r"\([^)]*\)", "", value or "")
+    for item in split_list(text):
+        parts = item.split(":")
+        count = 1
+        if len(parts) > 1 and parts[-1].isdigit():
+            count = int(parts.pop())
+        name, kind = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
+        found[(name, kind)] = found.get((name, kind), 0) + count
+    return found
 
 
 def read_partitions(partition_text: str, node_text: str) -> dict[str, Partition]:
@@ -149,6 +171,7 @@ def read_partitions(partition_text: str, node_text: str) -> dict[str, Partition]
             continue
         cpus = to_int(record.get("CPUEfctv")) or to_int(record.get("CPUTot"))
         memory = to_int(record.get("RealMemory"))
+        gres = parse_gres(record.get("Gres"))
         for name in split_list(record.get("Partitions")):
             part = partitions.get(name)
             if part is None or node in part.nodes:
@@ -158,6 +181,12 @@ def read_partitions(partition_text: str, node_text: str) -> dict[str, Partition]
             part.memory_mib += memory
             part.node_cpus = max(part.node_cpus, cpus)
             part.node_memory_mib = max(part.node_memory_mib, memory)
+            per_name: dict[str, int] = {}
+            for key, count in gres.items():
+                part.gres[key] = part.gres.get(key, 0) + count
+                per_name[key[0]] = per_name.get(key[0], 0) + count
+            for gres_name, count in per_name.items():
+                part.node_gres[gres_name] = max(part.node_gres.get(gres_name, 0), count)
     if not partitions:
         raise PlatformError("the Slurm cluster has no partitions")
     return partitions
@@ -212,7 +241,8 @@ def partition_pools(
     mapping: dict[str, str], partitions: dict[str, Partition], *, share: float, disk: int
 ) -> list[PoolConfig]:
     """One pool per partition: ``share`` of its cores and memory (GiB), at most one node's in
-    one session, and ``disk`` GiB of storage."""
+    one session, and ``disk`` GiB of storage; with its nodes' GPUs and FPGAs (GRES ``gpu`` and
+    ``fpga``), whole, with a trait per GRES type (``gpu:a100`` -> GPU_A100)."""
     pools = []
     for pool, name in mapping.items():
         part = partitions[name]
@@ -220,17 +250,39 @@ def partition_pools(
         memory = math.floor(part.memory_mib / 1024 * share + 1e-9)
         node_cores = max(min(part.node_cpus, cores), 1)
         node_memory = max(min(math.floor(part.node_memory_mib / 1024), memory), 1)
+        inventories = {
+            "cores": inventory(cores, max_unit=node_cores),
+            "memory": inventory(memory, max_unit=node_memory),
+            "storage": inventory(disk),
+        }
+        inventories.update(accelerator_inventories(part, share))
         pools.append(
-            PoolConfig(
-                name=pool,
-                inventories={
-                    "cores": inventory(cores, max_unit=node_cores),
-                    "memory": inventory(memory, max_unit=node_memory),
-                    "storage": inventory(disk),
-                },
-            )
+            PoolConfig(name=pool, inventories=inventories, traits=gres_traits(part))  # type: ignore[arg-type]
         )
     return pools
+
+
+def accelerator_inventories(part: Partition, share: float) -> dict[str, InventoryConfig]:
+    """The partition's GPUs and FPGAs: ``share`` of them, at most one node's in one session."""
+    found = {}
+    for gres_name, (resource_class, _) in GRES_CLASSES.items():
+        total = sum(n for (name, _), n in part.gres.items() if name == gres_name)
+        devices = math.floor(total * share + 1e-9)
+        if devices > 0:
+            largest = min(part.node_gres.get(gres_name, devices), devices)
+            found[resource_class] = inventory(devices, max_unit=max(largest, 1))
+    return found
+
+
+def gres_traits(part: Partition) -> list[str]:
+    """A trait per typed GPU/FPGA GRES of the partition: ``gpu:a100`` -> GPU_A100."""
+    traits = set()
+    for name, kind in part.gres:
+        if name in GRES_CLASSES and kind:
+            suffix = re.sub(r"[^A-Z0-9]+", "_", kind.upper()).strip("_")
+            if suffix:
+                traits.add(f"{GRES_CLASSES[name][1]}_{suffix}"[:255])
+    return sorted(traits)
 
 
 def reservation_claims(
