@@ -27,6 +27,7 @@ from pydantic import (
 
 from .pricing import Pricing, check_platform
 from .secrets import Secrets
+from .staging.mappings import DataMappings
 from .suggest import iso_duration_hint, unknown_field_at
 
 RESOURCE_CLASSES = ("cores", "memory", "storage", "gpus", "fpgas")
@@ -421,6 +422,13 @@ class StagingConfig(Model):
         description="the Unix user staging runs as on platforms without a session user (local) "
         "when the node runs as root; slurm stages as the job's user (its reservation_user); "
         "default: the node's own user",
+    )
+    mappings: DataMappings = Field(
+        default_factory=DataMappings,
+        description="where identified data lands: ivo:// prefixes and Rucio scopes mapped to "
+        "this site's files or URLs, from which ivoa, rucio and skao data resources are staged "
+        "(their roots need no file_roots entry); default: none, so such resources are staged "
+        "only from a location they carry themselves",
     )
 
     @field_validator("file_roots")

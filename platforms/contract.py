@@ -30,16 +30,23 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker_core.config import Duration, InventoryConfig, PlatformConfig, PoolConfig
-from broker_core.kinds.base import Component, Message, message
+from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.builtin import Network, Port, SimpleVolumeMount
 from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import ExecutionRequest
-from broker_core.staging.rules import StagingRules
+from broker_core.staging.placement import source_of
+from broker_core.staging.rules import StagingRefused, StagingRules
 
 from .errors import PlatformError
 from .staging import stage
 
 WORK_PREFIX = "ebroker-"
+# data resources named by an identifier, which the default ``stage_data`` stages from where the
+# node's mappings (``staging.mappings``) put them
+IDENTIFIED_DATA = frozenset(
+    kind_uri("data", name)
+    for name in ("ivoa-data-resource", "rucio-data-resource", "skao-data-resource")
+)
 
 
 def work_name(session_uuid: str) -> str:
@@ -257,6 +264,20 @@ class Platform(ABC):
             return self.options.estimate(request)
         return timedelta(0)
 
+    def data_staging_estimate(self) -> timedelta:
+        """What ``preparation_estimate`` books per data resource (``data_staging``). For a
+        resource whose staging time the node measured (mapped data: its size over the
+        mapping's bandwidth) the node books that instead."""
+        if isinstance(self.options, PreparationOptions):
+            return self.options.data_staging
+        return timedelta(0)
+
+    def stages_data(self) -> bool:
+        """Whether ``stage_data`` brings data resources to the session: then one the node
+        cannot place (an identifier it maps nothing of, with no location of its own) refuses
+        the request here."""
+        return True
+
     def external_claims(self, start: int, end: int) -> list[ExternalClaim]:
         """Capacity taken outside the broker between ``start`` and ``end`` (epoch seconds);
         offers avoid it. Called for every request: platforms cache what they read."""
@@ -275,11 +296,19 @@ class Platform(ABC):
     def stage_data(self, execution: Execution, data: Component) -> None:
         """Bring one data resource to the session (by default file:// and http(s)://
         locations are copied into ``execution.data_path(data)``, within
-        ``execution.staging``, as ``staging_user``)."""
+        ``execution.staging``, as ``staging_user``; an identified resource, ivoa, rucio or
+        skao, from where the node's mappings put it)."""
         dest = execution.data_path(data)
         user = self.staging_user(execution)
-        document = data.model_dump(mode="json", exclude_none=True)
-        execution.notes += stage(document, dest, execution.staging, user=user)
+        try:
+            source = source_of(data, execution.staging)
+        except StagingRefused as refused:
+            raise PlatformError(f"cannot stage {data.kind}: {refused.text}") from None
+        document = {**data.model_dump(mode="json", exclude_none=True), "location": source.location}
+        execution.notes += stage(document, dest, source.rules, user=user)
+        if source.mapped is not None:
+            execution.notes.append(f"staged {source.mapped.identifier} from this node's data "
+                                   f"({source.mapped.via})")  # fmt: skip
 
     def staging_user(self, execution: Execution) -> str | None:
         """The Unix user data staging runs as: the session's user on platforms that have one;

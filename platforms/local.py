@@ -57,6 +57,7 @@ from broker_core.kinds.request import ExecutionRequest
 from . import notebooks
 from .commands import ImageOptions, Outcome, Program, exists, find_image, image_locations
 from .contract import (
+    IDENTIFIED_DATA,
     WORK_PREFIX,
     Execution,
     Platform,
@@ -90,6 +91,7 @@ ACCEPTED = frozenset(
         kind_uri("compute", "simple-compute-resource"),
         kind_uri("storage", "simple-storage-resource"),
         kind_uri("data", "simple-data-resource"),
+        *IDENTIFIED_DATA,
     }
 )
 HTTP_CONNECTOR = "http-connector"

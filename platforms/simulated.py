@@ -29,6 +29,12 @@ class SimulatedOptions(PreparationOptions):
         default=None, description="how long the simulated work runs; default: to the booked end"
     )
     exit_code: int = Field(default=0, description="what the simulated work exits with")
+    stage_data: bool = Field(
+        default=False,
+        description="stage data resources into the session's directory as a real platform "
+        "does (within the node's staging rules and mappings), to try them with nothing run; "
+        "default: nothing is staged",
+    )
     kinds: list[str] | None = Field(
         default=None,
         description="accept only these kinds (names such as docker-container, or URIs); "
@@ -55,7 +61,13 @@ class SimulatedPlatform(Platform):
         execution.notes.append(f"simulated: storage {_name(storage)} not created")
 
     def stage_data(self, execution: Execution, data: Component) -> None:
-        execution.notes.append(f"simulated: data {_name(data)} not staged")
+        if self.options.stage_data:
+            super().stage_data(execution, data)
+        else:
+            execution.notes.append(f"simulated: data {_name(data)} not staged")
+
+    def stages_data(self) -> bool:
+        return self.options.stage_data
 
     def prepare_executable(self, execution: Execution) -> None:
         execution.notes.append("simulated: no image pulled")

@@ -107,7 +107,7 @@ def _in_child(
     request = {
         "location": location,
         "out": str(out),
-        "rules": rules.model_dump(mode="json"),
+        "rules": rules.model_dump(mode="json", exclude={"mappings"}),  # resolved already
         "account": dataclasses.asdict(account),
     }
     try:

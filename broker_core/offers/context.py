@@ -45,6 +45,8 @@ class SearchContext:
     direct: bool = False  # the single earliest slot starting now, booked and accepted at once
     probe: bool = False  # offers that hold nothing
     fair: Claimant | None = None  # the caller's hold limits; None when nothing is held
+    # per data resource, its measured staging time in seconds (mapped data), else None
+    data_staging: tuple[int | None, ...] = ()
 
     @property
     def preparation(self) -> int:

@@ -32,6 +32,7 @@ from ..sessions import store
 from ..sessions.phases import ACCEPTED, OFFERED
 from ..sessions.record import Components, Grant, SessionRecord, own_pool_name
 from ..sessions.views import render_offerset
+from ..staging.placement import Placement, place
 from ..staging.rules import rules_for
 from . import accelerators, checks, fairness
 from .context import Plan, SearchContext
@@ -76,16 +77,19 @@ def request_offers(
         reasons = _unknown_kinds(broker, parsed.unknown)
         return _refuse(broker, document, reasons, now, owner)
     request = parsed.request
-    problems = checks.problems(request, rules_for(broker.config))
+    rules = rules_for(broker.config)
+    problems = checks.problems(request, rules)
     if problems:  # well-formed but unservable: NO, every problem pointed at
         return _refuse(broker, document, checks.messages(problems), now, owner)
+    placements = place(request.data, rules)  # where identified data lands, and how long
     demand = resolve(request, broker.config.offers)
     reasons = policy_limits(demand, broker.config.offers)
     # a direct booking starts now, whatever start was asked for
     notes = [] if direct else zone_notes(request.schedule.start)
+    notes += [n for p in placements if p is not None and (n := p.note()) is not None]
     if not direct:
         reasons += window_limits(demand, broker.config.offers, now)
-    plans, refusals = _plans(broker, request)
+    plans, refusals = _plans(broker, request, placements)
     if reasons or not plans:
         return _refuse(broker, document, notes + reasons + refusals, now, owner)
     holding = not direct and not probe
@@ -120,6 +124,7 @@ def request_offers(
         broker=broker, request=request, document=document, demand=demand, plans=plans,
         verdict=verdict, now=now, owner=owner, notes=notes, direct=direct, probe=probe, fair=fair,
         budget=budget_for(broker.config, request.all_costs(), request.all_metrics()),
+        data_staging=tuple(p.seconds if p is not None else None for p in placements),
     )  # fmt: skip
 
     names = [p.platform.name for p in plans]
@@ -279,15 +284,29 @@ def _unknown_kinds(broker: Broker, unknown: list[UnknownKind]) -> list[Message]:
     ]
 
 
-def _plans(broker: Broker, request: ExecutionRequest) -> tuple[list[Plan], list[Message]]:
+def _plans(
+    broker: Broker, request: ExecutionRequest, placements: list[Placement | None]
+) -> tuple[list[Plan], list[Message]]:
+    """The platforms that can serve the request, each with its preparation time: a mapped
+    resource's measured staging time replaces the platform's flat one. A platform that stages
+    data cannot serve data the node cannot place; the answer then says why, per resource."""
     plans, refusals = [], []
+    unplaced = [problem for p in placements if p is not None for problem in p.problems]
+    measured = [p.seconds for p in placements if p is not None and p.seconds is not None]
+    refused_for_data = False
     for platform in broker.platforms:
         problems = platform.validate(request)
         if problems:
             refusals.extend(problems)
             continue
-        preparation = int(platform.preparation_estimate(request).total_seconds())
-        plans.append(Plan(platform, preparation))
+        if unplaced and platform.stages_data():
+            refused_for_data = True
+            continue
+        flat = platform.data_staging_estimate().total_seconds() * len(measured)
+        estimate = platform.preparation_estimate(request).total_seconds() - flat + sum(measured)
+        plans.append(Plan(platform, max(0, int(estimate))))
+    if refused_for_data:
+        refusals = [problem.message() for problem in unplaced] + refusals
     return plans, refusals
 
 
@@ -717,6 +736,7 @@ def _session_record(
         costs=quoted.costs,
         metrics=quoted.metrics,
         probe=context.probe,
+        data_staging=list(context.data_staging) if any(context.data_staging) else [],
         messages=[message("offered {granted} on {pools}", granted=offered, pools=", ".join(pools))],
     )
 

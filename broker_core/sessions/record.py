@@ -87,6 +87,9 @@ class SessionRecord(_Record):
     metrics: list[dict[str, Any]] = Field(default_factory=list)
     # a probe's offer holds nothing: accepting it claims ``allocations`` afresh
     probe: bool = False
+    # per data resource (in ``components.data`` order), the staging time booked for it in
+    # seconds when the node measured one (mapped data: size over bandwidth), else None
+    data_staging: list[int | None] = Field(default_factory=list)
     # when each phase was first entered, by its name in lower case ("available", "finished")
     entered: dict[str, int] = Field(default_factory=dict)
     # per component, made when preparation begins (storage, then data, then the executable)

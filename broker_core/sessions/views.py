@@ -126,11 +126,14 @@ def _component_phase(session_phase: str, category: str, status: ComponentStatus 
 
 
 def _component_schedule(
-    schedule: dict[str, Any], status: ComponentStatus | None
+    schedule: dict[str, Any], status: ComponentStatus | None, planned: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """The session's booked schedule, with the component's own preparation once it was made."""
+    """The session's booked schedule, with the component's own preparation: as made, once it
+    was, else as ``planned`` (a data resource's measured staging time)."""
     own = {k: schedule[k] for k in ("preparing", "available", "releasing")}
     prepared = status.prepared if status is not None else None
+    if prepared is None and planned is not None:
+        own["preparing"] = planned
     if prepared is not None:
         own["preparing"] = {
             "start": instant(prepared.start),
@@ -236,20 +239,22 @@ def render_session(
     schedule = _schedule(row, row.end_at, record.entered)
     statuses = {(s.uuid, s.category): s for s in record.statuses or []}
 
-    def lifecycle(part: dict[str, Any], category: str) -> dict[str, Any]:
+    def lifecycle(
+        part: dict[str, Any], category: str, planned: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         status = statuses.get(((part.get("meta") or {}).get("uuid"), category))
         return {
             **part,
             "phase": _component_phase(row.phase, category, status),
-            "schedule": _component_schedule(schedule, status),
+            "schedule": _component_schedule(schedule, status, planned),
         }
 
     storage = [lifecycle(s, "storage") for s in parts.storage]
     by_name = {(s.get("meta") or {}).get("name"): (s.get("meta") or {}).get("uuid")
                for s in storage}  # fmt: skip
     data = []
-    for d in parts.data:
-        d = lifecycle(d, "data")
+    for d, planned in zip(parts.data, _staging_spans(row, record), strict=True):
+        d = lifecycle(d, "data", planned)
         target = d.get("storage")
         if isinstance(target, str) and by_name.get(target):  # offered before storage had uuids
             d["storage"] = by_name[target]
@@ -281,6 +286,19 @@ def render_session(
         "offerset": {"uuid": row.offerset_uuid, "url": f"{base_url}/offersets/{row.offerset_uuid}"},
         **body,
     }
+
+
+def _staging_spans(row: SessionRow, record: SessionRecord) -> list[dict[str, str] | None]:
+    """Each data resource's planned staging, where the node measured its time: from the
+    preparation's start, one after the other, as the lifecycle stages them."""
+    measured = record.data_staging
+    spans: list[dict[str, str] | None] = []
+    at = row.prepare_at
+    for i in range(len(record.components.data)):
+        seconds = measured[i] if i < len(measured) else None
+        spans.append(span(at, seconds) if seconds is not None else None)
+        at += seconds or 0
+    return spans
 
 
 def _wire_status(status: ComponentStatus) -> dict[str, Any]:

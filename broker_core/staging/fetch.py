@@ -106,8 +106,9 @@ class GuardedResolver(ThreadedResolver):
         return allowed
 
 
-async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
-    guard = Guard(rules)
+def guarded_session(guard: Guard, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    """A client session whose every connection goes through ``guard``'s checks, with no
+    proxy from the environment and no content decoding."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(guard),
         socket_factory=guard.socket,
@@ -115,19 +116,52 @@ async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
         force_close=True,
         limit=1,
     )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers={"Accept-Encoding": "identity", "User-Agent": "ebroker-staging"},
+        auto_decompress=False,
+        trust_env=False,
+    )
+
+
+def content_length(location: str, rules: StagingRules, seconds: float) -> tuple[int, int | None]:
+    """A HEAD of the http(s) ``location`` within the rules (redirects followed and checked as
+    a download's are), in at most ``seconds``: its status and the length it announces.
+    Raises ``StagingRefused`` or ``StagingFailed`` as a download would. Blocking."""
+    return asyncio.run(_head(location, rules, seconds))
+
+
+async def _head(location: str, rules: StagingRules, seconds: float) -> tuple[int, int | None]:
+    guard = Guard(rules)
+    timeout = aiohttp.ClientTimeout(total=seconds)
+    url = parse_location(location)
+    try:
+        async with guarded_session(guard, timeout) as session:
+            for _ in range(rules.max_redirects + 1):
+                _check_url(url, location, rules)
+                async with session.head(url, allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        url = _redirect_target(response, url, location)
+                        continue
+                    return response.status, response.content_length
+    except aiohttp.ClientConnectorError:
+        if guard.refused is not None:
+            raise guard.refused from None
+        raise StagingFailed(f"cannot reach {url.host}") from None
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise StagingFailed(f"no answer from {url.host}: {type(exc).__name__}") from None
+    raise StagingFailed(f"{location} redirects more than {rules.max_redirects} times")
+
+
+async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
+    guard = Guard(rules)
     timeout = aiohttp.ClientTimeout(
         total=rules.max_time, sock_connect=rules.timeout, sock_read=rules.timeout
     )
-    headers = {"Accept-Encoding": "identity", "User-Agent": "ebroker-staging"}
     url = parse_location(location)
     try:
-        async with aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers=headers,
-            auto_decompress=False,
-            trust_env=False,
-        ) as session:
+        async with guarded_session(guard, timeout) as session:
             for _ in range(rules.max_redirects + 1):
                 _check_url(url, location, rules)
                 async with session.get(url, allow_redirects=False) as response:

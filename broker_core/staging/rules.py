@@ -23,6 +23,7 @@ from yarl import URL
 
 from ..kinds.base import Problem
 from .addresses import IPAddress, parse_address, refused_category
+from .mappings import DataMappings
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
@@ -93,6 +94,7 @@ class StagingRules(BaseModel):
     max_time: float = 3600.0
     max_redirects: int = 5
     user: str | None = None
+    mappings: DataMappings = DataMappings()  # where identified data lands (``placement``)
 
     def root_of(self, real: str) -> str | None:
         """The data root a resolved path lies in, if any."""
@@ -173,6 +175,7 @@ def rules_for(config: NodeConfig) -> StagingRules:
         max_time=staging.max_time.total_seconds(),
         max_redirects=staging.max_redirects,
         user=staging.user,
+        mappings=staging.mappings,
     )
 
 

@@ -15,6 +15,7 @@ from broker_core.kinds.base import kind_uri
 from broker_core.kinds.builtin import KINDS
 
 from ..commands import ImageOptions
+from ..contract import IDENTIFIED_DATA
 
 DOCKER = kind_uri("executable", "docker-container")
 SINGULARITY = kind_uri("executable", "singularity-container")
@@ -24,6 +25,7 @@ RESOURCE_KINDS = frozenset(
         kind_uri("storage", "simple-storage-resource"),
         kind_uri("data", "simple-data-resource"),
         kind_uri("volume", "simple-volume-mount"),
+        *IDENTIFIED_DATA,
     }
 )
 EXECUTABLE_NAMES = {k.NAME: k.kind_uri() for k in KINDS if k.CATEGORY == "executable"}
