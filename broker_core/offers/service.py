@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid as uuidlib
+from collections.abc import Sequence
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -285,7 +286,7 @@ def _unknown_kinds(broker: Broker, unknown: list[UnknownKind]) -> list[Message]:
 
 
 def _plans(
-    broker: Broker, request: ExecutionRequest, placements: list[Placement | None]
+    broker: Broker, request: ExecutionRequest, placements: Sequence[Placement | None] = ()
 ) -> tuple[list[Plan], list[Message]]:
     """The platforms that can serve the request, each with its preparation time: a mapped
     resource's measured staging time replaces the platform's flat one. A platform that stages
@@ -736,7 +737,9 @@ def _session_record(
         costs=quoted.costs,
         metrics=quoted.metrics,
         probe=context.probe,
-        data_staging=list(context.data_staging) if any(context.data_staging) else [],
+        data_staging=list(context.data_staging)
+        if any(s is not None for s in context.data_staging)
+        else [],
         messages=[message("offered {granted} on {pools}", granted=offered, pools=", ".join(pools))],
     )
 

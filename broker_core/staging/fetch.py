@@ -134,24 +134,39 @@ def content_length(location: str, rules: StagingRules, seconds: float) -> tuple[
 
 async def _head(location: str, rules: StagingRules, seconds: float) -> tuple[int, int | None]:
     guard = Guard(rules)
-    timeout = aiohttp.ClientTimeout(total=seconds)
-    url = parse_location(location)
+    host = parse_location(location).host
     try:
-        async with guarded_session(guard, timeout) as session:
-            for _ in range(rules.max_redirects + 1):
-                _check_url(url, location, rules)
-                async with session.head(url, allow_redirects=False) as response:
-                    if response.status in REDIRECTS:
-                        url = _redirect_target(response, url, location)
-                        continue
-                    return response.status, response.content_length
+        async with guarded_session(guard, aiohttp.ClientTimeout(total=seconds)) as session:
+            response = await _followed(session, "HEAD", location, rules)
+            async with response:
+                return response.status, response.content_length
     except aiohttp.ClientConnectorError:
         if guard.refused is not None:
             raise guard.refused from None
-        raise StagingFailed(f"cannot reach {url.host}") from None
+        raise StagingFailed(f"cannot reach {host}") from None
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise StagingFailed(f"no answer from {url.host}: {type(exc).__name__}") from None
-    raise StagingFailed(f"{location} redirects more than {rules.max_redirects} times")
+        raise StagingFailed(f"no answer from {host}: {type(exc).__name__}") from None
+
+
+async def _followed(
+    session: aiohttp.ClientSession, method: str, location: str, rules: StagingRules
+) -> aiohttp.ClientResponse:
+    """The answer to ``method`` on ``location`` once its redirects are followed, each target
+    checked as the first; the caller releases it."""
+    url = parse_location(location)
+    for _ in range(rules.max_redirects + 1):
+        _check_url(url, location, rules)
+        response = await session.request(method, url, allow_redirects=False)
+        if response.status not in REDIRECTS:
+            return response
+        async with response:
+            url = _redirect_target(response, url, location)
+    raise StagingRefused(
+        MAX_REDIRECTS,
+        "{location} redirects more than {limit} times; give the data's final URL",
+        location=location,
+        limit=rules.max_redirects,
+    )
 
 
 async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
@@ -159,25 +174,21 @@ async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
     timeout = aiohttp.ClientTimeout(
         total=rules.max_time, sock_connect=rules.timeout, sock_read=rules.timeout
     )
-    url = parse_location(location)
+    host = parse_location(location).host
     try:
         async with guarded_session(guard, timeout) as session:
-            for _ in range(rules.max_redirects + 1):
-                _check_url(url, location, rules)
-                async with session.get(url, allow_redirects=False) as response:
-                    if response.status in REDIRECTS:
-                        url = _redirect_target(response, url, location)
-                        continue
-                    if response.status != 200:
-                        raise StagingFailed(
-                            f"cannot stage {location}: {url} answered {response.status} "
-                            f"{response.reason or ''}".rstrip()
-                        )
-                    return await _save(response, location, out, rules)
+            response = await _followed(session, "GET", location, rules)
+            async with response:
+                if response.status != 200:
+                    raise StagingFailed(
+                        f"cannot stage {location}: {response.url} answered {response.status} "
+                        f"{response.reason or ''}".rstrip()
+                    )
+                return await _save(response, location, out, rules)
     except aiohttp.ClientConnectorError:
         if guard.refused is not None:
             raise guard.refused from None
-        raise StagingFailed(f"cannot stage {location}: cannot connect to {url.host}") from None
+        raise StagingFailed(f"cannot stage {location}: cannot connect to {host}") from None
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise StagingFailed(
             f"cannot stage {location}: no answer within {rules.timeout:g} s, or not done "
@@ -185,12 +196,6 @@ async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
         ) from None
     except aiohttp.ClientError as exc:
         raise StagingFailed(f"cannot stage {location}: {type(exc).__name__}: {exc}") from None
-    raise StagingRefused(
-        MAX_REDIRECTS,
-        "{location} redirects more than {limit} times; give the data's final URL",
-        location=location,
-        limit=rules.max_redirects,
-    )
 
 
 def _check_url(url: URL, location: str, rules: StagingRules) -> None:

@@ -21,6 +21,7 @@ import ipaddress
 import math
 import os
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ MISSING = (
     "{identifier} is under {via}, which this node maps, but this node has no such data; check "
     "the identifier, or ask a node that holds it"
 )
+Lookup = Callable[[], Mapped | None]  # an identifier's mapping, looked up
+Heard = tuple[int, int | None]  # what a HEAD answered: its status and announced length
 _heads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ebroker-staging-head")
 
 
@@ -102,10 +105,10 @@ def locate(data: Component, rules: StagingRules) -> Source | Unplaced:
     return unplaced
 
 
-def _identifiers(data: Component, mappings: DataMappings) -> list[tuple[str, str, object]]:
+def _identifiers(data: Component, mappings: DataMappings) -> list[tuple[str, str, Lookup]]:
     """The identifiers a resource names its data by, in the order they are tried: the field
     they are in, as shown, and the lookup."""
-    found: list[tuple[str, str, object]] = []
+    found: list[tuple[str, str, Lookup]] = []
     if isinstance(data, RucioDataResource | SkaoDataResource):
         scope = data.scope if isinstance(data, RucioDataResource) else data.namespace
         name = (data.objectname or "").strip()
@@ -316,11 +319,11 @@ def _tree_size(path: str) -> int | None:
     return total
 
 
-def _heard(placement: Placement, source: Source, answer: object) -> None:
+def _heard(placement: Placement, source: Source, answer: Heard | None) -> None:
     """What a HEAD said: a size, a refusal, or that the data is not there (404, 410)."""
     if answer is None:
         return  # no answer in time: the platform's usual staging time is booked
-    status, length = answer  # type: ignore[misc]
+    status, length = answer
     if status in (404, 410) and source.mapped is not None:
         placement.problems.append(Problem(
             placement.at + source.at,
@@ -333,7 +336,7 @@ def _heard(placement: Placement, source: Source, answer: object) -> None:
         placement.bytes = length
 
 
-def _safe_head(location: str, rules: StagingRules, seconds: float) -> object:
+def _safe_head(location: str, rules: StagingRules, seconds: float) -> Heard | None:
     try:
         return content_length(location, rules, seconds)
     except (StagingRefused, StagingFailed):
