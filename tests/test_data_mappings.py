@@ -313,8 +313,9 @@ def sim_platform(stage_data: bool = True, data_staging: str = "PT1M") -> list[di
 
 
 @pytest.fixture
-def mapped_client(site, broker_factory: Callable[..., Broker], client_factory, sqlite_url):
-    broker = broker_factory(sqlite_url, platforms=sim_platform(), staging=staging_section(site))
+def mapped_client(site, broker_factory: Callable[..., Broker], client_factory, database_url):
+    """A node on SQLite and on PostgreSQL whose simulated platform stages the site's data."""
+    broker = broker_factory(database_url, platforms=sim_platform(), staging=staging_section(site))
     return client_factory(broker)
 
 
