@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from policies.contract import Policy
 
     from .auth import Authenticator
+    from .notifications.templates import Templates
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Broker:
     probe_rate: ProbeRate = field(default_factory=ProbeRate, repr=False)
     # set by the lifecycle runner of this process: look for due sessions now
     wake_lifecycle: Callable[[], None] | None = field(default=None, repr=False)
+    # the e-mail templates, compiled and tried at start-up (``notifications.templates``)
+    mail_templates: Templates | None = field(default=None, repr=False)
 
     def session_changed(self) -> None:
         if self.wake_lifecycle is not None:

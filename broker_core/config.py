@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from .notifications.config import NotificationsConfig
 from .pricing import Pricing, check_platform
 from .secrets import Secrets
 from .staging.mappings import DataMappings
@@ -613,6 +614,7 @@ class NodeConfig(Model):
     holds: HoldsConfig = HoldsConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     staging: StagingConfig = StagingConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     auth: AuthConfig = AuthConfig()
     policies: list[PolicyConfig] = Field(default_factory=list)
     platforms: list[PlatformConfig] = Field(

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from .admin.pools import inventory_document, pool_state
 from .booking import ledger
 from .broker import Broker
-from .config import UNITS, NodeConfig
+from .config import UNITS, ConfigError, NodeConfig
 from .db import migrate
 from .db.engine import check_reachable, masked_url, open_database
 from .db.tables import Inventory, ResourcePool
@@ -24,6 +24,8 @@ from .schedule import instant
 
 if TYPE_CHECKING:
     from platforms.contract import Platform
+
+    from .notifications.templates import Templates
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ def build_broker(config: NodeConfig) -> Broker:
     db = open_database(config.database)
     broker = Broker(config=config, db=db, registry=load_registry(), platforms=platforms)
     broker.authenticator = Authenticator(config.auth)
+    broker.mail_templates = mail_templates(config)
     broker.policies = build_policies(config.policies, NodeHost(config, db))
     now = int(time.time())
     capacities: dict[str, dict[str, int]] = {}
@@ -61,6 +64,17 @@ def build_broker(config: NodeConfig) -> Broker:
     for warning in broker.capacity_warnings:
         log.warning("%s", warning)
     return broker
+
+
+def mail_templates(config: NodeConfig) -> Templates:
+    """The e-mail templates, the site's replacing the built-in ones: a broken one stops the
+    node at start-up, naming its file."""
+    from .notifications.templates import TemplateProblem, Templates
+
+    try:
+        return Templates(config.notifications.email.templates)
+    except TemplateProblem as exc:
+        raise ConfigError(f"notifications.email.templates: {exc}") from None
 
 
 def describe_overbooking(found: ledger.Overbooking) -> str:

@@ -29,10 +29,14 @@ from .. import audit
 from ..booking import ledger
 from ..broker import Broker
 from ..config import UNITS
-from ..db.tables import MaintenanceWindow, ResourcePool
+from ..db.tables import ExecutionSession, MaintenanceWindow, ResourcePool
 from ..errors import DocumentInvalid, FieldError, NotFound
 from ..identity import Identity
+from ..notifications import outbox
+from ..notifications.events import MAINTENANCE, MaintenanceNotice
 from ..schedule import instant
+from ..sessions.phases import EXTENDABLE
+from ..sessions.record import SessionRecord
 from .pools import find_pool, inventories_of, live_windows, require_admin, window_summary
 
 Piece = ledger.Piece
@@ -67,12 +71,34 @@ def book_maintenance(
         ledger.take_maintenance(connection, window, now)
         ledger.set_maintenance_until(connection, row.id, live_windows(session, row.id, now))
         answer = _document(session, row, window, capacities, _pieces_of(session, row, window), now)
+        _notify_overlapping(broker, session, window, answer["overlapping"], now)
         audit.record(session, identity.owner, audit.BOOK_MAINTENANCE,
                      audit.pool_subject(row.name),
                      f"window {window.uuid} {instant(start)}..{instant(end)}: {window.reason}"
                      + (f"; overlaps {len(answer['overlapping'])} sessions"
                         if answer["overlapping"] else ""), now)  # fmt: skip
     return answer
+
+
+def _notify_overlapping(
+    broker: Broker,
+    session: Session,
+    window: MaintenanceWindow,
+    overlapping: list[dict[str, Any]],
+    now: int,
+) -> None:
+    """Tell the owners of the accepted sessions the window overlaps (their bookings stand),
+    in the window's transaction."""
+    notice = MaintenanceNotice(window=window.uuid, start=window.start_at, end=window.end_at,
+                               reason=window.reason[:1024])  # fmt: skip
+    for item in overlapping:
+        if item["phase"] not in EXTENDABLE:  # open offers and ended sessions are not told
+            continue
+        found = session.get(ExecutionSession, item["session"])
+        if found is not None:
+            outbox.emit(session, broker.config.notifications, outbox.SessionFacts.of(found),
+                        SessionRecord.of(found.record), MAINTENANCE, now,
+                        maintenance=notice)  # fmt: skip
 
 
 def list_maintenance(

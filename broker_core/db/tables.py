@@ -240,3 +240,34 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=32)
     subject: str = Field(max_length=320)  # "session:<uuid>", "pool:<platform>/<pool>", ...
     detail: str | None = Field(default=None, max_length=2048)
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """One notification to deliver: an event of a session on one channel (its webhook, or its
+    e-mail), written in the transaction of the change that caused it and delivered by the
+    notification worker (``broker_core.notifications``) of whichever process leases it first.
+    ``message_id`` is the webhook's idempotency key, the same on every attempt; a session's
+    rows of one channel go out in ``scheduled_at`` order."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "due_at"),
+        Index("ix_outbox_session_order", "session_uuid", "channel", "state", "scheduled_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=40, unique=True)
+    session_uuid: str = Field(max_length=36)
+    event: str = Field(max_length=32)
+    channel: str = Field(max_length=8)  # "webhook" or "email"
+    state: str = Field(max_length=12)  # PENDING, DELIVERED, FAILED, DROPPED
+    created_at: int = _ts()
+    scheduled_at: int = _ts()  # when the event happens (ending soon: ahead of its time)
+    due_at: int = _ts()  # the next attempt
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1024)
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: int | None = Field(default=None, sa_type=BigInteger)
+    delivered_at: int | None = Field(default=None, sa_type=BigInteger)
+    # the event (``notifications.events.Event``): what the payload and the e-mail say
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

@@ -24,6 +24,7 @@ from ..broker import Broker
 from ..config import ServerConfig
 from ..kinds.registry import KindRegistry
 from ..lifecycle.runner import LifecycleRunner
+from ..notifications.worker import NotificationWorker
 from ..observability.http import Observed
 from ..sessions.updates import expire_due, next_expiry
 from . import problems
@@ -163,6 +164,8 @@ def create_app(broker: Broker, *, reaper: bool = True, lifecycle: bool | None = 
             tasks.append(asyncio.create_task(reap_expired_offers(broker)))
         if lifecycle:
             tasks.append(asyncio.create_task(LifecycleRunner(broker).run()))
+        if lifecycle and broker.config.notifications.enabled:
+            tasks.append(asyncio.create_task(NotificationWorker(broker).run()))
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from ..errors import DocumentInvalid, FieldError
+from ..notifications.request import Notify
 from .base import Component, CostItem, Meta, MetricItem, Strict
 from .registry import KindRegistry, UnknownKind, validation_errors
 
@@ -33,6 +34,7 @@ class Envelope(Strict):
     schedule: ScheduleBlock | None = None
     costs: list[CostItem] = Field(default_factory=list, max_length=64)
     metrics: list[MetricItem] = Field(default_factory=list, max_length=64)
+    notify: Notify | None = None
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ExecutionRequest:
     meta: Meta | None = None
     costs: list[CostItem] = field(default_factory=list)
     metrics: list[MetricItem] = field(default_factory=list)
+    notify: Notify | None = None
 
     def components(self) -> list[Component]:
         parts = [self.executable, *([self.compute] if self.compute else [])]
@@ -111,6 +114,7 @@ def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
             meta=envelope.meta,
             costs=envelope.costs,
             metrics=envelope.metrics,
+            notify=envelope.notify,
         ),
         [],
     )

@@ -23,12 +23,15 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from sqlmodel import Session
+
 from platforms.contract import Execution, Platform, PlatformError, WorkState
 
 from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
 from ..kinds.base import Component, Level
+from ..notifications import events, outbox
 from ..observability.metrics import PLATFORM_ERRORS, PLATFORM_STEPS
 from ..schedule import instant
 from ..sessions import store
@@ -50,6 +53,11 @@ from ..staging.rules import rules_for
 
 log = logging.getLogger(__name__)
 
+# the phases whose entry is notified, and their events
+PHASE_EVENTS = {
+    PREPARING: events.PREPARING, AVAILABLE: events.READY, COMPLETED: events.ENDED,
+    FAILED: events.FAILED,
+}  # fmt: skip
 MAX_STEPS = 32  # per visit: a session that keeps changing is looked at again next tick
 
 
@@ -313,6 +321,8 @@ class Lifecycle:
             )  # fmt: skip
             if not written:
                 return False
+            if outcome.phase != row.phase:
+                self._notify(session, row, record, outcome.phase, now)
             if outcome.booking is not None:
                 old, new = outcome.booking
                 if new == RELEASED:
@@ -323,6 +333,21 @@ class Lifecycle:
         if outcome.phase != row.phase:
             log.info("session %s: %s -> %s", row.uuid, row.phase, outcome.phase)
         return True
+
+    def _notify(
+        self, session: Session, row: ExecutionSession, record: SessionRecord, phase: str, now: int
+    ) -> None:
+        """The event of entering ``phase``, stored with the step that entered it."""
+        event = PHASE_EVENTS.get(phase)
+        if event is None:
+            return
+        reason = None
+        if phase == FAILED:
+            errors = [m.message for m in record.messages if m.level == "ERROR"]
+            reason = errors[-1] if errors else None
+        outbox.emit(session, self.broker.config.notifications,
+                    outbox.SessionFacts.of(row, phase), record, event, now,
+                    reason=reason)  # fmt: skip
 
     def _keep_platform_state(self, row: ExecutionSession, execution: Execution) -> None:
         """The session changed under a step (a cancel): keep what the platform made, and make

@@ -62,6 +62,10 @@ PLATFORM_ERRORS = Counter(
     "ebroker_platform_step_errors", "Lifecycle steps that failed on their platform",
     ["platform", "phase"],
 )  # fmt: skip
+NOTIFICATIONS = Counter(
+    "ebroker_notifications", "Notification delivery attempts, by channel (webhook, email) and "
+    "outcome (delivered, retry, failed, dropped)", ["channel", "outcome"],
+)  # fmt: skip
 
 _PHASES = text("SELECT phase, count(*) FROM execution_session GROUP BY phase")
 _HOLDS = text("SELECT count(*) FROM booking WHERE state = 'HELD' AND expires_at > :now")

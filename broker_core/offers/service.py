@@ -26,6 +26,8 @@ from ..identity import ANONYMOUS, ANONYMOUS_IDENTITY, Identity
 from ..kinds.base import Message, Range, message
 from ..kinds.registry import UnknownKind
 from ..kinds.request import ExecutionRequest, parse_request
+from ..notifications import outbox
+from ..notifications.request import refusals as notify_refusals
 from ..observability.metrics import OFFER_SETS
 from ..pricing import budget_for, price_lists, quote_slot
 from ..schedule import format_seconds, instant
@@ -80,6 +82,8 @@ def request_offers(
     request = parsed.request
     rules = rules_for(broker.config)
     problems = checks.problems(request, rules)
+    if request.notify is not None:
+        problems += notify_refusals(request.notify, identity, broker.config.notifications)
     if problems:  # well-formed but unservable: NO, every problem pointed at
         return _refuse(broker, document, checks.messages(problems), now, owner)
     placements = place(request.data, rules)  # where identified data lands, and how long
@@ -650,6 +654,8 @@ def _store(
     ledger.record_claims(session, outcome.slots, now)
     if context.direct:
         for row, record in zip(sessions, records, strict=True):
+            outbox.emit_accepted(session, broker.config.notifications,
+                                 outbox.SessionFacts.of(row), record, now)  # fmt: skip
             pools = ", ".join(f"{row.platform}/{name}" for name in record.pools)
             audit.record(session, context.owner or ANONYMOUS, audit.DIRECT,
                          audit.session_subject(row.uuid),
@@ -740,6 +746,7 @@ def _session_record(
         data_staging=list(context.data_staging)
         if any(s is not None for s in context.data_staging)
         else [],
+        notify=request.notify,
         messages=[message("offered {granted} on {pools}", granted=offered, pools=", ".join(pools))],
     )
 

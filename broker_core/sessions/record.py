@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..kinds.base import Level, Message, message
+from ..notifications.request import Notify
 
 MAX_MESSAGES = 200  # a session's messages keep the newest
 
@@ -104,6 +105,8 @@ class SessionRecord(_Record):
     outcome: str | None = None
     exit_code: int | None = None
     release_attempts: int = 0
+    # where its events are notified (the request's ``notify``; its secret is never shown)
+    notify: Notify | None = None
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> SessionRecord:

@@ -20,6 +20,8 @@ from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession
 from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
 from ..identity import ANONYMOUS_IDENTITY, Identity
+from ..notifications import outbox
+from ..notifications.events import ENDED
 from ..observability.metrics import ACCEPTS, EXPIRIES
 from ..offers.probe import claim_probe, is_probe
 from ..policy_host import admission_problems
@@ -118,6 +120,9 @@ def _update_session(
             _finish(session, row, value, (HELD,), now)
         elif value == CANCELLED:
             _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
+            outbox.emit(session, broker.config.notifications, outbox.SessionFacts.of(row),
+                        SessionRecord.of(row.record), ENDED, now,
+                        reason=f"cancelled by {identity.owner} in phase {was}")  # fmt: skip
         if not expired:
             action = {ACCEPTED: audit.ACCEPT, REJECTED: audit.REJECT}.get(value, audit.CANCEL)
             audit.record(session, identity.owner, action, audit.session_subject(row.uuid),
@@ -194,6 +199,8 @@ def _accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -
     row.phase = ACCEPTED
     row.due_at = now  # the lifecycle engine takes it from here
     store.changed(session, row, now)
+    outbox.emit_accepted(session, broker.config.notifications, outbox.SessionFacts.of(row),
+                         SessionRecord.of(row.record), now)  # fmt: skip
 
 
 def _finish(

@@ -278,6 +278,8 @@ def render_session(
         body["components"] = [_wire_status(s) for s in record.statuses]
     if record.connectors is not None:
         body["connectors"] = [_connector(c) for c in record.connectors]
+    if record.notify is not None:
+        body["notify"] = record.notify.shown()  # the webhook's secret is never shown
     return {
         "kind": SESSION_KIND,
         "meta": meta,
