@@ -3,8 +3,8 @@
 The notifications of session events (webhooks, e-mail), one row per event and channel, written
 in the transaction of the change that causes the event and delivered by a leasing worker.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01 21:30:00
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
