@@ -257,6 +257,23 @@ class Platform(ABC):
             )
         ]
 
+    def refuse_accelerators(self, request: ExecutionRequest) -> list[Message]:
+        """The refusal of GPUs or FPGAs, for platforms that cannot hand devices to the work
+        (a pool's gpus inventory alone would book devices the session never gets)."""
+        items = getattr(request.compute, "accelerators", None) or []
+        wanted = sorted({str(a.type) for a in items if not a.count or a.count.max != 0})
+        if not wanted:
+            return []
+        return [
+            message(
+                "platform {platform} cannot give its sessions accelerators ({types}); "
+                "ask a node whose platform can (simulated, slurm or kubernetes)",
+                level="WARN",
+                platform=self.name,
+                types=", ".join(wanted),
+            )
+        ]
+
     def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
         """How long before the available start preparation must begin (by default from
         ``PreparationOptions``; none for platforms without them)."""

@@ -148,6 +148,7 @@ class LocalPlatform(Platform):
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
         messages = super().validate(request)
+        messages += self.refuse_accelerators(request)
         if not self.options.allow_privileged:
             messages += self.refuse_privileged(request)
         notebook = notebooks.is_notebook(request.executable)

@@ -14,12 +14,16 @@ import pytest
 
 from broker_core.config import PlatformConfig
 from broker_core.kinds.base import kind_uri
+from broker_core.kinds.builtin import KINDS
+from broker_core.kinds.registry import KindRegistry
+from broker_core.kinds.request import parse_request
 from platforms.contract import Execution, PlatformError, WorkState
 from platforms.kubernetes import KubernetesPlatform, cluster, manifests
 from platforms.kubernetes.options import KubernetesOptions
 from platforms.registry import build_platforms
 from platforms.slurm import builders
 from platforms.slurm.cluster import parse_gres, partition_pools, read_partitions
+from tests.conftest import request_doc
 from tests.kube_fake import FakeCluster
 from tests.test_platform_builders import SLURM, check_snapshot, session, shell
 from tests.test_platform_kubernetes import node as kube_node
@@ -86,6 +90,8 @@ def test_sbatch_asks_for_the_granted_gpus_by_type_snapshot() -> None:
     fpga = {"type": "fpga", "count": {"min": 1, "max": 1}, "model": ["U250", "U280"]}
     execution = with_accelerators(session(), {"gpus": 2, "fpgas": 1}, A100, fpga)
     assert builders.gres(execution) == "gpu:a100:2,fpga:1"  # two FPGA models: any type
+    assert builders.launcher_values(execution)["gpus"] == "2"  # for a launcher's --device
+    assert builders.launcher_values(session())["gpus"] == "0"
     minutes = builders.job_minutes(execution.end_at, execution.start_at - 30)
     check_snapshot(
         "slurm/sbatch-gres.txt",
@@ -224,3 +230,22 @@ def test_a_configured_fpga_pool_needs_a_device_name(gpu_fake) -> None:
     (platform,) = build_platforms([config])
     with pytest.raises(PlatformError, match="names no devices"):
         platform.pools()
+
+
+# --- platforms that cannot hand devices to the work ---------------------------------------------
+
+
+def test_the_local_platform_refuses_accelerators_saying_so() -> None:
+    (local,) = build_platforms([PlatformConfig.model_validate({"name": "box", "type": "local"})])
+    doc = request_doc()
+    doc["compute"]["accelerators"] = [{"type": "gpu", "model": "A100"}]
+    request = parse_request(doc, KindRegistry(KINDS)).request
+    assert request is not None
+    assert [m.message for m in local.refuse_accelerators(request)] == [
+        "platform box cannot give its sessions accelerators (gpu); ask a node whose platform "
+        "can (simulated, slurm or kubernetes)"
+    ]
+    assert any("accelerators" in m.message for m in local.validate(request))
+    doc["compute"]["accelerators"] = [{"type": "gpu", "count": {"min": 0, "max": 0}}]
+    none = parse_request(doc, KindRegistry(KINDS)).request
+    assert none is not None and local.refuse_accelerators(none) == []

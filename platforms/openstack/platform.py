@@ -173,6 +173,7 @@ class OpenStackPlatform(Platform):
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
         messages = super().validate(request)
+        messages += self.refuse_accelerators(request)
         executable = request.executable
         if isinstance(executable, VirtualMachine):
             wanted = executable.image_name or self.options.images.vm_default

@@ -252,6 +252,7 @@ def launcher_values(execution: Execution) -> dict[str, str]:
         "name": shlex.quote(execution.name),
         "cores": str(granted(execution, "cores")),
         "memory": str(granted(execution, "memory")),
+        "gpus": str(int(execution.granted.get("gpus") or 0)),  # e.g. --device nvidia.com/gpu=all
         "env": env,
         "volumes": " ".join(volumes),
         "entrypoint": entrypoint_arg,

@@ -38,7 +38,8 @@ DEFAULT_LAUNCHERS: dict[str, str] = {
     "singularity-container": "apptainer exec {env} {volumes} {image} {command}",
 }
 PLACEHOLDERS = frozenset(
-    {"name", "cores", "memory", "env", "volumes", "entrypoint", "image", "command", "workdir"}
+    {"name", "cores", "memory", "gpus", "env", "volumes", "entrypoint", "image", "command"}
+    | {"workdir"}
 )
 
 
