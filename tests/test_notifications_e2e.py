@@ -145,3 +145,25 @@ def _attempted(path: Path, events: int) -> bool:
     rows = _outbox(path)
     return len(rows) >= events + 1 and rows[0][2] >= 1 and len({r[1] for r in rows}) >= events
 
+
+
+def test_an_aggregator_passes_notify_on_to_the_node_that_books_it(tmp_path):
+    with WebhookReceiver() as hook:
+        node = start_node(node_file(tmp_path, "n"), tmp_path, "n")
+        aggregator_file = tmp_path / "agg.yaml"
+        aggregator_file.write_text(yaml.safe_dump({
+            "site": {"name": "agg"}, "database": {"url": f"sqlite:///{tmp_path / 'agg.db'}"},
+            "upstreams": [{"name": "n", "url": node.url}],
+        }))  # fmt: skip
+        aggregator = start_node(aggregator_file, tmp_path, "agg", command="aggregator")
+        try:
+            book(aggregator.url, {"webhook": {"url": hook.url, "secret": SECRET},
+                                  "events": ["session.accepted", "session.ready"]})  # fmt: skip
+            got = hook.wait_for(2)
+        finally:
+            aggregator.stop()
+            node.stop()
+    assert [d.event["type"] for d in got] == ["session.accepted", "session.ready"]
+    assert all(d.event["data"]["site"] == "n" for d in got)
+    for delivery in got:
+        verify(SECRET, delivery.headers, delivery.body)
