@@ -29,6 +29,8 @@ from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, wire_message
 
 from . import accelerators
 from .budget import AfterFanout, fanout_deadline, fanout_ended
+from .combined.request import is_combined
+from .combined.service import Combined
 from .config import AggregatorConfig
 from .merge import (
     Candidate,
@@ -107,6 +109,7 @@ class Aggregator:
         self.upstreams = upstreams
         self.rejections = Rejections(upstreams)
         self.after_fanout = AfterFanout(config.fanout.reserve.total_seconds())
+        self.combined = Combined(self)  # requests of parts: one booking across sites
 
     def _stop_at(self) -> float:
         """When the current request's fan-out stops waiting, so that its answer is sent
@@ -127,6 +130,8 @@ class Aggregator:
         is rejected on its upstream in the background. A probe passes on only offers that hold
         nothing: an upstream that made real ones (a node that knows no probes) has them
         withdrawn at once."""
+        if is_combined(document):
+            return await self.combined.request_offers(document, token, project, probe)
         fanout = self.config.fanout
         stop = self._stop_at()
         kinds = requested_kinds(document)
@@ -330,6 +335,9 @@ class Aggregator:
         stored = await asyncio.to_thread(self.store.offerset, offerset_uuid)
         if stored is None:
             raise NotFound("offer set", offerset_uuid)
+        combined = await self.combined.offerset(offerset_uuid, stored)
+        if combined is not None:
+            return combined
         remotes = await asyncio.to_thread(self.store.sessions_of, offerset_uuid)
         fetched = await asyncio.gather(
             *(self._fetch(r, token) for r in remotes), return_exceptions=True
@@ -365,6 +373,9 @@ class Aggregator:
         own = await asyncio.to_thread(self.store.own_session, session_uuid)
         if own is not None:
             return own
+        combined = await self.combined.session(session_uuid, token)
+        if combined is not None:
+            return combined
         return await self._fetch(await self._remote(session_uuid), token)
 
     async def _fetch(self, remote: RemoteSession, token: str | None) -> dict[str, Any]:
@@ -381,6 +392,9 @@ class Aggregator:
         own = await asyncio.to_thread(self.store.own_session, session_uuid)
         if own is not None:
             return _update_own(own, update)
+        combined = await self.combined.update(session_uuid, update, token)
+        if combined is not None:
+            return combined
         remote = await self._remote(session_uuid)
         accepting = update.get("path") == "phase" and update.get("value") == ACCEPTED
         if accepting and not await asyncio.to_thread(

@@ -43,3 +43,35 @@ own_session = Table(
     Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
     Column("document", JSON, nullable=False),
 )
+
+# a combined offer (one booking of parts at several sites, all or nothing: see combined/) and,
+# once accepted, its two-phase booking: ``state`` is the intent written before each step, so a
+# restarted aggregator knows what to finish or undo
+combined = Table(
+    "agg_combined",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    Column("rank", BigInteger, nullable=False),
+    # OFFERED, CONFIRMING, CONFIRMED, ABORTING, ABORTED, CANCELLING, CANCELLED, REJECTED
+    Column("state", String(16), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("modified_at", BigInteger, nullable=False),
+    Column("document", JSON, nullable=False),  # the offer as it was made (parts' schedules)
+    Column("messages", JSON, nullable=False),  # what its booking met (a lost part, a retry)
+    Index("ix_agg_combined_offerset", "offerset_uuid"),
+    Index("ix_agg_combined_state", "state"),
+)
+
+combined_part = Table(
+    "agg_combined_part",
+    metadata,
+    Column("combined_uuid", String(36), ForeignKey("agg_combined.uuid"), primary_key=True),
+    Column("position", BigInteger, primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("upstream", String(128), nullable=False),
+    Column("remote_uuid", String(64), nullable=False),
+    Column("remote_url", String(2048), nullable=False),
+    # PREPARED (held), CONFIRMING, CONFIRMED, ABORTING, ABORTED
+    Column("state", String(16), nullable=False),
+)

@@ -32,9 +32,11 @@ def create_aggregator_app(config: AggregatorConfig, store: Store | None = None) 
         # what start-up made lives as long as the process: keep it out of the collector's
         # full passes, which otherwise pause fan-outs by 100 ms now and then
         gc.freeze()
+        service.combined.start()  # finish or undo the combined bookings left half done
         try:
             yield
         finally:
+            await service.combined.close()
             await service.rejections.close()
             await upstreams.close()
 

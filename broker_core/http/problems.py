@@ -182,6 +182,7 @@ class PointerBodyValidator(JSONRequestBodyValidator):
         errors = list(islice(self._validator.iter_errors(body), 4 * MAX_ERRORS))
         if not errors:
             return body
+        errors = [e for error in errors for e in _document_branch(error)]
         found = []
         for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
             leaf = _kind_branch(error) or _leaf(error)
@@ -237,6 +238,32 @@ class SpecParameterValidator(ParameterValidator):
         return f"{parameter_type} parameter '{param['name']}': {_detail(error)}"
 
 
+def _document_branch(error: ValidationError) -> list[ValidationError]:
+    """A whole document that may be one of several (an execution request, or a combined
+    request of parts): the errors of the branch whose required properties the document has
+    (the first branch when none), each reported as the branch's own would be, rather than one
+    error of the anyOf that names no field."""
+    if error.validator != "anyOf" or error.absolute_path or not isinstance(error.instance, dict):
+        return [error]
+    branches = [_resolved(error, schema) for schema in error.validator_value]
+    if not all(isinstance(b, dict) and b.get("required") for b in branches):
+        return [error]
+    chosen = next((i for i, b in enumerate(branches)
+                   if all(key in error.instance for key in b["required"])), 0)  # fmt: skip
+    return [e for e in error.context or () if e.relative_schema_path[0] == chosen] or [error]
+
+
+def _resolved(error: ValidationError, schema: Any) -> Any:
+    """A subschema with its ``$ref`` (if any) looked up."""
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if ref and error._resolver is not None:  # type: ignore[attr-defined]
+        try:
+            return error._resolver.lookup(ref).contents  # type: ignore[attr-defined]
+        except Exception:
+            return None
+    return schema
+
+
 def _kind_branch(error: ValidationError) -> ValidationError | None:
     """For an anyOf over kinds, the errors of the branch whose ``kind`` matched the document."""
     if error.validator != "anyOf" or not isinstance(error.instance, dict):
@@ -252,12 +279,7 @@ def _kind_branch(error: ValidationError) -> ValidationError | None:
 
 
 def _resolve_kind_enum(error: ValidationError, schema: dict) -> list | None:
-    ref = schema.get("$ref") if isinstance(schema, dict) else None
-    if ref and error._resolver is not None:  # type: ignore[attr-defined]
-        try:
-            schema = error._resolver.lookup(ref).contents  # type: ignore[attr-defined]
-        except Exception:
-            return None
+    schema = _resolved(error, schema)
     kind = schema.get("properties", {}).get("kind", {}) if isinstance(schema, dict) else {}
     return kind.get("enum")
 

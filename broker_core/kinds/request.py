@@ -77,7 +77,17 @@ class ParsedRequest:
     unknown: list[UnknownKind]
 
 
+# a node books its own site only: a combined request (see aggregator/combined) is an aggregator's
+ONLY_AGGREGATORS = (
+    "a request of parts (one booking across several sites, all or nothing) is booked by an "
+    "aggregator only: send it to an aggregator federating those sites, or each part's request "
+    "to its own node"
+)
+
+
 def parse_request(document: Any, registry: KindRegistry) -> ParsedRequest:
+    if isinstance(document, dict) and "parts" in document:
+        raise DocumentInvalid([FieldError("/parts", ONLY_AGGREGATORS)])
     try:
         envelope = Envelope.model_validate(document)
     except ValidationError as exc:

@@ -68,6 +68,10 @@ def normalise_request(doc: Any, registry: KindRegistry) -> Any:
         doc = rewrite(doc, registry)
     for category, component in _components(doc, registry):
         _rewrite_component(component, category, registry)
+    # a combined request (aggregators): each part's request is a request like any other
+    for part in doc.get("parts") if isinstance(doc.get("parts"), list) else ():
+        if isinstance(part, dict) and isinstance(part.get("request"), dict):
+            part["request"] = normalise_request(part["request"], registry)
     return doc
 
 
