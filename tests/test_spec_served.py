@@ -39,7 +39,8 @@ OPERATION_IDS = {
 }  # fmt: skip
 MAX_SPEC_BYTES = 100_000
 # 98 before the admin controls, 117 with them, 132 with notifications (the request's notify
-# and the webhook's NotificationEvent); connexion's dereferenced copy made 2,854
+# and the webhook's NotificationEvent), about 136 with combined requests (aggregators);
+# connexion's dereferenced copy made 2,854
 MAX_MODELS = 140
 
 
