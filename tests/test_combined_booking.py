@@ -28,13 +28,18 @@ pytestmark = pytest.mark.slow  # real processes
 NOTEBOOK = ("https://www.purl.org/ivoa.net/Calycopis-openapi/schema/v1.0/kinds/executable/"
             "jupyter-notebook.yaml")  # fmt: skip
 CANCEL = {**ACCEPT, "value": "CANCELLED"}
+BOOKED_PHASES = ("ACCEPTED", "WAITING", "PREPARING", "AVAILABLE", "RUNNING")
 REJECT = {**ACCEPT, "value": "REJECTED"}
 
 
-def node_config(tmp: Path, name: str, cores: int, **offers: Any) -> Path:
+def node_config(
+    tmp: Path, name: str, cores: int, database: str | None = None,
+    server: dict[str, Any] | None = None, **offers: Any,
+) -> Path:  # fmt: skip
     config = {
         "site": {"name": name},
-        "database": {"url": f"sqlite:///{tmp / f'{name}.db'}"},
+        "database": {"url": database or f"sqlite:///{tmp / f'{name}.db'}"},
+        "server": server or {},
         "offers": {"max_offers": 2, **offers},
         "lifecycle": {"workdir": str(tmp / f"{name}-sessions"), "poll_interval": "PT1S"},
         "platforms": [{"name": "sim", "type": "simulated",
@@ -81,17 +86,21 @@ def notebook(name: str, site: str) -> dict[str, Any]:
     return {"name": name, "site": site, "request": doc}
 
 
-def engine(path: Path) -> sqlalchemy.Engine:
-    return sqlalchemy.create_engine(f"sqlite:///{path}")
+def databases(tmp: Path, nodes: list[str] | dict[str, str]) -> dict[str, str]:
+    """The database URL of each node (on SQLite in ``tmp`` unless given)."""
+    if isinstance(nodes, dict):
+        return nodes
+    return {n: f"sqlite:///{tmp / f'{n}.db'}" for n in nodes}
 
 
-def check(tmp: Path, nodes: list[str], wait: float = 10.0) -> None:
+def check(tmp: Path, nodes: list[str] | dict[str, str], wait: float = 10.0) -> None:
     """The independent checker, until it passes (a cancelled session's booking is freed by its
     node's lifecycle engine soon after) or ``wait`` seconds have passed."""
     deadline = time.monotonic() + wait
+    urls = databases(tmp, nodes)
     while True:
-        engines = {n: engine(tmp / f"{n}.db") for n in nodes}
-        agg = engine(tmp / "aggregator.db")
+        engines = {n: sqlalchemy.create_engine(url) for n, url in urls.items()}
+        agg = sqlalchemy.create_engine(f"sqlite:///{tmp / 'aggregator.db'}")
         try:
             with agg.connect() as a:
                 conns = {n: e.connect() for n, e in engines.items()}
@@ -109,8 +118,12 @@ def check(tmp: Path, nodes: list[str], wait: float = 10.0) -> None:
     assert not problems, problems
 
 
-def rows(path: Path, sql: str, **params: Any) -> list[tuple]:
-    e = engine(path)
+def db(tmp: Path, node: str) -> str:
+    return f"sqlite:///{tmp / f'{node}.db'}"
+
+
+def rows(url: str, sql: str, **params: Any) -> list[tuple]:
+    e = sqlalchemy.create_engine(url)
     try:
         with e.connect() as c:
             return [tuple(r) for r in c.execute(sqlalchemy.text(sql), params)]
@@ -118,15 +131,15 @@ def rows(path: Path, sql: str, **params: Any) -> list[tuple]:
         e.dispose()
 
 
-def booking_of(tmp: Path, node: str, session: str) -> tuple[str, str | None]:
-    (found,) = rows(tmp / f"{node}.db", "SELECT s.phase, b.state FROM execution_session s LEFT "
-                    "JOIN booking b ON b.session_uuid = s.uuid WHERE s.uuid = :u",
-                    u=session)  # fmt: skip
+def booking_of(url: str, session: str) -> tuple[str, str | None]:
+    (found,) = rows(url, "SELECT s.phase, b.state FROM execution_session s LEFT JOIN booking b "
+                    "ON b.session_uuid = s.uuid WHERE s.uuid = :u", u=session)  # fmt: skip
     return found
 
 
 def combined_state(tmp: Path, uuid: str) -> str:
-    found = rows(tmp / "aggregator.db", "SELECT state FROM agg_combined WHERE uuid = :u", u=uuid)
+    found = rows(f"sqlite:///{tmp / 'aggregator.db'}",
+                 "SELECT state FROM agg_combined WHERE uuid = :u", u=uuid)  # fmt: skip
     return found[0][0]
 
 
@@ -273,7 +286,7 @@ def test_combined_offers_list_their_parts_and_release_what_they_do_not_use(feder
     # every part offer no combined offer uses is rejected on its node
     for node in ("a", "b"):
         until(lambda n=node: all(
-            uuid in parts_seen for (uuid,) in rows(tmp / f"{n}.db",
+            uuid in parts_seen for (uuid,) in rows(f"sqlite:///{tmp / f'{n}.db'}",
                                                    "SELECT session_uuid FROM booking WHERE "
                                                    "state = 'HELD'")
         ), what=f"unused part offers rejected on {node}")  # fmt: skip
@@ -291,10 +304,10 @@ def test_accepting_books_every_part_and_rejects_its_siblings_then_cancel_cancels
     r = post(first["meta"]["url"], ACCEPT)
     assert r.status_code == 200, r.text
     accepted = r.json()
-    assert accepted["phase"] in ("ACCEPTED", "WAITING"), accepted
+    assert accepted["phase"] in BOOKED_PHASES, accepted
     assert [p["state"] for p in accepted["parts"]] == ["CONFIRMED", "CONFIRMED"]
     for p in accepted["parts"]:
-        assert booking_of(tmp, p["upstream"], p["uuid"])[1] in ("CONFIRMED", "ACTIVE")
+        assert booking_of(db(tmp, p["upstream"]), p["uuid"])[1] in ("CONFIRMED", "ACTIVE")
     for sibling in siblings:
         assert httpx.get(sibling["meta"]["url"], timeout=10).json()["phase"] == "REJECTED"
         assert post(sibling["meta"]["url"], ACCEPT).status_code == 409
@@ -303,7 +316,7 @@ def test_accepting_books_every_part_and_rejects_its_siblings_then_cancel_cancels
     r = post(first["meta"]["url"], CANCEL)
     assert r.status_code == 200 and r.json()["phase"] == "CANCELLED", r.text
     for p in accepted["parts"]:
-        until(lambda p=p: booking_of(tmp, p["upstream"], p["uuid"]) == ("CANCELLED", "RELEASED"),
+        until(lambda p=p: booking_of(db(tmp, p["upstream"]), p["uuid"]) == RELEASED,
               what=f"part {p['name']} cancelled")  # fmt: skip
     assert combined_state(tmp, first["meta"]["uuid"]) == "CANCELLED"
     check(tmp, ["a", "b"])
@@ -333,6 +346,177 @@ def test_no_combined_slot_is_a_no_naming_the_part_and_holds_nothing(federation):
     assert answer["result"] == "NO" and not answer["offers"]
     said = " ".join(m["message"] for m in answer["meta"]["messages"])
     assert "part big" in said, said
-    until(lambda: not rows(tmp / "a.db", "SELECT id FROM booking WHERE state = 'HELD'"),
+    until(lambda: not rows(db(tmp, "a"), "SELECT id FROM booking WHERE state = 'HELD'"),
           what="part x's offers rejected on a")  # fmt: skip
     check(tmp, ["a", "b"])
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+RELEASED = ("CANCELLED", "RELEASED")
+
+
+def start_aggregator(tmp: Path, upstreams: list[dict[str, Any]], port: int | None = None) -> Node:
+    return start_node(aggregator_config(tmp, upstreams), tmp, "aggregator", command="aggregator",
+                      port=port)  # fmt: skip
+
+
+def accept_in_background(url: str) -> dict[str, Any]:
+    """Accept in a thread (the aggregator may die under it); ``answer`` once it answered."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = httpx.post(url, json=ACCEPT, timeout=60)
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    outcome["thread"] = threading.Thread(target=run, daemon=True)
+    outcome["thread"].start()
+    return outcome
+
+
+def test_a_node_killed_between_hold_and_confirm_releases_the_other_parts(tmp_path):
+    tmp, port_b = tmp_path, free_port()
+    started: list[Node] = []
+    try:
+        a = start_node(node_config(tmp, "a", 8), tmp, "a")
+        b = start_node(node_config(tmp, "b", 8), tmp, "b", port=port_b)
+        started += [a, b]
+        agg = start_aggregator(tmp, [{"name": "a", "url": a.url},
+                                     {"name": "b", "url": b.url, "timeout": "PT2S"}])  # fmt: skip
+        started.append(agg)
+        offers = post(f"{agg.url}/requests", combined(part("x", "a", 2), part("y", "b", 2))).json()
+        offer = offers["offers"][0]
+        x, y = offer["parts"]
+        b.kill()  # between hold (the offers) and confirm (the accept)
+        r = post(offer["meta"]["url"], ACCEPT)
+        assert r.status_code == 409, r.text
+        problem = r.json()
+        assert "part y at upstream b" in problem["detail"], problem
+        assert problem["session"]["phase"] == "FAILED"
+        assert booking_of(db(tmp, "a"), x["uuid"]) == RELEASED  # part x was accepted, then undone
+        assert booking_of(db(tmp, "b"), y["uuid"]) == ("OFFERED", "HELD")  # never confirmed
+        assert combined_state(tmp, offer["meta"]["uuid"]) == "ABORTING"  # b's part is left
+        check(tmp, ["a", "b"])
+        # b comes back: the aggregator's recovery (with back-off) releases its part there
+        started.append(start_node(node_config(tmp, "b", 8), tmp, "b-again", port=port_b))
+        until(lambda: combined_state(tmp, offer["meta"]["uuid"]) == "ABORTED", timeout=60,
+              what="the part on b released once b is back")  # fmt: skip
+        assert booking_of(db(tmp, "b"), y["uuid"]) == RELEASED
+        assert httpx.get(offer["meta"]["url"], timeout=10).json()["phase"] == "FAILED"
+        check(tmp, ["a", "b"])
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.mark.parametrize("late_accept", ["after-recovery", "before-restart"])
+def test_the_aggregator_killed_mid_accept_is_finished_or_undone_on_restart(
+    tmp_path, late_accept
+):
+    """The aggregator is killed while provably waiting on part y (its accept held by a proxy in
+    front of node b). Restarted, it reads CONFIRMING from its store: part y was not accepted, so
+    every part is undone; the held accept then reaches b too late (409). Or the held accept
+    reached b before the restart: every part was accepted, so the booking is finished."""
+    tmp = tmp_path
+    started: list[Node] = []
+    with HoldingProxy() as proxy:
+        try:
+            a = start_node(node_config(tmp, "a", 8), tmp, "a")
+            started.append(a)
+            b = start_node(node_config(tmp, "b", 8, server={"public_url": proxy.url}), tmp, "b")
+            started.append(b)
+            proxy.target = b.url
+            upstreams = [{"name": "a", "url": a.url},
+                         {"name": "b", "url": proxy.url, "timeout": "PT60S"}]  # fmt: skip
+            agg = start_aggregator(tmp, upstreams)
+            started.append(agg)
+            offers = post(f"{agg.url}/requests", combined(part("x", "a", 2), part("y", "b", 2)))
+            offer = offers.json()["offers"][0]
+            uuid, (x, y) = offer["meta"]["uuid"], offer["parts"]
+            assert y["url"].startswith(proxy.url)
+            proxy.armed = True
+            accepting = accept_in_background(offer["meta"]["url"])
+            assert proxy.arrived.wait(20), "the accept of part y never reached b"
+            until(lambda: booking_of(db(tmp, "a"), x["uuid"])[1] in ("CONFIRMED", "ACTIVE"),
+                  what="part x accepted on a")  # fmt: skip
+            assert combined_state(tmp, uuid) == "CONFIRMING"  # the intent, in its own store
+            agg.kill()
+            accepting["thread"].join(10)
+            assert "error" in accepting, accepting  # the client got no answer
+            if late_accept == "before-restart":
+                proxy.release.set()
+                until(lambda: proxy.answered, what="the held accept answered")
+                assert proxy.answered == [200]
+            started.append(start_aggregator(tmp, upstreams, port=int(agg.url.rsplit(":", 1)[1])))
+            if late_accept == "before-restart":
+                until(lambda: combined_state(tmp, uuid) == "CONFIRMED", what="finished")
+                session = httpx.get(offer["meta"]["url"], timeout=10).json()
+                assert session["phase"] in BOOKED_PHASES, session
+                assert booking_of(db(tmp, "b"), y["uuid"])[1] in ("CONFIRMED", "ACTIVE")
+            else:
+                until(lambda: combined_state(tmp, uuid) == "ABORTED", what="undone")
+                session = httpx.get(offer["meta"]["url"], timeout=10).json()
+                assert session["phase"] == "FAILED"
+                said = " ".join(m["message"] for m in session["meta"]["messages"])
+                assert "stopped while booking" in said, said
+                proxy.release.set()
+                until(lambda: proxy.answered, what="the held accept answered")
+                assert proxy.answered == [409]  # too late: part y was cancelled
+                assert booking_of(db(tmp, "a"), x["uuid"]) == RELEASED
+                assert booking_of(db(tmp, "b"), y["uuid"]) == RELEASED
+            check(tmp, ["a", "b"])
+        finally:
+            proxy.release.set()
+            for node in started:
+                node.stop()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_part_lost_to_a_race_on_its_node_releases_the_others(tmp_path, database, request):
+    """Part y's accept is held (a proxy in front of node b) until its hold there lapsed and
+    another client booked b's whole capacity: b refuses it (409), so part x is undone."""
+    tmp = tmp_path
+    b_db = request.getfixturevalue("pg_url") if database == "postgresql" else db(tmp, "b")
+    started: list[Node] = []
+    with HoldingProxy() as proxy:
+        try:
+            a = start_node(node_config(tmp, "a", 8), tmp, "a")
+            started.append(a)
+            b = start_node(node_config(tmp, "b", 4, database=b_db, hold="PT4S",
+                                       server={"public_url": proxy.url}), tmp, "b")  # fmt: skip
+            started.append(b)
+            proxy.target = b.url
+            agg = start_aggregator(tmp, [{"name": "a", "url": a.url},
+                                         {"name": "b", "url": proxy.url, "timeout": "PT60S"}])
+            started.append(agg)
+            offers = post(f"{agg.url}/requests", combined(part("x", "a", 2), part("y", "b", 4)))
+            offer = offers.json()["offers"][0]
+            x, y = offer["parts"]
+            proxy.armed = True
+            accepting = accept_in_background(offer["meta"]["url"])
+            assert proxy.arrived.wait(20)
+            # meanwhile on b: part y's hold lapses, and another client takes the capacity
+            until(lambda: booking_of(b_db, y["uuid"])[1] != "HELD", timeout=30,
+                  what="part y's hold lapsed")  # fmt: skip
+            other = post(f"{b.url}/requests", request_doc((4, 4), duration="PT1H")).json()
+            assert other["result"] == "YES", other
+            taken = post(other["offers"][0]["meta"]["url"], ACCEPT)
+            assert taken.status_code == 200, taken.text
+            proxy.release.set()
+            accepting["thread"].join(30)
+            answer = accepting["answer"]
+            assert answer.status_code == 409, answer.text
+            assert "part y at upstream b" in answer.json()["detail"]
+            assert proxy.answered == [409]
+            assert combined_state(tmp, offer["meta"]["uuid"]) == "ABORTED"
+            assert booking_of(db(tmp, "a"), x["uuid"]) == RELEASED
+            assert booking_of(b_db, y["uuid"])[1] == "RELEASED"
+            assert booking_of(b_db, other["offers"][0]["meta"]["uuid"])[1] in ("CONFIRMED",
+                                                                               "ACTIVE")
+            check(tmp, {"a": db(tmp, "a"), "b": b_db})
+        finally:
+            proxy.release.set()
+            for node in started:
+                node.stop()
