@@ -35,6 +35,7 @@ async def withdraw(
         raise NotFound("offer set", offerset_uuid)
     remotes: list[RemoteSession] = await asyncio.to_thread(service.store.sessions_of,
                                                            offerset_uuid)  # fmt: skip
+    await service.combined.withdraw(offerset_uuid, token)  # a combined offer set's offers
 
     async def reject(remote: RemoteSession) -> Message | str | None:
         try:

@@ -34,6 +34,7 @@ from .slots import PartOffer, combine, narrowed_start
 from .store import CombinedStore
 
 ROUNDS = 3
+MAX_CANDIDATES = 64  # a part's earliest offers that are paired; the others are rejected
 LOOK_AHEAD = 7 * 86400  # seconds a narrowed start window reaches when the request set none
 
 
@@ -51,7 +52,7 @@ async def combined_offers(
             _ask_part(agg, part, documents[part.position], token, project, stop)
             for part in request.parts
         ))  # fmt: skip
-        asked = [offers for offers, _ in answers]
+        asked = [_earliest(offers, agg, token) for offers, _ in answers]
         round_notes = [n for _, said in answers for n in said]
         slots = combine(asked, request.within, agg.config.fanout.max_offers)
         if slots or any(not offers for offers in asked):
@@ -123,6 +124,14 @@ async def _ask_part(
                 continue
             offers.append(PartOffer(part.position, upstream.name, start, expires, offer))
     return offers, notes
+
+
+def _earliest(offers: list[PartOffer], agg: Any, token: str | None) -> list[PartOffer]:
+    """A part's ``MAX_CANDIDATES`` earliest offers (the rest are rejected): what pairing
+    costs stays bounded whatever the upstreams answer."""
+    offers = sorted(offers, key=lambda o: o.start)
+    _reject(agg, offers[MAX_CANDIDATES:], token, "a part's offers beyond the earliest")
+    return offers[:MAX_CANDIDATES]
 
 
 def _narrowed(document: dict[str, Any], latest: float) -> dict[str, Any] | None:

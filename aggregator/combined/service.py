@@ -14,7 +14,7 @@ from .documents import render
 from .offers import combined_offers, offerset_document
 from .recovery import Recovery
 from .request import parse_combined
-from .store import CANCELLED, CANCELLING, CONFIRMED, CombinedStore
+from .store import CANCELLED, CANCELLING, CONFIRMED, OFFERED, CombinedStore
 
 LIVE_STATES = (CONFIRMED, CANCELLING, CANCELLED)  # the parts' phases are asked of their nodes
 
@@ -54,6 +54,13 @@ class Combined:
         return offerset_document(self.agg.base_url, uuid, stored["created_at"],
                                  stored["result"], list(stored["messages"]),
                                  [render(r) for r in rows])  # fmt: skip
+
+    async def withdraw(self, offerset_uuid: str, token: str | None) -> None:
+        """Reject every open combined offer of the set (their part offers on their nodes)."""
+        for row in await asyncio.to_thread(self.store.of_offerset, offerset_uuid):
+            if row.state == OFFERED:
+                with contextlib.suppress(Conflict):  # accepted or rejected meanwhile
+                    await self.booking.reject(row, token)
 
     async def session(self, uuid: str, token: str | None) -> dict[str, Any] | None:
         row = await asyncio.to_thread(self.store.get, uuid)

@@ -4,10 +4,11 @@ Each part has candidate offers (from one node, or several); a combined slot take
 of every part such that their starts lie within ``within`` seconds of each other. Anchoring on
 each offer in turn (as the earliest start of a slot) and taking, for every other part, its
 earliest offer starting in ``[anchor, anchor + within]`` finds every slot worth offering in
-``O(offers^2 * parts)``, never the product of all the parts' offers."""
+``O(offers * parts * log offers)``, never the product of all the parts' offers."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ def combine(
     if not candidates or any(not c for c in candidates):
         return []
     by_start = [sorted(c, key=lambda o: o.start) for c in candidates]
+    starts = [[o.start for o in offers] for offers in by_start]
     anchors = sorted((o for c in by_start for o in c), key=lambda o: (o.start, o.part))
     found: list[tuple[PartOffer, ...]] = []
     seen: set[tuple[int, ...]] = set()
@@ -42,11 +44,10 @@ def combine(
             if part == anchor.part:
                 chosen.append(anchor)
                 continue
-            pick = next((o for o in offers if anchor.start <= o.start <= anchor.start + within),
-                        None)  # fmt: skip
-            if pick is None:
+            first = bisect_left(starts[part], anchor.start)  # its earliest from the anchor on
+            if first == len(offers) or offers[first].start > anchor.start + within:
                 break
-            chosen.append(pick)
+            chosen.append(offers[first])
         else:
             key = tuple(id(o) for o in chosen)
             if key not in seen:
