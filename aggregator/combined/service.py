@@ -22,7 +22,7 @@ LIVE_STATES = (CONFIRMED, CANCELLING, CANCELLED)  # the parts' phases are asked 
 class Combined:
     def __init__(self, agg: Any):
         self.agg = agg
-        self.store = CombinedStore(agg.store.engine)
+        self.store = CombinedStore(lambda: agg.store.engine)
         self.booking = Booking(agg, self.store)
         self.recovery = Recovery(agg, self.store, self.booking)
         self._task: asyncio.Task[None] | None = None

@@ -4,6 +4,7 @@ restarted aggregator reads what was under way: see ``recovery``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +51,14 @@ class CombinedRow:
 
 
 class CombinedStore:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    """On the aggregator's own database (``engine`` gives its engine when first used)."""
+
+    def __init__(self, engine: Callable[[], Engine]):
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine()
 
     def save(self, offerset: dict[str, Any], rows: list[CombinedRow]) -> None:
         """A combined offer set: its row and every combined offer with its parts, at once."""
