@@ -155,7 +155,7 @@ def until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -
 
 class HoldingProxy:
     """A small HTTP proxy in front of one node (its ``public_url``, so its offers point here)
-    that, when ``armed``, holds each accept until ``release`` is set: the aggregator is then
+    that, when ``armed``, holds the next accept until ``release`` is set: the aggregator is then
     provably waiting on that part. What the node answered the held accepts is ``answered``."""
 
     def __init__(self, target: str | None = None) -> None:
@@ -185,6 +185,7 @@ class HoldingProxy:
         body = await request.read()
         held = self.armed and request.method == "POST" and b"ACCEPTED" in body
         if held:
+            self.armed = False  # the next accept only: others pass
             self.arrived.set()
             await self.loop.run_in_executor(None, self.release.wait)
         headers = {k: v for k, v in request.headers.items()
