@@ -248,3 +248,33 @@ def test_a_caller_is_mailed_at_its_own_address_and_told_of_maintenance(
         ("session.ending_soon", "email")]  # fmt: skip
     told = rows[1].data["maintenance"]
     assert told["reason"] == "new switches" and told["window"] == window.json()["uuid"]
+
+
+def test_a_webhook_url_with_credentials_is_a_no(tmp_path):
+    answer = _ask(tmp_path, {"webhook": {"url": "https://u:p@x.example/", "secret": "s" * 20}})
+    assert answer["result"] == "NO" and "carries credentials" in _said(answer)
+
+
+def test_the_lease_must_outlast_a_delivery_attempt(tmp_path):
+    with pytest.raises(ConfigError, match="lease"):
+        make_config(f"sqlite:///{tmp_path / 'n.db'}",
+                    notifications={"lease": "PT5S", "webhook": {"timeout": "PT10S"}})  # fmt: skip
+
+
+def test_a_delivery_reaches_only_an_allowed_address():
+    """The check is made on the address connected to: 127.0.0.2 is loopback, and only
+    127.0.0.1 is allowed, so the receiver there is never reached, and not tried again."""
+    import asyncio
+
+    from broker_core.notifications.config import NotificationsConfig
+    from broker_core.notifications.request import webhook_rules
+    from broker_core.notifications.webhook import post
+    from tests.notify_receivers import WebhookReceiver
+
+    rules = webhook_rules(NotificationsConfig.model_validate(
+        {"webhook": {"allow_networks": ["127.0.0.1/32"], "timeout": "PT2S"}}))  # fmt: skip
+    with WebhookReceiver(host="127.0.0.2") as hook:
+        refused = asyncio.run(post(hook.url, b"k" * 16, "msg_1", 1, b"{}", rules))
+        assert not refused.ok and refused.retry is False
+        assert "loopback" in (refused.error or "")
+    assert hook.got == []

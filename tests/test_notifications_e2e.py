@@ -39,7 +39,7 @@ def node_file(tmp: Path, name: str, smtp_port: int | None = None, **notification
             "retry_base": "PT1S", "retry_max": "PT2S", "max_attempts": 100,
             "webhook": {"allow_networks": ["127.0.0.1/32"], "timeout": "PT2S"},
             **({"smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none",
-                         "from_address": "broker@example.org"},
+                         "from_address": "broker@example.org", "timeout": "PT2S"},
                 "email": {"recipients": "any"}} if smtp_port else {}),
             **notifications,
         },

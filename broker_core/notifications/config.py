@@ -119,3 +119,10 @@ class NotificationsConfig(_Section):
     email: EmailConfig = EmailConfig()
     smtp: SmtpConfig | None = None
 
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> NotificationsConfig:
+        longest = max([self.webhook.timeout] + ([self.smtp.timeout] if self.smtp else []))
+        if self.lease <= longest:
+            raise ValueError(f"lease ({self.lease}) must be longer than one delivery attempt "
+                             f"may take ({longest}): another process would send it again")
+        return self

@@ -113,6 +113,9 @@ def _webhook_refusals(url: str, config: NotificationsConfig) -> list[Problem]:
         return [Problem(pointer, "{url} is not an {schemes} URL; webhooks are posted to "
                         "{schemes} URLs only", {"url": url[:200],
                         "schemes": " or ".join(f"{s}://" for s in allowed)})]  # fmt: skip
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        return [Problem(pointer, "the webhook URL carries credentials; give them as the "
+                        "webhook's secret, which signs every delivery")]  # fmt: skip
     refused = location_refusals([url], webhook_rules(config))[0]
     if refused is None:
         return []
