@@ -27,7 +27,7 @@ from broker_core.offers.accelerators import AcceleratorNeed
 from broker_core.schedule import instant
 from broker_core.sessions.views import OFFERSET_KIND, SESSION_KIND, wire_messages
 
-from . import accelerators
+from . import accelerators, series
 from .budget import AfterFanout, fanout_deadline, fanout_ended
 from .combined.request import is_combined
 from .combined.service import Combined
@@ -384,7 +384,8 @@ class Aggregator:
             raise NotFound("session", remote.uuid)
         if answer.status != 200 or not isinstance(answer.document, dict):
             raise UpstreamUnavailable(f"upstream {remote.upstream} answered {answer.status}")
-        return self._rewrite(remote, answer.document)
+        return await series.adopt(self.store, remote, self._rewrite(remote, answer.document),
+                                  self.base_url)  # fmt: skip
 
     async def update_session(
         self, session_uuid: str, update: dict[str, Any], token: str | None
@@ -419,7 +420,8 @@ class Aggregator:
                 raise NotFound("session", session_uuid)
             refused(answer, remote.upstream)
             raise UpstreamUnavailable(f"upstream {remote.upstream} answered {answer.status}")
-        document = self._rewrite(remote, answer.document)
+        document = await series.adopt(self.store, remote, self._rewrite(remote, answer.document),
+                                      self.base_url)  # a series: its occurrences  # fmt: skip
         if accepting:
             notes = await self._reject_siblings(remote, token)
             meta = document.setdefault("meta", {})

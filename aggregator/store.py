@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from broker_core.db import migrate
 
@@ -80,9 +81,39 @@ class Store:
         return [RemoteSession(**row._mapping) for row in rows]
 
     def session(self, uuid: str) -> RemoteSession | None:
+        """An upstream's session the aggregator offered, or an occurrence of a series it did."""
         with self.engine.connect() as c:
             row = c.execute(select(tables.session).where(tables.session.c.uuid == uuid)).first()
-        return RemoteSession(**row._mapping) if row else None
+            if row is not None:
+                return RemoteSession(**row._mapping)
+            o = tables.occurrence.c
+            found = c.execute(
+                select(o.uuid, o.offerset_uuid, o.upstream, o.remote_uuid, o.remote_url)
+                .where(o.uuid == uuid)
+            ).first()
+        return RemoteSession(*found, rank=-1) if found else None
+
+    def series_of(self, uuid: str) -> str | None:
+        """The aggregator's uuid of the series this occurrence belongs to, if it is one."""
+        o = tables.occurrence.c
+        with self.engine.connect() as c:
+            return c.execute(select(o.series_uuid).where(o.uuid == uuid)).scalar()
+
+    def save_occurrences(self, rows: list[dict[str, Any]]) -> None:
+        """The occurrences of a series as the aggregator serves them (those it knows already
+        are left as they are: their uuids are derived from the series', so they never change)."""
+        o = tables.occurrence.c
+        with self.engine.begin() as c:
+            known = set(c.execute(
+                select(o.uuid).where(o.uuid.in_([r["uuid"] for r in rows]))
+            ).scalars())  # fmt: skip
+            new = [r for r in rows if r["uuid"] not in known]
+            if new:
+                try:
+                    with c.begin_nested():
+                        c.execute(insert(tables.occurrence), new)
+                except IntegrityError:  # another request saved them meanwhile: the same rows
+                    pass
 
     def local_sessions(
         self, remotes: list[tuple[str, str]]

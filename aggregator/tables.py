@@ -75,3 +75,17 @@ combined_part = Table(
     # PREPARED (held), CONFIRMING, CONFIRMED, ABORTING, ABORTED
     Column("state", String(16), nullable=False),
 )
+
+# the occurrences of a recurring series accepted through the aggregator: each is a session of
+# its own on the series' upstream, which the aggregator serves under a uuid of its own
+occurrence = Table(
+    "agg_occurrence",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("series_uuid", String(36), nullable=False),  # the aggregator's uuid of the series
+    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    Column("upstream", String(128), nullable=False),
+    Column("remote_uuid", String(64), nullable=False),
+    Column("remote_url", String(2048), nullable=False),
+    Index("ix_agg_occurrence_series", "series_uuid"),
+)

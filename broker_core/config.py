@@ -172,6 +172,13 @@ class ResourceDefaults(Model):
     storage: RangeDefault = RangeDefault(min=1, max=1)
 
 
+class RecurrenceConfig(Model):
+    """Recurring sessions (``schedule.requested.recurrence``): how many occurrences one
+    series may have. Every occurrence must also start within ``offers.lookahead``."""
+
+    max_occurrences: int = Field(default=100, ge=1, le=1000)
+
+
 class OfferConfig(Model):
     max_offers: int = Field(default=4, ge=1, le=32)
     hold: PositiveDuration = Field(
@@ -182,6 +189,7 @@ class OfferConfig(Model):
     max_duration: PositiveDuration = Field(default=timedelta(days=7))
     granularity: PositiveDuration = Field(default=timedelta(seconds=60))
     defaults: ResourceDefaults = ResourceDefaults()
+    recurrence: RecurrenceConfig = RecurrenceConfig()
 
 
 class HoldLimits(Model):

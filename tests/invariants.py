@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from itertools import pairwise
 
 from sqlalchemy import Connection, text
 
@@ -162,10 +163,16 @@ def state_problems(conn: Connection) -> list[str]:
     problems = []
     rows = conn.execute(
         text(
-            "SELECT s.uuid, s.offerset_uuid, s.phase, b.state, s.due_at FROM execution_session s "
+            "SELECT s.uuid, s.offerset_uuid, s.phase, b.state, s.due_at, s.series_uuid, "
+            "b.start_at, b.end_at FROM execution_session s "
             "LEFT JOIN booking b ON b.session_uuid = s.uuid"
         )
     ).all()
+    # a recurring series books nothing itself: each occurrence (series_uuid naming it) has
+    # its own session and booking, and the series counts as its offer set's one offer
+    series = {row[5] for row in rows if row[5] is not None}
+    problems += _series_problems(rows, series)
+    rows = [row[:5] for row in rows if row[0] not in series]
     # a probe's offers hold nothing: no booking until one is accepted (a fresh claim)
     probes = {
         uuid
@@ -178,9 +185,12 @@ def state_problems(conn: Connection) -> list[str]:
     accepted: dict[str, list[str]] = defaultdict(list)
     bookings: dict[str, list[str | None]] = defaultdict(list)
     cleaning = set()
+    occurrences = {row[0] for row in conn.execute(
+        text("SELECT uuid FROM execution_session WHERE series_uuid IS NOT NULL")
+    )}  # fmt: skip
     for uuid, offerset, phase, state, due in rows:
         bookings[uuid].append(state)
-        if phase in (*ACCEPTED_PHASES, "COMPLETED", "FAILED"):
+        if phase in (*ACCEPTED_PHASES, "COMPLETED", "FAILED") and uuid not in occurrences:
             accepted[offerset].append(uuid)
         if due is not None:
             cleaning.add(uuid)
@@ -213,4 +223,31 @@ def state_problems(conn: Connection) -> list[str]:
             problems.append(f"{phase} session {uuid} has bookings {states}")
         elif phase == "OFFERED" and states != ["HELD"]:
             problems.append(f"OFFERED session {uuid} has bookings {states}")
+    return problems
+
+
+def _series_problems(rows: list, series: set[str]) -> list[str]:
+    """A series has no booking of its own, and the held bookings of one series' occurrences
+    never overlap each other: the pools count an offer set's holds by their largest at each
+    instant, which is what one series holds only when no two of its occurrences overlap."""
+    problems = []
+    held: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for uuid, _, _, state, _, parent, start, end in rows:
+        if uuid in series and state is not None:
+            problems.append(f"series {uuid} has a booking of its own ({state})")
+        if parent is not None and state == "HELD":
+            held[parent].append((start, end))
+    accepted: dict[str, set[str]] = defaultdict(set)  # per offer set, the series accepted
+    for _, offerset, phase, _, _, parent, _, _ in rows:
+        if parent is not None and phase not in ("OFFERED", "EXPIRED", "REJECTED"):
+            accepted[offerset].add(parent)
+    for offerset, parents in accepted.items():
+        if len(parents) > 1:
+            problems.append(f"offer set {offerset} has {len(parents)} accepted series")
+    for parent, spans in held.items():
+        spans.sort()
+        for (_, end), (start, _) in pairwise(spans):
+            if start < end:
+                problems.append(f"series {parent} holds overlapping occurrences")
+                break
     return problems

@@ -500,6 +500,22 @@ def accept_booking(
     return True
 
 
+def accept_all(
+    session: Session, *, session_uuids: Sequence[str], siblings: Sequence[str], now: int
+) -> bool:
+    """Accept several held bookings as one (a recurring series' occurrences): each becomes
+    CONFIRMED and the ``siblings``' holds are RELEASED, under one lock of the pools. False when
+    one of them is no longer held; the caller then rolls the transaction back, so that none
+    is confirmed."""
+    connection = session.connection()
+    confirmed = _move(connection, session_uuids, (HELD,), CONFIRMED, now)
+    if len(confirmed) != len(session_uuids):
+        return False
+    released = _move(connection, siblings, (HELD,), RELEASED, now)
+    _moved_on_pools(connection, confirmed + released, now)
+    return True
+
+
 def _move(
     connection: Any, session_uuids: Sequence[str], old: Sequence[str], new: str, now: int
 ) -> list[int]:

@@ -119,6 +119,9 @@ class ExecutionSession(SQLModel, table=True):
     record: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     # the project charged for the session (the allocations policy chose it), if any
     project: str | None = Field(default=None, max_length=128, index=True)
+    # an occurrence of a recurring series: the series' session (which books nothing itself;
+    # each occurrence has its own booking). None for every other session
+    series_uuid: str | None = Field(default=None, max_length=36, index=True)
 
 
 class Booking(SQLModel, table=True):

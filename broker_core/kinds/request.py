@@ -13,9 +13,19 @@ from .base import Component, CostItem, Meta, MetricItem, Strict
 from .registry import KindRegistry, UnknownKind, validation_errors
 
 
+class RecurrenceRequest(Strict):
+    """``schedule.requested.recurrence``: an RFC 5545 RRULE repeating the requested session
+    (checked and expanded by ``broker_core.recurrence``)."""
+
+    rule: str = Field(max_length=512)
+    timezone: str | None = Field(default=None, max_length=64)
+    partial: bool = False
+
+
 class RequestedSchedule(Strict):
     start: str | list[str] | None = None
     duration: str | None = Field(default=None, max_length=64)
+    recurrence: RecurrenceRequest | None = None
 
 
 class ScheduleBlock(Strict):

@@ -34,7 +34,7 @@ from ..kinds.base import Component, Level
 from ..notifications import events, outbox
 from ..observability.metrics import PLATFORM_ERRORS, PLATFORM_STEPS
 from ..schedule import instant
-from ..sessions import store
+from ..sessions import series, store
 from ..sessions.execution import execution_of
 from ..sessions.phases import (
     ACCEPTED,
@@ -42,6 +42,7 @@ from ..sessions.phases import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    FINAL,
     PREPARING,
     RELEASING,
     RUNNING,
@@ -173,6 +174,8 @@ class Lifecycle:
                 record.note("{note}", note=note)
             if not self._persist(row, record, execution, outcome):
                 self._keep_platform_state(row, execution)
+            elif row.series_uuid is not None and outcome.phase in FINAL:
+                series.settle_after_step(self.broker, row.series_uuid)  # its last occurrence?
 
     def _failure(self, row: ExecutionSession, record: SessionRecord) -> Outcome:
         if row.phase in (RELEASING, CANCELLED):

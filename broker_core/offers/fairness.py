@@ -382,6 +382,13 @@ class Claimant:
                 kept.append(slot)
         return kept
 
+    def fits(self, kept: Sequence[Slot], added: Sequence[Slot]) -> bool:
+        """Whether the slots of one more alternative (a recurring series' occurrences, which
+        are all held together) fit beside ``kept`` within every hold limit."""
+        return bool(added) and self._fits([*kept, *added]) and all(
+            self._fits([*kept, slot]) for slot in added
+        )
+
     def _fits(self, slots: list[Slot]) -> bool:
         pieces = slot_pieces(slots)
         for scope in self.scopes:

@@ -126,7 +126,10 @@ def _offer_counts(
             func.count(),
             func.sum(case((live, 1), else_=0)),
         )
-        .where(ExecutionSession.offerset_uuid.in_(list(uuids)))  # type: ignore[attr-defined]
+        .where(
+            ExecutionSession.offerset_uuid.in_(list(uuids)),  # type: ignore[attr-defined]
+            ExecutionSession.series_uuid.is_(None),  # type: ignore[union-attr]  # no occurrences
+        )
         .group_by(ExecutionSession.offerset_uuid, ExecutionSession.phase)
     ).all()
     counts: dict[str, tuple[dict[str, int], int]] = {}

@@ -37,7 +37,7 @@ from ..sessions.record import Components, Grant, SessionRecord, own_pool_name
 from ..sessions.views import render_offerset
 from ..staging.placement import Placement, place
 from ..staging.rules import rules_for
-from . import accelerators, checks, fairness
+from . import accelerators, checks, fairness, series
 from .context import Plan, SearchContext
 from .demand import policy_limits, resolve, window_limits, zone_notes
 from .engine import (
@@ -88,6 +88,7 @@ def request_offers(
         return _refuse(broker, document, checks.messages(problems), now, owner)
     placements = place(request.data, rules)  # where identified data lands, and how long
     demand = resolve(request, broker.config.offers)
+    recurrence = series.recurrence_of(request, broker.config, direct=direct)  # or a 400
     reasons = policy_limits(demand, broker.config.offers)
     # a direct booking starts now, whatever start was asked for
     notes = [] if direct else zone_notes(request.schedule.start)
@@ -117,7 +118,8 @@ def request_offers(
             fair.add_project(
                 session, broker.config.holds, verdict.project, capacity, lookahead, now
             )
-        hold_refusals = fair.refuse_or_raise(demand, preparation, now)  # or a 429
+        held = series.holding_demand(demand, recurrence, preparation) if recurrence else demand
+        hold_refusals = fair.refuse_or_raise(held, preparation, now)  # or a 429
         if hold_refusals:
             return _refuse(broker, document, notes + hold_refusals, now, owner, "holds")
         verdict.limits = verdict.limits + fair.limits(demand)
@@ -131,6 +133,8 @@ def request_offers(
         budget=budget_for(broker.config, request.all_costs(), request.all_metrics()),
         data_staging=tuple(p.seconds if p is not None else None for p in placements),
     )  # fmt: skip
+    if recurrence is not None:  # a series of occurrences held together
+        return series.offer_series(context, recurrence)
 
     names = [p.platform.name for p in plans]
     # Search on a read snapshot, holding no lock while the table is swept ...

@@ -96,10 +96,17 @@ def _on_pools(pools: Sequence[str]) -> Any:
     return ExecutionSession.uuid.in_(booked)  # type: ignore[attr-defined]
 
 
+NOT_YET_OCCURRENCES = ("OFFERED", "EXPIRED", "REJECTED")
+
+
 def sessions_query(filters: SessionFilters, after: pages.Key | None, limit: int) -> Any:
     """The query of a page: the filtered sessions after the key ``after``, in order, and one
     more (to tell whether there is a next page)."""
-    query = select(ExecutionSession)
+    # a series' occurrences are sessions of their own once it was accepted, not before
+    query = select(ExecutionSession).where(or_(
+        ExecutionSession.series_uuid.is_(None),  # type: ignore[union-attr]
+        ExecutionSession.phase.notin_(NOT_YET_OCCURRENCES),  # type: ignore[attr-defined]
+    ))  # fmt: skip
     if filters.owner is not None:
         query = query.where(_owned_by(filters.owner))
     if filters.phases:

@@ -71,6 +71,46 @@ class ComponentStatus(_Record):
     prepared: Prepared | None = None
 
 
+class SeriesOccurrence(_Record):
+    """One booked occurrence of a series: its own session and booked window."""
+
+    index: int  # its place among the rule's occurrences, from 0
+    session: str  # the occurrence's session uuid
+    prepare_at: int
+    start_at: int
+    end_at: int
+    pools: list[str] = Field(default_factory=list)  # "<platform>/<pool>"
+
+
+class MissingOccurrence(_Record):
+    """An occurrence of the rule that could not be booked (a partial series), and why."""
+
+    index: int
+    start_at: int
+    end_at: int
+    reason: str
+
+
+class Series(_Record):
+    """A recurring series (its session books nothing itself: each occurrence has its own
+    session and booking)."""
+
+    rule: str  # the RRULE as normalised (UNTIL in UTC)
+    timezone: str
+    partial: bool = False
+    count: int  # how many occurrences the rule makes
+    occurrences: list[SeriesOccurrence] = Field(default_factory=list)
+    missing: list[MissingOccurrence] = Field(default_factory=list)
+
+
+class OccurrenceOf(_Record):
+    """Which series an occurrence's session belongs to."""
+
+    series: str  # the series' session uuid
+    index: int
+    count: int
+
+
 class SessionRecord(_Record):
     """What a session was offered and granted, and what happened to it (instants are epoch
     seconds)."""
@@ -107,6 +147,9 @@ class SessionRecord(_Record):
     release_attempts: int = 0
     # where its events are notified (the request's ``notify``; its secret is never shown)
     notify: Notify | None = None
+    # a recurring series (its occurrences), or one occurrence of one; None for other sessions
+    series: Series | None = None
+    occurrence: OccurrenceOf | None = None
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> SessionRecord:

@@ -18,7 +18,7 @@ from ..broker import Broker
 from ..db.locks import for_update, lock_session
 from ..db.tables import ExecutionSession, OfferSet
 from ..errors import NotFound
-from .phases import AVAILABLE, EXPIRED, OFFERED, RUNNING
+from .phases import ACCEPTED, AVAILABLE, EXPIRED, OFFERED, RUNNING
 from .record import SessionRecord
 
 if TYPE_CHECKING:
@@ -69,6 +69,19 @@ def of_offerset(session: Session, offerset_uuid: str) -> list[ExecutionSession]:
             .order_by(ExecutionSession.start_at, ExecutionSession.uuid)  # type: ignore[arg-type]
         )
     )
+
+
+def occurrences_of(
+    session: Session, series_uuid: str, *, lock: bool = False
+) -> list[ExecutionSession]:
+    """The occurrences' sessions of a recurring series, in time order (locked for a change
+    with ``lock``: the caller holds their offer set's lock already)."""
+    query = (
+        select(ExecutionSession)
+        .where(ExecutionSession.series_uuid == series_uuid)
+        .order_by(ExecutionSession.start_at, ExecutionSession.uuid)  # type: ignore[arg-type]
+    )
+    return list(session.exec(for_update(session, query) if lock else query))
 
 
 def open_siblings(session: Session, row: ExecutionSession) -> list[str]:
@@ -150,6 +163,16 @@ def set_phase(session: Session, uuids: Sequence[str], phase: str, now: int) -> N
             update(ExecutionSession)
             .where(ExecutionSession.uuid.in_(uuids))  # type: ignore[attr-defined]
             .values(phase=phase, modified_at=now, **_BUMPED)
+        )
+
+
+def accept_occurrences(session: Session, uuids: Sequence[str], now: int) -> None:
+    """The occurrences of an accepted series are accepted: due for the lifecycle engine."""
+    if uuids:
+        session.exec(  # type: ignore[call-overload]
+            update(ExecutionSession)
+            .where(ExecutionSession.uuid.in_(uuids))  # type: ignore[attr-defined]
+            .values(phase=ACCEPTED, due_at=now, modified_at=now, **_BUMPED)
         )
 
 

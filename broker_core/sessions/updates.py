@@ -27,7 +27,7 @@ from ..offers.probe import claim_probe, is_probe
 from ..policy_host import admission_problems
 from ..schedule import instant
 from ..suggest import close_matches
-from . import store
+from . import series, store
 from .extend import extend, is_extension
 from .phases import (
     ACCEPTED,
@@ -47,7 +47,11 @@ from .views import render_session
 def get_session(
     broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY
 ) -> dict[str, Any]:
-    return render_session(store.read(broker, session_uuid, identity), broker.base_url)
+    row = store.read(broker, session_uuid, identity)
+    if row.series_uuid is not None or SessionRecord.of(row.record).series is None:
+        return render_session(row, broker.base_url)
+    with broker.db.read() as session:  # a series: with its occurrences' phases
+        return series.render(session, row, broker.base_url)
 
 
 def update_session(
@@ -83,6 +87,7 @@ def _update_session(
     with broker.db.write() as session:
         row = store.visible(broker, identity, store.locked(session, session_uuid), session_uuid)
         if is_extension(update_doc):
+            series.refuse_extension(row)
             was = row.end_at
             extend(broker, session, row, update_doc, now)
             audit.record(session, identity.owner, audit.EXTEND, audit.session_subject(row.uuid),
@@ -92,8 +97,9 @@ def _update_session(
             return rendered
         _check_phase_value(update_doc)
         value = _phase_update(update_doc, row.phase)
+        series.refuse_occurrence_offer(row)
         if row.phase == value or (value == ACCEPTED and row.phase in AFTER_ACCEPTANCE):
-            return render_session(row, broker.base_url)  # repeating an update is harmless
+            return series.render(session, row, broker.base_url)  # repeating is harmless
         allowed = CLIENT_TRANSITIONS.get(row.phase, ())
         was = row.phase
         if value not in allowed:
@@ -110,7 +116,7 @@ def _update_session(
             ACCEPTS.labels("expired").inc()
         elif value == ACCEPTED:
             try:
-                _accept(broker, session, row, now)
+                (series.accept if series.is_series(row) else _accept)(broker, session, row, now)
             except Conflict:
                 ACCEPTS.labels("conflict").inc()
                 raise
@@ -118,16 +124,18 @@ def _update_session(
         elif value == REJECTED or (value == CANCELLED and row.phase == OFFERED):
             # withdrawing one offer frees its hold; its siblings stay OFFERED
             _finish(session, row, value, (HELD,), now)
+            series.withdraw(session, row, now)  # a series' occurrences with it
         elif value == CANCELLED:
             _finish(session, row, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
             outbox.emit(session, broker.config.notifications, outbox.SessionFacts.of(row),
                         SessionRecord.of(row.record), ENDED, now,
                         reason=f"cancelled by {identity.owner} in phase {was}")  # fmt: skip
+            series.cancelled(session, row, now, _finish)
         if not expired:
             action = {ACCEPTED: audit.ACCEPT, REJECTED: audit.REJECT}.get(value, audit.CANCEL)
             audit.record(session, identity.owner, action, audit.session_subject(row.uuid),
                          f"{was} -> {row.phase}", now)  # fmt: skip
-            rendered = render_session(row, broker.base_url)
+            rendered = series.render(session, row, broker.base_url)
     if not expired:
         broker.session_changed()
         return rendered

@@ -9,7 +9,7 @@ storage by uuid, and whose message values are strings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..db.tables import OfferSet
@@ -30,7 +30,7 @@ from .phases import (
     WAITING,
     phase_options,
 )
-from .record import ComponentStatus, SessionRecord
+from .record import ComponentStatus, Series, SessionRecord
 
 
 class SessionRow(Protocol):
@@ -219,10 +219,14 @@ def with_published_ports(
 
 
 def render_session(
-    row: SessionRow, base_url: str, record: SessionRecord | None = None
+    row: SessionRow,
+    base_url: str,
+    record: SessionRecord | None = None,
+    occurrences: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The session as the standard's ``ScheduledExecutionSession``, rendered from its row and
-    its record (given when the caller has it typed already)."""
+    its record (given when the caller has it typed already); a series' ``occurrences`` are
+    the phases of its occurrences' sessions, by uuid, once it was accepted."""
     record = record if record is not None else SessionRecord.of(row.record)
     parts = record.components
     meta: dict[str, Any] = {"name": record.name} if record.name else {}
@@ -280,6 +284,15 @@ def render_session(
         body["connectors"] = [_connector(c) for c in record.connectors]
     if record.notify is not None:
         body["notify"] = record.notify.shown()  # the webhook's secret is never shown
+    if record.series is not None:
+        body["series"] = render_series(record.series, base_url, occurrences)
+    if record.occurrence is not None:
+        body["occurrence"] = {
+            "series": {"uuid": record.occurrence.series,
+                       "url": f"{base_url}/sessions/{record.occurrence.series}"},
+            "index": record.occurrence.index,
+            "count": record.occurrence.count,
+        }  # fmt: skip
     return {
         "kind": SESSION_KIND,
         "meta": meta,
@@ -301,6 +314,38 @@ def _staging_spans(row: SessionRow, record: SessionRecord) -> list[dict[str, str
         spans.append(span(at, seconds) if seconds is not None else None)
         at += seconds or 0
     return spans
+
+
+def render_series(
+    series: Series, base_url: str, phases: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """A series' occurrences (each with its own session once the series was accepted, when
+    ``phases`` gives theirs) and the occurrences of its rule that are not booked."""
+    occurrences = []
+    for o in series.occurrences:
+        shown: dict[str, Any] = {
+            "index": o.index,
+            "start": instant(o.start_at),
+            "end": instant(o.end_at),
+            "preparing": instant(o.prepare_at),
+            "pools": list(o.pools),
+        }
+        if phases is not None and o.session in phases:
+            shown |= {"uuid": o.session, "url": f"{base_url}/sessions/{o.session}",
+                      "phase": phases[o.session]}  # fmt: skip
+        occurrences.append(shown)
+    return {
+        "rule": series.rule,
+        "timezone": series.timezone,
+        "partial": series.partial,
+        "count": series.count,
+        "occurrences": occurrences,
+        "missing": [
+            {"index": m.index, "start": instant(m.start_at), "end": instant(m.end_at),
+             "reason": m.reason}
+            for m in series.missing
+        ],
+    }  # fmt: skip
 
 
 def _wire_status(status: ComponentStatus) -> dict[str, Any]:
@@ -330,6 +375,9 @@ def render_offerset(
         "created": instant(row.created_at),
     }
     typed = list(records) if records is not None else [SessionRecord.of(s.record) for s in sessions]
+    # a series' occurrences are no offers of their own: the series lists them
+    shown = [(s, r) for s, r in zip(sessions, typed, strict=True) if r.occurrence is None]
+    sessions, typed = [s for s, _ in shown], [r for _, r in shown]
     # the request's name lives with its offers; an offer set of none is just "offerset"
     first = typed[0] if typed else SessionRecord()
     meta["name"] = (
