@@ -44,8 +44,8 @@ REFUSED = {
     "TZID": "the zone is recurrence.timezone",
 }
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-_BYDAY = re.compile(r"^([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
-_UNTIL = re.compile(r"^(\d{8})(?:T(\d{6})(Z?))?$")
+_BYDAY = re.compile(r"^([+-]?)([0-9]{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
+_UNTIL = re.compile(r"^([0-9]{8})(?:T([0-9]{6})(Z?))?$")
 _ZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$")
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 MAX_INTERVAL = 1000
@@ -176,7 +176,7 @@ def _list(parts: dict[str, str], name: str) -> list[str]:
 
 
 def _value(text: str, name: str, low: int, high: int, *, zero: bool = True) -> int:
-    if not re.fullmatch(r"[+-]?\d{1,4}", text):
+    if not re.fullmatch(r"[+-]?[0-9]{1,4}", text):
         raise _invalid(f"{name} value {text[:8]!r} is no integer")
     value = int(text)
     if not low <= value <= high or (value == 0 and not zero):
@@ -186,7 +186,7 @@ def _value(text: str, name: str, low: int, high: int, *, zero: bool = True) -> i
 
 def _integer(parts: dict[str, str], name: str, low: int, high: int) -> int:
     text = parts[name]
-    if not text.isdigit() or len(text) > 9:
+    if not re.fullmatch(r"[0-9]{1,9}", text):
         raise _invalid(f"{name}={text[:12]} is no positive integer")
     value = int(text)
     if value < low:
