@@ -362,15 +362,10 @@ def _store(
 ) -> tuple[dict[str, Any], ledger.Claims]:
     """Insert the offer set, one series session per alternative and one session and HELD
     booking per booked occurrence; free the holds of the offer set it replaces."""
-    from .service import _INSERT_OFFERSET, _components, _offerset_row, _session_record
+    from .service import _INSERT_OFFERSET, _components, _session_record, _yes_offerset_row
 
     broker, now, fair = context.broker, context.now, context.fair
-    expires = now + int(broker.config.offers.hold.total_seconds())
-    offerset = _offerset_row(
-        "YES", context.document, context.verdict.notes, now, expires, context.owner
-    )
-    if fair is not None:
-        offerset.request_key = fair.request_key
+    offerset, expires = _yes_offerset_row(context)
     components = _components(context.request)
     parents: list[dict[str, Any]] = []
     parent_records: list[SessionRecord] = []

@@ -577,6 +577,19 @@ def _store_refusal(
     return offerset
 
 
+def _yes_offerset_row(context: SearchContext) -> tuple[Any, int]:
+    """The row of a YES offer set and when its holds expire, keyed for fair holds: the one
+    start of every offer set that holds (plain offers and series)."""
+    now = context.now
+    expires = now + int(context.broker.config.offers.hold.total_seconds())
+    offerset = _offerset_row(
+        "YES", context.document, context.verdict.notes, now, expires, context.owner
+    )
+    if context.fair is not None:
+        offerset.request_key = context.fair.request_key
+    return offerset, expires
+
+
 def _offerset_row(
     result: str,
     document: Any,
@@ -610,12 +623,7 @@ def _store(
     the offer set it replaces; the rendered offer set and the claims made. A probe's sessions
     keep their slots' allocations (for a fresh claim when one is accepted) and hold nothing."""
     broker, now, fair = context.broker, context.now, context.fair
-    expires = now + int(broker.config.offers.hold.total_seconds())
-    offerset = _offerset_row(
-        "YES", context.document, context.verdict.notes, now, expires, context.owner
-    )
-    if fair is not None:
-        offerset.request_key = fair.request_key
+    offerset, expires = _yes_offerset_row(context)
     components = _components(context.request)
     records = [_session_record(context, components, slot) for slot in outcome.slots]
     rows = [
