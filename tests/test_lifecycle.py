@@ -17,6 +17,7 @@ from broker_core.lifecycle.engine import Lifecycle
 from broker_core.lifecycle.reconcile import reconcile
 from broker_core.offers.service import request_offers
 from broker_core.sessions.record import SessionRecord
+from broker_core.sessions.updates import update_session
 from platforms.contract import work_name
 from tests.conftest import ACCEPT, POOL_CONFIG, request_doc
 
@@ -148,6 +149,39 @@ def test_an_accepted_future_offer_waits_for_its_preparing_start(node):
 def accepted_session(broker) -> str:
     answer = request_offers(broker, request_doc(duration="PT1H"), direct=True)
     return answer["offers"][0]["meta"]["uuid"]
+
+
+def test_a_cancel_that_lands_while_a_step_makes_the_work_still_has_it_removed(broker):
+    """The interleaving behind a cancelled session's booking found ACTIVE: the engine's step
+    is making the work on the platform when the cancel commits. The cancel saw no work, so it
+    freed the booking at once; the step's write then loses to the cancel's generation. The
+    engine must keep what the platform made and come back to remove it, in the same pass."""
+    uuid = accepted_session(broker)
+    with broker.db.write() as session:  # its window starts now, not at the next whole minute
+        row = session.get(ExecutionSession, uuid)
+        row.prepare_at = row.start_at = row.due_at = int(time.time()) - 1
+        session.add(row)
+    engine = Lifecycle(broker)
+    platform = engine.platforms["sim"]
+    made = platform.start
+    seen: dict[str, Any] = {}
+
+    def start_then_cancel(execution):
+        made(execution)  # the work exists on the platform now; the step has not written yet
+        seen["booking"] = booking_state(broker, uuid)
+        answer = update_session(broker, uuid, CANCEL)
+        seen["phase"], seen["released"] = answer["phase"], booking_state(broker, uuid)
+
+    platform.start = start_then_cancel
+    assert engine.acquire(uuid)
+    engine.advance(uuid)
+    assert seen == {"booking": "ACTIVE", "phase": "CANCELLED", "released": "RELEASED"}
+    with broker.db.read() as session:
+        row = session.get(ExecutionSession, uuid)
+    state = SessionRecord.of(row.record).platform_state
+    assert row.phase == "CANCELLED" and row.due_at is None
+    assert "started_at" in state and "stopped" in state  # kept, then stopped and removed
+    assert booking_state(broker, uuid) == "RELEASED"
 
 
 def test_only_one_process_holds_a_session(broker):
