@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import importlib
 import logging
 import sys
@@ -55,7 +56,9 @@ def _spec_path() -> Path:
 
 
 SPEC = _spec_path()
-SPEC_DOCUMENT = yaml.safe_load(SPEC.read_text())
+# read once per process, with libyaml where PyYAML has it (0.04 s against 0.4 s for the spec);
+# each app hands connexion a copy, so that it neither re-reads the file nor changes this one
+SPEC_DOCUMENT = yaml.load(SPEC.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 REAPER_MAX_SLEEP = 1.0
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 OPERATION_IDS = frozenset(
@@ -208,7 +211,7 @@ def serve_spec(
         },
     )
     app.add_api(
-        SPEC,
+        copy.deepcopy(SPEC_DOCUMENT),
         resolver=operation_resolver(handlers),
         strict_validation=True,
         validate_responses=server.validate_responses,

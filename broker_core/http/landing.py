@@ -143,17 +143,27 @@ class SpecFiles:
 
     def __init__(self, app: ASGIApp, *, document: dict[str, Any], public_url: str | None):
         self.app = app
-        spec = served_spec(document, public_url)
-        self.files = {
-            SPEC_JSON: (JSON, json.dumps(spec, ensure_ascii=False, default=str).encode("utf-8")),
-            SPEC_YAML: (
-                YAML,
-                yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100).encode(),
-            ),
-        }
+        self.spec = served_spec(document, public_url)
+        self.files: dict[str, tuple[str, bytes]] = {}
+
+    def _file(self, path: str) -> tuple[str, bytes] | None:
+        """The file's body, made on its first request: most apps never serve the YAML, and
+        dumping the spec costs more than making the whole rest of the app."""
+        if path not in (SPEC_JSON, SPEC_YAML):
+            return None
+        if path not in self.files:
+            if path == SPEC_JSON:
+                body = json.dumps(self.spec, ensure_ascii=False, default=str).encode("utf-8")
+                self.files[path] = (JSON, body)
+            else:
+                dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+                text = yaml.dump(self.spec, Dumper=dumper, sort_keys=False, allow_unicode=True,
+                                 width=100)  # fmt: skip
+                self.files[path] = (YAML, text.encode())
+        return self.files[path]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.files.get(scope["path"]) if scope["type"] == "http" else None
+        found = self._file(scope["path"]) if scope["type"] == "http" else None
         if found is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
