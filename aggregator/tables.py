@@ -20,14 +20,38 @@ offer_set = Table(
     Column("accepted_uuid", String(36), nullable=True),
 )
 
-session = Table(
+
+def _keys() -> list[Column]:
+    """A row of one of the aggregator's offer sets, under a uuid of its own."""
+    return [
+        Column("uuid", String(36), primary_key=True),
+        Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    ]
+
+
+def _remote() -> list[Column]:
+    """Where an upstream keeps a session the aggregator serves (new Column objects per table)."""
+    return [
+        Column("upstream", String(128), nullable=False),
+        Column("remote_uuid", String(64), nullable=False),
+        Column("remote_url", String(2048), nullable=False),
+    ]
+
+
+def _served(name: str, *extra: Column | Index) -> Table:
+    """A table of upstream sessions the aggregator serves under uuids of its own, each of one
+    of its offer sets: its offers (``agg_session``) and series' occurrences alike."""
+    return Table(
+        name,
+        metadata,
+        *_keys(),
+        *_remote(),
+        *extra,
+    )
+
+
+session = _served(
     "agg_session",
-    metadata,
-    Column("uuid", String(36), primary_key=True),
-    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
-    Column("upstream", String(128), nullable=False),
-    Column("remote_uuid", String(64), nullable=False),
-    Column("remote_url", String(2048), nullable=False),
     Column("rank", BigInteger, nullable=False),  # its place in the merged answer
     Index("ix_agg_session_offerset", "offerset_uuid"),
     # an upstream's session as the aggregator knows it (GET /sessions shows the aggregator's)
@@ -39,8 +63,7 @@ session = Table(
 own_session = Table(
     "agg_own_session",
     metadata,
-    Column("uuid", String(36), primary_key=True),
-    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    *_keys(),
     Column("document", JSON, nullable=False),
 )
 
@@ -50,8 +73,7 @@ own_session = Table(
 combined = Table(
     "agg_combined",
     metadata,
-    Column("uuid", String(36), primary_key=True),
-    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
+    *_keys(),
     Column("rank", BigInteger, nullable=False),
     # OFFERED, CONFIRMING, CONFIRMED, ABORTING, ABORTED, CANCELLING, CANCELLED, REJECTED
     Column("state", String(16), nullable=False),
@@ -69,23 +91,15 @@ combined_part = Table(
     Column("combined_uuid", String(36), ForeignKey("agg_combined.uuid"), primary_key=True),
     Column("position", BigInteger, primary_key=True),
     Column("name", String(64), nullable=False),
-    Column("upstream", String(128), nullable=False),
-    Column("remote_uuid", String(64), nullable=False),
-    Column("remote_url", String(2048), nullable=False),
+    *_remote(),
     # PREPARED (held), CONFIRMING, CONFIRMED, ABORTING, ABORTED
     Column("state", String(16), nullable=False),
 )
 
 # the occurrences of a recurring series accepted through the aggregator: each is a session of
 # its own on the series' upstream, which the aggregator serves under a uuid of its own
-occurrence = Table(
+occurrence = _served(
     "agg_occurrence",
-    metadata,
-    Column("uuid", String(36), primary_key=True),
     Column("series_uuid", String(36), nullable=False),  # the aggregator's uuid of the series
-    Column("offerset_uuid", String(36), ForeignKey("agg_offer_set.uuid"), nullable=False),
-    Column("upstream", String(128), nullable=False),
-    Column("remote_uuid", String(64), nullable=False),
-    Column("remote_url", String(2048), nullable=False),
     Index("ix_agg_occurrence_series", "series_uuid"),
 )
