@@ -278,3 +278,30 @@ def test_a_delivery_reaches_only_an_allowed_address():
         assert not refused.ok and refused.retry is False
         assert "loopback" in (refused.error or "")
     assert hook.got == []
+
+
+def test_rows_leased_by_a_dead_process_of_this_host_are_taken_over_at_once(
+    broker_factory, database_url
+):
+    """The lease (30 s here) has not run out: a dead holder on this host lets go at once, a
+    live one (this test's parent process) and one of another host keep theirs."""
+    import os
+    import socket
+    import subprocess
+
+    broker = broker_factory(database_url)
+    _rows(broker, 3)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    host = socket.gethostname()
+    dead, alive, elsewhere = f"{host}:{exited.pid}:1", f"{host}:{os.getppid()}:1", "other:1:1"
+    mine = f"{host}:{os.getpid()}:1"
+    assert _claim(broker, alive, limit=1) == ["msg_0_0"]
+    assert _claim(broker, elsewhere, limit=1) == ["msg_1_0"]
+    assert _claim(broker, dead, limit=1) == ["msg_2_0"]
+    assert _claim(broker, mine) == ["msg_2_0"]  # the dead one's only
+    assert _claim(broker, alive) == []  # and now this process's
+    with broker.db.read() as session:
+        holders = {r.message_id: r.lease_owner for r in session.exec(
+            outbox.select(NotificationOutbox))}  # fmt: skip
+    assert holders == {"msg_0_0": alive, "msg_1_0": elsewhere, "msg_2_0": mine}

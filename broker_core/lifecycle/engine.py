@@ -16,8 +16,6 @@ and the session resumes with the step it was in: platform steps are idempotent.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from ..db.tables import ACTIVE, CONFIRMED, RELEASED, ExecutionSession
 from ..kinds.base import Component, Level
 from ..notifications import events, outbox
 from ..observability.metrics import PLATFORM_ERRORS, PLATFORM_STEPS
+from ..owners import dead_on_this_host, process_owner
 from ..schedule import instant
 from ..sessions import series, store
 from ..sessions.execution import execution_of
@@ -60,29 +59,6 @@ PHASE_EVENTS = {
     FAILED: events.FAILED,
 }  # fmt: skip
 MAX_STEPS = 32  # per visit: a session that keeps changing is looked at again next tick
-
-
-def process_owner() -> str:
-    """This process's name on leases: host, pid and start time."""
-    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
-
-
-def _dead_on_this_host(owner: str | None) -> bool:
-    """A lease held by a process of this host that no longer runs (or is a zombie)."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 @dataclass
@@ -115,7 +91,7 @@ class Lifecycle:
 
     def _may_take(self, owner: str | None, until: int | None, now: int) -> bool:
         return (
-            owner is None or owner == self.owner or (until or 0) < now or _dead_on_this_host(owner)
+            owner is None or owner == self.owner or (until or 0) < now or dead_on_this_host(owner)
         )
 
     def acquire(self, uuid: str, now: int | None = None) -> bool:

@@ -4,8 +4,9 @@
 is stored exactly when its change is (a rolled-back accept notifies nobody; a committed one is
 notified even if the process dies the next instant). The worker :func:`claim`\\ s due rows with a
 lease, as the lifecycle engine leases sessions: a row is sent by one process at a time, and a
-process that dies lets go of it when its lease runs out. A session's rows of one channel are
-delivered in the order of their events: a row waits while an earlier one is still pending.
+process that dies lets go of it when its lease runs out (at once, to a process of its own
+host). A session's rows of one channel are delivered in the order of their events: a row
+waits while an earlier one is still pending.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlmodel import Session, select
 
 from ..db.locks import for_update
 from ..db.tables import NotificationOutbox
+from ..owners import dead_on_this_host
 from .events import ACCEPTED, ENDING_SOON, Event, MaintenanceNotice, short
 
 if TYPE_CHECKING:
@@ -110,8 +112,9 @@ def emit_accepted(
 def claim(
     session: Session, owner: str, now: int, limit: int, lease_seconds: int
 ) -> list[NotificationOutbox]:
-    """Lease up to ``limit`` due rows to ``owner``: pending, not leased by a live holder, and
-    first of their session and channel. Rows another transaction has locked are skipped
+    """Lease up to ``limit`` due rows to ``owner``: pending, not leased by a live holder (a
+    lease runs out, or its holder is a process of this host that is gone), and first of their
+    session and channel. Rows another transaction has locked are skipped
     (PostgreSQL); the lease's compare-and-set makes a row go to one process only."""
     earlier = aliased(NotificationOutbox)
     blocked = (
@@ -133,6 +136,7 @@ def claim(
     free = or_(
         NotificationOutbox.lease_until.is_(None),  # type: ignore[union-attr]
         NotificationOutbox.lease_until < now,  # type: ignore[operator]
+        NotificationOutbox.lease_owner.in_(_gone(session, owner, now)),  # type: ignore[union-attr]
     )
     query = (
         select(NotificationOutbox.id)
@@ -156,6 +160,18 @@ def claim(
             .order_by(NotificationOutbox.due_at, NotificationOutbox.id)  # type: ignore[arg-type]
         )
     )
+
+
+def _gone(session: Session, owner: str, now: int) -> list[str]:
+    """The holders of live leases on pending rows that are dead processes of this host: their
+    rows are taken over at once, as the lifecycle engine takes over their sessions."""
+    holders = session.exec(
+        select(NotificationOutbox.lease_owner)
+        .where(NotificationOutbox.state == PENDING, NotificationOutbox.lease_until >= now,  # type: ignore[operator]
+               NotificationOutbox.lease_owner != owner)
+        .distinct()
+    )
+    return [holder for holder in holders if dead_on_this_host(holder)]
 
 
 def settle(session: Session, row_id: int, owner: str, **values: Any) -> bool:

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..broker import Broker
 from ..db.tables import ExecutionSession, NotificationOutbox
-from ..lifecycle.engine import process_owner
 from ..observability.metrics import NOTIFICATIONS
+from ..owners import process_owner
 from ..sessions.phases import ACCEPTED, AVAILABLE, PREPARING, RUNNING, WAITING
 from ..sessions.record import SessionRecord
 from . import mail, outbox, webhook
