@@ -305,3 +305,44 @@ def test_rows_leased_by_a_dead_process_of_this_host_are_taken_over_at_once(
         holders = {r.message_id: r.lease_owner for r in session.exec(
             outbox.select(NotificationOutbox))}  # fmt: skip
     assert holders == {"msg_0_0": alive, "msg_1_0": elsewhere, "msg_2_0": mine}
+
+
+def _answers(*hosts: str):
+    import socket
+
+    async def resolve(self, host: str, port: int = 0, family=socket.AF_INET):
+        return [{"hostname": host, "host": h, "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": 0} for h in hosts]  # fmt: skip
+
+    return resolve
+
+
+def test_a_webhook_connects_through_stagings_guard_on_the_checked_address(monkeypatch):
+    """One guarded connection serves staging and webhooks: a name resolving to a forbidden
+    and an allowed address is posted to on the allowed one; a resolver letting a forbidden
+    address through is stopped where the socket is made. An error names the URL's origin, not
+    its path or query (a receiver's token)."""
+    import asyncio
+
+    from broker_core.notifications.config import NotificationsConfig
+    from broker_core.notifications.request import webhook_rules
+    from broker_core.notifications.webhook import post
+    from broker_core.staging import fetch
+    from tests.notify_receivers import WebhookReceiver
+
+    rules = webhook_rules(NotificationsConfig.model_validate(
+        {"webhook": {"allow_networks": ["127.0.0.1/32"], "timeout": "PT2S"}}))  # fmt: skip
+    with WebhookReceiver(fail_first=1) as hook:
+        url = f"http://rebind.example:{hook.port}/hook?token=TOKEN-123"
+        monkeypatch.setattr(fetch.ThreadedResolver, "resolve", _answers("127.0.0.2", "127.0.0.1"))
+        failed = asyncio.run(post(url, b"k" * 16, "msg_1", 1, b"{}", rules))
+        assert not failed.ok and failed.retry
+        origin = f"http://rebind.example:{hook.port}"
+        assert failed.error == f"{origin} answered 500 Internal Server Error"
+        assert asyncio.run(post(url, b"k" * 16, "msg_1", 1, b"{}", rules)).ok
+        assert [d.headers["user-agent"] for d in hook.got] == ["ebroker-notifications"] * 2
+        monkeypatch.setattr(fetch.GuardedResolver, "resolve", _answers("127.0.0.1"))
+        strict = webhook_rules(NotificationsConfig.model_validate({}))  # 127.0.0.1 not allowed
+        refused = asyncio.run(post(url, b"k" * 16, "msg_2", 1, b"{}", strict))
+    assert not refused.ok and refused.retry is False and "loopback" in (refused.error or "")
+    assert len(hook.got) == 2

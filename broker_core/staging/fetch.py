@@ -106,9 +106,12 @@ class GuardedResolver(ThreadedResolver):
         return allowed
 
 
-def guarded_session(guard: Guard, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+def guarded_session(
+    guard: Guard, timeout: aiohttp.ClientTimeout, user_agent: str = "ebroker-staging"
+) -> aiohttp.ClientSession:
     """A client session whose every connection goes through ``guard``'s checks, with no
-    proxy from the environment and no content decoding."""
+    proxy from the environment and no content decoding: what staging downloads with, and
+    what a notification's webhook is posted with."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(guard),
         socket_factory=guard.socket,
@@ -119,7 +122,7 @@ def guarded_session(guard: Guard, timeout: aiohttp.ClientTimeout) -> aiohttp.Cli
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        headers={"Accept-Encoding": "identity", "User-Agent": "ebroker-staging"},
+        headers={"Accept-Encoding": "identity", "User-Agent": user_agent},
         auto_decompress=False,
         trust_env=False,
     )
@@ -155,7 +158,7 @@ async def _followed(
     checked as the first; the caller releases it."""
     url = parse_location(location)
     for _ in range(rules.max_redirects + 1):
-        _check_url(url, location, rules)
+        check_url(url, location, rules)
         response = await session.request(method, url, allow_redirects=False)
         if response.status not in REDIRECTS:
             return response
@@ -198,8 +201,9 @@ async def _download(location: str, out: Path, rules: StagingRules) -> Staged:
         raise StagingFailed(f"cannot stage {location}: {type(exc).__name__}: {exc}") from None
 
 
-def _check_url(url: URL, location: str, rules: StagingRules) -> None:
-    """A request's target: http(s), with a host; an IP literal must be one staging reaches."""
+def check_url(url: URL, location: str, rules: StagingRules) -> None:
+    """A request's target: http(s), with a host; an IP literal (which no resolver sees) must
+    be one the rules reach."""
     if url.scheme.lower() not in ("http", "https"):
         raise StagingRefused(
             SCHEME,
