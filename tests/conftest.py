@@ -8,6 +8,7 @@ fails the test instead of skipping it, so a green CI run means the real thing wa
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from starlette.testclient import TestClient
 
 from broker_core.broker import Broker
 from broker_core.config import NodeConfig, parse_config
+from broker_core.db import migrate
 from broker_core.http.app import create_app
 from broker_core.node import build_broker
 from tests.oidc_issuer import OidcIssuer
@@ -167,11 +169,31 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A node database at the head revision, made by the migrations once per worker."""
+    path = tmp_path_factory.mktemp("migrated") / "ebroker.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _from_migrated(database_url: str, migrated: Path) -> None:
+    """A node's SQLite database that does not exist yet starts as a copy of the migrated one:
+    the same tables the node's own start-up would make, without running the migrations again
+    (0.4 s of the 0.55 s a broker took to make). tests/test_migrations.py runs them."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        target = Path(url.database)
+        if not target.exists() and target.parent.is_dir():
+            shutil.copyfile(migrated, target)
+
+
 @pytest.fixture
-def broker_factory() -> Iterator[Callable[..., Broker]]:
+def broker_factory(migrated_sqlite: Path) -> Iterator[Callable[..., Broker]]:
     made: list[Broker] = []
 
     def factory(database_url: str, **overrides: Any) -> Broker:
+        _from_migrated(database_url, migrated_sqlite)
         broker = build_broker(make_config(database_url, **overrides))
         made.append(broker)
         return broker

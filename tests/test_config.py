@@ -161,7 +161,7 @@ def test_serve_with_several_workers(tmp_path: Path):
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
+        deadline = time.time() + 120  # two workers starting on a loaded 2-core machine
         ready = False
         while time.time() < deadline and not ready:
             try:
