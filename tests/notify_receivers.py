@@ -1,6 +1,7 @@
 """Real receivers of notifications for tests: a webhook receiver (an aiohttp server in a
-thread) and an SMTP server (aiosmtpd), each keeping what it was sent; and the Standard
-Webhooks verification, written from the specification, to check the node's signatures with."""
+thread) and an SMTP server (aiosmtpd; plain, STARTTLS or SMTP over TLS), each keeping what it
+was sent; and the Standard Webhooks verification, written from the specification, to check the
+node's signatures with."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from typing import Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.nodes import free_port
+from tests.tls_certs import ServerCertificate
 
 TOLERANCE = 5 * 60  # the specification's replay window
 
@@ -127,20 +130,56 @@ class WebhookReceiver:
 class _Keep:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.encrypted: list[bool] = []  # each message's: did it come over TLS
+        self.commands: list[str] = []  # MAIL FROM and RCPT TO as they came
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:  # fmt: skip
+        self.commands.append(f"MAIL {address}")
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = message_from_bytes(envelope.content, policy=policy.default)
         self.messages.append((list(envelope.rcpt_tos), parsed))  # type: ignore[arg-type]
+        self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
         return "250 OK"
 
 
 class MailServer:
-    """A real SMTP server on loopback (plain SMTP), keeping every message it accepts."""
+    """A real SMTP server on loopback, keeping every message it accepts: plain SMTP, or with
+    ``certificate`` STARTTLS (required before any mail) or SMTP over TLS (``implicit``); with
+    ``users`` it asks for a login (only over TLS, aiosmtpd's default) and keeps who logged in."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        certificate: ServerCertificate | None = None,
+        implicit: bool = False,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.handler = _Keep()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.logins: list[str] = []
+        self.users = users or {}
+        options: dict[str, Any] = {}
+        if certificate is not None and implicit:
+            options["ssl_context"] = certificate.server_context()
+        elif certificate is not None:
+            options |= {"tls_context": certificate.server_context(), "require_starttls": True}
+        if users:  # aiosmtpd counts only STARTTLS as TLS: over SMTPS it must be told
+            options |= {"authenticator": self._authenticate, "auth_required": True,
+                        "auth_require_tls": not implicit}  # fmt: skip
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **options)
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      data: Any) -> AuthResult:  # fmt: skip
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user, password = data.login.decode(), data.password.decode()
+        if self.users.get(user) != password:
+            return AuthResult(success=False, handled=False)
+        self.logins.append(user)
+        return AuthResult(success=True)
 
     def __enter__(self) -> MailServer:
         self.controller.start()

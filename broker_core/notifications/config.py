@@ -70,6 +70,10 @@ class SmtpConfig(_Section):
     security: Literal["none", "starttls", "ssl"] = "starttls"
     user: str | None = None
     password: str | None = Field(default=None, description="a {secret_file: ...} in production")
+    ca_file: Path | None = Field(
+        default=None, description="the CAs the server's certificate is verified against "
+        "(PEM); none: the system's"
+    )  # fmt: skip
     from_address: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     timeout: Positive = Field(default=timedelta(seconds=20))
 
@@ -82,6 +86,12 @@ class SmtpConfig(_Section):
     def _password_needs_user(self) -> SmtpConfig:
         if self.password is not None and not self.user:
             raise ValueError("a password needs a user")
+        if self.user and self.security == "none":
+            raise ValueError("a login is sent only over TLS: set security to starttls or ssl")
+        if self.ca_file is not None and self.security == "none":
+            raise ValueError("ca_file verifies TLS: set security to starttls or ssl")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {self.ca_file}: no such file")
         return self
 
 

@@ -1,6 +1,9 @@
 """Sending one e-mail through the site's SMTP server (blocking: the worker runs it in a
 thread). Plain SMTP, STARTTLS (required when configured: a server that does not offer it is an
-error, never a silent fallback) or SMTP over TLS, with the server's certificate verified."""
+error, never a silent fallback) or SMTP over TLS (``ssl``), with the server's certificate and
+name verified against the system's CAs or the site's ``ca_file``. A certificate that does not
+verify fails the attempt before anything is sent (it is retried: the site may fix it); a login
+(``user``, ``password``) is made only over TLS."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def message_of(
 
 def send(smtp: SmtpConfig, message: EmailMessage) -> Attempt:
     timeout = smtp.timeout.total_seconds()
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
     try:
         if smtp.security == "ssl":
             client: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -50,8 +53,16 @@ def send(smtp: SmtpConfig, message: EmailMessage) -> Attempt:
     except smtplib.SMTPRecipientsRefused as exc:
         refused = ", ".join(f"{a} ({code})" for a, (code, _) in exc.recipients.items())
         return Attempt(False, f"the mail server refused {refused}", retry=False)
-    except smtplib.SMTPNotSupportedError:
-        return Attempt(False, f"{smtp.host} offers no STARTTLS", retry=True)
+    except smtplib.SMTPNotSupportedError as exc:
+        what = "STARTTLS" if "STARTTLS" in str(exc) else "login (AUTH)"
+        return Attempt(False, f"{smtp.host} offers no {what}; nothing was sent", retry=True)
+    except ssl.SSLCertVerificationError as exc:
+        return Attempt(False, f"{smtp.host}:{smtp.port_number}: its certificate is not trusted "
+                       f"({exc.verify_message}); nothing was sent. Give the CA that signs it as "
+                       "notifications.smtp.ca_file")  # fmt: skip
+    except smtplib.SMTPAuthenticationError as exc:
+        return Attempt(False, f"{smtp.host} refused the login of {smtp.user} "
+                       f"({exc.smtp_code})")  # fmt: skip
     except smtplib.SMTPResponseException as exc:
         permanent = 500 <= exc.smtp_code < 600
         return Attempt(False, f"{smtp.host} answered {exc.smtp_code}", retry=not permanent)
