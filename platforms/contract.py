@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,11 +34,11 @@ from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.builtin import Network, Port, SimpleVolumeMount
 from broker_core.kinds.registry import KindRegistry
 from broker_core.kinds.request import ExecutionRequest
-from broker_core.staging.placement import source_of
+from broker_core.staging.placement import Placement, source_of
 from broker_core.staging.rules import StagingRefused, StagingRules
 
 from .errors import PlatformError
-from .staging import stage
+from .staging import stage, stage_files
 
 WORK_PREFIX = "ebroker-"
 # data resources named by an identifier, which the default ``stage_data`` stages from where the
@@ -245,6 +245,12 @@ class Platform(ABC):
             for kind in refused
         ]
 
+    def data_refusals(self, placements: Sequence[Placement | None]) -> list[Message]:
+        """Reasons this platform cannot stage identified data from where the node's mappings
+        put it (``placements``, one per data resource, None for the others); none by
+        default: ``stage_data`` stages on the node, which reads what the mappings name."""
+        return []
+
     def refuse_privileged(self, request: ExecutionRequest) -> list[Message]:
         """The refusal of a privileged container, for platforms that do not run them."""
         if not getattr(request.executable, "privileged", False):
@@ -322,6 +328,14 @@ class Platform(ABC):
         except StagingRefused as refused:
             raise PlatformError(f"cannot stage {data.kind}: {refused.text}") from None
         document = {**data.model_dump(mode="json", exclude_none=True), "location": source.location}
+        if source.dataset is not None:
+            parts = [({**document, "location": file.location}, file.rules)
+                     for file, _ in source.dataset.files]  # fmt: skip
+            execution.notes += stage_files(parts, dest, execution.staging.max_bytes, user=user)
+            execution.notes.append(f"staged the {source.dataset.kind} {source.dataset.identifier} "
+                                   f"({len(parts)} files) from this node's data "
+                                   f"({source.dataset.via})")  # fmt: skip
+            return
         execution.notes += stage(document, dest, source.rules, user=user)
         if source.mapped is not None:
             execution.notes.append(f"staged {source.mapped.identifier} from this node's data "

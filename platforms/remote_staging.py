@@ -19,12 +19,15 @@ follows it): sites that must forbid that set ``max_redirects: 0``.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from broker_core.kinds.base import Component, Message, message
 from broker_core.kinds.request import ExecutionRequest
 from broker_core.staging.fetch import file_name
+from broker_core.staging.placement import Placement, is_identified, sources_of
 from broker_core.staging.rules import StagingFailed, StagingRefused, StagingRules, remote_fetch
 
 from .contract import Execution, PlatformError, uuid_of
@@ -60,9 +63,12 @@ def location_of(data: Component) -> str | None:
 
 def request_messages(platform: str, request: ExecutionRequest) -> list[Message]:
     """Why a request's data cannot be fetched by the session's machine (none: it can, as far
-    as the scheme tells; the addresses are judged again at preparation)."""
+    as the scheme tells; the addresses are judged again at preparation). Identified data
+    (ivoa, rucio, skao) is judged where the node's mappings put it: ``placement_messages``."""
     found = []
     for data in request.data:
+        if is_identified(data):
+            continue
         location = location_of(data)
         scheme = location.partition(":")[0].lower() if location else ""
         if scheme not in ("http", "https"):
@@ -78,12 +84,64 @@ def request_messages(platform: str, request: ExecutionRequest) -> list[Message]:
     return found
 
 
-def plan(component: Component, rules: StagingRules, what: str = "data") -> Fetch:
-    """Judge one component's location now (a ``PlatformError`` naming the rule)."""
-    label = f"{what} {component.name or uuid_of(component)}"
-    location = location_of(component)
-    if location is None:
-        raise PlatformError(f"{label}: a {component.kind} has no location to fetch")
+UNREACHABLE = (
+    "platform {platform}: {identifier} is mapped to {location}, a file of this node, which the "
+    "session's machine cannot read (it fetches data itself, over http(s) only); a platform "
+    "that stages on this node (local, slurm) can take it, or the site can map {via} to an "
+    "http(s):// URL that serves it"
+)
+
+
+def placement_messages(platform: str, placements: Sequence[Placement | None]) -> list[Message]:
+    """Why identified data, where the node's mappings put it, cannot be fetched by the
+    session's machine: a mapping to the node's own files (a dataset's, any of its files)."""
+    found = []
+    for placement in placements:
+        source = placement.source if placement is not None else None
+        if source is None or placement is None or placement.problems:
+            continue
+        for one in [f for f, _ in source.dataset.files] if source.dataset else [source]:
+            if _scheme(one.location) in ("http", "https"):
+                continue
+            mapped = one.mapped
+            found.append(message(
+                UNREACHABLE, level="WARN", platform=platform,
+                identifier=mapped.identifier if mapped else placement.at,
+                location=one.location[:300], via=mapped.via if mapped else "it",
+            ))  # fmt: skip
+            break
+    return found
+
+
+def _scheme(location: str) -> str:
+    return location.partition(":")[0].lower()
+
+
+def plan_data(data: Component, rules: StagingRules) -> list[Fetch]:
+    """Judge one data resource now: its own location, or for identified data (ivoa, rucio,
+    skao) where the node's mappings put it (each file of a dataset), under the mapping's rules
+    (its host is reached whatever its address); a ``PlatformError`` naming the rule."""
+    if not is_identified(data):
+        return [plan(data, rules)]
+    label = f"data {data.name or uuid_of(data)}"
+    try:
+        sources = sources_of(data, rules)
+    except StagingRefused as refused:
+        raise PlatformError(f"{label}: {refused.text}") from None
+    fetches = []
+    for source in sources:
+        if _scheme(source.location) not in ("http", "https"):
+            mapped = source.mapped
+            raise PlatformError(f"{label}: " + UNREACHABLE.format(
+                platform="of this session", location=source.location[:300],
+                identifier=mapped.identifier if mapped else "it",
+                via=mapped.via if mapped else "it",
+            ))  # fmt: skip
+        fetches.append(_judged(uuid_of(data), label, source.location, source.rules))
+    return fetches
+
+
+def _judged(uuid: str, label: str, location: str, rules: StagingRules) -> Fetch:
     try:
         remote = remote_fetch(location, rules)
     except StagingRefused as refused:
@@ -91,30 +149,49 @@ def plan(component: Component, rules: StagingRules, what: str = "data") -> Fetch
     except StagingFailed as failed:
         raise PlatformError(f"{label}: {failed}") from None
     address = str(remote.address) if remote.address is not None else None
-    return Fetch(
-        uuid_of(component), label, location, file_name(location), remote.host, remote.port, address
-    )
+    return Fetch(uuid, label, location, file_name(location), remote.host, remote.port, address)
+
+
+def plan(component: Component, rules: StagingRules, what: str = "data") -> Fetch:
+    """Judge one component's location now (a ``PlatformError`` naming the rule)."""
+    label = f"{what} {component.name or uuid_of(component)}"
+    location = location_of(component)
+    if location is None:
+        raise PlatformError(f"{label}: a {component.kind} has no location to fetch")
+    return _judged(uuid_of(component), label, location, rules)
 
 
 def prepare(execution: Execution, component: Component, what: str = "data") -> Fetch:
     """Judge a data resource (or a notebook: any component with a ``location``) for the
     session and keep the verdict in its state, where the machine's download is later built
-    from (a repeated preparation judges again)."""
-    fetch = plan(component, execution.staging, what)
-    execution.state.setdefault(STATE_KEY, {})[fetch.uuid] = asdict(fetch)
-    pinned = f", pinned to {fetch.address}" if fetch.address else ""
-    execution.notes.append(f"{fetch.label} is fetched from {fetch.location}{pinned}")
-    return fetch
+    from (a repeated preparation judges again). Identified data may be several downloads
+    (a dataset's files): kept as a list, the first returned."""
+    if what == "data" and is_identified(component):
+        planned = plan_data(component, execution.staging)
+    else:
+        planned = [plan(component, execution.staging, what)]
+    kept = [asdict(f) for f in planned]
+    execution.state.setdefault(STATE_KEY, {})[planned[0].uuid] = kept[0] if len(kept) == 1 else kept
+    first = planned[0]
+    pinned = f", pinned to {first.address}" if first.address else ""
+    more = f" and {len(planned) - 1} more files from there" if len(planned) > 1 else ""
+    execution.notes.append(f"{first.label} is fetched from {first.location}{pinned}{more}")
+    return first
 
 
-def fetch_of(execution: Execution, component: Component) -> Fetch:
-    """A component's download as judged at preparation."""
+def fetches_of(execution: Execution, component: Component) -> list[Fetch]:
+    """A component's downloads as judged at preparation (several for a dataset)."""
     entry = (execution.state.get(STATE_KEY) or {}).get(uuid_of(component))
     if entry is None:
         raise PlatformError(
             f"{component.name or uuid_of(component)} was not judged for staging at preparation"
         )
-    return Fetch(**entry)
+    return [Fetch(**e) for e in entry] if isinstance(entry, list) else [Fetch(**entry)]
+
+
+def fetch_of(execution: Execution, component: Component) -> Fetch:
+    """A component's (first) download as judged at preparation."""
+    return fetches_of(execution, component)[0]
 
 
 def prepare_missing(execution: Execution) -> None:
@@ -127,7 +204,7 @@ def prepare_missing(execution: Execution) -> None:
 
 def fetches(execution: Execution) -> list[Fetch]:
     """The session's data as judged at preparation, in the request's order."""
-    return [fetch_of(execution, data) for data in execution.data]
+    return [fetch for data in execution.data for fetch in fetches_of(execution, data)]
 
 
 def curl_argv(fetch: Fetch, rules: StagingRules) -> list[str]:
@@ -195,3 +272,15 @@ def fetch_command(
     """One download as a command of its own (e.g. an init container's)."""
     script = fetch_function(rules) + '\nfetch "$@"'
     return ["sh", "-c", script, "fetch", *fetch_args(fetch, rules, directory, file)]
+
+
+def fetches_command(several: list[Fetch], rules: StagingRules, directory: str) -> list[str]:
+    """Several downloads into one directory (a dataset's files) as one command, stopping at
+    the first that fails, with its exit code; one download is ``fetch_command``'s."""
+    if len(several) == 1:
+        return fetch_command(several[0], rules, directory)
+    lines = [fetch_function(rules)]
+    for fetch in several:
+        args = " ".join(shlex.quote(a) for a in fetch_args(fetch, rules, directory))
+        lines.append(f"fetch {args} || exit $?")
+    return ["sh", "-c", "\n".join(lines)]

@@ -82,6 +82,43 @@ def stage(
     return staged.notes(location) + notes
 
 
+def stage_files(
+    parts: list[tuple[dict[str, Any], StagingRules]],
+    dest: Path,
+    max_bytes: int,
+    user: str | None = None,
+) -> list[str]:
+    """Stage several locations (a Rucio dataset's files) side by side into ``dest``: each is
+    staged as one resource is, into a part of its own, then the parts' files are moved into
+    ``dest``; more than ``max_bytes`` in all, or a failure of any, leaves nothing behind."""
+    notes: list[str] = []
+    work = [dest.parent / f".{dest.name}.part{i}" for i in range(len(parts))]
+    try:
+        for (document, rules), part in zip(parts, work, strict=True):
+            notes += stage(document, part, rules, user=user)
+        total = sum(f.stat().st_size for part in work for f in part.iterdir() if f.is_file())
+        if total > max_bytes:
+            raise PlatformError(
+                f"cannot stage {len(parts)} files of {total} bytes: more than the node's "
+                f"staging.max_bytes ({max_bytes})"
+            )
+        _remove(dest)
+        os.rename(work[0], dest)  # the first part's directory, as staging made it, is dest
+        for part in work[1:]:
+            for item in part.iterdir():
+                os.rename(item, dest / item.name)
+    except OSError as exc:
+        _remove(dest)
+        raise PlatformError(f"cannot stage into {dest}: {exc.strerror or exc}") from None
+    except PlatformError:
+        _remove(dest)
+        raise
+    finally:
+        for part in work:
+            _remove(part)
+    return notes
+
+
 def account_for(user: str | None) -> tuple[Account | None, list[str]]:
     """The account to switch to for ``user`` (None: stage in this process), and a note when
     switching is not possible."""

@@ -365,7 +365,7 @@ def test_an_unmapped_identifier_is_a_no_naming_it_and_what_is_mapped(mapped_clie
     errors = {m["values"]["pointer"]: m["message"] for m in answer["meta"]["messages"]
               if m["level"] == "ERROR"}  # fmt: skip
     assert sorted(errors) == ["/data/0/ivoid", "/data/1/scope", "/data/2/namespace",
-                              "/data/3/ivoid", "/data/4/ivoid", "/data/5/scope"]  # fmt: skip
+                              "/data/3/ivoid", "/data/4/ivoid", "/data/5/objecttype"]  # fmt: skip
     maps = ("this node maps none of it (it maps ivo:// identifiers under: "
             "ivo://example.org/survey/; Rucio scopes: user.jdoe)")  # fmt: skip
     assert errors["/data/0/ivoid"].startswith("/data/0/ivoid: ivo://elsewhere.org/x is not data")
@@ -376,7 +376,8 @@ def test_an_unmapped_identifier_is_a_no_naming_it_and_what_is_mapped(mapped_clie
     assert "replica's dataurl" in errors["/data/2/namespace"]
     assert "has no such data" in errors["/data/3/ivoid"]
     assert "is not a path it serves" in errors["/data/4/ivoid"]
-    assert "is a DATASET, which is many files" in errors["/data/5/scope"]
+    assert ("is a DATASET, which is many files, and this node cannot list them: its mapping "
+            "of scope user.jdoe has no list_files") in errors["/data/5/objecttype"]
 
 
 def test_a_location_the_request_carries_is_used_when_the_identifier_is_unmapped(

@@ -304,7 +304,7 @@ def _plans(
     measured = [p.seconds for p in placements if p is not None and p.seconds is not None]
     refused_for_data = False
     for platform in broker.platforms:
-        problems = platform.validate(request)
+        problems = platform.validate(request) + platform.data_refusals(placements)
         if problems:
             refusals.extend(problems)
             continue

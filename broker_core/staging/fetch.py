@@ -151,15 +151,50 @@ async def _head(location: str, rules: StagingRules, seconds: float) -> tuple[int
         raise StagingFailed(f"no answer from {host}: {type(exc).__name__}") from None
 
 
+def get_text(
+    location: str, rules: StagingRules, seconds: float, limit: int, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """A GET of the http(s) ``location`` within the rules, in at most ``seconds``: its status
+    and at most ``limit`` bytes of its body (more is a ``StagingFailed``). Blocking."""
+    return asyncio.run(_get(location, rules, seconds, limit, headers))
+
+
+async def _get(
+    location: str, rules: StagingRules, seconds: float, limit: int, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    guard = Guard(rules)
+    host = parse_location(location).host
+    try:
+        async with guarded_session(guard, aiohttp.ClientTimeout(total=seconds)) as session:
+            response = await _followed(session, "GET", location, rules, headers)
+            async with response:
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    body += chunk
+                    if len(body) > limit:
+                        raise StagingFailed(f"{host} answered more than {limit} bytes")
+                return response.status, bytes(body)
+    except aiohttp.ClientConnectorError:
+        if guard.refused is not None:
+            raise guard.refused from None
+        raise StagingFailed(f"cannot reach {host}") from None
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise StagingFailed(f"no answer from {host}: {type(exc).__name__}") from None
+
+
 async def _followed(
-    session: aiohttp.ClientSession, method: str, location: str, rules: StagingRules
+    session: aiohttp.ClientSession,
+    method: str,
+    location: str,
+    rules: StagingRules,
+    headers: dict[str, str] | None = None,
 ) -> aiohttp.ClientResponse:
     """The answer to ``method`` on ``location`` once its redirects are followed, each target
     checked as the first; the caller releases it."""
     url = parse_location(location)
     for _ in range(rules.max_redirects + 1):
         check_url(url, location, rules)
-        response = await session.request(method, url, allow_redirects=False)
+        response = await session.request(method, url, allow_redirects=False, headers=headers)
         if response.status not in REDIRECTS:
             return response
         async with response:

@@ -178,6 +178,21 @@ class RucioMapping(_Mapping):
         "default: scope/md5[0:2]/md5[2:4]/name) or identity (scope/name)",
     )
 
+    list_files: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="where the files of this scope's DATASETs and CONTAINERs are listed: a "
+        "Rucio server (https://rucio.example.org, its GET /dids/{scope}/{name}/files) or a "
+        "directory of saved listings (file:///srv/rucio/lists, one at <scope>/<name>); without "
+        "it a DATASET or CONTAINER is a NO",
+    )
+    token_file: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="a file holding the X-Rucio-Auth-Token sent to the list_files server, read "
+        "at each listing (so a renewer can replace it)",
+    )
+
     @field_validator("scope")
     @classmethod
     def _scope(cls, scope: str) -> str:
@@ -188,6 +203,10 @@ class RucioMapping(_Mapping):
     @model_validator(mode="after")
     def _target(self) -> RucioMapping:
         read_target(self.target, placeholder=False)
+        if self.list_files is not None:
+            read_target(self.list_files, placeholder=False)
+        if self.token_file is not None and self.list_files is None:
+            raise ValueError("token_file is the list_files server's: give list_files too")
         return self
 
 
@@ -326,12 +345,17 @@ def rucio_path(scope: str, name: str, algorithm: str) -> str:
     return f"{directory}/{digest[0:2]}/{digest[2:4]}/{name}"
 
 
+def rucio_mapping(scope: str, mappings: DataMappings) -> RucioMapping | None:
+    """The mapping of a Rucio scope: its own, else the ``*`` one, else None."""
+    return next((m for m in mappings.rucio if m.scope == scope), None) or next(
+        (m for m in mappings.rucio if m.scope == ANY_SCOPE), None
+    )
+
+
 def map_rucio(scope: str, name: str, mappings: DataMappings) -> Mapped | None:
     """The location of the Rucio file ``scope:name`` under its scope's root (or the ``*``
     root), or None (no mapping for the scope)."""
-    mapping = next((m for m in mappings.rucio if m.scope == scope), None) or next(
-        (m for m in mappings.rucio if m.scope == ANY_SCOPE), None
-    )
+    mapping = rucio_mapping(scope, mappings)
     if mapping is None:
         return None
     identifier = f"{scope}:{name}"

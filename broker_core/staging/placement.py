@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from ..kinds.base import Component, Message, Problem, message
 from ..kinds.builtin import IvoaDataLink, IvoaDataResource, RucioDataResource, SkaoDataResource
 from .addresses import parse_address
+from .datasets import TYPES, list_files
 from .fetch import content_length
 from .files import too_large
-from .mappings import DataMappings, Mapped, Unmappable, map_ivoid, map_rucio
+from .mappings import DataMappings, Mapped, Unmappable, map_ivoid, map_rucio, rucio_mapping
 from .rules import StagingFailed, StagingRefused, StagingRules, location_refusals
 
 MAPPINGS = "mappings"  # the rule's name, as messages give it
@@ -62,6 +63,18 @@ class Source:
     mapped: Mapped | None = None
     at: str = "/location"  # the field of the resource the location came from
     instead: Unplaced | None = None  # a location of its own: why its identifier did not map
+    dataset: Dataset | None = None  # a Rucio DATASET or CONTAINER: its files, each mapped
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A Rucio DATASET or CONTAINER as listed: where each of its files stages from, and the
+    size the listing gives it."""
+
+    identifier: str  # scope:name
+    kind: str  # DATASET or CONTAINER
+    via: str  # the scope mapping that listed it
+    files: tuple[tuple[Source, int | None], ...]
 
 
 @dataclass(frozen=True)
@@ -75,19 +88,33 @@ class Unplaced:
 
 def source_of(data: Component, rules: StagingRules) -> Source:
     """Where ``data`` is staged from now, by the node's rules and mappings; an identified
-    resource that cannot be staged here is a ``StagingRefused`` (rule ``mappings``)."""
+    resource that cannot be staged here is a ``StagingRefused`` (rule ``mappings``). A
+    dataset's source lists its files (``Source.dataset``), each with a source of its own."""
     if not is_identified(data):
         return Source(str(getattr(data, "location", None) or ""), rules)
-    found = locate(data, rules)
+    found = locate(data, rules, rules.timeout)
     if isinstance(found, Unplaced):
         raise StagingRefused(MAPPINGS, found.template, **found.values)
     return found
 
 
-def locate(data: Component, rules: StagingRules) -> Source | Unplaced:
-    """An identified resource's source: its mapping's, else a location it carries itself."""
+def sources_of(data: Component, rules: StagingRules) -> list[Source]:
+    """Every location ``data`` stages from: its own, or each file of a dataset."""
+    source = source_of(data, rules)
+    if source.dataset is None:
+        return [source]
+    return [file for file, _ in source.dataset.files]
+
+
+def locate(
+    data: Component, rules: StagingRules, seconds: float = REQUEST_HEAD_SECONDS
+) -> Source | Unplaced:
+    """An identified resource's source: its mapping's, else a location it carries itself (a
+    dataset's files are listed in at most ``seconds``)."""
     mappings = rules.mappings
     unplaced: Unplaced | None = None
+    if isinstance(data, RucioDataResource) and (data.objecttype or "FILE").upper() in TYPES:
+        return _dataset(data, rules, seconds)
     for at, identifier, mapper in _identifiers(data, mappings):
         try:
             mapped = mapper()
@@ -124,15 +151,37 @@ def _identifiers(data: Component, mappings: DataMappings) -> list[tuple[str, str
 
 
 def _rucio_file(data: Component, scope: str, name: str, mappings: DataMappings) -> Mapped | None:
-    kind = (getattr(data, "objecttype", None) or "FILE").upper()
-    mapped = map_rucio(scope, name, mappings)
-    if mapped is not None and kind != "FILE":
-        raise Unmappable(
-            "{identifier} is a {kind}, which is many files: this node maps Rucio files to "
-            "where they are, one at a time; give each FILE as a data resource",
-            identifier=f"{scope}:{name}"[:300], kind=kind,
-        )  # fmt: skip
-    return mapped
+    return map_rucio(scope, name, mappings)
+
+
+def _dataset(data: RucioDataResource, rules: StagingRules, seconds: float) -> Source | Unplaced:
+    """A Rucio DATASET or CONTAINER: listed by its scope's mapping, each file mapped by its
+    own scope's (so that a NO says which file, or what the node lacks to list them)."""
+    mappings = rules.mappings
+    scope, name = (data.scope or "").strip(), (data.objectname or "").strip()
+    kind = (data.objecttype or "").upper()
+    mapping = rucio_mapping(scope, mappings)
+    if mapping is None:
+        return _unmapped(data, "/scope", f"{scope}:{name}", mappings)
+    try:
+        listed = list_files(scope, name, kind, mapping, rules, seconds)
+        files = []
+        for file in listed:
+            mapped = map_rucio(file.scope, file.name, mappings)
+            if mapped is None:
+                raise Unmappable(
+                    "the {kind} {identifier} holds {file}, of a scope this node maps nothing "
+                    "of (it maps Rucio scopes: {scopes}); ask a node that holds it all",
+                    kind=kind, identifier=f"{scope}:{name}"[:300],
+                    file=f"{file.scope}:{file.name}", scopes=mappings.rucio_scopes(),
+                )  # fmt: skip
+            files.append((Source(mapped.location, _rules_for(mapped, rules), mapped,
+                                 "/objectname"), file.bytes))  # fmt: skip
+    except Unmappable as exc:  # no list_files: the type is what this node cannot take
+        at = "/objectname" if mapping.list_files else "/objecttype"
+        return Unplaced(at, exc.template, exc.values)
+    dataset = Dataset(f"{scope}:{name}", kind, mapping.scope, tuple(files))
+    return Source(f"rucio:{scope}:{name}", rules, None, "/objectname", dataset=dataset)
 
 
 def _unmapped(data: Component, at: str, identifier: str, mappings: DataMappings) -> Unplaced:
@@ -173,7 +222,11 @@ def _rules_for(mapped: Mapped, rules: StagingRules) -> StagingRules:
     """The rules for staging from a mapping: only its root (a file), or its host too (a URL)."""
     if mapped.is_file:
         return rules.model_copy(update={"file_roots": (os.path.realpath(mapped.target.root),)})
-    host = mapped.target.host or ""
+    return rules_for_host(mapped.target.host or "", rules)
+
+
+def rules_for_host(host: str, rules: StagingRules) -> StagingRules:
+    """The rules, reaching one more host of the site's (a mapped URL's, a Rucio server)."""
     literal = parse_address(host.strip("[]"))
     if literal is not None:  # an address is reached by its network, a name by its name
         network = ipaddress.ip_network(literal)
@@ -197,6 +250,15 @@ class Placement:
 
     def note(self) -> Message | None:
         """What an offer says of a mapped resource's staging."""
+        dataset = self.source.dataset if self.source else None
+        if dataset is not None and self.seconds is not None and self.bytes is not None:
+            return message(
+                "{pointer}: the {kind} {identifier} is staged from this node's data ({via}): "
+                "{files} files, {bytes} bytes in about {seconds} s, before the start",
+                pointer=self.at, kind=dataset.kind, identifier=dataset.identifier,
+                via=dataset.via, files=str(len(dataset.files)), bytes=str(self.bytes),
+                seconds=str(self.seconds),
+            )  # fmt: skip
         mapped = self.source.mapped if self.source else None
         if mapped is None or self.seconds is None or self.bytes is None:
             return None
@@ -224,6 +286,9 @@ def place(data: list[Component], rules: StagingRules) -> list[Placement | None]:
             placement.problems.append(_problem(placement.at, found))
             continue
         placement.source = found
+        if found.dataset is not None:
+            _look_at_dataset(placement, found.dataset, rules)
+            continue
         if found.mapped is None:  # the request's own location: the ordinary rules judge it
             (refused,) = location_refusals([found.location], rules)
             if refused is not None:
@@ -254,7 +319,7 @@ def place(data: list[Component], rules: StagingRules) -> list[Placement | None]:
 def _time(placement: Placement, rules: StagingRules) -> None:
     """The staging time of data of a known size (or its refusal, past ``max_bytes``)."""
     source = placement.source
-    if source is None or placement.bytes is None or placement.problems:
+    if source is None or placement.bytes is None or placement.problems or source.dataset:
         return
     if placement.bytes > rules.max_bytes:
         shown = source.mapped.identifier if source.mapped else source.location
@@ -299,6 +364,37 @@ def _look_at_file(placement: Placement, mapped: Mapped, rules: StagingRules) -> 
     except OSError:
         return  # not the node's to read: staging (as the session's user) may still
     placement.bytes = _tree_size(mapped.path) if stat.S_ISDIR(info.st_mode) else info.st_size
+
+
+def _look_at_dataset(placement: Placement, dataset: Dataset, rules: StagingRules) -> None:
+    """A dataset's size and staging time: its files' (a mapped file's from its ``stat``, a
+    URL's as listed), each at its own mapping's bandwidth; past ``max_bytes`` in all a NO."""
+    total, seconds, known = 0, 0.0, True
+    for source, listed in dataset.files:
+        mapped = source.mapped
+        assert mapped is not None
+        size = listed
+        if mapped.is_file:
+            one = Placement(placement.at, source)
+            _look_at_file(one, mapped, source.rules)
+            if one.problems:
+                placement.problems.extend(one.problems)
+                return
+            size = one.bytes if one.bytes is not None else listed
+        if size is None:
+            known = False
+            continue
+        total += size
+        seconds += size / mapped.bandwidth
+    if total > rules.max_bytes:
+        placement.problems.append(
+            too_large(rules.max_bytes, f"the {dataset.kind} {dataset.identifier}").problem(
+                placement.at + "/objectname"
+            )
+        )
+        return
+    if known:
+        placement.bytes, placement.seconds = total, max(1, math.ceil(seconds))
 
 
 def _tree_size(path: str) -> int | None:

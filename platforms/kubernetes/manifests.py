@@ -144,14 +144,20 @@ def fetcher(
 
 
 def stager_containers(execution: Execution, options: KubernetesOptions) -> list[Manifest]:
-    """One init container per data resource, downloading its location into its storage's
-    claim (at ``<data uuid>/<file name>``) before the main container starts."""
+    """One init container per data resource, downloading its location (a dataset's files,
+    one after the other) into its storage's claim (at ``<data uuid>/<file name>``) before the
+    main container starts."""
     containers = []
     for index, data in enumerate(execution.data):
-        fetch = remote_staging.fetch_of(execution, data)
+        several = remote_staging.fetches_of(execution, data)
         storage = _storage_of(execution, data)
         target = (_volume_name(execution, storage), f"{STAGE_MOUNT}/{uuid_of(data)}")
-        containers.append(fetcher(f"stage-{index}", fetch, target, execution, options))
+        container = fetcher(f"stage-{index}", several[0], target, execution, options)
+        if len(several) > 1:
+            container["command"] = remote_staging.fetches_command(
+                several, execution.staging, target[1]
+            )
+        containers.append(container)
     return containers
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,11 @@ from urllib.parse import urlsplit
 from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
+from broker_core.staging.placement import Placement
 
 from .. import drift, notebooks, remote_staging
 from ..contract import (
+    IDENTIFIED_DATA,
     WORK_PREFIX,
     Execution,
     ExternalClaim,
@@ -170,7 +173,7 @@ class KubernetesPlatform(Platform):
 
     def accepted_kinds(self) -> frozenset[str]:
         """The kinds it runs; jupyter-notebook only where the site configures its image."""
-        kinds = frozenset(EXECUTABLES) | RESOURCE_KINDS
+        kinds = frozenset(EXECUTABLES) | RESOURCE_KINDS | IDENTIFIED_DATA
         return kinds if self.options.notebook_image else kinds - {notebooks.NOTEBOOK}
 
     def validate(self, request: ExecutionRequest) -> list[Message]:
@@ -199,6 +202,10 @@ class KubernetesPlatform(Platform):
                 )
             seen.add(key)
         return messages
+
+    def data_refusals(self, placements: Sequence[Placement | None]) -> list[Message]:
+        """Identified data is fetched by the pod: a mapping to the node's files is refused."""
+        return remote_staging.placement_messages(self.name, placements)
 
     def _refuse_notebook(self, request: ExecutionRequest) -> list[Message]:
         executable = request.executable

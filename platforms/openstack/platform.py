@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -35,9 +36,11 @@ from typing import Any
 from broker_core.config import ConfigError, PoolConfig
 from broker_core.kinds.base import Component, Message, kind_uri, message
 from broker_core.kinds.request import ExecutionRequest
+from broker_core.staging.placement import Placement
 
 from .. import drift, notebooks, remote_staging
 from ..contract import (
+    IDENTIFIED_DATA,
     WORK_PREFIX,
     Execution,
     ExternalClaim,
@@ -162,7 +165,7 @@ class OpenStackPlatform(Platform):
 
     def accepted_kinds(self) -> frozenset[str]:
         """The executable kinds the site has an image for, and compute and storage."""
-        kinds = set(RESOURCE_KINDS)
+        kinds = set(RESOURCE_KINDS) | IDENTIFIED_DATA
         if self.options.images.docker_container:
             kinds.add(DOCKER)
         if self.options.images.vm_images:
@@ -220,6 +223,10 @@ class OpenStackPlatform(Platform):
             seen.add(key)
         messages += remote_staging.request_messages(self.name, request)
         return messages
+
+    def data_refusals(self, placements: Sequence[Placement | None]) -> list[Message]:
+        """Identified data is fetched by the server: a mapping to the node's files is refused."""
+        return remote_staging.placement_messages(self.name, placements)
 
     def preparation_estimate(self, request: ExecutionRequest) -> timedelta:
         return self.options.preparation_estimate(request)
