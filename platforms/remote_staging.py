@@ -276,11 +276,12 @@ def fetch_command(
 
 def fetches_command(several: list[Fetch], rules: StagingRules, directory: str) -> list[str]:
     """Several downloads into one directory (a dataset's files) as one command, stopping at
-    the first that fails, with its exit code; one download is ``fetch_command``'s."""
+    the first that fails, with its exit code; the directory is its argument, as in
+    ``fetch_command`` (which one download is)."""
     if len(several) == 1:
         return fetch_command(several[0], rules, directory)
-    lines = [fetch_function(rules)]
+    lines = [fetch_function(rules), "into=$1"]
     for fetch in several:
-        args = " ".join(shlex.quote(a) for a in fetch_args(fetch, rules, directory))
-        lines.append(f"fetch {args} || exit $?")
-    return ["sh", "-c", "\n".join(lines)]
+        args = " ".join(shlex.quote(a) for a in fetch_args(fetch, rules, directory)[1:])
+        lines.append(f'fetch "$into" {args} || exit $?')
+    return ["sh", "-c", "\n".join(lines), "fetch", directory]

@@ -64,6 +64,14 @@ class RucioFake:
             def do_GET(self) -> None:
                 fake._answer(self)
 
+            def do_HEAD(self) -> None:  # the served files' sizes
+                path = urlsplit(self.path).path.removeprefix("/files/")
+                body = fake.served.get(path)
+                fake.requests.append(("HEAD", self.path, None))
+                self.send_response(404 if body is None else 200)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+
             def log_message(self, *args: Any) -> None:
                 return None
 
