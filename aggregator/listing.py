@@ -33,6 +33,7 @@ from broker_core.http.app import SPEC_DOCUMENT
 from broker_core.kinds.base import Message, message
 from broker_core.sessions.views import wire_messages
 
+from . import series
 from .upstreams import Upstream, UpstreamError
 
 CURSOR_VERSION = 1
@@ -310,19 +311,27 @@ async def merged_list(
 
 def rewrite(service: Any, kind: ListKind, taken: list[tuple[str, dict[str, Any]]]) -> list[dict]:
     """The items as the aggregator shows them, each naming its upstream: a session the
-    aggregator offered has the aggregator's uuid and href (and offer set), which its other
-    operations know; any other keeps its node's."""
+    aggregator offered, or an occurrence of a series it offered, has the aggregator's uuid and
+    href (and offer set, and series), which its other operations know; any other keeps its
+    node's."""
     known = {}
+    occurrences: dict[tuple[str, str], tuple[str, Any]] = {}
     if kind is SESSIONS:
         known = service.store.local_sessions([(name, item["uuid"]) for name, item in taken])
+        occurrences = series.listed(service.store, taken)
     base = service.base_url
     items = []
     for name, item in taken:
         local = known.get((name, item["uuid"]))
+        occurrence = occurrences.get((name, item["uuid"]))
         if local is not None:
             uuid, offerset_uuid = local
             item = {**item, "uuid": uuid, "href": f"{base}/sessions/{uuid}",
                     "offerset": offerset_uuid}  # fmt: skip
+        elif occurrence is not None:  # an occurrence of a series it offered: its own uuid
+            uuid, of = occurrence
+            item = {**item, "uuid": uuid, "href": f"{base}/sessions/{uuid}",
+                    "offerset": of.offerset_uuid, "series": of.uuid}  # fmt: skip
         items.append({**item, "upstream": name})
     return items
 

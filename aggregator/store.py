@@ -119,18 +119,26 @@ class Store:
         self, remotes: list[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[str, str]]:
         """The aggregator's uuid and offer set of each of these (upstream, remote uuid) it
-        offered itself (by ``ix_agg_session_remote``)."""
+        offered itself."""
+        found = self.remote_sessions(remotes)
+        return {key: (s.uuid, s.offerset_uuid) for key, s in found.items()}
+
+    def remote_sessions(
+        self, remotes: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], RemoteSession]:
+        """The sessions the aggregator offered among these (upstream, remote uuid) (by
+        ``ix_agg_session_remote``)."""
         if not remotes:
             return {}
         s = tables.session
         wanted = set(remotes)
         with self.engine.connect() as c:
             rows = c.execute(
-                select(s.c.upstream, s.c.remote_uuid, s.c.uuid, s.c.offerset_uuid).where(
-                    s.c.remote_uuid.in_(sorted({uuid for _, uuid in remotes}))
-                )
+                select(s).where(s.c.remote_uuid.in_(sorted({uuid for _, uuid in remotes})))
             ).all()
-        return {(r[0], r[1]): (r[2], r[3]) for r in rows if (r[0], r[1]) in wanted}
+        found = (RemoteSession(**row._mapping) for row in rows)
+        return {(r.upstream, r.remote_uuid): r for r in found
+                if (r.upstream, r.remote_uuid) in wanted}  # fmt: skip
 
     def own_session(self, uuid: str) -> dict[str, Any] | None:
         """One of the aggregator's own sessions, as it was answered; None when it is not."""

@@ -8,7 +8,7 @@ It also turns an accept into the typed values ``PolicyBase.admit`` is asked with
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -76,20 +76,28 @@ class BookingUsage:
 
 
 def admission_problems(
-    policies: list[Policy], session: Session, row: ExecutionSession, now: int
+    policies: list[Policy],
+    session: Session,
+    row: ExecutionSession,
+    now: int,
+    occurrences: Sequence[ExecutionSession] = (),
 ) -> list[Message]:
     """Why the policies refuse the accept of ``row`` (its booking just CONFIRMED, in the
-    accepting transaction ``session``): every policy is asked, in that transaction."""
+    accepting transaction ``session``): every policy is asked, in that transaction. A series
+    (``row``, booking nothing itself) is asked about once, with its ``occurrences``' bookings
+    (all CONFIRMED, each of the same amounts)."""
     if not policies:
         return []
+    first = occurrences[0] if occurrences else row
     accepted = Accepted(
         uuid=row.uuid,
         owner=row.owner or ANONYMOUS,
         project=row.project,
-        prepare_at=row.prepare_at,
-        start_at=row.start_at,
-        end_at=row.end_at,
-        amounts=booked_amounts(session, row.uuid),
+        prepare_at=first.prepare_at,
+        start_at=first.start_at,
+        end_at=first.end_at,
+        amounts=booked_amounts(session, first.uuid),
+        occurrences=tuple((o.prepare_at, o.start_at, o.end_at) for o in occurrences),
     )
     usage = BookingUsage(session)
     return [m for policy in policies for m in admit(policy, accepted, usage, now)]

@@ -343,6 +343,7 @@ class Budget:
     vague_needs: list[str] = field(default_factory=list)
     closest: dict[int, dict[str, Any]] = field(default_factory=dict)  # need index -> best refused
     unmet: set[int] = field(default_factory=set)  # needs no offer's metrics could answer
+    series: bool = False  # the limits were applied to series, their occurrences' quotes summed
 
     def within(self, slot: Any) -> bool:
         if not self.limits:
@@ -355,6 +356,28 @@ class Budget:
                 self.unapplied.add(i)
             elif cost["max"] > limit.max:
                 self.cheapest[i] = min(self.cheapest.get(i, math.inf), cost["max"])
+                ok = False
+        if not ok:
+            self.refused += 1
+        return ok
+
+    def within_series(self, slots: Sequence[Any]) -> bool:
+        """Whether a recurring series of these slots (its occurrences) is within every limit:
+        a request's ``costs[].max`` is what the whole series may cost, its occurrences' quotes
+        added up (as the series' own ``costs`` show them)."""
+        self.series = True
+        if not self.limits:
+            return True
+        quotes = [quote_slot(self.lists, slot) for slot in slots]
+        ok = True
+        for i, limit in enumerate(self.limits):
+            costs = [next((c for c in q.costs if limit.matches(c)), None) for q in quotes]
+            if not costs or any(c is None for c in costs):
+                self.unapplied.add(i)
+                continue
+            total = round(sum(c["max"] for c in costs if c is not None), 6)
+            if total > limit.max:
+                self.cheapest[i] = min(self.cheapest.get(i, math.inf), total)
                 ok = False
         if not ok:
             self.refused += 1
@@ -418,7 +441,11 @@ class Budget:
         """Why offers were not made: per limit, the cheapest refused and the limit; per need,
         the closest refused and the need."""
         template = (
-            "every offer this node could make costs more than the limit: the cheapest "
+            "every series this node could offer costs more than the limit in total (its "
+            "occurrences' quotes added up): the cheapest series costs {cheapest}; the limit "
+            "is {limit}"
+            if self.series
+            else "every offer this node could make costs more than the limit: the cheapest "
             "costs {cheapest}; the limit is {limit}"
         )
         found = [

@@ -13,6 +13,10 @@ Offers do not count against the hours, so two requests may each be offered the l
 accept is where it is decided (``admit``): under the pool locks that serialise accepts, an
 accept that would overdraw an allocation or exceed a cap with the accepted sessions is refused
 and rolled back.
+
+A recurring series is judged whole: offered only when the remaining hours cover every
+occurrence (``PolicyRequest.occurrences``), and accepted only when they still do, all of its
+occurrences booked (``Accepted.windows``).
 """
 
 from __future__ import annotations
@@ -209,7 +213,19 @@ class Allocations(PolicyBase):
                         when=instant(start),
                     )  # fmt: skip
                 remaining = remaining_seconds(usage, subtree, current, committed)
-                cap = int(remaining // request.duration) if remaining > 0 else 0
+                seconds = request.duration * request.occurrences  # a series counts whole
+                cap = int(remaining // seconds) if remaining > 0 else 0
+                if cap < wanted.min and request.occurrences > 1:
+                    return Decision.deny(
+                        "{policy}: project {project} has {remaining} {unit} left of the {hours} "
+                        "allocated for {start} to {end}; this series of {count} occurrences "
+                        "needs at least {needed} in total ({each} each)",
+                        policy=self.name, project=node.name, remaining=_hours(remaining),
+                        unit=HOUR_UNITS[resource], hours=_hours(current.hours * 3600),
+                        start=instant(current.start_at), end=instant(current.end_at),
+                        count=request.occurrences, needed=_hours(wanted.min * seconds),
+                        each=_hours(wanted.min * request.duration),
+                    )  # fmt: skip
                 if cap < wanted.min:
                     return Decision.deny(
                         "{policy}: project {project} has {remaining} {unit} left of the {hours} "
@@ -256,16 +272,29 @@ class Allocations(PolicyBase):
         problems = []
         chain = self.chain(accepted.project)
         committed = Committed(usage.committed(self.subtree(chain[-1].name)))
+        windows = accepted.windows
         for node in chain:
             subtree = self.subtree(node.name)
             for a in node.allocations:
-                if (
-                    a.resource in amounts
-                    and a.start_at < accepted.end_at
-                    and accepted.prepare_at < a.end_at
+                if a.resource in amounts and any(
+                    a.start_at < end and prepare < a.end_at for prepare, _, end in windows
                 ):
                     left = remaining_seconds(usage, subtree, a, committed)
-                    if left < 0:
+                    if left < 0 and accepted.occurrences:
+                        total = amounts[a.resource] * sum(
+                            max(min(end, a.end_at) - max(start, a.start_at), 0)
+                            for _, start, end in windows
+                        )
+                        problems.append(message(
+                            "{policy}: project {project} has too few {unit} left for this "
+                            "series in the allocation for {start} to {end}: its {count} "
+                            "occurrences need {total} in total; {left} left",
+                            level="WARN", policy=self.name, project=node.name,
+                            unit=HOUR_UNITS[a.resource], start=instant(a.start_at),
+                            end=instant(a.end_at), count=len(windows), total=_hours(total),
+                            left=_hours(max(left + total, 0)),
+                        ))  # fmt: skip
+                    elif left < 0:
                         problems.append(message(
                             "{policy}: project {project} has too few {unit} left in the "
                             "allocation for {start} to {end} ({over} over)",
@@ -275,7 +304,7 @@ class Allocations(PolicyBase):
                         ))  # fmt: skip
             for resource, cap in sorted(node.concurrency.items()):
                 held = Usage(committed.claims(subtree, resource))
-                peak = held.peak(accepted.prepare_at, accepted.end_at)
+                peak = max(held.peak(prepare, end) for prepare, _, end in windows)
                 if resource in amounts and peak > cap:
                     problems.append(message(
                         "{policy}: project {project} would hold {peak} {unit} at once; "

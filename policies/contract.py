@@ -65,6 +65,10 @@ class PolicyRequest:
     # the caller's open offer sets this request replaces: their holds are freed with its claim,
     # so caps that count holds leave them out
     replaces: frozenset[str] = frozenset()
+    # how many sessions of this shape the request books: a recurring series' occurrences (its
+    # rule expanded from the earliest start asked for), each ``amounts`` for ``duration``, never
+    # overlapping each other; quotas judge them all together (1: a single session)
+    occurrences: int = 1
 
     def summary(self) -> dict[str, Any]:
         """A JSON summary, e.g. for a remote policy service."""
@@ -82,6 +86,7 @@ class PolicyRequest:
             "kinds": self.kinds,
             "project": self.project,
             "direct": self.direct,
+            **({"occurrences": self.occurrences} if self.occurrences > 1 else {}),
         }
 
 
@@ -183,6 +188,15 @@ class Accepted:
     start_at: int  # the available period [start_at, end_at), epoch seconds
     end_at: int
     amounts: dict[str, int]  # what its booking claims of each resource class, over its pools
+    # a recurring series, accepted as one act: every occurrence's (prepare_at, start_at,
+    # end_at), each claiming ``amounts`` (the fields above are the first's); () for one session
+    occurrences: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def windows(self) -> tuple[tuple[int, int, int], ...]:
+        """Every booked (prepare_at, start_at, end_at) of what is accepted: a policy that
+        judges these judges a series whole."""
+        return self.occurrences or ((self.prepare_at, self.start_at, self.end_at),)
 
 
 # --- the plugin ---------------------------------------------------------------------------------
@@ -254,7 +268,8 @@ class PolicyBase:
         """Reasons the ``accepted`` offer (its booking just CONFIRMED, inside the accepting
         transaction, with the pools locked; ``usage`` reads in that transaction, so it sees this
         and every earlier accept) must not be accepted after all; policies that count accepted
-        sessions re-check here what concurrent accepts may have used up."""
+        sessions re-check here what concurrent accepts may have used up. A recurring series is
+        asked about once, with every occurrence confirmed (``accepted.windows``)."""
         return []
 
     def close(self) -> None:

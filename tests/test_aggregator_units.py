@@ -221,3 +221,33 @@ def test_the_store_is_written_off_the_event_loop(sqlite_url):
         store.dispose()
     assert answer["result"] == "NO" and "gone" in str(answer["meta"]["messages"])
     assert ticks >= 15, f"the event loop stood still while the store was written ({ticks} ticks)"
+
+
+def test_a_listed_occurrence_takes_the_aggregators_uuid(database_url):
+    """A node's list names each occurrence's series: of a series the aggregator offered, the
+    occurrence is listed under the aggregator's uuid (the one the series shows), saved so
+    that GET and cancel on it reach the node; of any other, under the node's own."""
+    from types import SimpleNamespace
+
+    from aggregator import series
+    from aggregator.listing import SESSIONS, rewrite
+
+    store = Store(database_url)
+    store.save_offerset("agg-os", created_at=0, expires_at=1, result="YES", messages=[],
+                        sessions=[RemoteSession("agg-series", "agg-os", "a", "node-series",
+                                                "http://a/sessions/node-series", 0)])  # fmt: skip
+    service = SimpleNamespace(store=store, base_url="http://agg")
+    theirs = {"uuid": "node-occ", "href": "http://a/sessions/node-occ", "offerset": "node-os",
+              "series": "node-series", "occurrence": 1}  # fmt: skip
+    stranger = {**theirs, "uuid": "other-occ", "series": "other-series"}
+    shown, kept = rewrite(service, SESSIONS, [("a", theirs), ("a", stranger)])
+    ours = series.local_uuid("agg-series", "node-occ")
+    assert shown == {**theirs, "uuid": ours, "href": f"http://agg/sessions/{ours}",
+                     "offerset": "agg-os", "series": "agg-series", "upstream": "a"}  # fmt: skip
+    assert kept == {**stranger, "upstream": "a"}
+    found = store.session(ours)
+    assert found is not None and found.remote_url == "http://a/sessions/node-occ"
+    assert store.series_of(ours) == "agg-series"
+    # listed again (or shown by the series first): the same uuid, nothing saved twice
+    assert rewrite(service, SESSIONS, [("a", theirs)])[0]["uuid"] == ours
+    store.dispose()

@@ -214,3 +214,34 @@ def test_naming_another_owner_is_refused_by_every_node(aggregator, users):
     r = aggregator.get("/sessions", params={"owner": "test:bob"}, headers=users["root"])
     assert r.status_code == 200
     assert {i["owner"] for i in r.json()["items"]} <= {"test:bob"}
+
+
+def test_a_series_occurrences_are_listed_under_the_aggregators_uuids(aggregator, issuer):
+    """A client finds each occurrence of a series accepted through the aggregator in its list,
+    under the uuid the aggregator serves it by, and cancels one from there."""
+    carol = {"Authorization": f"Bearer {issuer.token(sub='carol', expires_in=3600)}"}
+    doc = request_doc(start=at(2), duration="PT1H", recurrence={"rule": "FREQ=DAILY;COUNT=3"})
+    answer = aggregator.post("/requests", json=doc, headers=carol).json()
+    assert answer["result"] == "YES", answer["meta"]
+    uuid = answer["offers"][0]["meta"]["uuid"]
+    accepted = aggregator.post(f"/sessions/{uuid}", json=ACCEPT, headers=carol)
+    assert accepted.status_code == 200, accepted.text
+    occurrences = accepted.json()["series"]["occurrences"]
+    listed = {i["uuid"]: i for a in walk(aggregator, "/sessions", carol) for i in a["items"]}
+    # the series (and the other node's, rejected) and the occurrences, all by the aggregator's
+    assert set(listed) == {o["meta"]["uuid"] for o in answer["offers"]} | {
+        o["uuid"] for o in occurrences}  # fmt: skip
+    assert "series" not in listed[uuid]
+    for o in occurrences:
+        item = listed[o["uuid"]]
+        assert (item["series"], item["occurrence"]) == (uuid, o["index"])
+        assert item["href"] == f"http://aggregator.test/sessions/{o['uuid']}"
+        assert item["offerset"] == answer["meta"]["uuid"]
+    one = listed[occurrences[1]["uuid"]]
+    cancelled = aggregator.post(f"/sessions/{one['uuid']}", json=ACCEPT | {"value": "CANCELLED"},
+                                headers=carol)  # fmt: skip
+    assert cancelled.status_code == 200 and cancelled.json()["phase"] == "CANCELLED"
+    again = {i["uuid"]: i for a in walk(aggregator, "/sessions", carol) for i in a["items"]}
+    assert again[one["uuid"]]["phase"] == "CANCELLED"
+    series = aggregator.get(f"/sessions/{uuid}", headers=carol).json()["series"]
+    assert [o["phase"] for o in series["occurrences"]][1] == "CANCELLED"

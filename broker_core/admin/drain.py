@@ -4,7 +4,7 @@ offers), while what is booked on it stays and runs to its booked end. Undraining
 
 A drain has a reason, and is recorded with who drained the pool and since when; everyone sees
 it in ``GET /node``. A request that only a drained pool could serve is answered NO with a
-message naming the pool, its drain and what else would work (``offers.service.drained_notes``).
+message naming the pool, its drain and what else would work (``offers.holding.drained_notes``).
 The claim path cannot race a drain: the pool's row is locked here, and a claim locks only the
 pools that are not drained (``ledger.lock_pools``), so a request that searched before the drain
 finds its slots on the pool gone once it holds the locks, and searches again without it.

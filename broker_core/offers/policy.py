@@ -58,9 +58,11 @@ def consult(
     direct: bool,
     now: int,
     replaces: Iterable[str] = (),
+    occurrences: int = 1,
 ) -> Verdict:
     """``replaces``: the caller's open offer sets this request replaces; their holds count
-    against no cap."""
+    against no cap. ``occurrences``: the sessions a recurring series books, which quotas
+    count together."""
     if not broker.policies:
         return Verdict(demand)
     summary = PolicyRequest(
@@ -79,6 +81,7 @@ def consult(
         project=project,
         direct=direct,
         replaces=frozenset(replaces),
+        occurrences=occurrences,
     )
     decision = combine([evaluate(policy, summary) for policy in broker.policies])
     return apply(decision, demand, now, summary.lookahead)

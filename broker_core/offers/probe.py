@@ -20,7 +20,7 @@ from ..db.tables import CONFIRMED, ExecutionSession
 from ..errors import Conflict
 from ..schedule import instant
 from ..sessions.record import SessionRecord
-from .service import add_external_claims
+from .holding import add_external_claims
 
 
 def is_probe(row: ExecutionSession) -> bool:

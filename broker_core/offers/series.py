@@ -1,8 +1,13 @@
 """Offers for a recurring request: each alternative is a series of occurrences, held together.
 
 A request with ``schedule.requested.recurrence`` is answered like any other (parsed, checked,
-judged by the policies and the hold limits by :func:`.service.request_offers`), then searched
-and stored here. An alternative is an anchor (a start in the requested window) on one pool set:
+judged by the policies and the hold limits by :func:`.service.request_offers`, the policies
+counting every occurrence: ``PolicyRequest.occurrences``), then searched and stored here, with
+what plain offers store (:mod:`.holding`). An occurrence the policies permit no start for is
+missing, and a series whose summed quote is above a cost limit (``costs[].max``) is not
+offered (at the least amounts the request allows, it may be).
+
+An alternative is an anchor (a start in the requested window) on one pool set:
 the rule expanded from the anchor's local time gives the occurrences, each evaluated at its own
 start on that pool set with one amount for all of them (the most every occurrence can have).
 An alternative is offered when every occurrence fits, or, with ``partial: true``, when some
@@ -32,7 +37,7 @@ from sqlmodel import Session
 
 from platforms.contract import PlatformError
 
-from ..booking import holds, ledger
+from ..booking import ledger
 from ..booking.pools import PoolView, Slot
 from ..config import UNITS
 from ..db.tables import HELD
@@ -52,7 +57,7 @@ from ..sessions.record import (
     SessionRecord,
 )
 from ..sessions.views import render_offerset
-from . import fairness
+from . import fairness, holding
 from .context import SearchContext
 from .demand import Demand
 from .engine import Search, distinct, evaluate
@@ -81,6 +86,13 @@ def holding_demand(demand: Demand, recurrence: Recurrence, preparation: int) -> 
     trimmed to the limits exactly)."""
     count = min(_rule_count(recurrence), recurrence.limit)
     return replace(demand, duration=count * (demand.duration + preparation) - preparation)
+
+
+def occurrence_count(recurrence: Recurrence, demand: Demand, now: int) -> int:
+    """How many occurrences the policies judge the series by: the rule expanded from the
+    earliest start asked for (the most it can have; the accept judges those booked)."""
+    first = min((w[0] for w in demand.windows or ()), default=now)
+    return max(len(recurrence.expand(max(first, now))), 1)
 
 
 def _rule_count(recurrence: Recurrence) -> int:
@@ -117,9 +129,7 @@ def offer_series(context: SearchContext, recurrence: Recurrence) -> dict[str, An
     names = [p.platform.name for p in context.plans]
     with broker.db.write(durable=False) as session:
         if fair is not None:
-            from .service import _lock_claimant
-
-            _lock_claimant(context, session, fair)
+            holding.lock_claimant(context, session, fair)
         generations = ledger.lock_pools(session, names)
         context = replace(context, now=int(time.time()))
         alternatives, reasons = _search(context, session, recurrence)
@@ -132,13 +142,14 @@ def offer_series(context: SearchContext, recurrence: Recurrence) -> dict[str, An
                 )]  # fmt: skip
         if not alternatives:
             OFFER_SETS.labels("NO", "capacity").inc()
-            from .service import _store_refusal
-
-            offerset = _store_refusal(
+            offerset = holding.store_refusal(
                 session, context.document, context.notes + reasons, context.now, context.owner
             )
             return render_offerset(offerset, [], broker.base_url)
         OFFER_SETS.labels("YES", "").inc()
+        context.verdict.notes += [
+            message(t, level="WARN", **v) for t, v in context.budget.notes()
+        ]
         answer, claims = _store(context, session, recurrence, alternatives, generations)
     for pool_id, rows in claims.items():
         broker.usage_cache.advance(pool_id, generations[pool_id], rows)
@@ -150,9 +161,7 @@ def fair_keys(fair: fairness.Claimant) -> str:
 
 
 def _refused(context: SearchContext, reasons: list[Message]) -> dict[str, Any]:
-    from .service import _refuse
-
-    return _refuse(context.broker, context.document, context.notes + reasons, context.now,
+    return holding.refuse(context.broker, context.document, context.notes + reasons, context.now,
                    context.owner)  # fmt: skip
 
 
@@ -195,20 +204,18 @@ def _search(
     )
     fairness.discount(pools, verdict.discount)
     open_to_caller = [p for p in pools if verdict.pools is None or p.name in verdict.pools]
-    from .service import _pool_sets, add_external_claims, drained_notes
-
-    notes = drained_notes(open_to_caller)
+    notes = holding.drained_notes(open_to_caller)
     searches: list[tuple[Search, list[list[PoolView]]]] = []
     for plan in context.plans:
         mine = [p for p in open_to_caller if p.platform == plan.platform.name and p.drain is None]
         try:
-            add_external_claims(plan.platform, mine, *window)
+            holding.add_external_claims(plan.platform, mine, *window)
         except PlatformError as exc:
             notes.append(message("platform {platform} is unavailable: {error}", level="WARN",
                                  platform=plan.platform.name, error=str(exc)[:500]))  # fmt: skip
             continue
         pool_sets = [
-            ps for ps in _pool_sets(broker, plan.platform, mine)
+            ps for ps in holding.pool_sets(broker, plan.platform, mine)
             if context.budget.suits([p.name for p in ps])
         ]  # fmt: skip
         search = Search(
@@ -225,13 +232,26 @@ def _search(
                 wanted = demand.on({c for p in pool_set for c in p.inventories})
                 if wanted is None:
                     continue
-                alternative = _evaluate(search, pool_set, wanted, expansions[anchor], anchor,
-                                        lookahead)  # fmt: skip
+                starts = expansions[anchor]
+                alternative = _evaluate(search, pool_set, wanted, starts, anchor, lookahead,
+                                        verdict.permitted)  # fmt: skip
                 if best is None or len(alternative.booked) > len(best.booked):
                     best = alternative
                 complete = not alternative.missing
                 if not (complete or (recurrence.partial and alternative.booked)):
                     continue
+                if not context.budget.within_series(alternative.slots):
+                    # over a cost limit: the least the request allows may be within it
+                    least = {c: Range(r.min, r.min) for c, r in wanted.items()}
+                    if least == wanted:
+                        continue
+                    cheaper = _evaluate(search, pool_set, least, starts, anchor, lookahead,
+                                        verdict.permitted)  # fmt: skip
+                    if len(cheaper.booked) < len(alternative.booked) or not (
+                        context.budget.within_series(cheaper.slots)
+                    ):
+                        continue
+                    alternative = cheaper
                 first = alternative.booked[0][1]
                 if distinct(first, [c.booked[0][1] for c in chosen]):
                     chosen.append(alternative)
@@ -239,6 +259,9 @@ def _search(
                     return chosen, []
     if chosen:
         return chosen, []
+    budget = context.budget
+    if budget.turned_away:  # there were series, but only above the client's cost limits
+        return [], notes + [message(t, level="WARN", **v) for t, v in budget.reasons()]
     return [], notes + _missing_reasons(best, recurrence)
 
 
@@ -277,9 +300,11 @@ def _evaluate(
     starts: list[int],
     anchor: int,
     lookahead: int,
+    permitted: list[tuple[int, int]] | None = None,
 ) -> Alternative:
     """The series from ``anchor`` on these pools: every occurrence at its own start, then all
-    of them at one amount, the least any got."""
+    of them at one amount, the least any got. An occurrence is missing where it starts
+    beyond the look-ahead or outside the starts the policies ``permitted``."""
     alternative = Alternative(anchor, len(starts))
     duration = search.demand.duration
     found: list[tuple[int, Slot]] = []
@@ -290,6 +315,13 @@ def _evaluate(
                 reason=f"beyond this node's look-ahead (offers.lookahead: "
                        f"{format_seconds(lookahead)}); the latest start it serves is "
                        f"{instant(search.horizon)}",
+            ))  # fmt: skip
+            continue
+        if permitted is not None and not any(a <= start <= b for a, b in permitted):
+            alternative.missing.append(MissingOccurrence(
+                index=index, start_at=start, end_at=start + duration,
+                reason="outside the times the policies of this node permit a session of "
+                       f"{format_seconds(duration)}",
             ))  # fmt: skip
             continue
         slot, totals = evaluate(search, pools, start, wanted)
@@ -362,32 +394,24 @@ def _store(
 ) -> tuple[dict[str, Any], ledger.Claims]:
     """Insert the offer set, one series session per alternative and one session and HELD
     booking per booked occurrence; free the holds of the offer set it replaces."""
-    from .service import _INSERT_OFFERSET, _components, _session_record, _yes_offerset_row
-
-    broker, now, fair = context.broker, context.now, context.fair
-    offerset, expires = _yes_offerset_row(context)
-    components = _components(context.request)
+    broker, now = context.broker, context.now
+    offerset, expires = holding.yes_offerset_row(context)
+    components = holding.components(context.request)
     parents: list[dict[str, Any]] = []
     parent_records: list[SessionRecord] = []
     children: list[dict[str, Any]] = []
     booked: list[tuple[Slot, str]] = []
 
     def row(uuid: str, slot: Slot, record: SessionRecord, series: str | None) -> dict[str, Any]:
-        return {
-            "uuid": uuid, "offerset_uuid": offerset.uuid, "phase": OFFERED,
-            "platform": slot.pools[0].platform, "owner": context.owner,
-            "project": context.verdict.project, "created_at": now, "modified_at": now,
-            "expires_at": expires, "prepare_at": slot.prepare_at, "start_at": slot.start_at,
-            "end_at": slot.end_at, "generation": 0, "due_at": None, "record": record.stored(),
-            "series_uuid": series,
-        }  # fmt: skip
+        return holding.session_row(context, offerset, expires, slot, record, phase=OFFERED,
+                                   uuid=uuid, series_uuid=series)  # fmt: skip
 
     for alternative in alternatives:
         parent_uuid = str(uuidlib.uuid4())
         occurrences = []
         records = []
         for index, slot in alternative.booked:
-            record = _session_record(context, components, slot)
+            record = holding.session_record(context, components, slot)
             record.occurrence = OccurrenceOf(
                 series=parent_uuid, index=index, count=alternative.count
             )
@@ -406,19 +430,15 @@ def _store(
         parents.append(row(parent_uuid, first_slot, parent, None))
         parent_records.append(parent)
     connection = session.connection()
-    connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
+    connection.execute(holding.INSERT_OFFERSET, [offerset.model_dump()])
     store.insert_many(session, parents + children)
     claims = ledger.insert_bookings(
         session, booked, offerset_uuid=offerset.uuid, state=HELD, expires_at=expires, now=now,
         generations=generations,
     )  # fmt: skip
-    ledger.record_claims(session, [slot for slot, _ in booked], now)
-    if fair is not None and fair.replaced:
-        claimed = {pool_id for slot, _ in booked for pool_id, _, _ in slot.allocations}
-        store.expire_offer_sets(session, sorted(fair.replacing.offer_sets()), now)
-        freed = holds.release_replaced(session, fair.replacing, generations, claimed, now)
-        for pool_id, *rest in freed:
-            claims.setdefault(pool_id, []).append(tuple(rest))  # type: ignore[arg-type]
+    slots = [slot for slot, _ in booked]
+    ledger.record_claims(session, slots, now)
+    holding.release_replaced(context, session, slots, generations, claims)
     rows = [SimpleNamespace(**p) for p in parents]
     return render_offerset(offerset, rows, broker.base_url, parent_records), claims
 
@@ -430,12 +450,14 @@ def _series_record(
     occurrences: list[SeriesOccurrence],
 ) -> SessionRecord:
     """The series' own record: the first occurrence's components and grant (it books nothing
-    itself), the costs of all its occurrences together, and its occurrences."""
+    itself), the costs of all its occurrences together, its occurrences, and where its own
+    events (its end) are notified."""
     first = records[0]
     pools = sorted({name for r in records for name in r.pools})
     parent = SessionRecord(
         name=first.name, site=first.site, components=first.components, granted=first.granted,
         pools=pools, costs=_sum_costs([r.costs for r in records]), metrics=first.metrics,
+        notify=first.notify,
         series=Series(rule=recurrence.rule, timezone=recurrence.zone, partial=recurrence.partial,
                       count=alternative.count, occurrences=occurrences,
                       missing=alternative.missing),

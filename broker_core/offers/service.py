@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert
 from sqlmodel import Session
 
 from platforms.contract import PlatformError
 
 from .. import audit
 from ..booking import holds, ledger
-from ..booking.pools import PoolView, Slot
+from ..booking.pools import Slot
 from ..broker import Broker
 from ..config import UNITS
 from ..db.tables import CONFIRMED, HELD, OfferSet
@@ -29,15 +27,14 @@ from ..kinds.request import ExecutionRequest, parse_request
 from ..notifications import outbox
 from ..notifications.request import refusals as notify_refusals
 from ..observability.metrics import OFFER_SETS
-from ..pricing import budget_for, price_lists, quote_slot
+from ..pricing import budget_for
 from ..schedule import format_seconds, instant
 from ..sessions import store
 from ..sessions.phases import ACCEPTED, OFFERED
-from ..sessions.record import Components, Grant, SessionRecord, own_pool_name
 from ..sessions.views import render_offerset
 from ..staging.placement import Placement, place
 from ..staging.rules import rules_for
-from . import accelerators, checks, fairness, series
+from . import accelerators, checks, fairness, holding, series
 from .context import Plan, SearchContext
 from .demand import policy_limits, resolve, window_limits, zone_notes
 from .engine import (
@@ -78,14 +75,14 @@ def request_offers(
     parsed = parse_request(document, broker.registry)
     if parsed.request is None:
         reasons = _unknown_kinds(broker, parsed.unknown)
-        return _refuse(broker, document, reasons, now, owner)
+        return holding.refuse(broker, document, reasons, now, owner)
     request = parsed.request
     rules = rules_for(broker.config)
     problems = checks.problems(request, rules)
     if request.notify is not None:
         problems += notify_refusals(request.notify, identity, broker.config.notifications)
     if problems:  # well-formed but unservable: NO, every problem pointed at
-        return _refuse(broker, document, checks.messages(problems), now, owner)
+        return holding.refuse(broker, document, checks.messages(problems), now, owner)
     placements = place(request.data, rules)  # where identified data lands, and how long
     demand = resolve(request, broker.config.offers)
     recurrence = series.recurrence_of(request, broker.config, direct=direct)  # or a 400
@@ -97,18 +94,19 @@ def request_offers(
         reasons += window_limits(demand, broker.config.offers, now)
     plans, refusals = _plans(broker, request, placements)
     if reasons or not plans:
-        return _refuse(broker, document, notes + reasons + refusals, now, owner)
-    holding = not direct and not probe
+        return holding.refuse(broker, document, notes + reasons + refusals, now, owner)
+    holds_offers = not direct and not probe
     fair: fairness.Claimant | None = None
-    if holding:  # what the caller holds now, and the offer set this request replaces
+    if holds_offers:  # what the caller holds now, and the offer set this request replaces
         with broker.db.snapshot() as session:
             fair, capacity = fairness.claimant(broker, session, identity, document, project, now)
     verdict = consult(
         broker, identity, request, demand, project=project, direct=direct, now=now,
         replaces=fair.replaced if fair else (),
+        occurrences=series.occurrence_count(recurrence, demand, now) if recurrence else 1,
     )  # fmt: skip
     if verdict.refusals:
-        return _refuse(broker, document, notes + verdict.refusals, now, owner, "policy")
+        return holding.refuse(broker, document, notes + verdict.refusals, now, owner, "policy")
     demand = verdict.demand
     verdict.notes = notes + verdict.notes
     preparation = min(p.preparation for p in plans)
@@ -121,7 +119,7 @@ def request_offers(
         held = series.holding_demand(demand, recurrence, preparation) if recurrence else demand
         hold_refusals = fair.refuse_or_raise(held, preparation, now)  # or a 429
         if hold_refusals:
-            return _refuse(broker, document, notes + hold_refusals, now, owner, "holds")
+            return holding.refuse(broker, document, notes + hold_refusals, now, owner, "holds")
         verdict.limits = verdict.limits + fair.limits(demand)
         verdict.pool_caps = fair.pool_caps()
         verdict.discount = fair.discount
@@ -154,7 +152,7 @@ def request_offers(
     with broker.db.write(durable=direct) as session:
         lost = False
         if fair is not None:
-            lost = _lock_claimant(context, session, fair)
+            lost = holding.lock_claimant(context, session, fair)
         generations = ledger.lock_pools(session, names)
         now = int(time.time())  # after the lock: time spent waiting must not shorten the offers
         context = replace(context, now=now)
@@ -184,22 +182,6 @@ PROBE_NOTE = (
 )
 
 
-def _lock_claimant(context: SearchContext, session: Session, fair: fairness.Claimant) -> bool:
-    """Take the caller's (and project's) lock and the replaced offer set's, then read again
-    what they hold: concurrent requests of one caller cannot both take the last of a limit,
-    and the replaced holds are freed as they are now. True when the replaced holds changed
-    since the search (its slots must be searched again)."""
-    sqlite = context.broker.db.is_sqlite
-    holds.lock_scopes(session, fair.lock_keys, sqlite=sqlite)
-    holds.lock_offer_sets(session, fair.replaced, sqlite=sqlite)
-    searched = fair.discount
-    now = int(time.time())
-    fair.read(session, now, replace=holds.held_of(session, fair.replaced))
-    fair.refuse_or_raise(context.demand, context.preparation, now)  # a 429 when others took it
-    context.verdict.discount = fair.discount
-    return fair.discount != searched
-
-
 def _answer(
     context: SearchContext,
     session: Session,
@@ -225,7 +207,7 @@ def _answer(
         )
     refused = notes + reasons
     OFFER_SETS.labels("NO", "budget" if budget.turned_away else "capacity").inc()
-    offerset = _store_refusal(session, context.document, refused, context.now, context.owner)
+    offerset = holding.store_refusal(session, context.document, refused, context.now, context.owner)
     return render_offerset(offerset, [], broker.base_url), {}
 
 
@@ -393,11 +375,11 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
     candidates = 0
     notes: list[Message] = []
     open_to_caller = [p for p in pools if verdict.pools is None or p.name in verdict.pools]
-    notes += drained_notes(open_to_caller)
+    notes += holding.drained_notes(open_to_caller)
     for plan in plans:
         mine = [p for p in open_to_caller if p.platform == plan.platform.name and p.drain is None]
         try:
-            add_external_claims(plan.platform, mine, first, last)
+            holding.add_external_claims(plan.platform, mine, first, last)
         except PlatformError as exc:
             log.warning("platform %s left out of this search: %s", plan.platform.name, exc)
             notes.append(message("platform {platform} is unavailable: {error}", level="WARN",
@@ -420,7 +402,7 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
             demand=search_demand,
             pool_sets=[
                 pool_set
-                for pool_set in _pool_sets(broker, plan.platform, mine)
+                for pool_set in holding.pool_sets(broker, plan.platform, mine)
                 if context.budget.suits([p.name for p in pool_set])
                 and accelerators.pool_set_serves(pool_set, demand.accelerators)
             ],
@@ -444,53 +426,6 @@ def _search_windows(context: SearchContext, session: Session) -> tuple[Outcome, 
     slots = context.budget.affordable(slots)
     chosen = select_distinct(sorted(slots, key=lambda s: s.start_at), searches[0].max_offers)
     return Outcome(chosen, best, candidates, notes), searches
-
-
-def drained_notes(pools: list[PoolView]) -> list[Message]:
-    """Why the drained pools among those a request may use were not searched, and what else
-    would work: the other pools, or none (then the reasons say no more than this)."""
-    drained = [p for p in pools if p.drain is not None]
-    if not drained:
-        return []
-    others = sorted(p.name for p in pools if p.drain is None)
-    notes = []
-    for pool in drained:
-        drain = pool.drain
-        assert drain is not None
-        notes.append(message(
-            "pool {pool} is drained since {since}" + (" ({reason})" if drain.reason else "")
-            + ": it takes no new sessions; "
-            + ("other pools open to you: {others}" if others else
-               "no other pool of this node is open to you: ask again once it is undrained, "
-               "or ask another node"),
-            level="WARN", pool=pool.name, since=instant(drain.since),
-            **({"reason": drain.reason} if drain.reason else {}),
-            **({"others": ", ".join(others)} if others else {}),
-        ))  # fmt: skip
-    return notes
-
-
-def _pool_sets(broker: Broker, platform: Any, pools: list[PoolView]) -> list[list[PoolView]]:
-    """Each pool alone and, where the platform's pools are shares of the same machines, all of
-    them together (one booking drawing on several, in the configured order)."""
-    sets = [[p] for p in pools]
-    if platform.config.combine_pools and len(pools) > 1:
-        names = broker.pool_names.get(platform.name, [])
-        order = {ledger.pool_key(platform.name, name): i for i, name in enumerate(names)}
-        sets.append(sorted(pools, key=lambda p: order.get(p.name, len(order))))
-    return sets
-
-
-def add_external_claims(platform: Any, pools: list[PoolView], first: int, last: int) -> None:
-    """Count what the platform has given away outside the broker (its own reservations,
-    maintenance windows) as firm usage of its pools."""
-    by_pool: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
-    for claim in platform.external_claims(first, last):
-        by_pool.setdefault(
-            (ledger.pool_key(platform.name, claim.pool), claim.resource_class), []
-        ).append((claim.start, claim.end, claim.amount))
-    for view in pools:
-        view.add_external({c: by_pool.get((view.name, c), []) for c in view.usage})
 
 
 def _explain(context: SearchContext, outcome: Outcome, searches: list[Search]) -> list[Message]:
@@ -553,102 +488,25 @@ def _explain(context: SearchContext, outcome: Outcome, searches: list[Search]) -
     return reasons
 
 
-def _refuse(
-    broker: Broker,
-    document: Any,
-    reasons: list[Message],
-    now: int,
-    owner: str | None,
-    reason: str = "request",
-) -> dict[str, Any]:
-    """Store and render a NO; ``reason`` is its class for the metrics (request, policy,
-    holds)."""
-    OFFER_SETS.labels("NO", reason).inc()
-    with broker.db.write(durable=False) as session:
-        offerset = _store_refusal(session, document, reasons, now, owner)
-    return render_offerset(offerset, [], broker.base_url)
-
-
-def _store_refusal(
-    session: Session, document: Any, reasons: list[Message], now: int, owner: str | None
-) -> OfferSet:
-    offerset = _offerset_row("NO", document, reasons, now, now, owner)
-    session.add(offerset)
-    return offerset
-
-
-def _yes_offerset_row(context: SearchContext) -> tuple[Any, int]:
-    """The row of a YES offer set and when its holds expire, keyed for fair holds: the one
-    start of every offer set that holds (plain offers and series)."""
-    now = context.now
-    expires = now + int(context.broker.config.offers.hold.total_seconds())
-    offerset = _offerset_row(
-        "YES", context.document, context.verdict.notes, now, expires, context.owner
-    )
-    if context.fair is not None:
-        offerset.request_key = context.fair.request_key
-    return offerset, expires
-
-
-def _offerset_row(
-    result: str,
-    document: Any,
-    messages: list[Message],
-    now: int,
-    expires: int,
-    owner: str | None,
-) -> OfferSet:
-    return OfferSet(
-        uuid=str(uuidlib.uuid4()),
-        result=result,
-        owner=owner,
-        created_at=now,
-        expires_at=expires,
-        document={
-            "meta": {"messages": [m.model_dump(exclude_none=True) for m in messages]},
-            "request": _meta_of(document),
-        },
-    )
-
-
-def _meta_of(document: Any) -> dict[str, Any]:
-    meta = document.get("meta") if isinstance(document, dict) else None
-    return {"meta": meta} if isinstance(meta, dict) else {}
-
-
 def _store(
     context: SearchContext, session: Session, outcome: Outcome, generations: dict[int, int]
 ) -> tuple[dict[str, Any], ledger.Claims]:
     """Insert the offer set, its sessions and their bookings in bulk, and free the holds of
     the offer set it replaces; the rendered offer set and the claims made. A probe's sessions
     keep their slots' allocations (for a fresh claim when one is accepted) and hold nothing."""
-    broker, now, fair = context.broker, context.now, context.fair
-    offerset, expires = _yes_offerset_row(context)
-    components = _components(context.request)
-    records = [_session_record(context, components, slot) for slot in outcome.slots]
+    broker, now = context.broker, context.now
+    offerset, expires = holding.yes_offerset_row(context)
+    components = holding.components(context.request)
+    records = [holding.session_record(context, components, slot) for slot in outcome.slots]
     rows = [
-        {
-            "uuid": str(uuidlib.uuid4()),
-            "offerset_uuid": offerset.uuid,
-            "phase": ACCEPTED if context.direct else OFFERED,
-            "platform": slot.pools[0].platform,
-            "owner": context.owner,
-            "project": context.verdict.project,
-            "created_at": now,
-            "modified_at": now,
-            "expires_at": expires,
-            "prepare_at": slot.prepare_at,
-            "start_at": slot.start_at,
-            "end_at": slot.end_at,
-            "generation": 0,
-            "due_at": now if context.direct else None,
-            "record": record.stored(),
-        }
+        holding.session_row(context, offerset, expires, slot, record,
+                            phase=ACCEPTED if context.direct else OFFERED,
+                            due_at=now if context.direct else None)
         for slot, record in zip(outcome.slots, records, strict=True)
     ]
     # Core inserts of plain rows: no ORM objects or unit of work on the hot path
     connection = session.connection()
-    connection.execute(_INSERT_OFFERSET, [offerset.model_dump()])
+    connection.execute(holding.INSERT_OFFERSET, [offerset.model_dump()])
     store.insert_many(session, rows)
     sessions = [SimpleNamespace(**row) for row in rows]  # what render_session reads
     rendered = render_offerset(offerset, sessions, broker.base_url, records)
@@ -672,127 +530,8 @@ def _store(
             audit.record(session, context.owner or ANONYMOUS, audit.DIRECT,
                          audit.session_subject(row.uuid),
                          f"booked and accepted at once on {pools}", now)  # fmt: skip
-    if fair is not None and fair.replaced:
-        claimed = {pool_id for slot in outcome.slots for pool_id, _, _ in slot.allocations}
-        store.expire_offer_sets(session, sorted(fair.replacing.offer_sets()), now)
-        freed = holds.release_replaced(session, fair.replacing, generations, claimed, now)
-        for pool_id, *row in freed:
-            claims.setdefault(pool_id, []).append(tuple(row))  # type: ignore[arg-type]
+    holding.release_replaced(context, session, outcome.slots, generations, claims)
     return rendered, claims
-
-
-def _components(request: ExecutionRequest) -> dict[str, Any]:
-    """The request's components as wire documents, dumped once for all the offers."""
-
-    def dump(component: Any) -> dict[str, Any]:
-        return component.model_dump(mode="json", exclude_none=True)
-
-    return {
-        "executable": dump(request.executable),
-        "compute": dump(request.compute) if request.compute else None,
-        "storage": [dump(s) for s in request.storage],
-        "data": [dump(d) for d in request.data],
-    }
-
-
-_INSERT_OFFERSET = insert(OfferSet.__table__)  # type: ignore[arg-type]
-
-
-def _session_record(
-    context: SearchContext, components: dict[str, Any], slot: Slot
-) -> SessionRecord:
-    """The offered session: the request's components, each with a uuid of its own and the
-    amounts granted (the slot's; classes no pool tracks are granted what was asked, and not
-    booked), and the node's quote for the slot."""
-    broker, request = context.broker, context.request
-
-    def own(doc: dict[str, Any]) -> dict[str, Any]:
-        """A copy of a dumped component with a uuid of its own."""
-        return {**doc, "meta": {**doc.get("meta", {}), "uuid": str(uuidlib.uuid4())}}
-
-    shares = _share(slot.totals.get("storage", 0), context.demand.storage_sizes)
-    asked = components["compute"] or {}
-    granted = {
-        c: int(slot.totals[c] if c in slot.totals else (asked.get(c) or {}).get("max") or 0)
-        for c in ("cores", "memory")
-    }
-    granted["storage"] = sum(shares)
-    needs = context.demand.accelerators
-    granted.update({n.resource_class: slot.totals.get(n.resource_class, 0) for n in needs})
-    compute = (
-        own(asked)
-        if components["compute"]
-        else {
-            "kind": broker.registry.find_by_name("simple-compute-resource", "compute"),
-            "meta": {"uuid": str(uuidlib.uuid4())},
-        }
-    )
-    for c in ("cores", "memory"):
-        if c in slot.totals:
-            compute[c] = {"min": granted[c], "max": granted[c]}
-    if needs:
-        compute["accelerators"] = accelerators.offered(needs, slot.pools, slot.totals)
-    storage = [own(s) for s in components["storage"]]
-    for doc, size in zip(storage, shares, strict=True):
-        doc["size"] = {"min": size, "max": size}
-    data = _link_storage(broker, [own(d) for d in components["data"]], storage)
-    names = {p.id: p.name for p in slot.pools}
-    pools = sorted(names.values())
-    offered = ", ".join(f"{v} {UNITS.get(c, c)}" for c, v in slot.totals.items())
-    quoted = quote_slot(price_lists(broker.config), slot)
-    return SessionRecord(
-        name=request.meta.name if request.meta and request.meta.name else None,
-        site=broker.config.site.name,
-        components=Components(
-            executable=own(components["executable"]), compute=compute, storage=storage, data=data
-        ),
-        allocations=[
-            Grant(pool_id=p, pool=own_pool_name(names.get(p, "")), resource_class=c, amount=a)
-            for p, c, a in slot.allocations
-        ],
-        granted=granted,
-        pools=[own_pool_name(n) for n in pools],
-        costs=quoted.costs,
-        metrics=quoted.metrics,
-        probe=context.probe,
-        data_staging=list(context.data_staging)
-        if any(s is not None for s in context.data_staging)
-        else [],
-        notify=request.notify,
-        messages=[message("offered {granted} on {pools}", granted=offered, pools=", ".join(pools))],
-    )
-
-
-def _link_storage(
-    broker: Broker, data: list[dict[str, Any]], storage: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Each data resource names its storage by uuid, as the standard's answers do; a data
-    resource that names none gets a storage resource of its own (appended to ``storage``; no
-    size is booked for it), as the standard's brokers make one."""
-    uuids = {(s.get("meta") or {}).get("name"): s["meta"]["uuid"] for s in storage}
-    for doc in data:
-        target = doc.get("storage")
-        if isinstance(target, str) and target in uuids:
-            doc["storage"] = uuids[target]
-        elif not target:
-            made = {
-                "kind": broker.registry.find_by_name("simple-storage-resource", "storage"),
-                "meta": {"uuid": str(uuidlib.uuid4())},
-            }
-            storage.append(made)
-            doc["storage"] = made["meta"]["uuid"]
-    return data
-
-
-def _share(total: int, sizes: list[Range]) -> list[int]:
-    """Split granted storage over the storage resources: each its min, the rest in order."""
-    shares = [r.min for r in sizes]
-    spare = total - sum(shares)
-    for i, r in enumerate(sizes):
-        extra = min(spare, r.max - r.min)
-        shares[i] += extra
-        spare -= extra
-    return shares
 
 
 def get_offerset(

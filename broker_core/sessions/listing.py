@@ -160,4 +160,6 @@ def summary(row: ExecutionSession, base_url: str) -> dict[str, Any]:
         "created": instant(row.created_at),
         "modified": instant(row.modified_at),
     }
+    if record.occurrence is not None:  # found in the list, cancelled by its own uuid
+        item.update(series=record.occurrence.series, occurrence=record.occurrence.index)
     return item

@@ -28,6 +28,8 @@ from ..booking import ledger
 from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession
 from ..errors import Conflict, NotFound
+from ..notifications import outbox
+from ..notifications.events import ENDED
 from ..policy_host import admission_problems
 from . import store
 from .phases import ACCEPTED, CANCELLED, COMPLETED, EXPIRED, FAILED, FINAL, OFFERED, REJECTED
@@ -66,8 +68,8 @@ def refuse_extension(row: ExecutionSession) -> None:
 
 def accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -> None:
     """Accept the series: confirm every occurrence's booking and free the holds of the other
-    offers of its offer set, in one ledger operation; then the policies judge each
-    occurrence. Any refusal rolls all of it back (the caller's transaction)."""
+    offers of its offer set, in one ledger operation; then the policies judge the series
+    whole, every occurrence booked. Any refusal rolls all of it back (the caller's transaction)."""
     occurrences = store.occurrences_of(session, row.uuid, lock=True)
     uuids = [o.uuid for o in occurrences]
     own = set(uuids)
@@ -79,15 +81,13 @@ def accept(broker: Broker, session: Session, row: ExecutionSession, now: int) ->
             "the series' occurrences are no longer all held; none was booked", phase=row.phase
         )
     store.set_phase(session, siblings, REJECTED, now)
-    for occurrence in occurrences:
-        problems = admission_problems(broker.policies, session, occurrence, now)
-        if problems:
-            raise Conflict(
-                f"occurrence {SessionRecord.of(occurrence.record).occurrence.index + 1} of the "  # type: ignore[union-attr]
-                "series can no longer be accepted: " + "; ".join(m.message for m in problems),
-                phase=row.phase,
-                messages=[m.message for m in problems],
-            )
+    problems = admission_problems(broker.policies, session, row, now, occurrences)
+    if problems:
+        raise Conflict(
+            "the series can no longer be accepted: " + "; ".join(m.message for m in problems),
+            phase=row.phase,
+            messages=[m.message for m in problems],
+        )
     store.accept_occurrences(session, uuids, now)  # the lifecycle engine takes each from here
     row.phase = ACCEPTED
     row.due_at = None  # the series itself has nothing to run
@@ -105,19 +105,27 @@ def withdraw(session: Session, row: ExecutionSession, now: int) -> None:
     ledger.set_booking_state(session, session_uuids=uuids, old=(HELD,), new=RELEASED, now=now)
 
 
-def cancelled(session: Session, row: ExecutionSession, now: int, finish: Finish) -> None:
-    """After a cancel: a series cancels every occurrence not yet ended; an occurrence may
-    have been its series' last one to end."""
+def cancelled(
+    broker: Broker, session: Session, row: ExecutionSession, now: int, finish: Finish, by: str
+) -> None:
+    """After a cancel (by ``by``): a series cancels every occurrence not yet ended, each
+    notified as ended like a session cancelled on its own; an occurrence may have been its
+    series' last one to end."""
     if is_series(row):
         for occurrence in store.occurrences_of(session, row.uuid, lock=True):
             if occurrence.phase not in FINAL:
+                was = occurrence.phase
                 finish(session, occurrence, CANCELLED, (HELD, CONFIRMED, ACTIVE), now)
+                outbox.emit(session, broker.config.notifications,
+                            outbox.SessionFacts.of(occurrence),
+                            SessionRecord.of(occurrence.record), ENDED, now,
+                            reason=f"cancelled with its series by {by} in phase {was}")  # fmt: skip
     elif row.series_uuid is not None:
-        settle(session, row.series_uuid, now)
+        settle(broker, session, row.series_uuid, now)
 
 
-def settle(session: Session, series_uuid: str, now: int) -> None:
-    """End the (accepted) series once every occurrence has ended."""
+def settle(broker: Broker, session: Session, series_uuid: str, now: int) -> None:
+    """End the (accepted) series once every occurrence has ended, notified as its end."""
     series = session.get(ExecutionSession, series_uuid)
     if series is None or series.phase != ACCEPTED:
         return
@@ -130,11 +138,12 @@ def settle(session: Session, series_uuid: str, now: int) -> None:
         series.phase = FAILED if FAILED in phases else COMPLETED
     record = SessionRecord.of(series.record)
     record.enter("finished", now)
-    record.note("every occurrence has ended: {counts}", counts=", ".join(
-        f"{phases.count(p)} {p}" for p in sorted(set(phases))
-    ))  # fmt: skip
+    counts = ", ".join(f"{phases.count(p)} {p}" for p in sorted(set(phases)))
+    record.note("every occurrence has ended: {counts}", counts=counts)
     series.record = record.stored()
     store.changed(session, series, now)
+    outbox.emit(session, broker.config.notifications, outbox.SessionFacts.of(series), record,
+                ENDED, now, reason=f"every occurrence has ended: {counts}")  # fmt: skip
 
 
 def settle_after_step(broker: Broker, series_uuid: str) -> None:
@@ -145,7 +154,7 @@ def settle_after_step(broker: Broker, series_uuid: str) -> None:
             store.locked(session, series_uuid)
         except NotFound:  # the series is gone: nothing to settle
             return
-        settle(session, series_uuid, int(time.time()))
+        settle(broker, session, series_uuid, int(time.time()))
 
 
 def render(session: Session, row: ExecutionSession, base_url: str) -> dict[str, Any]:

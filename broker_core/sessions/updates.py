@@ -130,7 +130,7 @@ def _update_session(
             outbox.emit(session, broker.config.notifications, outbox.SessionFacts.of(row),
                         SessionRecord.of(row.record), ENDED, now,
                         reason=f"cancelled by {identity.owner} in phase {was}")  # fmt: skip
-            series.cancelled(session, row, now, _finish)
+            series.cancelled(broker, session, row, now, _finish, identity.owner)
         if not expired:
             action = {ACCEPTED: audit.ACCEPT, REJECTED: audit.REJECT}.get(value, audit.CANCEL)
             audit.record(session, identity.owner, action, audit.session_subject(row.uuid),
