@@ -104,11 +104,17 @@ def placement_messages(platform: str, placements: Sequence[Placement | None]) ->
             if _scheme(one.location) in ("http", "https"):
                 continue
             mapped = one.mapped
-            found.append(message(
-                UNREACHABLE, level="WARN", platform=platform,
-                identifier=mapped.identifier if mapped else placement.at,
-                location=one.location[:300], via=mapped.via if mapped else "it",
-            ))  # fmt: skip
+            if mapped is None:  # a location of the request's own (a replica's, a DataLink's)
+                found.append(message(
+                    "platform {platform}: the session's machine fetches data itself, from "
+                    "http(s):// URLs only; {what} ({pointer}) cannot be fetched", level="WARN",
+                    platform=platform, what=one.location[:200], pointer=placement.at + one.at,
+                ))  # fmt: skip
+            else:
+                found.append(message(
+                    UNREACHABLE, level="WARN", platform=platform, identifier=mapped.identifier,
+                    location=one.location[:300], via=mapped.via,
+                ))  # fmt: skip
             break
     return found
 
@@ -130,12 +136,11 @@ def plan_data(data: Component, rules: StagingRules) -> list[Fetch]:
         raise PlatformError(f"{label}: {refused.text}") from None
     fetches = []
     for source in sources:
-        if _scheme(source.location) not in ("http", "https"):
-            mapped = source.mapped
+        mapped = source.mapped  # a location of the request's own: the rules judge its scheme
+        if mapped is not None and _scheme(source.location) not in ("http", "https"):
             raise PlatformError(f"{label}: " + UNREACHABLE.format(
                 platform="of this session", location=source.location[:300],
-                identifier=mapped.identifier if mapped else "it",
-                via=mapped.via if mapped else "it",
+                identifier=mapped.identifier, via=mapped.via,
             ))  # fmt: skip
         fetches.append(_judged(uuid_of(data), label, source.location, source.rules))
     return fetches

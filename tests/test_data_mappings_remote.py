@@ -24,7 +24,7 @@ import pytest
 
 from broker_core.config import PlatformConfig
 from broker_core.kinds.base import kind_uri
-from broker_core.kinds.builtin import IvoaDataResource, RucioDataResource
+from broker_core.kinds.builtin import IvoaDataResource, RucioDataResource, SkaoDataResource
 from broker_core.staging.mappings import DataMappings
 from broker_core.staging.placement import place
 from broker_core.staging.rules import StagingRules
@@ -233,6 +233,19 @@ def test_openstack_takes_identified_data_and_refuses_mapped_files(rucio, tmp_pat
     assert refused.message.startswith("platform cloud: ivo://example.org/disk/local.fits is "
                                       "mapped to file://")  # fmt: skip
     assert built.data_refusals(placements[:1]) == []
+    # an unmapped SKAO resource's own replica on a file:// path: the request's location
+    skao = SkaoDataResource.model_validate(
+        {"namespace": "testing", "objectname": "zi", "replicas": [{"dataurl": "file:///d/zi"}],
+         "meta": {"uuid": "d9"}}
+    )  # fmt: skip
+    (own,) = built.data_refusals(place([skao], rules.model_copy(update={"file_roots": ("/d",)})))
+    assert own.message == (
+        "platform cloud: the session's machine fetches data itself, from http(s):// URLs "
+        "only; file:///d/zi (/data/0/replicas/0/dataurl) cannot be fetched"
+    )
+    execution = Execution("s", None, None, [], [skao], {}, 0, 0, 1, tmp_path, staging=rules)
+    with pytest.raises(PlatformError, match="staging rule scheme"):
+        remote_staging.prepare(execution, execution.data[0])
 
 
 def test_a_servers_staging_script_fetches_every_file_of_a_dataset(rucio, tmp_path) -> None:
