@@ -346,3 +346,66 @@ def test_a_webhook_connects_through_stagings_guard_on_the_checked_address(monkey
         refused = asyncio.run(post(url, b"k" * 16, "msg_2", 1, b"{}", strict))
     assert not refused.ok and refused.retry is False and "loopback" in (refused.error or "")
     assert len(hook.got) == 2
+
+
+def test_the_owner_sees_how_each_notification_went_and_nobody_else_does(
+    issuer, broker_factory, database_url
+):
+    """``notify.deliveries`` of the session read by its owner: pending, then failed with the
+    receiver's answer (naming the URL's origin, not its token) and when it is due again, then
+    delivered; another caller is told there is no such session."""
+    import asyncio
+
+    from broker_core.notifications.status import Delivery
+    from broker_core.notifications.worker import NotificationWorker
+    from tests.conftest import ACCEPT
+    from tests.notify_receivers import WebhookReceiver
+
+    broker = broker_factory(
+        database_url, auth=issuer.auth_config(), server={"validate_responses": True},
+        notifications={"webhook": {"allow_networks": ["127.0.0.1/32"], "timeout": "PT2S"}},
+    )  # fmt: skip
+    alice = {"Authorization": "Bearer " + issuer.token(sub="alice")}
+    bob = {"Authorization": "Bearer " + issuer.token(sub="bob")}
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    with WebhookReceiver(fail_first=1) as hook, TestClient(
+        create_app(broker, reaper=False, lifecycle=False)
+    ) as client:  # fmt: skip
+        url = f"{hook.url}?token=TOKEN-123"
+        doc = {**request_doc(duration="PT1H"), "notify": {
+            "webhook": {"url": url, "secret": secret}, "events": ["session.accepted"]}}
+        offers = client.post("/requests", json=doc, headers=alice).json()
+        uuid = offers["offers"][0]["meta"]["uuid"]
+        assert client.post(f"/sessions/{uuid}", json=ACCEPT, headers=alice).status_code == 200
+
+        def shown() -> list[dict]:
+            r = client.get(f"/sessions/{uuid}", headers=alice)
+            assert r.status_code == 200 and secret not in r.text and "TOKEN-123" not in str(
+                r.json()["notify"]["deliveries"])  # fmt: skip
+            return [{k: v for k, v in d.items() if k not in ("due", "delivered")} | {
+                "times": sorted(k for k in d if k in ("due", "delivered"))}
+                for d in r.json()["notify"]["deliveries"]]  # fmt: skip
+
+        first = {"event": "session.accepted", "channel": "webhook"}
+        assert shown() == [{**first, "state": "pending", "attempts": 0, "times": ["due"]}]
+        worker = NotificationWorker(broker)
+        assert asyncio.run(worker.deliver_due()) == 1
+        assert shown() == [{**first, "state": "failed", "attempts": 1, "times": ["due"],
+                            "error": f"http://127.0.0.1:{hook.port} answered 500 Internal "
+                            "Server Error"}]  # fmt: skip
+        with broker.db.write() as session:
+            (row,) = outbox.of_session(session, uuid)
+            row.due_at = 0
+            session.add(row)
+        assert asyncio.run(worker.deliver_due()) == 1
+        assert shown() == [{**first, "state": "delivered", "attempts": 2, "times": ["delivered"]}]
+        other = client.get(f"/sessions/{uuid}", headers=bob)
+        assert other.status_code == 404 and "deliveries" not in other.text
+        listed = client.get("/sessions", headers=alice)
+        assert listed.status_code == 200 and "deliveries" not in listed.text
+    assert len(hook.got) == 2
+    old = NotificationOutbox(event="session.ready", channel="webhook", state=outbox.FAILED,
+                             attempts=10, last_error=f"{url} answered 502")  # fmt: skip
+    given_up = Delivery.of(old, url).wire()
+    assert given_up == {"event": "session.ready", "channel": "webhook", "state": "given_up",
+                        "attempts": 10, "error": f"http://127.0.0.1:{hook.port} answered 502"}

@@ -22,6 +22,7 @@ from ..errors import Conflict, DocumentInvalid, FieldError, NotFound
 from ..identity import ANONYMOUS_IDENTITY, Identity
 from ..notifications import outbox
 from ..notifications.events import ENDED
+from ..notifications.status import deliveries
 from ..observability.metrics import ACCEPTS, EXPIRIES
 from ..offers.probe import claim_probe, is_probe
 from ..policy_host import admission_problems
@@ -47,11 +48,21 @@ from .views import render_session
 def get_session(
     broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY
 ) -> dict[str, Any]:
+    """The session as ``identity`` may see it; its ``notify`` with how each of its
+    notifications went (only here: who may read the session is its owner, or an admin)."""
     row = store.read(broker, session_uuid, identity)
-    if row.series_uuid is not None or SessionRecord.of(row.record).series is None:
-        return render_session(row, broker.base_url)
-    with broker.db.read() as session:  # a series: with its occurrences' phases
-        return series.render(session, row, broker.base_url)
+    record = SessionRecord.of(row.record)
+    single = row.series_uuid is not None or record.series is None
+    if single and record.notify is None:
+        return render_session(row, broker.base_url, record)
+    with broker.db.read() as session:
+        if single:
+            rendered = render_session(row, broker.base_url, record)
+        else:  # a series: with its occurrences' phases
+            rendered = series.render(session, row, broker.base_url)
+        if record.notify is not None and "notify" in rendered:
+            rendered["notify"]["deliveries"] = deliveries(session, row.uuid, record.notify)
+    return rendered
 
 
 def update_session(
