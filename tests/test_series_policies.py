@@ -142,6 +142,18 @@ def mailed(issuer, broker_factory, database_url) -> tuple[Broker, TestClient, di
         yield broker, client, alice
 
 
+def accepted(client: TestClient, who: dict[str, str], count: int,
+             notify: bool = True) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+    """A daily series of ``count`` one-core hours, accepted: its uuid and its occurrences."""
+    doc = series(f"FREQ=DAILY;COUNT={count}", (1, 1))
+    if notify:
+        doc["notify"] = {"email": ["alice@example.org"]}
+    uuid = client.post("/requests", json=doc, headers=who).json()["offers"][0]["meta"]["uuid"]
+    answer = client.post(f"/sessions/{uuid}", json=ACCEPT, headers=who)
+    assert answer.status_code == 200, answer.text
+    return uuid, answer.json()["series"]["occurrences"]
+
+
 def ended(broker: Broker, uuid: str) -> list[str]:
     with broker.db.read() as session:
         return [r.data.get("reason", "") for r in outbox.of_session(session, uuid)
@@ -150,11 +162,8 @@ def ended(broker: Broker, uuid: str) -> list[str]:
 
 def test_cancelling_a_series_notifies_the_end_of_each_live_occurrence(mailed):
     broker, client, alice = mailed
-    doc = {**series("FREQ=DAILY;COUNT=3", (1, 1)), "notify": {"email": ["alice@example.org"]}}
-    offer = client.post("/requests", json=doc, headers=alice).json()["offers"][0]
-    uuid = offer["meta"]["uuid"]
-    accepted = client.post(f"/sessions/{uuid}", json=ACCEPT, headers=alice).json()
-    first, second, third = (o["uuid"] for o in accepted["series"]["occurrences"])
+    uuid, occurrences = accepted(client, alice, 3)
+    first, second, third = (o["uuid"] for o in occurrences)
     # one occurrence on its own: only its end is notified
     assert client.post(f"/sessions/{first}", json=CANCEL, headers=alice).status_code == 200
     assert ended(broker, first) == ["cancelled by test:alice in phase ACCEPTED"]
@@ -170,10 +179,7 @@ def test_cancelling_a_series_notifies_the_end_of_each_live_occurrence(mailed):
 
 def test_the_series_end_is_notified_when_its_last_occurrence_ends(mailed):
     broker, client, alice = mailed
-    doc = {**series("FREQ=DAILY;COUNT=2", (1, 1)), "notify": {"email": ["alice@example.org"]}}
-    uuid = client.post("/requests", json=doc, headers=alice).json()["offers"][0]["meta"]["uuid"]
-    occurrences = client.post(f"/sessions/{uuid}", json=ACCEPT, headers=alice).json()[
-        "series"]["occurrences"]  # fmt: skip
+    uuid, occurrences = accepted(client, alice, 2)
     client.post(f"/sessions/{occurrences[0]['uuid']}", json=CANCEL, headers=alice)
     assert ended(broker, uuid) == []
     client.post(f"/sessions/{occurrences[1]['uuid']}", json=CANCEL, headers=alice)
@@ -182,10 +188,7 @@ def test_the_series_end_is_notified_when_its_last_occurrence_ends(mailed):
 
 def test_the_list_shows_each_occurrence_with_its_series(mailed):
     _, client, alice = mailed
-    uuid = client.post("/requests", json=series("FREQ=DAILY;COUNT=3", (1, 1)),
-                       headers=alice).json()["offers"][0]["meta"]["uuid"]  # fmt: skip
-    occurrences = client.post(f"/sessions/{uuid}", json=ACCEPT, headers=alice).json()[
-        "series"]["occurrences"]  # fmt: skip
+    uuid, occurrences = accepted(client, alice, 3, notify=False)
     items = client.get("/sessions", headers=alice).json()["items"]
     listed = {i["uuid"]: i for i in items}
     assert "series" not in listed[uuid] and "occurrence" not in listed[uuid]
@@ -196,3 +199,16 @@ def test_the_list_shows_each_occurrence_with_its_series(mailed):
     assert one["href"].endswith(f"/sessions/{one['uuid']}")
     cancelled = client.post(f"/sessions/{one['uuid']}", json=CANCEL, headers=alice)
     assert cancelled.json()["phase"] == "CANCELLED"
+
+
+def test_a_series_accept_is_notified_once_and_each_occurrence_ahead_of_its_end(mailed):
+    broker, client, alice = mailed
+    uuid, occurrences = accepted(client, alice, 3)
+    lead = int(broker.config.notifications.ending_soon.total_seconds())
+    with broker.db.read() as session:
+        assert [r.event for r in outbox.of_session(session, uuid)] == ["session.accepted"]
+        for o in occurrences:
+            (row,) = outbox.of_session(session, o["uuid"])
+            end = int(datetime.fromisoformat(o["end"].replace("Z", "+00:00")).timestamp())
+            assert (row.event, row.scheduled_at) == ("session.ending_soon", end - lead)
+            assert row.data["phase"] == "ACCEPTED"

@@ -104,6 +104,15 @@ def emit_accepted(
     """An accept: the event now, and the ending-soon one ahead of the booked end (at the start
     when the session is shorter than the lead); the worker moves it if the end moves."""
     emit(session, config, facts, record, ACCEPTED, now)
+    emit_ending_soon(session, config, facts, record, now)
+
+
+def emit_ending_soon(
+    session: Session, config: NotificationsConfig, facts: SessionFacts, record: SessionRecord,
+    now: int,
+) -> None:  # fmt: skip
+    """The ending-soon event, due the configured lead ahead of the booked end (at the start
+    when the session is shorter than the lead)."""
     lead = int(config.ending_soon.total_seconds())
     emit(session, config, facts, record, ENDING_SOON, now,
          scheduled_at=max(facts.end_at - lead, facts.start_at, now))  # fmt: skip

@@ -29,6 +29,7 @@ from ..broker import Broker
 from ..db.tables import ACTIVE, CONFIRMED, HELD, RELEASED, ExecutionSession
 from ..errors import Conflict, NotFound
 from ..notifications import outbox
+from ..notifications.events import ACCEPTED as ACCEPTED_EVENT
 from ..notifications.events import ENDED
 from ..policy_host import admission_problems
 from . import store
@@ -69,7 +70,8 @@ def refuse_extension(row: ExecutionSession) -> None:
 def accept(broker: Broker, session: Session, row: ExecutionSession, now: int) -> None:
     """Accept the series: confirm every occurrence's booking and free the holds of the other
     offers of its offer set, in one ledger operation; then the policies judge the series
-    whole, every occurrence booked. Any refusal rolls all of it back (the caller's transaction)."""
+    whole, every occurrence booked. The series' accept is notified once, and each occurrence's
+    ending soon at its own time. Any refusal rolls all of it back (the caller's transaction)."""
     occurrences = store.occurrences_of(session, row.uuid, lock=True)
     uuids = [o.uuid for o in occurrences]
     own = set(uuids)
@@ -92,6 +94,13 @@ def accept(broker: Broker, session: Session, row: ExecutionSession, now: int) ->
     row.phase = ACCEPTED
     row.due_at = None  # the series itself has nothing to run
     store.changed(session, row, now)
+    # one accepted event for the series; each occurrence is told ahead of its own end
+    config = broker.config.notifications
+    outbox.emit(session, config, outbox.SessionFacts.of(row), SessionRecord.of(row.record),
+                ACCEPTED_EVENT, now)  # fmt: skip
+    for occurrence in occurrences:
+        outbox.emit_ending_soon(session, config, outbox.SessionFacts.of(occurrence, ACCEPTED),
+                                SessionRecord.of(occurrence.record), now)  # fmt: skip
 
 
 def withdraw(session: Session, row: ExecutionSession, now: int) -> None:
