@@ -58,6 +58,10 @@ class Broker:
     def is_admin(self, identity: Identity) -> bool:
         return identity.in_any(self.config.auth.admin_groups)
 
+    def may_release(self, identity: Identity) -> bool:
+        """A service (an aggregator's own credential) may read and release any session."""
+        return identity.in_any(self.config.auth.service_groups)
+
     def may_see(self, identity: Identity, owner: str | None) -> bool:
         """Only a session's owner, or a member of an admin group, may see or change it."""
         return (owner or ANONYMOUS) == identity.owner or self.is_admin(identity)

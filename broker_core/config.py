@@ -584,6 +584,12 @@ class AuthConfig(Model):
     admin_groups: list[str] = Field(
         default_factory=list, description="members may see and change every session"
     )
+    service_groups: list[str] = Field(
+        default_factory=list,
+        description="members (an aggregator's own credential) may read any session and "
+        "release it (REJECTED or CANCELLED), nothing else: so that an aggregator passing its "
+        "users' tokens on can still undo, after a restart, a booking it was making for one",
+    )
     issuers: list[IssuerConfig] = Field(default_factory=list)
     basic: BasicAuthConfig = BasicAuthConfig()
     feeds: FeedConfig = FeedConfig()

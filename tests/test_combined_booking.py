@@ -34,9 +34,10 @@ REJECT = {**ACCEPT, "value": "REJECTED"}
 
 def node_config(
     tmp: Path, name: str, cores: int, database: str | None = None,
-    server: dict[str, Any] | None = None, **offers: Any,
+    server: dict[str, Any] | None = None, auth: dict[str, Any] | None = None, **offers: Any,
 ) -> Path:  # fmt: skip
     config = {
+        **({"auth": auth} if auth else {}),
         "site": {"name": name},
         "database": {"url": database or f"sqlite:///{tmp / f'{name}.db'}"},
         "server": server or {},
@@ -370,13 +371,13 @@ def start_aggregator(tmp: Path, upstreams: list[dict[str, Any]], port: int | Non
                       port=port)  # fmt: skip
 
 
-def accept_in_background(url: str) -> dict[str, Any]:
+def accept_in_background(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Accept in a thread (the aggregator may die under it); ``answer`` once it answered."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["answer"] = httpx.post(url, json=ACCEPT, timeout=60)
+            outcome["answer"] = httpx.post(url, json=ACCEPT, headers=headers, timeout=60)
         except httpx.HTTPError as exc:
             outcome["error"] = exc
 
@@ -421,9 +422,7 @@ def test_a_node_killed_between_hold_and_confirm_releases_the_other_parts(tmp_pat
 
 
 @pytest.mark.parametrize("late_accept", ["after-recovery", "before-restart"])
-def test_the_aggregator_killed_mid_accept_is_finished_or_undone_on_restart(
-    tmp_path, late_accept
-):
+def test_the_aggregator_killed_mid_accept_is_finished_or_undone_on_restart(tmp_path, late_accept):
     """The aggregator is killed while provably waiting on part y (its accept held by a proxy in
     front of node b). Restarted, it reads CONFIRMING from its store: part y was not accepted, so
     every part is undone; the held accept then reaches b too late (409). Or the held accept
@@ -482,6 +481,85 @@ def test_the_aggregator_killed_mid_accept_is_finished_or_undone_on_restart(
                 node.stop()
 
 
+@pytest.mark.parametrize("own_token", ["service", "none"])
+def test_per_user_nodes_behind_a_forwarding_aggregator_are_undone_after_its_restart(
+    tmp_path, issuer, own_token
+):
+    """Nodes keep each session for its user (OIDC, no anonymous callers) and the aggregator
+    passes the user's token on; it never stores it. Killed mid-accept and restarted, it acts
+    with its own token, which the nodes trust as a service (``auth.service_groups``: read and
+    release, nothing else): every part is undone. Without a token of its own it cannot, and
+    says so (its log, the booking's messages) instead of taking the nodes' 404s for done."""
+    tmp = tmp_path
+    auth = {**issuer.auth_config(), "service_groups": ["test:services"]}
+    alice = {"Authorization": f"Bearer {issuer.token(sub='alice', expires_in=3600)}"}
+    service = issuer.token(sub="federation", groups=("services",), expires_in=3600)
+    started: list[Node] = []
+    with HoldingProxy() as proxy:
+        try:
+            a = start_node(node_config(tmp, "a", 8, auth=auth), tmp, "a")
+            started.append(a)
+            b = start_node(node_config(tmp, "b", 8, server={"public_url": proxy.url}, auth=auth),
+                           tmp, "b")  # fmt: skip
+            started.append(b)
+            proxy.target = b.url
+            own = {"token": service} if own_token == "service" else {}
+            upstreams = [{"name": "a", "url": a.url, "forward_token": True, **own},
+                         {"name": "b", "url": proxy.url, "timeout": "PT60S",
+                          "forward_token": True, **own}]  # fmt: skip
+            agg = start_aggregator(tmp, upstreams)
+            started.append(agg)
+            r = httpx.post(f"{agg.url}/requests", json=combined(part("x", "a", 2),
+                           part("y", "b", 2)), headers=alice, timeout=30)  # fmt: skip
+            offer = r.json()["offers"][0]
+            uuid, (x, y) = offer["meta"]["uuid"], offer["parts"]
+            # the parts are alice's: her nodes show them to nobody else
+            assert httpx.get(x["url"], timeout=10).status_code == 401
+            eve = {"Authorization": f"Bearer {issuer.token(sub='eve', expires_in=3600)}"}
+            assert httpx.get(x["url"], headers=eve, timeout=10).status_code == 404
+            proxy.armed = True
+            accepting = accept_in_background(offer["meta"]["url"], alice)
+            assert proxy.arrived.wait(20), "the accept of part y never reached b"
+            until(lambda: booking_of(db(tmp, "a"), x["uuid"])[1] in ("CONFIRMED", "ACTIVE"),
+                  what="part x accepted on a")  # fmt: skip
+            assert combined_state(tmp, uuid) == "CONFIRMING"
+            agg.kill()
+            accepting["thread"].join(10)
+            started.append(start_aggregator(tmp, upstreams, port=int(agg.url.rsplit(":", 1)[1])))
+            if own_token == "service":
+                until(lambda: combined_state(tmp, uuid) == "ABORTED", what="undone")
+                proxy.release.set()
+                until(lambda: proxy.answered, what="the held accept answered")
+                assert proxy.answered == [409]  # too late: part y was cancelled
+                released(db(tmp, "a"), x["uuid"])
+                released(db(tmp, "b"), y["uuid"])
+                check(tmp, ["a", "b"])
+                return
+            said = ""
+
+            def refused() -> bool:
+                nonlocal said
+                (found,) = rows(
+                    f"sqlite:///{tmp / 'aggregator.db'}",
+                    "SELECT messages FROM agg_combined WHERE uuid = :u",
+                    u=uuid,
+                )
+                said = str(found[0])  # fmt: skip
+                return "cannot release every part" in said
+
+            until(refused, what="the booking's messages saying it cannot release its parts")
+            assert "auth.service_groups" in said, said
+            assert "cannot be released" in started[-1].output()  # its log, as an error
+            assert combined_state(tmp, uuid) == "ABORTING"  # kept, and retried: not "done"
+            assert booking_of(db(tmp, "a"), x["uuid"])[1] in ("CONFIRMED", "ACTIVE")
+            session = httpx.get(offer["meta"]["url"], headers=alice, timeout=10).json()
+            assert "cannot release every part" in str(session["meta"]["messages"])
+        finally:
+            proxy.release.set()
+            for node in started:
+                node.stop()
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_part_lost_to_a_race_on_its_node_releases_the_others(tmp_path, database, request):
     """Part y's accept is held (a proxy in front of node b) until its hold there lapsed and
@@ -497,8 +575,10 @@ def test_a_part_lost_to_a_race_on_its_node_releases_the_others(tmp_path, databas
                                        server={"public_url": proxy.url}), tmp, "b")  # fmt: skip
             started.append(b)
             proxy.target = b.url
-            agg = start_aggregator(tmp, [{"name": "a", "url": a.url},
-                                         {"name": "b", "url": proxy.url, "timeout": "PT60S"}])
+            agg = start_aggregator(
+                tmp,
+                [{"name": "a", "url": a.url}, {"name": "b", "url": proxy.url, "timeout": "PT60S"}],
+            )
             started.append(agg)
             offers = post(f"{agg.url}/requests", combined(part("x", "a", 2), part("y", "b", 4)))
             offer = offers.json()["offers"][0]
@@ -522,8 +602,10 @@ def test_a_part_lost_to_a_race_on_its_node_releases_the_others(tmp_path, databas
             assert combined_state(tmp, offer["meta"]["uuid"]) == "ABORTED"
             released(db(tmp, "a"), x["uuid"])
             assert booking_of(b_db, y["uuid"])[1] == "RELEASED"
-            assert booking_of(b_db, other["offers"][0]["meta"]["uuid"])[1] in ("CONFIRMED",
-                                                                               "ACTIVE")
+            assert booking_of(b_db, other["offers"][0]["meta"]["uuid"])[1] in (
+                "CONFIRMED",
+                "ACTIVE",
+            )
             check(tmp, {"a": db(tmp, "a"), "b": b_db})
         finally:
             proxy.release.set()

@@ -15,8 +15,10 @@ from broker_core.broker import Broker
 from broker_core.config import ConfigError, parse_config
 from broker_core.identity import Identity, memberships
 from ebroker.cli import main
-from tests.conftest import request_doc
+from tests.conftest import ACCEPT, request_doc
 from tests.oidc_issuer import OidcIssuer
+
+CANCEL = {**ACCEPT, "value": "CANCELLED"}
 
 # --- which configured names a caller's groups answer to ---------------------------------------
 
@@ -195,3 +197,48 @@ def test_basic_users_groups_can_be_qualified(
     assert client.get(f"/offersets/{offer_set}", auth=("carol", "pw")).status_code == 200
     egi_admin = bearer(egi, "bob", "site-admins")  # egi's site-admins are not basic's
     assert client.get(f"/offersets/{offer_set}", headers=egi_admin).status_code == 404
+
+
+# --- a service (an aggregator's own credential) ------------------------------------------------
+
+
+def test_a_service_may_read_and_release_anyones_session_and_nothing_else(
+    broker_factory: Callable[..., Broker],
+    client_factory: Callable[[Broker], TestClient],
+    sqlite_url: str,
+    egi: OidcIssuer,
+    other: OidcIssuer,
+) -> None:
+    """What a restarted aggregator needs to undo a booking it was making for a user, without
+    the user's token: read the part, cancel it. Not accept it, list it, or read its logs; and
+    only the named issuer's group is a service."""
+    auth = two_issuers(egi, other, service_groups=["egi:services"])
+    node = client_factory(broker_factory(sqlite_url, auth=auth))
+    alice = bearer(egi, "alice")
+    service = bearer(egi, "federation", "services")
+    offers = node.post("/requests", json=request_doc(), headers=alice).json()
+    first, second = (o["meta"]["uuid"] for o in offers["offers"][:2])
+    forged = bearer(other, "eve", "services")  # another issuer's services group is no service
+    assert node.get(f"/sessions/{first}", headers=forged).status_code == 404
+    assert node.post(f"/sessions/{first}", json=CANCEL, headers=forged).status_code == 404
+    assert node.get(f"/sessions/{first}", headers=service).json()["phase"] == "OFFERED"
+    assert node.post(f"/sessions/{first}", json=ACCEPT, headers=service).status_code == 404
+    assert node.get(f"/offersets/{offers['meta']['uuid']}", headers=service).status_code == 404
+    assert node.get("/sessions", headers=service).json()["items"] == []
+    accepted = node.post(f"/sessions/{second}", json=ACCEPT, headers=alice)
+    assert accepted.json()["phase"] == "ACCEPTED", accepted.text
+    assert node.get(f"/sessions/{second}/logs", headers=service).status_code == 404
+    cancelled = node.post(f"/sessions/{second}", json=CANCEL, headers=service)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["phase"] == "CANCELLED"
+    assert node.get(f"/sessions/{second}", headers=alice).json()["phase"] == "CANCELLED"
+
+
+def test_a_bare_service_group_with_two_issuers_stops_start_up(
+    broker_factory: Callable[..., Broker], sqlite_url: str, egi: OidcIssuer, other: OidcIssuer
+) -> None:
+    auth = two_issuers(egi, other, service_groups=["services"])
+    with pytest.raises(
+        ConfigError, match=r"auth\.service_groups\[0\]: 'services' names no issuer"
+    ):
+        broker_factory(sqlite_url, auth=auth)

@@ -56,6 +56,26 @@ class Outcome:
     done: bool
     why: str = ""
     phase: str | None = None
+    # the node would not act for the credential the aggregator has (no caller's token now)
+    credential: bool = False
+
+
+def own_credential_problem(upstream: Any, token: str | None) -> str | None:
+    """Why a call without the caller's token may not be trusted at this upstream, or None.
+
+    An upstream the caller's token is passed on to (``forward_token``) keeps each session for
+    its user; without that token (a restarted aggregator has none: tokens are never stored)
+    the aggregator's own ``token`` acts, which the node obeys only if it is in the node's
+    ``auth.service_groups``. Its 404 is then no proof that a part is gone."""
+    if token is not None or not upstream.config.forward_token:
+        return None
+    if upstream.config.token is None:
+        return (
+            f"upstream {upstream.name} is passed callers' tokens and the aggregator has no "
+            "token of its own for it (upstreams[].token, a credential in the node's "
+            "auth.service_groups), so it cannot act on the part without its user"
+        )
+    return None
 
 
 class Booking:
@@ -176,14 +196,26 @@ class Booking:
         not answer). When none is left the booking is ``final``."""
         pending = [p for p in row.parts if p.state != ABORTED]
         outcomes = await asyncio.gather(*(self._undo_part(p, token) for p in pending))
-        left = []
+        left, refused = [], []
         for part, outcome in zip(pending, outcomes, strict=True):
             if outcome.done:
                 await asyncio.to_thread(self.store.set_part, row.uuid, part.position, ABORTED)
             else:
                 left.append(part.name)
-                log.warning("combined booking %s: part %s at upstream %s not released yet: %s",
-                            row.uuid, part.name, part.upstream, outcome.why)  # fmt: skip
+                if outcome.credential:
+                    refused.append(f"part {part.name}: {outcome.why}")
+                    log.error("combined booking %s: part %s at upstream %s cannot be released: "
+                              "%s", row.uuid, part.name, part.upstream, outcome.why)  # fmt: skip
+                else:
+                    log.warning("combined booking %s: part %s at upstream %s not released yet: "
+                                "%s", row.uuid, part.name, part.upstream, outcome.why)  # fmt: skip
+        if refused:
+            await self._say_once(
+                row,
+                "the aggregator cannot release every part of this failed "
+                "booking; it keeps trying: {why}",
+                why="; ".join(refused),
+            )
         if left:
             self.unfinished.set()
         else:
@@ -191,12 +223,35 @@ class Booking:
                                     int(time.time()))  # fmt: skip
         return left
 
+    async def _say_once(self, row: CombinedRow, template: str, **values: Any) -> None:
+        """A warning in the booking's own messages, unless the last one says the same."""
+        note = _note(template, **values)
+        current = await self._reread(row.uuid)
+        if current.messages and current.messages[-1].get("message") == note.get("message"):
+            return
+        await asyncio.to_thread(self.store.move, row.uuid, (current.state,), current.state,
+                                int(time.time()), note=[note])  # fmt: skip
+
     async def _undo_part(self, part: PartRow, token: str | None) -> Outcome:
         """CANCELLED: an offer's hold, or an accepted session's booking, is freed; a session
-        that holds nothing already is left as it is (a 404: its node no longer knows it)."""
+        that holds nothing already is left as it is (a 404: its node no longer knows it, when
+        the credential asking is one the node shows it to)."""
+        upstream = self.agg.upstreams.by_name.get(part.upstream)
+        problem = own_credential_problem(upstream, token) if upstream is not None else None
+        if problem is not None:
+            return Outcome(False, problem, credential=True)
         outcome = await self._post(part, CANCEL, token, judged=False)
-        if outcome.done or outcome.phase in RELEASED_PHASES or outcome.why == "404":
+        if outcome.done or outcome.phase in RELEASED_PHASES:
             return Outcome(True, phase=outcome.phase)
+        if outcome.why == "404" or outcome.why.startswith("it answered 403"):
+            if upstream is not None and upstream.config.forward_token and token is None:
+                return Outcome(False, f"upstream {part.upstream} does not let the aggregator's "
+                               "own token act on it (it answered "
+                               f"{outcome.why.split(':')[0].removeprefix('it answered ')}): "
+                               "that token must be in the node's auth.service_groups",
+                               outcome.phase, credential=True)  # fmt: skip
+            if outcome.why == "404":
+                return Outcome(True, phase=outcome.phase)
         return outcome
 
     async def _post(
@@ -243,9 +298,7 @@ class Booking:
         return row
 
 
-async def part_phase(
-    agg: Any, part: PartRow, token: str | None, judged: bool = True
-) -> str | None:
+async def part_phase(agg: Any, part: PartRow, token: str | None, judged: bool = True) -> str | None:
     """The phase of a part's session as its node says now; None when it does not say."""
     upstream = agg.upstreams.by_name.get(part.upstream)
     if upstream is None:

@@ -37,12 +37,19 @@ def qualifier(name: str, issuers: Collection[str]) -> str | None:
     return prefix if colon and prefix in issuers else None
 
 
+# the lists that grant more than a caller's own: a name several issuers could claim stops start-up
+PRIVILEGED = ("auth.admin_groups", "auth.service_groups")
+
+
 def selector_lists(config: NodeConfig) -> Iterator[tuple[str, list[str]]]:
     """Every configured list that selects callers by group, with where it is: the admin groups,
     and every ``groups:`` list of string names outside the Basic users (whose groups are
     memberships, not selectors) - the policies' rules and members, and any other section."""
     yield "auth.admin_groups", list(config.auth.admin_groups)
-    data = config.model_dump(mode="json", exclude={"auth": {"admin_groups", "basic"}})
+    yield "auth.service_groups", list(config.auth.service_groups)
+    data = config.model_dump(
+        mode="json", exclude={"auth": {"admin_groups", "service_groups", "basic"}}
+    )
     yield from _groups_in(data, "")
 
 
@@ -87,7 +94,7 @@ def group_problems(config: NodeConfig) -> tuple[list[str], list[str]]:
                 f"{at}: {name!r} names no issuer, and issuers {', '.join(trusted)} are trusted: "
                 f"a {name!r} group from any of them would count; write {qualified}"
             )
-            if where == "auth.admin_groups":
+            if where in PRIVILEGED:
                 errors.append(text)
             else:
                 warnings.append(text)

@@ -32,18 +32,24 @@ _BUMPED = {"generation": ExecutionSession.generation + 1}
 
 
 def visible(
-    broker: Broker, identity: Identity, row: ExecutionSession | None, session_uuid: str
-) -> ExecutionSession:
-    """The session, if ``identity`` may see it; another's session is as if there were none."""
-    if row is None or not broker.may_see(identity, row.owner):
+    broker: Broker, identity: Identity, row: ExecutionSession | None, session_uuid: str,
+    service: bool = False,
+) -> ExecutionSession:  # fmt: skip
+    """The session, if ``identity`` may see it; another's session is as if there were none.
+    ``service``: what a member of ``auth.service_groups`` may do (read, release) is asked."""
+    if row is None or not (broker.may_see(identity, row.owner)
+                           or (service and broker.may_release(identity))):  # fmt: skip
         raise NotFound("session", session_uuid)
     return row
 
 
-def read(broker: Broker, session_uuid: str, identity: Identity) -> ExecutionSession:
+def read(
+    broker: Broker, session_uuid: str, identity: Identity, service: bool = False
+) -> ExecutionSession:
     """The session as ``identity`` may see it, read in a transaction of its own."""
     with broker.db.read() as session:
-        return visible(broker, identity, session.get(ExecutionSession, session_uuid), session_uuid)
+        row = session.get(ExecutionSession, session_uuid)
+        return visible(broker, identity, row, session_uuid, service)
 
 
 def current(broker: Broker, session_uuid: str) -> ExecutionSession | None:

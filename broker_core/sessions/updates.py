@@ -49,18 +49,26 @@ def get_session(
     broker: Broker, session_uuid: str, identity: Identity = ANONYMOUS_IDENTITY
 ) -> dict[str, Any]:
     """The session as ``identity`` may see it; its ``notify`` with how each of its
-    notifications went (only here: who may read the session is its owner, or an admin)."""
-    row = store.read(broker, session_uuid, identity)
+    notifications went (only here: who may read the session is its owner, or an admin). A
+    service (``auth.service_groups``) reads it without its ``notify``: whom it tells is not
+    a service's to know."""
+    row = store.read(broker, session_uuid, identity, service=True)
+    owners = broker.may_see(identity, row.owner)
     record = SessionRecord.of(row.record)
     single = row.series_uuid is not None or record.series is None
-    if single and record.notify is None:
-        return render_session(row, broker.base_url, record)
+    if single and (record.notify is None or not owners):
+        rendered = render_session(row, broker.base_url, record)
+        if not owners:
+            rendered.pop("notify", None)
+        return rendered
     with broker.db.read() as session:
         if single:
             rendered = render_session(row, broker.base_url, record)
         else:  # a series: with its occurrences' phases
             rendered = series.render(session, row, broker.base_url)
-        if record.notify is not None and "notify" in rendered:
+        if not owners:
+            rendered.pop("notify", None)
+        elif record.notify is not None and "notify" in rendered:
             rendered["notify"]["deliveries"] = deliveries(session, row.uuid, record.notify)
     return rendered
 
@@ -87,6 +95,12 @@ def update_session(
         raise
 
 
+def _is_release(update_doc: dict[str, Any]) -> bool:
+    """An update a service may make of anyone's session: it only frees what the session holds."""
+    return (update_doc.get("kind") == "uri:enum-value-update" and update_doc.get("path") == "phase"
+            and update_doc.get("value") in (REJECTED, CANCELLED))  # fmt: skip
+
+
 def _update_session(
     broker: Broker,
     session_uuid: str,
@@ -96,7 +110,8 @@ def _update_session(
     now = int(time.time())
     expired = False
     with broker.db.write() as session:
-        row = store.visible(broker, identity, store.locked(session, session_uuid), session_uuid)
+        row = store.visible(broker, identity, store.locked(session, session_uuid), session_uuid,
+                            service=_is_release(update_doc))  # fmt: skip
         if is_extension(update_doc):
             series.refuse_extension(row)
             was = row.end_at
