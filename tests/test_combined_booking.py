@@ -421,6 +421,19 @@ def test_a_node_killed_between_hold_and_confirm_releases_the_other_parts(tmp_pat
             node.stop()
 
 
+def undone_after_restart(
+    tmp: Path, proxy: HoldingProxy, uuid: str, x: dict[str, Any], y: dict[str, Any]
+) -> None:
+    """The restarted aggregator undid the booking: part x (accepted on a) and part y (whose
+    accept the proxy held) are released, and the held accept reaches b too late (409)."""
+    until(lambda: combined_state(tmp, uuid) == "ABORTED", what="undone")
+    proxy.release.set()
+    until(lambda: proxy.answered, what="the held accept answered")
+    assert proxy.answered == [409]  # too late: part y was cancelled
+    released(db(tmp, "a"), x["uuid"])
+    released(db(tmp, "b"), y["uuid"])
+
+
 @pytest.mark.parametrize("late_accept", ["after-recovery", "before-restart"])
 def test_the_aggregator_killed_mid_accept_is_finished_or_undone_on_restart(tmp_path, late_accept):
     """The aggregator is killed while provably waiting on part y (its accept held by a proxy in
@@ -464,16 +477,11 @@ def test_the_aggregator_killed_mid_accept_is_finished_or_undone_on_restart(tmp_p
                 assert session["phase"] in BOOKED_PHASES, session
                 assert booking_of(db(tmp, "b"), y["uuid"])[1] in ("CONFIRMED", "ACTIVE")
             else:
-                until(lambda: combined_state(tmp, uuid) == "ABORTED", what="undone")
+                undone_after_restart(tmp, proxy, uuid, x, y)
                 session = httpx.get(offer["meta"]["url"], timeout=10).json()
                 assert session["phase"] == "FAILED"
                 said = " ".join(m["message"] for m in session["meta"]["messages"])
                 assert "stopped while booking" in said, said
-                proxy.release.set()
-                until(lambda: proxy.answered, what="the held accept answered")
-                assert proxy.answered == [409]  # too late: part y was cancelled
-                released(db(tmp, "a"), x["uuid"])
-                released(db(tmp, "b"), y["uuid"])
             check(tmp, ["a", "b"])
         finally:
             proxy.release.set()
@@ -527,12 +535,7 @@ def test_per_user_nodes_behind_a_forwarding_aggregator_are_undone_after_its_rest
             accepting["thread"].join(10)
             started.append(start_aggregator(tmp, upstreams, port=int(agg.url.rsplit(":", 1)[1])))
             if own_token == "service":
-                until(lambda: combined_state(tmp, uuid) == "ABORTED", what="undone")
-                proxy.release.set()
-                until(lambda: proxy.answered, what="the held accept answered")
-                assert proxy.answered == [409]  # too late: part y was cancelled
-                released(db(tmp, "a"), x["uuid"])
-                released(db(tmp, "b"), y["uuid"])
+                undone_after_restart(tmp, proxy, uuid, x, y)
                 check(tmp, ["a", "b"])
                 return
             said = ""
