@@ -36,6 +36,12 @@ class UpstreamConfig(Model):
     forward_token: bool = Field(
         default=False, description="pass the caller's bearer token on, so site policies see them"
     )
+    service_token: str | None = Field(
+        default=None,
+        description="with forward_token: the aggregator's credential in the node's "
+        "auth.service_groups (read and release any session), used only by the recovery of "
+        "combined bookings, which has no caller's token; never for a caller's request",
+    )
 
     @property
     def base(self) -> str:

@@ -88,8 +88,9 @@ class Store:
                 return RemoteSession(**row._mapping)
             o = tables.occurrence.c
             found = c.execute(
-                select(o.uuid, o.offerset_uuid, o.upstream, o.remote_uuid, o.remote_url)
-                .where(o.uuid == uuid)
+                select(o.uuid, o.offerset_uuid, o.upstream, o.remote_uuid, o.remote_url).where(
+                    o.uuid == uuid
+                )
             ).first()
         return RemoteSession(*found, rank=-1) if found else None
 

@@ -25,6 +25,17 @@ from .metrics import UPSTREAM_CALLS
 log = logging.getLogger(__name__)
 
 
+def bearer(config: UpstreamConfig, token: str | None, service: bool = False) -> str | None:
+    """The token a call to this upstream carries: the caller's, where it is passed on; the
+    service credential for the aggregator's own housekeeping (``service``) where there is no
+    caller's; else the aggregator's own token."""
+    if config.forward_token and token:
+        return token
+    if service and config.service_token:
+        return config.service_token
+    return config.token
+
+
 class UpstreamError(Exception):
     """An upstream could not be asked, or answered with something unusable."""
 
@@ -146,6 +157,7 @@ class Upstreams:
         follow: bool = False,
         late_after: float | None = None,
         judged: bool = True,
+        service: bool = False,
     ) -> Answer:
         """One call within the upstream's timeout (and the overall deadline, if sooner); a
         failure to connect, a timeout, a 5xx or an unreadable success counts against its
@@ -154,17 +166,18 @@ class Upstreams:
         its body already is the document (the status stays 303, ``followed`` says which). An
         answer after ``late_after`` (when the fan-out stopped waiting for it) is read but counts
         against the breaker as a timeout would; a call not ``judged`` is not held back by the
-        breaker and does not count for it."""
+        breaker and does not count for it. ``service``: the aggregator's own housekeeping,
+        which has no caller's token (see ``bearer``)."""
         answer = await self._once(upstream, method, url, document=document, body=body,
                                   token=token, deadline=deadline, late_after=late_after,
-                                  judged=judged)  # fmt: skip
+                                  judged=judged, service=service)  # fmt: skip
         if not follow or answer.status != 303 or answer.location is None:
             return answer
         if isinstance(answer.document, dict) and answer.document.get("kind"):
             return answer  # the session (or offer set) came with the redirect
         target = await self._once(upstream, "GET", answer.location, token=token,
-                                  deadline=deadline, late_after=late_after,
-                                  judged=judged)  # fmt: skip
+                                  deadline=deadline, late_after=late_after, judged=judged,
+                                  service=service)  # fmt: skip
         if target.status != 200:
             raise UpstreamError(f"it redirected to {answer.location}, which answered "
                                 f"{target.status}")  # fmt: skip
@@ -182,6 +195,7 @@ class Upstreams:
         deadline: float | None = None,
         late_after: float | None = None,
         judged: bool = True,
+        service: bool = False,
     ) -> Answer:
         # housekeeping (a rejection in the background) neither waits for the breaker nor
         # counts for it: a fresh breaker takes its outcome
@@ -195,9 +209,9 @@ class Upstreams:
         headers = request_ids.outgoing()
         if body is not None:  # the same request to many upstreams is encoded once
             headers["Content-Type"] = "application/json"
-        bearer = token if upstream.config.forward_token and token else upstream.config.token
-        if bearer:
-            headers["Authorization"] = f"Bearer {bearer}"
+        carried = bearer(upstream.config, token, service)
+        if carried:
+            headers["Authorization"] = f"Bearer {carried}"
         started = time.perf_counter()
         try:
             answer = await self._request(upstream, method, url, document, body, headers,
@@ -262,9 +276,9 @@ class Upstreams:
     async def text(self, upstream: Upstream, url: str, *, token: str | None) -> str | None:
         """A text resource (session logs); None when the upstream has no such resource."""
         headers = {"Accept": "text/plain", **request_ids.outgoing()}
-        bearer = token if upstream.config.forward_token and token else upstream.config.token
-        if bearer:
-            headers["Authorization"] = f"Bearer {bearer}"
+        carried = bearer(upstream.config, token)
+        if carried:
+            headers["Authorization"] = f"Bearer {carried}"
         timeout = aiohttp.ClientTimeout(total=upstream.config.timeout.total_seconds())
         try:
             async with self.session.get(url, headers=headers, timeout=timeout) as response:

@@ -511,7 +511,7 @@ def test_per_user_nodes_behind_a_forwarding_aggregator_are_undone_after_its_rest
                            tmp, "b")  # fmt: skip
             started.append(b)
             proxy.target = b.url
-            own = {"token": service} if own_token == "service" else {}
+            own = {"service_token": service} if own_token == "service" else {}
             upstreams = [{"name": "a", "url": a.url, "forward_token": True, **own},
                          {"name": "b", "url": proxy.url, "timeout": "PT60S",
                           "forward_token": True, **own}]  # fmt: skip

@@ -7,6 +7,8 @@ import pytest
 
 from aggregator.combined.request import parse_combined
 from aggregator.combined.slots import PartOffer, combine, narrowed_start
+from aggregator.config import UpstreamConfig
+from aggregator.upstreams import bearer
 from broker_core.errors import DocumentInvalid
 from tests.conftest import request_doc
 
@@ -73,3 +75,16 @@ def test_what_the_spec_cannot_say_is_refused_naming_the_field(changes, pointer):
     with pytest.raises(DocumentInvalid) as raised:
         parse_combined(combined(**changes), ["a", "b"])
     assert pointer in [e.pointer for e in raised.value.errors]
+
+
+def test_the_service_credential_is_the_recoverys_alone():
+    """A caller without a token never gets the aggregator's service credential passed on (it
+    may release anyone's session on the node): only the recovery's calls carry it."""
+    config = UpstreamConfig(name="a", url="http://a", forward_token=True, token="own",
+                            service_token="service")  # fmt: skip
+    assert bearer(config, "alice") == "alice"
+    assert bearer(config, "alice", service=True) == "alice"  # the caller's, while it is known
+    assert bearer(config, None) == "own"
+    assert bearer(config, None, service=True) == "service"
+    mine = UpstreamConfig(name="b", url="http://b", token="own")  # no caller's token passed on
+    assert bearer(mine, "alice") == bearer(mine, None, service=True) == "own"

@@ -60,22 +60,19 @@ class Outcome:
     credential: bool = False
 
 
-def own_credential_problem(upstream: Any, token: str | None) -> str | None:
-    """Why a call without the caller's token may not be trusted at this upstream, or None.
+def own_credential_problem(upstream: Any, token: str | None, service: bool) -> str | None:
+    """Why the aggregator cannot act on a part at this upstream without its user, or None.
 
     An upstream the caller's token is passed on to (``forward_token``) keeps each session for
-    its user; without that token (a restarted aggregator has none: tokens are never stored)
-    the aggregator's own ``token`` acts, which the node obeys only if it is in the node's
-    ``auth.service_groups``. Its 404 is then no proof that a part is gone."""
-    if token is not None or not upstream.config.forward_token:
+    its user; a restarted aggregator has no such token (they are never stored), so its
+    recovery (``service``) acts with ``service_token``, which the node obeys only if it is in
+    the node's ``auth.service_groups``."""
+    config = upstream.config
+    if token is not None or not config.forward_token or not service or config.service_token:
         return None
-    if upstream.config.token is None:
-        return (
-            f"upstream {upstream.name} is passed callers' tokens and the aggregator has no "
-            "token of its own for it (upstreams[].token, a credential in the node's "
-            "auth.service_groups), so it cannot act on the part without its user"
-        )
-    return None
+    return (f"upstream {upstream.name} is passed callers' tokens and the aggregator has no "
+            "service_token for it (a credential in the node's auth.service_groups), so it "
+            "cannot act on the part without its user's token")  # fmt: skip
 
 
 class Booking:
@@ -191,11 +188,14 @@ class Booking:
             return Outcome(False, f"it answered with phase {outcome.phase}", outcome.phase)
         return outcome
 
-    async def undo(self, row: CombinedRow, final: str, token: str | None) -> list[str]:
+    async def undo(
+        self, row: CombinedRow, final: str, token: str | None, service: bool = False
+    ) -> list[str]:
         """Cancel every part not yet ABORTED; the names of those still left (their nodes did
-        not answer). When none is left the booking is ``final``."""
+        not answer, or would not act for the aggregator). When none is left the booking is
+        ``final``. ``service``: the recovery's, without a caller (see ``bearer``)."""
         pending = [p for p in row.parts if p.state != ABORTED]
-        outcomes = await asyncio.gather(*(self._undo_part(p, token) for p in pending))
+        outcomes = await asyncio.gather(*(self._undo_part(p, token, service) for p in pending))
         left, refused = [], []
         for part, outcome in zip(pending, outcomes, strict=True):
             if outcome.done:
@@ -232,31 +232,33 @@ class Booking:
         await asyncio.to_thread(self.store.move, row.uuid, (current.state,), current.state,
                                 int(time.time()), note=[note])  # fmt: skip
 
-    async def _undo_part(self, part: PartRow, token: str | None) -> Outcome:
+    async def _undo_part(self, part: PartRow, token: str | None, service: bool) -> Outcome:
         """CANCELLED: an offer's hold, or an accepted session's booking, is freed; a session
-        that holds nothing already is left as it is (a 404: its node no longer knows it, when
-        the credential asking is one the node shows it to)."""
+        that holds nothing already is left as it is (a 404: its node no longer knows it). At an
+        upstream that keeps sessions for their users, a 404 or 403 without the user's token is
+        no proof of that: the node would not act for the aggregator."""
         upstream = self.agg.upstreams.by_name.get(part.upstream)
-        problem = own_credential_problem(upstream, token) if upstream is not None else None
+        problem = own_credential_problem(upstream, token, service) if upstream else None
         if problem is not None:
             return Outcome(False, problem, credential=True)
-        outcome = await self._post(part, CANCEL, token, judged=False)
+        outcome = await self._post(part, CANCEL, token, judged=False, service=service)
         if outcome.done or outcome.phase in RELEASED_PHASES:
             return Outcome(True, phase=outcome.phase)
-        if outcome.why == "404" or outcome.why.startswith("it answered 403"):
-            if upstream is not None and upstream.config.forward_token and token is None:
-                return Outcome(False, f"upstream {part.upstream} does not let the aggregator's "
-                               "own token act on it (it answered "
-                               f"{outcome.why.split(':')[0].removeprefix('it answered ')}): "
-                               "that token must be in the node's auth.service_groups",
-                               outcome.phase, credential=True)  # fmt: skip
-            if outcome.why == "404":
-                return Outcome(True, phase=outcome.phase)
+        status = outcome.why.split(":")[0].removeprefix("it answered ")
+        if status in ("404", "403") and upstream and upstream.config.forward_token and not token:
+            which = "service_token" if service else "token"
+            return Outcome(False, f"upstream {part.upstream} would not let the aggregator's "
+                           f"{which} act on it (it answered {status}): that credential must be "
+                           "in the node's auth.service_groups", outcome.phase,
+                           credential=True)  # fmt: skip
+        if status == "404":
+            return Outcome(True, phase=outcome.phase)
         return outcome
 
     async def _post(
-        self, part: PartRow, update: dict[str, Any], token: str | None, judged: bool = True
-    ) -> Outcome:
+        self, part: PartRow, update: dict[str, Any], token: str | None, judged: bool = True,
+        service: bool = False,
+    ) -> Outcome:  # fmt: skip
         """One update of a part on its node; an undo (not ``judged``) is not held back by the
         node's breaker, so that a node back up is released at once."""
         upstream = self.agg.upstreams.by_name.get(part.upstream)
@@ -265,7 +267,7 @@ class Booking:
         try:
             answer = await self.agg.upstreams.call(upstream, "POST", part.remote_url,
                                                    document=update, token=token,
-                                                   judged=judged)  # fmt: skip
+                                                   judged=judged, service=service)  # fmt: skip
         except UpstreamError as exc:
             return Outcome(False, str(exc))
         phase = phase_of(answer.document)
@@ -298,14 +300,16 @@ class Booking:
         return row
 
 
-async def part_phase(agg: Any, part: PartRow, token: str | None, judged: bool = True) -> str | None:
+async def part_phase(
+    agg: Any, part: PartRow, token: str | None, judged: bool = True, service: bool = False
+) -> str | None:
     """The phase of a part's session as its node says now; None when it does not say."""
     upstream = agg.upstreams.by_name.get(part.upstream)
     if upstream is None:
         return None
     try:
         answer = await agg.upstreams.call(upstream, "GET", part.remote_url, token=token,
-                                          judged=judged)  # fmt: skip
+                                          judged=judged, service=service)  # fmt: skip
     except UpstreamError:
         return None
     return phase_of(answer.document) if answer.status == 200 else None

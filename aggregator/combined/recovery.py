@@ -74,9 +74,11 @@ class Recovery:
 
     async def settle(self, row: CombinedRow) -> bool:
         """Finish or undo one booking; True when it is done."""
-        token = self.booking.tokens.get(row.uuid)
+        token = self.booking.tokens.get(row.uuid)  # gone after a restart: the service's acts
+        service = token is None
         if row.state == CONFIRMING:
-            phases = await asyncio.gather(*(part_phase(self.agg, p, token, judged=False)
+            phases = await asyncio.gather(*(part_phase(self.agg, p, token, judged=False,
+                                                       service=service)
                                             for p in row.parts))  # fmt: skip
             now = int(time.time())
             if all(p in ACCEPTED_PHASES for p in phases):
@@ -98,4 +100,4 @@ class Recovery:
         final = {ABORTING: ABORTED, CANCELLING: CANCELLED}.get(row.state)
         if final is None:
             return True
-        return not await self.booking.undo(row, final, token)
+        return not await self.booking.undo(row, final, token, service)

@@ -41,8 +41,11 @@ class Combined:
         self, document: dict[str, Any], token: str | None, project: str | None, probe: bool
     ) -> dict[str, Any]:
         if probe:
-            raise ParameterInvalid("probe", "a combined request cannot be a probe: its offers "
-                                   "hold their slots, so that every part can be booked")
+            raise ParameterInvalid(
+                "probe",
+                "a combined request cannot be a probe: its offers "
+                "hold their slots, so that every part can be booked",
+            )
         request = parse_combined(document, list(self.agg.upstreams.by_name))
         return await combined_offers(self.agg, self.store, request, token, project)
 
