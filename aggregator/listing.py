@@ -301,7 +301,7 @@ async def merged_list(
               if isinstance(r, UpstreamError)}  # fmt: skip
     kept = {n: p for n, p in positions.items() if n in fetched or n in failed}
     taken, after, finished = merge(fetched, kept, limit)
-    items = await asyncio.to_thread(rewrite, service, kind, taken)
+    items = await asyncio.to_thread(rewrite, service, kind, taken, filters)
     next_cursor = None if finished else encode_cursor(after, filters)
     answer = pages.page(items, limit, next_cursor)
     if notes:
@@ -309,11 +309,17 @@ async def merged_list(
     return answer
 
 
-def rewrite(service: Any, kind: ListKind, taken: list[tuple[str, dict[str, Any]]]) -> list[dict]:
+def rewrite(
+    service: Any, kind: ListKind, taken: list[tuple[str, dict[str, Any]]],
+    filters: Mapping[str, Any],
+) -> list[dict]:  # fmt: skip
     """The items as the aggregator shows them, each naming its upstream: a session the
     aggregator offered, or an occurrence of a series it offered, has the aggregator's uuid and
     href (and offer set, and series), which its other operations know; any other keeps its
-    node's."""
+    node's. A node's offer set of a combined request's part stands for the combined offer set
+    (see ``Combined.listed``)."""
+    if kind is OFFERSETS:
+        return service.combined.listed(taken, filters)
     known = {}
     occurrences: dict[tuple[str, str], tuple[str, Any]] = {}
     if kind is SESSIONS:

@@ -335,7 +335,7 @@ class Aggregator:
         stored = await asyncio.to_thread(self.store.offerset, offerset_uuid)
         if stored is None:
             raise NotFound("offer set", offerset_uuid)
-        combined = await self.combined.offerset(offerset_uuid, stored)
+        combined = await self.combined.offerset(offerset_uuid, stored, token)
         if combined is not None:
             return combined
         remotes = await asyncio.to_thread(self.store.sessions_of, offerset_uuid)

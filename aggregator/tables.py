@@ -94,6 +94,9 @@ combined_part = Table(
     *_remote(),
     # PREPARED (held), CONFIRMING, CONFIRMED, ABORTING, ABORTED
     Column("state", String(16), nullable=False),
+    # its offer set on its node (None: the node named none), which GET /offersets lists
+    Column("remote_offerset", String(64), nullable=True),
+    Index("ix_agg_combined_part_offerset", "remote_offerset", "upstream"),
 )
 
 # the occurrences of a recurring series accepted through the aggregator: each is a session of

@@ -245,3 +245,47 @@ def test_a_series_occurrences_are_listed_under_the_aggregators_uuids(aggregator,
     assert again[one["uuid"]]["phase"] == "CANCELLED"
     series = aggregator.get(f"/sessions/{uuid}", headers=carol).json()["series"]
     assert [o["phase"] for o in series["occurrences"]][1] == "CANCELLED"
+
+
+def test_a_combined_offer_set_is_listed_once_to_its_owner_alone(aggregator, nodes, users):
+    """A combined request's offer set is the aggregator's: it is listed in place of its parts'
+    node offer sets (which the nodes list to their owner only), once over all pages, and it
+    is shown, updated and withdrawn for its owner alone."""
+    alice, bob = users["alice"], users["bob"]
+    schedule = {"start": [f"{at(60)}/PT4H"], "duration": "PT1H"}
+    doc = {"parts": [{"name": "x", "site": "a", "request": request_doc(**schedule)},
+                     {"name": "y", "site": "b", "request": request_doc(**schedule)}]}  # fmt: skip
+    r = aggregator.post("/requests", json=doc, headers=alice)
+    assert r.status_code == 200 and r.json()["result"] == "YES", r.text
+    uuid = r.json()["meta"]["uuid"]
+    session = f"/sessions/{r.json()['offers'][0]['meta']['uuid']}"
+    parts = {httpx.get(p["url"], headers=alice).json()["offerset"]["uuid"]
+             for o in r.json()["offers"] for p in o["parts"]}  # fmt: skip
+
+    def listed(who: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+        return [i for a in walk(aggregator, "/offersets", who, limit=1, **params)
+                for i in a["items"]]  # fmt: skip
+
+    items = listed(alice)
+    mine = [i for i in items if i["uuid"] == uuid]
+    assert len(mine) == 1, items
+    assert mine[0]["href"] == f"http://aggregator.test/offersets/{uuid}"
+    assert mine[0]["upstream"] == "a+b" and mine[0]["owner"] == "test:alice"
+    assert mine[0]["state"] == "open" and mine[0]["result"] == "YES"
+    assert mine[0]["offers"] == {"OFFERED": len(r.json()["offers"])}
+    assert not parts & {i["uuid"] for i in items}  # its parts' offer sets give way to it
+    assert uuid not in {i["uuid"] for i in listed(bob)}
+    assert uuid not in {i["uuid"] for i in listed(alice, state="closed")}
+    assert uuid in {i["uuid"] for i in listed(alice, result="YES")}
+    got = aggregator.get(f"/offersets/{uuid}", headers=alice)
+    assert got.status_code == 200 and got.json()["offers"][0]["parts"], got.text
+    # another user: as if there were none, whatever they try
+    assert aggregator.get(f"/offersets/{uuid}", headers=bob).status_code == 404
+    assert aggregator.get(session, headers=bob).status_code == 404
+    assert aggregator.post(session, json=WITHDRAW, headers=bob).status_code == 404
+    assert aggregator.post(f"/offersets/{uuid}", json=WITHDRAW, headers=bob).status_code == 404
+    assert aggregator.get(session, headers=alice).json()["phase"] == "OFFERED"
+    r = aggregator.post(f"/offersets/{uuid}", json=WITHDRAW, headers=alice)
+    assert r.status_code == 200, r.text
+    (closed,) = [i for i in listed(alice, state="closed") if i["uuid"] == uuid]
+    assert closed["offers"] == {"REJECTED": len(r.json()["offers"])}

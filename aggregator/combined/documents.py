@@ -85,10 +85,43 @@ def offer_row(
         }
         for o, d in zip(slot, dumped, strict=True)
     ]
-    parts = [PartRow(i, names[o.part], o.upstream, o.offer.meta.uuid, o.offer.meta.url)
-             for i, o in enumerate(slot)]  # fmt: skip
+    parts = [PartRow(i, names[o.part], o.upstream, o.offer.meta.uuid, o.offer.meta.url,
+                     remote_offerset=_offerset_of(d))
+             for i, (o, d) in enumerate(zip(slot, dumped, strict=True))]  # fmt: skip
     return CombinedRow(uuid, offerset_uuid, rank, OFFERED, int(expires), now, document, [],
                        parts)  # fmt: skip
+
+
+def _offerset_of(offer: dict[str, Any]) -> str | None:
+    """The uuid of the node's offer set an offer is of, if the node names it."""
+    named = offer.get("offerset")
+    uuid = named.get("uuid") if isinstance(named, dict) else None
+    return uuid if isinstance(uuid, str) and len(uuid) <= 64 else None
+
+
+def summary(
+    offerset: dict[str, Any], rows: list[CombinedRow], owner: str, base_url: str
+) -> dict[str, Any]:
+    """A combined offer set as GET /offersets lists it (an OfferSetSummary): open while one
+    of its combined offers can be accepted, the count of its offers in each phase, and the
+    upstreams of its parts (``a+b``, as its offers name them)."""
+    phases = [render(r)["phase"] for r in rows]
+    counts: dict[str, int] = {}
+    for phase in phases:
+        counts[phase] = counts.get(phase, 0) + 1
+    upstreams = "+".join(dict.fromkeys(p.upstream for r in rows for p in r.parts))
+    uuid = offerset["uuid"]
+    return {
+        "uuid": uuid,
+        "href": f"{base_url}/offersets/{uuid}",
+        "result": offerset["result"],
+        "state": "open" if "OFFERED" in phases else "closed",
+        "owner": owner,
+        "created": instant(offerset["created_at"]),
+        "expires": instant(offerset["expires_at"]),
+        "offers": counts,
+        "upstream": upstreams,
+    }
 
 
 def render(row: CombinedRow, live: dict[int, str] | None = None) -> dict[str, Any]:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
-from broker_core.errors import Conflict, ParameterInvalid
+from broker_core.errors import Conflict, NotFound, ParameterInvalid, UpstreamUnavailable
 
+from ..upstreams import UpstreamError
 from .booking import Booking, part_phase
-from .documents import render
+from .documents import render, summary
 from .offers import combined_offers, offerset_document
 from .recovery import Recovery
 from .request import parse_combined
-from .store import CANCELLED, CANCELLING, CONFIRMED, OFFERED, CombinedStore
+from .store import CANCELLED, CANCELLING, CONFIRMED, OFFERED, CombinedRow, CombinedStore, PartRow
 
 LIVE_STATES = (CONFIRMED, CANCELLING, CANCELLED)  # the parts' phases are asked of their nodes
 
@@ -49,24 +51,79 @@ class Combined:
         request = parse_combined(document, list(self.agg.upstreams.by_name))
         return await combined_offers(self.agg, self.store, request, token, project)
 
-    async def offerset(self, uuid: str, stored: dict[str, Any]) -> dict[str, Any] | None:
-        """A combined offer set (None when this one is not)."""
+    def listed(
+        self, taken: list[tuple[str, dict[str, Any]]], filters: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The merged list's offer sets, each naming its upstream; the nodes' offer sets of
+        combined parts give way to their combined offer set, listed once (at its first part's):
+        a node lists its offer sets to their owner only, so the combined one is too."""
+        upstreams = {u.name for u in self.agg.upstreams.by_name.values()
+                     if u.config.forward_token}  # fmt: skip
+        found = self.store.listed([(name, item["uuid"]) for name, item in taken], upstreams)
+        items = []
+        for name, item in taken:
+            key = (name, item["uuid"])
+            if key not in found:
+                items.append({**item, "upstream": name})
+                continue
+            uuid = found[key]
+            stored = self.agg.store.offerset(uuid) if uuid else None
+            if stored is None:
+                continue  # another part's offer set stands for it
+            listed = summary(stored, self.store.of_offerset(uuid), item["owner"],
+                             self.agg.base_url)  # fmt: skip
+            if all(filters.get(f) in (None, listed[f]) for f in ("state", "result")):
+                items.append(listed)
+        return items
+
+    async def shown(self, parts: list[PartRow], token: str | None, what: str, uuid: str) -> None:
+        """NotFound unless the caller may see what these parts are of: the first node that
+        keeps its sessions for their users (the caller's token is passed on to it) and
+        answers says so by showing the caller a part. Elsewhere the aggregator's own token
+        shows it, as it shows an ordinary offer set's offers."""
+        asked = [p for p in parts if (u := self.agg.upstreams.by_name.get(p.upstream))
+                 and u.config.forward_token]  # fmt: skip
+        for part in asked:
+            upstream = self.agg.upstreams.by_name[part.upstream]
+            try:
+                answer = await self.agg.upstreams.call(upstream, "GET", part.remote_url,
+                                                       token=token)  # fmt: skip
+            except UpstreamError:
+                continue
+            if answer.status == 200:
+                return
+            if answer.status in (401, 403, 404):
+                raise NotFound(what, uuid)
+        if asked:
+            raise UpstreamUnavailable(f"no node of its parts answered, so the aggregator cannot "
+                                      f"tell whether the caller may see {what} {uuid}")  # fmt: skip
+
+    async def offerset(
+        self, uuid: str, stored: dict[str, Any], token: str | None
+    ) -> dict[str, Any] | None:
+        """A combined offer set (None when this one is not), if the caller may see it."""
         rows = await asyncio.to_thread(self.store.of_offerset, uuid)
         if not rows:  # a NO of a combined request has no offers: the generic view serves it
             return None
+        await self.shown([p for r in rows for p in r.parts], token, "offer set", uuid)
         return offerset_document(self.agg.base_url, uuid, stored["created_at"],
                                  stored["result"], list(stored["messages"]),
                                  [render(r) for r in rows])  # fmt: skip
 
     async def withdraw(self, offerset_uuid: str, token: str | None) -> None:
-        """Reject every open combined offer of the set (their part offers on their nodes)."""
-        for row in await asyncio.to_thread(self.store.of_offerset, offerset_uuid):
+        """Reject every open combined offer of the set (their part offers on their nodes), if
+        the caller may see it."""
+        rows = await asyncio.to_thread(self.store.of_offerset, offerset_uuid)
+        if rows:
+            await self.shown([p for r in rows for p in r.parts], token, "offer set",
+                             offerset_uuid)  # fmt: skip
+        for row in rows:
             if row.state == OFFERED:
                 with contextlib.suppress(Conflict):  # accepted or rejected meanwhile
                     await self.booking.reject(row, token)
 
     async def session(self, uuid: str, token: str | None) -> dict[str, Any] | None:
-        row = await asyncio.to_thread(self.store.get, uuid)
+        row = await self._row(uuid, token)
         if row is None:
             return None
         live: dict[int, str] = {}
@@ -79,7 +136,7 @@ class Combined:
     async def update(
         self, uuid: str, update: dict[str, Any], token: str | None
     ) -> dict[str, Any] | None:
-        row = await asyncio.to_thread(self.store.get, uuid)
+        row = await self._row(uuid, token)
         if row is None:
             return None
         value = update.get("value")
@@ -95,3 +152,10 @@ class Combined:
             return await self.booking.cancel(row, token)
         raise Conflict(f"a combined offer cannot be set to {value!r}; allowed: ACCEPTED, "
                        "REJECTED, CANCELLED", phase=render(row)["phase"])  # fmt: skip
+
+    async def _row(self, uuid: str, token: str | None) -> CombinedRow | None:
+        """The combined offer, if it is one and the caller may see it (else NotFound)."""
+        row = await asyncio.to_thread(self.store.get, uuid)
+        if row is not None:
+            await self.shown(row.parts, token, "session", uuid)
+        return row

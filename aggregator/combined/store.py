@@ -35,6 +35,7 @@ class PartRow:
     remote_uuid: str
     remote_url: str
     state: str = PREPARED
+    remote_offerset: str | None = None  # its offer set on its node
 
 
 @dataclass
@@ -81,6 +82,38 @@ class CombinedStore:
 
     def of_offerset(self, offerset_uuid: str) -> list[CombinedRow]:
         return self._read(tables.combined.c.offerset_uuid == offerset_uuid)
+
+    def listed(
+        self, remotes: list[tuple[str, str]], upstreams: set[str]
+    ) -> dict[tuple[str, str], str | None]:
+        """Of these (upstream, node offer set) a list shows, those of combined parts: each
+        with the combined offer set it stands for in the list, or None where another part's
+        stands for it. The one that stands for it is its first part (by rank, position) on one
+        of ``upstreams`` (those listed), so a combined offer set is listed once, on one page."""
+        if not remotes:
+            return {}
+        t, p = tables.combined, tables.combined_part
+        with self.engine.connect() as c:
+            hits = c.execute(
+                select(p.c.upstream, p.c.remote_offerset, t.c.offerset_uuid)
+                .join(t, t.c.uuid == p.c.combined_uuid)
+                .where(p.c.remote_offerset.in_(sorted({uuid for _, uuid in remotes})))
+            ).all()  # fmt: skip
+            wanted = set(remotes)
+            found = {(r[0], r[1]): r[2] for r in hits if (r[0], r[1]) in wanted}
+            if not found:
+                return {}
+            firsts = c.execute(
+                select(t.c.offerset_uuid, p.c.upstream, p.c.remote_offerset)
+                .join(t, t.c.uuid == p.c.combined_uuid)
+                .where(t.c.offerset_uuid.in_(sorted(set(found.values()))),
+                       p.c.upstream.in_(sorted(upstreams)), p.c.remote_offerset.is_not(None))
+                .order_by(t.c.offerset_uuid, t.c.rank, p.c.position)
+            ).all()  # fmt: skip
+        first: dict[str, tuple[str, str]] = {}
+        for offerset_uuid, upstream, remote in firsts:
+            first.setdefault(offerset_uuid, (upstream, remote))
+        return {key: uuid if first.get(uuid) == key else None for key, uuid in found.items()}
 
     def unfinished(self) -> list[CombinedRow]:
         return self._read(tables.combined.c.state.in_(UNFINISHED))
