@@ -311,7 +311,7 @@ async def merged_list(
 
 def rewrite(
     service: Any, kind: ListKind, taken: list[tuple[str, dict[str, Any]]],
-    filters: Mapping[str, Any],
+    filters: Mapping[str, Any] | None = None,
 ) -> list[dict]:  # fmt: skip
     """The items as the aggregator shows them, each naming its upstream: a session the
     aggregator offered, or an occurrence of a series it offered, has the aggregator's uuid and
@@ -319,7 +319,7 @@ def rewrite(
     node's. A node's offer set of a combined request's part stands for the combined offer set
     (see ``Combined.listed``)."""
     if kind is OFFERSETS:
-        return service.combined.listed(taken, filters)
+        return service.combined.listed(taken, filters or {})
     known = {}
     occurrences: dict[tuple[str, str], tuple[str, Any]] = {}
     if kind is SESSIONS:
