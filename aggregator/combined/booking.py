@@ -115,6 +115,7 @@ class Booking:
                 await asyncio.to_thread(store.move, row.uuid, (CONFIRMING,), CONFIRMED,
                                         int(time.time()))  # fmt: skip
                 await self._reject_siblings(row, token)
+                self.tokens.pop(row.uuid, None)  # nothing is left to retry with it
                 return render(await self._reread(row.uuid))
             why = "; ".join(f"part {p.name} at upstream {p.upstream}: {o.why}" for p, o in failed)
             note = [_note("the combined booking failed, so every part is released: {why}",
@@ -219,6 +220,7 @@ class Booking:
         if left:
             self.unfinished.set()
         else:
+            self.tokens.pop(row.uuid, None)  # nothing is left to retry with it
             await asyncio.to_thread(self.store.move, row.uuid, (row.state,), final,
                                     int(time.time()))  # fmt: skip
         return left
