@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -138,17 +140,12 @@ def content_length(location: str, rules: StagingRules, seconds: float) -> tuple[
 async def _head(location: str, rules: StagingRules, seconds: float) -> tuple[int, int | None]:
     guard = Guard(rules)
     host = parse_location(location).host
-    try:
+    with _reaching(guard, host):
         async with guarded_session(guard, aiohttp.ClientTimeout(total=seconds)) as session:
             response = await _followed(session, "HEAD", location, rules)
             async with response:
                 return response.status, response.content_length
-    except aiohttp.ClientConnectorError:
-        if guard.refused is not None:
-            raise guard.refused from None
-        raise StagingFailed(f"cannot reach {host}") from None
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise StagingFailed(f"no answer from {host}: {type(exc).__name__}") from None
+    raise AssertionError("unreachable")  # _reaching re-raises every error as StagingFailed
 
 
 def get_text(
@@ -164,7 +161,7 @@ async def _get(
 ) -> tuple[int, bytes]:
     guard = Guard(rules)
     host = parse_location(location).host
-    try:
+    with _reaching(guard, host):
         async with guarded_session(guard, aiohttp.ClientTimeout(total=seconds)) as session:
             response = await _followed(session, "GET", location, rules, headers)
             async with response:
@@ -174,6 +171,14 @@ async def _get(
                     if len(body) > limit:
                         raise StagingFailed(f"{host} answered more than {limit} bytes")
                 return response.status, bytes(body)
+    raise AssertionError("unreachable")  # _reaching re-raises every error as StagingFailed
+
+
+@contextmanager
+def _reaching(guard: Guard, host: str) -> Iterator[None]:
+    """A failure to reach ``host`` as staging's: the guard's refusal, or what failed."""
+    try:
+        yield
     except aiohttp.ClientConnectorError:
         if guard.refused is not None:
             raise guard.refused from None
